@@ -1,0 +1,34 @@
+# make run   - set up .venv and run the whole daemon under supervisord (foreground; Ctrl-C stops it)
+# make test  - set up .venv and run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-faults bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p -m 0700 run
+	mkdir -p logs/live
+	$(VENV)/bin/supervisord -c deploy/supervisord.conf
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) run .pytest_cache

@@ -1,0 +1,19 @@
+"""Moving messages: sockets, publisher/subscriber, command server/client, heartbeats, the loop.
+
+Nothing here knows what a message means; ``proto`` turns messages into bytes and back.
+"""
+
+from bus.command_client import CommandClient, CommandTimeout
+from bus.command_server import CommandServer
+from bus.endpoints import SERVICE_NAMES, Endpoints, ensure_private_dir
+from bus.heartbeat import Heartbeater
+from bus.publisher import Publisher
+from bus.reactor import Reactor
+from bus.settings import BusSettings
+from bus.sockets import make_socket
+from bus.subscriber import PeerTrack, Subscriber
+
+__all__ = [
+    "BusSettings", "CommandClient", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater",
+    "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "ensure_private_dir", "make_socket",
+]

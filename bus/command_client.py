@@ -1,0 +1,124 @@
+"""Calling a service's command: time out, retry a bounded number of times, never hang.
+
+The client uses a DEALER socket and matches replies to requests by command id, so a late reply to
+an earlier attempt is recognised and a stale one is dropped. After a timeout the socket is closed
+and replaced (the "lazy pirate" pattern), and the same request, with the same id, is sent again:
+the server's idempotency makes the retry safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+import zmq
+
+import proto
+from bus.settings import BusSettings
+from bus.sockets import make_socket
+
+
+class CommandTimeout(Exception):
+    """No reply within the timeout after every retry: the service is unreachable."""
+
+
+class CommandClient:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        bus: BusSettings,
+        source: str,
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._endpoint = endpoint
+        self._bus = bus
+        self._source = source
+        self._epoch = time.time_ns()
+        self._timeout_s = bus.command_timeout_s if timeout_s is None else timeout_s
+        self._retries = bus.command_retries if retries is None else retries
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._sock: zmq.Socket | None = None
+        self.timeouts = 0
+        self.replaced_sockets = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    def call(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> proto.Reply:
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
+        retries = self._retries if retries is None else retries
+        command_id = f"{self._source}:{os.getpid()}:{self._epoch}:{next(self._ids)}"
+        self._seq += 1
+        data = proto.encode(self._source, self._epoch, self._seq, time.time_ns(),
+                            proto.Command(id=command_id, name=name, args=args or {}))
+        for _attempt in range(retries + 1):
+            reply = self._attempt(command_id, data, timeout_s)
+            if reply is not None:
+                return reply
+            self.timeouts += 1
+            self._replace_socket()
+        raise CommandTimeout(
+            f"no reply from {self._endpoint} to {name!r} after {retries + 1} attempt(s) of {timeout_s:g}s"
+        )
+
+    def _attempt(self, command_id: str, data: bytes, timeout_s: float) -> proto.Reply | None:
+        sock = self._socket()
+        deadline = time.monotonic() + timeout_s
+        # IMMEDIATE is set: with no connected server the send would not queue, so wait to be writable.
+        if not self._wait(sock, zmq.POLLOUT, deadline):
+            return None
+        try:
+            sock.send(data, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        while self._wait(sock, zmq.POLLIN, deadline):
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            try:
+                env = proto.decode(frames[-1], self._bus.max_message_bytes)
+            except proto.ProtocolError:
+                continue
+            reply = env.body
+            if isinstance(reply, proto.Reply) and reply.id in (command_id, ""):
+                return reply
+            # else: a late reply to an earlier call; drop it and keep waiting for ours
+        return None
+
+    @staticmethod
+    def _wait(sock: zmq.Socket, event: int, deadline: float) -> bool:
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        return bool(sock.poll(remaining_ms, event))
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            self._sock = make_socket(self._ctx, zmq.DEALER, self._bus)
+            self._sock.connect(self._endpoint)
+        return self._sock
+
+    def _replace_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+            self.replaced_sockets += 1
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None

@@ -1,0 +1,147 @@
+"""Serving commands on a ROUTER socket: every request answered, idempotent on the command id.
+
+Accepts requests from DEALER clients (``[identity, message]``) and REQ clients
+(``[identity, b"", message]``) and answers on the same route. A request that cannot be decoded is
+answered with an error (id ``""``), counted and logged; a request whose id was seen before gets
+the reply it already got, and its handler does not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+
+import proto
+from bus.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[proto.Args], dict[str, Any]]
+
+
+class CommandServer:
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        source: str,
+        epoch: int,
+        handlers: Mapping[str, Handler],
+        *,
+        cache_size: int = 10_000,
+        max_bytes: int = proto.MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._sock = sock
+        self._source = source
+        self._epoch = epoch
+        self._handlers = dict(handlers)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._max_bytes = max_bytes
+        self._seq = 0
+        self._bad_log = RateLimitedLog(log)
+        self.handled = 0
+        self.duplicates = 0
+        self.refused = 0
+        self.handler_errors = 0
+        self.unroutable = 0
+        self.rejected: dict[str, int] = {}
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+    def add_handlers(self, handlers: Mapping[str, Handler], *, replace: frozenset[str] = frozenset()) -> None:
+        clash = (set(handlers) & set(self._handlers)) - replace
+        if clash:
+            raise ValueError(f"commands already served: {', '.join(sorted(clash))}")
+        self._handlers.update(handlers)
+
+    def drain(self, limit: int = 1_000) -> int:
+        n = 0
+        while n < limit:
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            n += 1
+            self._serve(frames)
+        return n
+
+    def _serve(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:  # a ROUTER always prepends the identity; this cannot be answered
+            self._reject("frames", f"{len(frames)} frame(s)")
+            return
+        route, data = frames[:-1], frames[-1]
+        try:
+            env = proto.decode(data, self._max_bytes)
+        except proto.ProtocolError as exc:
+            self._reject(exc.kind, str(exc))
+            self._send(route, self._encode(proto.error("", f"bad request: {exc}")))
+            return
+        cmd = env.body
+        if not isinstance(cmd, proto.Command):
+            self._reject("not_a_command", env.type)
+            self._send(route, self._encode(proto.error("", f"bad request: {env.type} is not a command")))
+            return
+        cached = self._cache.get(cmd.id)
+        if cached is not None:
+            self.duplicates += 1
+            self._send(route, cached)
+            return
+        reply = self._encode(self._run(cmd))
+        self._cache[cmd.id] = reply
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        self._send(route, reply)
+
+    def _run(self, cmd: proto.Command) -> proto.Reply:
+        handler = self._handlers.get(cmd.name)
+        if handler is None:
+            self._reject("unknown_command", cmd.name)
+            return proto.error(cmd.id, f"unknown command {cmd.name!r}; this service serves: "
+                               + ", ".join(sorted(self._handlers)))
+        try:
+            args = proto.parse_args(cmd.name, cmd.args)
+        except proto.ProtocolError as exc:
+            self._reject(exc.kind, str(exc))
+            return proto.error(cmd.id, str(exc))
+        try:
+            result = handler(args)
+        except proto.CommandError as exc:
+            self.refused += 1
+            return proto.error(cmd.id, str(exc))
+        except Exception as exc:  # a handler bug must not take the service down; it is an error reply
+            self.handler_errors += 1
+            log.exception("command %s failed", cmd.name)
+            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}")
+        self.handled += 1
+        return proto.ok(cmd.id, **result)
+
+    def _encode(self, reply: proto.Reply) -> bytes:
+        self._seq += 1
+        return proto.encode(self._source, self._epoch, self._seq, time.time_ns(), reply)
+
+    def _send(self, route: list[bytes], data: bytes) -> None:
+        try:
+            self._sock.send_multipart([*route, data], flags=zmq.NOBLOCK)
+        except (zmq.Again, zmq.ZMQError):  # the caller went away (ROUTER_MANDATORY) or is not reading
+            self.unroutable += 1
+
+    def _reject(self, kind: str, detail: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        self._bad_log.warning(kind, f"bad command request ({kind}): {detail}")
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "handled": self.handled,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+            "handler_errors": self.handler_errors,
+            "unroutable": self.unroutable,
+            "rejected": dict(self.rejected),
+        }

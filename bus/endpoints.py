@@ -1,0 +1,43 @@
+"""Where each service's sockets live, derived from settings in one place.
+
+Every service binds two sockets: a PUB for its events and a ROUTER for its commands. With the
+default ``ipc`` transport they are files in the run directory (mode 0700, so only this user can
+connect); with ``tcp`` they are ports counted from ``bus.tcp_base_port``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bus.settings import BusSettings
+
+# Order matters for tcp port numbering; append, never reorder.
+SERVICE_NAMES: tuple[str, ...] = ("orchestrator", "exchange_manager", "engine", "data_router", "safety")
+
+
+class Endpoints:
+    def __init__(self, bus: BusSettings, run_dir: Path) -> None:
+        self._bus = bus
+        self._run_dir = run_dir
+
+    def pub(self, service: str) -> str:
+        return self._endpoint(service, "pub", 0)
+
+    def cmd(self, service: str) -> str:
+        return self._endpoint(service, "cmd", 1)
+
+    def _endpoint(self, service: str, kind: str, offset: int) -> str:
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+        if self._bus.transport == "tcp":
+            port = self._bus.tcp_base_port + 2 * SERVICE_NAMES.index(service) + offset
+            return f"tcp://{self._bus.tcp_host}:{port}"
+        return f"ipc://{self._run_dir / f'{service}.{kind}'}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` if needed and make it 0700: ipc sockets inherit no other protection."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path

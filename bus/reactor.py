@@ -1,0 +1,125 @@
+"""A poller-driven event loop: sockets, timers, thread-safe calls and a clean stop on SIGTERM.
+
+One loop per process, readable top to bottom: wait in ``zmq.Poller`` until a socket is readable
+or the next timer is due, dispatch, repeat. SIGTERM/SIGINT (when the loop runs in the main thread)
+and ``stop()`` from any thread wake the poller at once through a self-pipe, so a graceful stop
+never waits for a timeout.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+class Reactor:
+    def __init__(self) -> None:
+        self._poller = zmq.Poller()
+        self._readers: dict[zmq.Socket, Callable[[], object]] = {}
+        self._timers: list[tuple[float, int, float | None, Callable[[], object]]] = []
+        self._order = itertools.count()
+        self._calls: deque[Callable[[], object]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._running = False
+        self._stopping = False
+        self.callback_errors = 0
+
+    def add_reader(self, sock: zmq.Socket, callback: Callable[[], object]) -> None:
+        self._readers[sock] = callback
+        self._poller.register(sock, zmq.POLLIN)
+
+    def call_every(self, interval_s: float, callback: Callable[[], object], *, first_in_s: float = 0.0) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + first_in_s, next(self._order), interval_s, callback))
+
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._order), None, callback))
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        self._calls.append(callback)
+        self._wake()
+
+    def stop(self) -> None:
+        """Ask the loop to return; safe from any thread and from signal handlers."""
+        self._stopping = True
+        self._wake()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def run(self) -> None:
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if in_main:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        self._running = True
+        try:
+            while not self._stopping:
+                self._poll_once()
+        finally:
+            self._running = False
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _poll_once(self) -> None:
+        timeout_ms = None
+        if self._timers:
+            timeout_ms = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
+        if self._calls:
+            timeout_ms = 0
+        for sock, _event in self._poller.poll(timeout_ms):
+            if sock == self._wake_r.fileno():
+                self._drain_wake()
+                continue
+            self._guard(self._readers[sock])
+        while self._calls:
+            self._guard(self._calls.popleft())
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now and not self._stopping:
+            due, order, interval, callback = heapq.heappop(self._timers)
+            if interval is not None:
+                # Schedule from the due time, not from now, so periodic timers do not drift, but
+                # never try to catch up a backlog of missed ticks after a stall.
+                next_due = max(due + interval, now)
+                heapq.heappush(self._timers, (next_due, order, interval, callback))
+            self._guard(callback)
+
+    def _guard(self, callback: Callable[[], object]) -> None:
+        try:
+            callback()
+        except Exception:  # one failing callback must not end the process's loop
+            self.callback_errors += 1
+            log.exception("event loop callback failed")
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is already going to wake
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self._poller.unregister(self._wake_r.fileno())
+        self._wake_r.close()
+        self._wake_w.close()

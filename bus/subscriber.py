@@ -1,0 +1,123 @@
+"""Receiving events: decode, detect sequence gaps per publisher, and track liveness.
+
+Any message from a publisher counts as liveness. A publisher is identified by ``source``; a new
+``epoch`` from the same source means it restarted, so its sequence starting again is not a gap
+(the restart is counted instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+import proto
+from bus.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, proto.Envelope], None]
+
+
+@dataclass
+class PeerTrack:
+    epoch: int
+    last_seq: int
+    last_seen: float  # time.monotonic() of the last message of any kind
+    received: int = 0
+    gaps: int = 0  # number of gap incidents
+    lost: int = 0  # messages missing in those gaps
+    restarts: int = 0  # epoch changes seen after the first
+    stale: int = 0  # messages from an older epoch or repeated sequence numbers
+
+
+class Subscriber:
+    def __init__(self, sock: zmq.Socket, max_bytes: int = proto.MAX_MESSAGE_BYTES) -> None:
+        self._sock = sock
+        self._max_bytes = max_bytes
+        self.peers: dict[str, PeerTrack] = {}
+        self.received = 0
+        self.rejected: dict[str, int] = {}
+        self._bad_log = RateLimitedLog(log)
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._sock
+
+    def connect(self, endpoint: str) -> None:
+        self._sock.connect(endpoint)
+
+    def subscribe(self, prefix: str = "") -> None:
+        self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
+    def drain(self, handler: Handler, limit: int = 10_000) -> int:
+        """Read what is waiting (at most ``limit``), hand each valid message to ``handler``."""
+        n = 0
+        while n < limit:
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            n += 1
+            accepted = self._accept(frames)
+            if accepted is not None:
+                handler(*accepted)
+        return n
+
+    def _accept(self, frames: list[bytes]) -> tuple[str, proto.Envelope] | None:
+        if len(frames) != 2:
+            self._reject("frames", f"expected [topic, message], got {len(frames)} frames")
+            return None
+        topic_bytes, data = frames
+        try:
+            env = proto.decode(data, self._max_bytes)
+            topic = topic_bytes.decode()
+        except proto.ProtocolError as exc:
+            self._reject(exc.kind, str(exc))
+            return None
+        except UnicodeDecodeError:
+            self._reject("topic", "topic is not UTF-8")
+            return None
+        self.received += 1
+        self._track(env)
+        return topic, env
+
+    def _track(self, env: proto.Envelope) -> None:
+        now = time.monotonic()
+        peer = self.peers.get(env.source)
+        if peer is None:
+            self.peers[env.source] = PeerTrack(env.epoch, env.seq, now, received=1)
+            return
+        peer.last_seen = now
+        peer.received += 1
+        if env.epoch != peer.epoch:
+            if env.epoch < peer.epoch:
+                peer.stale += 1
+                return
+            peer.epoch, peer.last_seq = env.epoch, env.seq
+            peer.restarts += 1
+            return
+        expected = peer.last_seq + 1
+        if env.seq > expected:
+            peer.gaps += 1
+            peer.lost += env.seq - expected
+            log.warning("sequence gap from %s: %d message(s) lost", env.source, env.seq - expected)
+        elif env.seq < expected:
+            peer.stale += 1
+            return
+        peer.last_seq = env.seq
+
+    def _reject(self, kind: str, detail: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        self._bad_log.warning(kind, f"rejected bus message: {detail}")
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "received": self.received,
+            "rejected": dict(self.rejected),
+            "gaps": sum(p.gaps for p in self.peers.values()),
+            "lost": sum(p.lost for p in self.peers.values()),
+        }

@@ -1,0 +1,90 @@
+"""The envelope and the only code that turns messages into bytes and back.
+
+Wire format of one message (one ZeroMQ frame), MessagePack array:
+
+    [v, type, source, epoch, seq, ts_ns, body]
+
+``v`` is ``SCHEMA_VERSION``; ``type`` names the body's schema (``proto.messages``); ``source`` is
+the publishing service; ``epoch`` is the source's start time in ns (a restarted publisher has a new
+epoch, so its sequence restarting at 1 is not a gap); ``seq`` counts per publisher and epoch from
+1; ``ts_ns`` is the wall-clock send time; ``body`` is a MessagePack map of the body's fields.
+Events go out as two frames, ``[topic, message]``; commands and replies as one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from proto.errors import ProtocolError
+from proto.messages import MESSAGE_TYPES, Message
+
+SCHEMA_VERSION = 1
+# The decoder's own limit; sockets also enforce ZMQ_MAXMSGSIZE so an oversized frame never even
+# reaches Python (see bus.sockets).
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Envelope(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    type: str
+    source: str
+    epoch: int
+    seq: int
+    ts_ns: int
+    body: Any
+
+
+class _RawEnvelope(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    type: str
+    source: str
+    epoch: int
+    seq: int
+    ts_ns: int
+    body: msgspec.Raw
+
+
+def _registry() -> dict[str, msgspec.msgpack.Decoder]:
+    decoders: dict[str, msgspec.msgpack.Decoder] = {}
+    for cls in MESSAGE_TYPES:
+        if cls.TYPE in decoders:
+            raise RuntimeError(f"message type {cls.TYPE!r} defined twice")
+        decoders[cls.TYPE] = msgspec.msgpack.Decoder(cls)
+    return decoders
+
+
+_BODY_DECODERS = _registry()
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_RawEnvelope)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def encode(source: str, epoch: int, seq: int, ts_ns: int, body: Message) -> bytes:
+    """Build the envelope around ``body`` and return its bytes."""
+    return _ENCODER.encode(Envelope(SCHEMA_VERSION, body.TYPE, source, epoch, seq, ts_ns, body))
+
+
+def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
+    """Validate and decode one message; anything wrong raises ``ProtocolError`` and nothing else."""
+    if len(data) > max_bytes:
+        raise ProtocolError("oversized", f"{len(data)} bytes, limit {max_bytes}")
+    try:
+        raw = _ENVELOPE_DECODER.decode(data)
+    except Exception as exc:  # msgspec raises DecodeError/ValidationError; be total on hostile input
+        raise ProtocolError("malformed", str(exc)) from None
+    if raw.v != SCHEMA_VERSION:
+        raise ProtocolError("version", f"schema version {raw.v}, this build speaks {SCHEMA_VERSION}")
+    body_decoder = _BODY_DECODERS.get(raw.type)
+    if body_decoder is None:
+        raise ProtocolError("unknown_type", f"message type {raw.type!r}")
+    try:
+        body = body_decoder.decode(raw.body)
+    except Exception as exc:
+        raise ProtocolError("invalid", f"{raw.type}: {exc}") from None
+    return Envelope(raw.v, raw.type, raw.source, raw.epoch, raw.seq, raw.ts_ns, body)
+
+
+def to_builtins(obj: Any) -> Any:
+    """Plain Python (dicts, lists, str, numbers) for JSON output and tables."""
+    return msgspec.to_builtins(obj)

@@ -1,0 +1,130 @@
+"""Every message body that travels on the bus, defined once.
+
+Each body is a ``msgspec.Struct`` with a ``TYPE`` class variable: that string is the envelope's
+``type`` field and the key under which the decoder finds the schema. Bodies are strict: a field of
+the wrong type or a field this schema version does not know is a protocol error, never a guess.
+
+Adding a message: define the struct here and add it to ``MESSAGE_TYPES`` at the bottom. Changing
+the meaning or shape of an existing one: bump ``proto.envelope.SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from proto.session import OrchestratorState, SafetyEventType, Severity
+
+
+class Message(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    TYPE: ClassVar[str]
+
+
+# --- liveness and session state --------------------------------------------------------------
+
+
+class Heartbeat(Message):
+    """Published by every service every ``bus.heartbeat_interval_s`` on topic ``hb.<service>``.
+
+    Any message from a publisher counts as liveness; the heartbeat guarantees one arrives even when
+    a service has nothing else to say. ``stats`` is the service's own small summary.
+    """
+
+    TYPE: ClassVar[str] = "heartbeat"
+    pid: int
+    interval_s: float
+    stats: dict[str, Any] = {}
+    # The session state as the sender knows it: authoritative only from the orchestrator.
+    state: OrchestratorState | None = None
+    trading_enabled: bool = False
+
+
+class StateChanged(Message):
+    """Published by the orchestrator on topic ``state`` after the transition is journalled."""
+
+    TYPE: ClassVar[str] = "state_changed"
+    old: OrchestratorState
+    new: OrchestratorState
+    reason: str
+    transition_no: int
+
+
+# --- commands and replies ----------------------------------------------------------------------
+
+
+class Command(Message):
+    """A request on a service's command socket. ``id`` is unique per request: a server that sees an
+    ``id`` again answers with the reply it already gave and does not run the command twice."""
+
+    TYPE: ClassVar[str] = "command"
+    id: str
+    name: str
+    args: dict[str, Any] = {}
+
+
+class Reply(Message):
+    """The one reply shape: ``ok`` with a ``result``, or not ``ok`` with an ``error`` reason."""
+
+    TYPE: ClassVar[str] = "reply"
+    id: str
+    ok: bool
+    result: dict[str, Any] = {}
+    error: str = ""
+
+
+# --- health and safety (names kept from the original specification) ---------------------------
+
+
+class SafetyEvent(Message):
+    TYPE: ClassVar[str] = "safety_event"
+    event_type: SafetyEventType
+    severity: Severity
+    symbol: str
+    message: str
+    evidence: dict[str, float] = {}
+
+
+class ConnectorHealthEvent(Message):
+    TYPE: ClassVar[str] = "connector_health"
+    connector: str
+    connected: bool
+    latency_ms: float
+    messages_received: int
+    messages_dropped: int
+    error_count: int
+    healthy: bool
+    reason: str = ""
+
+
+class EngineHealthEvent(Message):
+    TYPE: ClassVar[str] = "engine_health"
+    decisions_made: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    error_count: int
+    healthy: bool
+    reason: str = ""
+
+
+class ProcessHealthEvent(Message):
+    """The orchestrator's verdict on one process's liveness (missed heartbeats, restarts)."""
+
+    TYPE: ClassVar[str] = "process_health"
+    service: str
+    alive: bool
+    heartbeat_age_s: float
+    restarts: int
+    reason: str = ""
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Heartbeat,
+    StateChanged,
+    Command,
+    Reply,
+    SafetyEvent,
+    ConnectorHealthEvent,
+    EngineHealthEvent,
+    ProcessHealthEvent,
+)

@@ -1,0 +1,3 @@
+from services.data_router.main import main
+
+main()

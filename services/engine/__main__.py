@@ -1,0 +1,3 @@
+from services.engine.main import main
+
+main()

@@ -1,0 +1,3 @@
+from services.exchange_manager.main import main
+
+main()

@@ -1,0 +1,17 @@
+"""The orchestrator: the authoritative session state machine, its journal and control API.
+
+``from services.orchestrator import LiveTradingOrchestrator`` works; the import is deferred
+because the settings model (``services.settings``) imports this package's ``settings`` module.
+"""
+
+from typing import Any
+
+__all__ = ["LiveTradingOrchestrator", "Refused"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from services.orchestrator import orchestrator
+
+        return getattr(orchestrator, name)
+    raise AttributeError(name)

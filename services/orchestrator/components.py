@@ -1,0 +1,68 @@
+"""What the orchestrator knows of every other process, from the messages it hears from them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import proto
+
+
+@dataclass
+class Component:
+    name: str
+    pid: int | None = None
+    epoch: int | None = None
+    last_seen: float | None = None  # time.monotonic() of any message from it
+    restarts: int = 0  # new epochs seen after the first
+    trading_enabled: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class ComponentTracker:
+    def __init__(self, names: tuple[str, ...], missing_after_s: float) -> None:
+        self.components = {name: Component(name) for name in names}
+        self._missing_after_s = missing_after_s
+
+    def heard(self, env: proto.Envelope) -> None:
+        """Any message counts as liveness; a heartbeat also brings pid and stats."""
+        comp = self.components.get(env.source)
+        if comp is None:
+            return
+        comp.last_seen = time.monotonic()
+        if comp.epoch != env.epoch:
+            if comp.epoch is not None and env.epoch > comp.epoch:
+                comp.restarts += 1
+            if comp.epoch is None or env.epoch > comp.epoch:
+                comp.epoch = env.epoch
+        body = env.body
+        if isinstance(body, proto.Heartbeat):
+            comp.pid = body.pid
+            comp.trading_enabled = body.trading_enabled
+            comp.stats = body.stats
+
+    def age_s(self, name: str) -> float | None:
+        seen = self.components[name].last_seen
+        return None if seen is None else time.monotonic() - seen
+
+    def alive(self, name: str) -> bool:
+        age = self.age_s(name)
+        return age is not None and age < self._missing_after_s
+
+    def missing(self) -> list[str]:
+        return [name for name in self.components if not self.alive(name)]
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, comp in self.components.items():
+            age = self.age_s(name)
+            out[name] = {
+                "alive": self.alive(name),
+                "pid": comp.pid,
+                "heartbeat_age_s": None if age is None else round(age, 3),
+                "restarts": comp.restarts,
+                "trading_enabled": comp.trading_enabled,
+                "stats": comp.stats,
+            }
+        return out

@@ -1,0 +1,100 @@
+"""The orchestrator's control API: one handler per command, as ``tradectl`` sends them.
+
+Each handler's docstring shows the wire request, the CLI usage and the reply. A refusal is an
+``error(reason)`` reply (``tradectl`` exits 1); success is ``ok(...)`` (exit 0).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import proto
+from bus.command_server import Handler
+from proto.commands import FailsafeArgs, NoArgs, ReasonArgs
+from services.orchestrator.state_machine import IllegalTransition
+
+if TYPE_CHECKING:
+    from services.orchestrator.orchestrator import LiveTradingOrchestrator
+
+
+def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
+    from services.orchestrator.orchestrator import Refused
+
+    def refusing(action: Any) -> dict[str, Any]:
+        try:
+            action()
+        except (Refused, IllegalTransition) as exc:
+            raise proto.CommandError(str(exc)) from None
+        return {"state": orch.get_state().value}
+
+    def state(_: NoArgs) -> dict[str, Any]:
+        """``state``: the session state's lower-case name.
+
+        Wire: ``Command(name="state")`` → ``ok(state="live")``.  CLI: ``tradectl state``.
+        """
+        return {"state": orch.get_state().value}
+
+    def status(_: NoArgs) -> dict[str, Any]:
+        """``status``: the state and every component's liveness.
+
+        Wire: ``Command(name="status")`` → ``ok(state, session_id, components={name: {alive, pid,
+        heartbeat_age_s, restarts, trading_enabled, stats}}, session_logs)``.
+        CLI: ``tradectl status [--json]``.
+        """
+        return orch.get_status()
+
+    def stats(_: NoArgs) -> dict[str, Any]:
+        """``stats``: session counters (``session_duration``, ``failsafe_activations``, ...).
+
+        Wire: ``Command(name="stats")`` → ``ok(**stats)``.  CLI: ``tradectl stats [--json]``.
+        """
+        return orch.get_stats()
+
+    def open_(args: ReasonArgs) -> dict[str, Any]:
+        """``open``: the market-open signal, READY → LIVE.
+
+        Wire: ``Command(name="open", args={"reason": str})``.  CLI: ``tradectl open``.
+        """
+        return refusing(lambda: orch.open_market(args.reason))
+
+    def close(args: ReasonArgs) -> dict[str, Any]:
+        """``close``: market close; the session ends (→ SHUTDOWN) and trading stops everywhere.
+
+        Wire: ``Command(name="close", args={"reason": str})``.  CLI: ``tradectl close``.
+        """
+        return refusing(lambda: orch.close_market(args.reason))
+
+    def recover(_: NoArgs) -> dict[str, Any]:
+        """``recover``: DEGRADED → LIVE when every process is healthy; refused with the reason otherwise.
+
+        Wire: ``Command(name="recover")``.  CLI: ``tradectl recover``.
+        """
+        return refusing(orch.recover)
+
+    def failsafe(args: FailsafeArgs) -> dict[str, Any]:
+        """``failsafe``: stop trading now (LIVE/DEGRADED → FAILSAFE) and run the failsafe sequence.
+
+        Wire: ``Command(name="failsafe", args={"reason": str})``.
+        CLI: ``tradectl failsafe --reason TEXT``.
+        """
+        return refusing(lambda: orch.trigger_failsafe(args.reason))
+
+    def reset(args: ReasonArgs) -> dict[str, Any]:
+        """``reset``: FAILSAFE → READY once the failsafe sequence has finished; then ``open`` again.
+
+        Wire: ``Command(name="reset", args={"reason": str})``.  CLI: ``tradectl reset``.
+        """
+        return refusing(lambda: orch.reset(args.reason))
+
+    def shutdown(args: ReasonArgs) -> dict[str, Any]:
+        """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
+        up; the next orchestrator start begins a new session.
+
+        Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
+        """
+        return refusing(lambda: orch.shutdown(args.reason))
+
+    return {
+        "state": state, "status": status, "stats": stats, "open": open_, "close": close,
+        "recover": recover, "failsafe": failsafe, "reset": reset, "shutdown": shutdown,
+    }

@@ -1,0 +1,82 @@
+"""Incident reports: what triggered a FAILSAFE, what led to it, and what each step did.
+
+Written as JSON (for tools) and Markdown (for people) under ``logs/incidents/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    duration_ms: float
+    detail: str
+
+
+@dataclass
+class IncidentReport:
+    session_id: str
+    trigger: str
+    started_at: float
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    finished_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for step in self.steps)
+
+    def write(self, directory: Path) -> tuple[Path, Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(self.started_at))
+        base = directory / f"incident_{stamp}_{self.session_id}"
+        json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+        json_path.write_text(json.dumps({**asdict(self), "ok": self.ok}, indent=2, default=str))
+        md_path.write_text(self._markdown())
+        return json_path, md_path
+
+    def _markdown(self) -> str:
+        def when(ts: float | None) -> str:
+            return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+
+        lines = [
+            f"# FAILSAFE incident, session {self.session_id}",
+            "",
+            f"- Trigger: {self.trigger}",
+            f"- Started: {when(self.started_at)}",
+            f"- Finished: {when(self.finished_at)}",
+            f"- Outcome: {'all steps succeeded' if self.ok else 'SOME STEPS FAILED: see below'}",
+            "",
+            "## Steps",
+            "",
+            "| step | ok | ms | detail |",
+            "|---|---|---|---|",
+            *[f"| {s.name} | {'yes' if s.ok else 'NO'} | {s.duration_ms:.1f} | {s.detail} |" for s in self.steps],
+            "",
+            "## Timeline (latest state changes and events)",
+            "",
+            *[f"- {when(e.get('ts'))} {e.get('what', '')}" for e in self.timeline],
+            "",
+            "## Before",
+            "",
+            "```json",
+            json.dumps(self.before, indent=2, default=str),
+            "```",
+            "",
+            "## After",
+            "",
+            "```json",
+            json.dumps(self.after, indent=2, default=str),
+            "```",
+            "",
+        ]
+        return "\n".join(lines)

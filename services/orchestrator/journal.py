@@ -1,0 +1,113 @@
+"""The orchestrator's durable journal: every transition and the session counters, in SQLite (WAL).
+
+``synchronous=FULL`` in WAL mode fsyncs the log on every commit, so when ``record`` returns the
+transition survives a kill -9 or a power cut, and only then is it acknowledged or published.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from proto import OrchestratorState
+from services.orchestrator.state_machine import Transition
+
+
+@dataclass
+class SessionCounters:
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    started_at: float = field(default_factory=time.time)
+    failsafe_activations: int = 0
+    degradations: list[float] = field(default_factory=list)  # wall-clock times, for the window
+    orchestrator_restarts: int = 0
+    # Set while a FAILSAFE sequence has begun but not finished, so a restart finishes it.
+    failsafe_pending: str | None = None
+    # True until the first READY: the automatic open applies at start-up only.
+    auto_open_pending: bool = True
+
+
+@dataclass(frozen=True)
+class Restored:
+    state: OrchestratorState
+    transitions_done: int
+    counters: SessionCounters
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript("""
+            CREATE TABLE IF NOT EXISTS transitions (
+                session_id TEXT NOT NULL, no INTEGER NOT NULL, ts REAL NOT NULL,
+                old TEXT NOT NULL, new TEXT NOT NULL, reason TEXT NOT NULL,
+                PRIMARY KEY (session_id, no));
+            CREATE TABLE IF NOT EXISTS sessions (
+                session_id TEXT PRIMARY KEY, counters TEXT NOT NULL, updated REAL NOT NULL);
+        """)
+
+    def restore(self) -> Restored | None:
+        """The latest session's state and counters, or None when there is none to resume (no
+        journal yet, or the last session was shut down: the next start is a new session)."""
+        row = self._db.execute("SELECT session_id, counters FROM sessions ORDER BY updated DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        session_id, counters_json = row
+        last = self._db.execute(
+            "SELECT no, new FROM transitions WHERE session_id = ? ORDER BY no DESC LIMIT 1", (session_id,)
+        ).fetchone()
+        no, state = (0, OrchestratorState.STARTUP.value) if last is None else last
+        if state == OrchestratorState.SHUTDOWN.value:
+            return None
+        return Restored(OrchestratorState(state), no, SessionCounters(**json.loads(counters_json)))
+
+    def record(self, transition: Transition, counters: SessionCounters) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)",
+                (counters.session_id, transition.no, transition.ts, transition.old.value,
+                 transition.new.value, transition.reason),
+            )
+            self._save(counters)
+
+    def save_counters(self, counters: SessionCounters) -> None:
+        with self._transaction():
+            self._save(counters)
+
+    def transitions(self, session_id: str, last: int = 50) -> list[Transition]:
+        rows = self._db.execute(
+            "SELECT no, ts, old, new, reason FROM transitions WHERE session_id = ? ORDER BY no DESC LIMIT ?",
+            (session_id, last),
+        ).fetchall()
+        return [Transition(no, ts, OrchestratorState(old), OrchestratorState(new), reason)
+                for no, ts, old, new, reason in reversed(rows)]
+
+    def _save(self, counters: SessionCounters) -> None:
+        self._db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?) ON CONFLICT(session_id) "
+            "DO UPDATE SET counters = excluded.counters, updated = excluded.updated",
+            (counters.session_id, json.dumps(asdict(counters)), time.time()),
+        )
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,432 @@
+"""``LiveTradingOrchestrator``: the authoritative session, its journal, and its control API.
+
+The object owns one event loop (its own thread after ``start()``, or the caller's thread in
+``run()``). Everything that changes the session runs on that loop; the public methods may be
+called from any thread and hand their work to the loop. The other processes are reached through
+the bus: the orchestrator hears their heartbeats and commands them over their command sockets.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import proto
+from bus import CommandClient, CommandTimeout
+from proto import OrchestratorState as S
+from services.orchestrator.components import ComponentTracker
+from services.orchestrator.handlers import build_handlers
+from services.orchestrator.incident import IncidentReport, Step
+from services.orchestrator.journal import Journal, SessionCounters
+from services.orchestrator.session_logs import SessionLogs
+from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
+from services.runtime import ServiceRuntime
+from services.settings import Settings, load_settings
+
+log = logging.getLogger("orchestrator")
+
+PEERS = ("exchange_manager", "engine", "data_router", "safety")
+TRADING_PEERS = ("engine", "exchange_manager")
+T = TypeVar("T")
+
+
+class Refused(Exception):
+    """A control request that the session's current state does not allow; the reason says why."""
+
+
+class LiveTradingOrchestrator:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._state_callbacks: list[StateCallback] = []
+        self._connector_callbacks: list[Callable[[proto.ConnectorHealthEvent], None]] = []
+        self._health_callbacks: list[Callable[[proto.Message], None]] = []
+        self._safety_callbacks: list[Callable[[proto.SafetyEvent], None]] = []
+        self._thread: threading.Thread | None = None
+        self._loop_thread: int | None = None
+        self._runtime: ServiceRuntime | None = None
+        self._machine: StateMachine | None = None
+        self._timeline: deque[dict[str, Any]] = deque(maxlen=200)
+        self._safety_events = 0
+        self._last_trading_command: dict[str, float] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the sockets and run the loop in a background thread; returns once serving."""
+        if self.is_running():
+            return
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                self._build()
+            except BaseException as exc:  # hand start-up failures to the caller of start()
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._serve()
+
+        self._thread = threading.Thread(target=serve, name="orchestrator-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+
+    def run(self) -> None:
+        """Serve in the calling thread until ``stop()`` or SIGTERM."""
+        self._build()
+        self._serve()
+
+    def stop(self) -> None:
+        """Stop serving. The session state is left as journalled: a restarted orchestrator
+        resumes it. (To end the session itself, use ``shutdown()``.)"""
+        if self._runtime is not None:
+            self._runtime.reactor.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def is_running(self) -> bool:
+        return self._runtime is not None and self._runtime.reactor.running
+
+    def __enter__(self) -> "LiveTradingOrchestrator":
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- the public API (any thread) -------------------------------------------------------------
+
+    def get_state(self) -> S:
+        return S.STARTUP if self._machine is None else self._machine.state
+
+    def get_stats(self) -> dict[str, Any]:
+        return self._in_loop(self._stats)
+
+    def get_status(self) -> dict[str, Any]:
+        return self._in_loop(self._status)
+
+    def get_connector_status(self) -> dict[str, Any]:
+        return self._in_loop(lambda: dict(self._components.components["exchange_manager"].stats.get("connectors", {})))
+
+    def recover_from_degraded(self) -> bool:
+        """DEGRADED → LIVE when every process is alive again; False (and the reason logged) if not."""
+        try:
+            self._in_loop(self.recover)
+        except Refused as exc:
+            log.warning("recover refused: %s", exc)
+            return False
+        return True
+
+    def register_state_change_callback(self, callback: StateCallback) -> None:
+        """``callback(old, new, reason)`` after each journalled transition, on the loop thread."""
+        self._state_callbacks.append(callback)
+        if self._machine is not None:
+            self._machine.add_callback(callback)
+
+    def register_connector_callback(self, callback: Callable[[proto.ConnectorHealthEvent], None]) -> None:
+        self._connector_callbacks.append(callback)
+
+    def register_health_callback(self, callback: Callable[[proto.Message], None]) -> None:
+        self._health_callbacks.append(callback)
+
+    def register_safety_callback(self, callback: Callable[[proto.SafetyEvent], None]) -> None:
+        self._safety_callbacks.append(callback)
+
+    register_safety_event_callback = register_safety_callback
+
+    # -- session control (loop thread; the command handlers call these) --------------------------
+
+    def open_market(self, reason: str = "market open") -> None:
+        self._require(S.READY, "open")
+        self._transition(S.LIVE, reason)
+
+    def close_market(self, reason: str = "market close") -> None:
+        self._transition_or_refuse(S.SHUTDOWN, reason, "close")
+
+    def shutdown(self, reason: str = "operator shutdown") -> None:
+        self._transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
+
+    def trigger_failsafe(self, reason: str) -> None:
+        state = self.get_state()
+        if state == S.FAILSAFE:
+            raise Refused("session is already in failsafe")
+        if state not in (S.LIVE, S.DEGRADED):
+            raise Refused(f"session is {state.value}: nothing is trading; failsafe applies in live or degraded")
+        if state == S.LIVE:
+            self._transition(S.DEGRADED, f"failsafe requested: {reason}")
+        self._transition(S.FAILSAFE, reason)
+
+    def reset(self, reason: str = "operator reset") -> None:
+        self._require(S.FAILSAFE, "reset")
+        if self._counters.failsafe_pending is not None:
+            raise Refused("the failsafe sequence has not finished; reset once it has (see the incident report)")
+        self._transition(S.READY, reason)
+
+    def recover(self) -> None:
+        self._require(S.DEGRADED, "recover")
+        missing = self._components.missing()
+        if missing:
+            raise Refused(f"not healthy: missing {', '.join(missing)}")
+        self._transition(S.LIVE, "recovered from degraded")
+
+    # -- inside the loop -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        settings = self.settings
+        self._journal = Journal(settings.paths.state_dir / settings.orchestrator.journal_file)
+        restored = self._journal.restore()
+        if restored is None:
+            state, done, counters = S.STARTUP, 0, SessionCounters()
+        else:
+            state, done, counters = restored.state, restored.transitions_done, restored.counters
+            counters.orchestrator_restarts += 1
+        self._journal.save_counters(counters)
+        self._counters = counters
+        self._logs = SessionLogs(settings.paths.log_dir)
+        self._machine = StateMachine(state, done, self._record)
+        self._machine.add_callback(self._on_transition)
+        for callback in self._state_callbacks:
+            self._machine.add_callback(callback)
+        missing_after = settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats
+        self._components = ComponentTracker(PEERS, missing_after)
+        self._runtime = ServiceRuntime(
+            "orchestrator", settings,
+            stats=self._heartbeat_stats, state=lambda: self.get_state(),
+            trading_enabled=lambda: self.get_state() in (S.LIVE, S.DEGRADED),
+        )
+        self._runtime.add_handlers(build_handlers(self))
+        self._runtime.subscribe(PEERS, [proto.topics.HEARTBEAT_PREFIX, proto.topics.SAFETY,
+                                        proto.topics.HEALTH_PREFIX], self._on_message)
+        oset = settings.orchestrator
+        self._peers: dict[str, CommandClient] = {
+            name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
+            for name in TRADING_PEERS
+        }
+        self._runtime.reactor.call_every(settings.bus.heartbeat_interval_s, self._tick)
+        if restored is None:
+            self._logs.live(f"New session {counters.session_id}: state {state.name}")
+        else:
+            self._logs.live(f"Restored session {counters.session_id} from journal: state {state.name}, "
+                            f"{done} transition(s), restart #{counters.orchestrator_restarts}")
+        self._note(f"orchestrator {'restored' if restored else 'started'} in {state.name}")
+
+    def _serve(self) -> None:
+        assert self._runtime is not None
+        self._loop_thread = threading.get_ident()
+        try:
+            self._runtime.run()
+        finally:
+            self._loop_thread = None
+            self._journal.close()
+            self._logs.close()
+
+    def _in_loop(self, fn: Callable[[], T], timeout_s: float = 30.0) -> T:
+        """Run ``fn`` on the loop thread and return its result (or raise its exception)."""
+        if self._runtime is None or not self._runtime.reactor.running or threading.get_ident() == self._loop_thread:
+            return fn()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._runtime.reactor.call_soon_threadsafe(call)
+        return future.result(timeout=timeout_s)
+
+    def _require(self, state: S, action: str) -> None:
+        if self.get_state() != state:
+            raise Refused(f"session is {self.get_state().value}; {action} needs {state.value}")
+
+    def _transition_or_refuse(self, new: S, reason: str, action: str) -> None:
+        try:
+            self._transition(new, reason)
+        except IllegalTransition as exc:
+            raise Refused(f"{action}: {exc}") from None
+
+    def _transition(self, new: S, reason: str) -> Transition:
+        assert self._machine is not None
+        return self._machine.transition(new, reason)
+
+    def _record(self, transition: Transition) -> None:
+        """Journal the transition with the counters it changes, fsynced, before it takes effect."""
+        counters = dataclasses.replace(self._counters, degradations=list(self._counters.degradations))
+        if transition.new == S.FAILSAFE:
+            counters.failsafe_activations += 1
+            counters.failsafe_pending = transition.reason
+        elif transition.new == S.DEGRADED:
+            counters.degradations.append(transition.ts)
+        elif transition.new == S.READY:
+            if transition.old == S.FAILSAFE:
+                counters.degradations = []  # an operator reset starts the count afresh
+        elif transition.new == S.LIVE:
+            counters.auto_open_pending = False
+        self._journal.record(transition, counters)
+        self._counters = counters
+
+    def _on_transition(self, old: S, new: S, reason: str) -> None:
+        assert self._runtime is not None and self._machine is not None
+        self._runtime.publisher.publish(proto.topics.STATE, proto.StateChanged(
+            old=old, new=new, reason=reason, transition_no=self._machine.transitions_done))
+        self._logs.live(f"State transition: {old.name} → {new.name} ({reason})")
+        self._note(f"{old.name} → {new.name}: {reason}")
+        # Follow-up work runs on the next loop turn, after every callback of this transition.
+        if new == S.FAILSAFE:
+            self._runtime.reactor.call_soon_threadsafe(self._run_failsafe)
+        elif new == S.DEGRADED:
+            self._runtime.reactor.call_soon_threadsafe(self._check_escalation)
+        else:
+            self._runtime.reactor.call_soon_threadsafe(lambda: self._command_trading(force=True))
+
+    def _check_escalation(self) -> None:
+        if self.get_state() != S.DEGRADED:
+            return
+        oset = self.settings.orchestrator
+        horizon = time.time() - oset.degradation_window_s
+        recent = [ts for ts in self._counters.degradations if ts >= horizon]
+        if len(recent) >= oset.failsafe_degradation_count:
+            self._transition(S.FAILSAFE, f"{len(recent)} degradations within {oset.degradation_window_s:g}s "
+                                         f"(failsafe_degradation_count={oset.failsafe_degradation_count})")
+
+    def _run_failsafe(self) -> None:
+        """Stop new orders in both the engine and the exchange manager's gate, then report.
+
+        Each step is a command with a timeout and retries; a failed step is recorded, never skipped
+        silently, and the sequence is re-run after an orchestrator restart until it completes."""
+        trigger = self._counters.failsafe_pending
+        if trigger is None:
+            return
+        report = IncidentReport(self._counters.session_id, trigger, time.time(),
+                                timeline=list(self._timeline)[-50:],
+                                before={"components": self._components.snapshot()})
+        for service in TRADING_PEERS:
+            report.steps.append(self._step(f"disable trading: {service}", self._peers[service],
+                                           "disable_trading", {"reason": f"failsafe: {trigger}"}))
+        report.after = {"components": self._components.snapshot()}
+        report.finished_at = time.time()
+        json_path, _ = report.write(self.settings.paths.log_dir / "incidents")
+        self._counters.failsafe_pending = None
+        self._journal.save_counters(self._counters)
+        level = logging.INFO if report.ok else logging.ERROR
+        self._logs.safety(f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
+                          f"incident report {json_path}", level)
+        log.log(level, "failsafe sequence done (ok=%s), report %s", report.ok, json_path)
+
+    @staticmethod
+    def _step(name: str, client: CommandClient, command: str, args: dict[str, Any]) -> Step:
+        t0 = time.perf_counter()
+        try:
+            reply = client.call(command, args)
+            ok, detail = reply.ok, (reply.error or "done")
+        except CommandTimeout as exc:
+            ok, detail = False, str(exc)
+        return Step(name, ok, (time.perf_counter() - t0) * 1000, detail)
+
+    def _tick(self) -> None:
+        state = self.get_state()
+        if state == S.STARTUP and not self._components.missing():
+            self._transition(S.READY, "all processes heard from")
+        elif state == S.READY and self._counters.auto_open_pending:
+            if self.settings.orchestrator.auto_open:
+                self._transition(S.LIVE, "market open (auto_open at start-up)")
+            else:
+                self._counters.auto_open_pending = False
+                self._journal.save_counters(self._counters)
+        elif state == S.FAILSAFE and self._counters.failsafe_pending is not None:
+            self._run_failsafe()  # resumed after a restart in the middle of the sequence
+        self._command_trading()
+
+    def _command_trading(self, force: bool = False) -> None:
+        """Bring each trading process's flag to what the session wants; repeat (at most once a
+        second) until its heartbeat agrees, so a restarted process is told again."""
+        wanted = self.get_state() in (S.LIVE, S.DEGRADED)
+        now = time.monotonic()
+        for service in TRADING_PEERS:
+            comp = self._components.components[service]
+            if not self._components.alive(service) or (comp.trading_enabled == wanted and not force):
+                continue
+            if not force and now - self._last_trading_command.get(service, 0.0) < 1.0:
+                continue
+            self._last_trading_command[service] = now
+            command = "enable_trading" if wanted else "disable_trading"
+            try:
+                self._peers[service].call(command, {"reason": f"session is {self.get_state().value}"},
+                                          timeout_s=0.2, retries=0)
+            except CommandTimeout:
+                log.warning("%s did not answer %s; will repeat", service, command)
+
+    def _on_message(self, _topic: str, env: proto.Envelope) -> None:
+        self._components.heard(env)
+        body = env.body
+        if isinstance(body, proto.SafetyEvent):
+            self._safety_events += 1
+            self._logs.safety(f"{body.severity.value.upper()} {body.event_type.value} {body.symbol}: {body.message}")
+            self._note(f"safety {body.event_type.value} {body.symbol}: {body.message}")
+            self._fan_out(self._safety_callbacks, body)
+        elif isinstance(body, proto.ConnectorHealthEvent):
+            self._logs.health(f"Connector {body.connector}: connected={body.connected} "
+                              f"latency_ms={body.latency_ms:.2f} errors={body.error_count} {body.reason}")
+            self._fan_out(self._connector_callbacks, body)
+            self._fan_out(self._health_callbacks, body)
+        elif isinstance(body, (proto.EngineHealthEvent, proto.ProcessHealthEvent)):
+            self._fan_out(self._health_callbacks, body)
+
+    @staticmethod
+    def _fan_out(callbacks: list[Callable[[Any], None]], event: Any) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("callback failed for %s", type(event).__name__)
+
+    def _note(self, what: str) -> None:
+        self._timeline.append({"ts": time.time(), "what": what})
+
+    def _stats(self) -> dict[str, Any]:
+        comps = self._components.components
+        engine, exchange = comps["engine"].stats, comps["exchange_manager"].stats
+        horizon = time.time() - self.settings.orchestrator.degradation_window_s
+        return {
+            "session_id": self._counters.session_id,
+            "state": self.get_state().value,
+            "session_duration": round(time.time() - self._counters.started_at, 3),
+            "transitions": self._machine.transitions_done if self._machine else 0,
+            "degradations": len([ts for ts in self._counters.degradations if ts >= horizon]),
+            "failsafe_activations": self._counters.failsafe_activations,
+            "orchestrator_restarts": self._counters.orchestrator_restarts,
+            "safety_events": self._safety_events,
+            "decisions_made": engine.get("decisions_made", 0),
+            "realized_pnl": exchange.get("realized_pnl", 0.0),
+            "unrealized_pnl": exchange.get("unrealized_pnl", 0.0),
+        }
+
+    def _heartbeat_stats(self) -> dict[str, Any]:
+        return {"session_id": self._counters.session_id, "transitions": self._machine.transitions_done if self._machine else 0}
+
+    def _status(self) -> dict[str, Any]:
+        assert self._runtime is not None
+        components = {"orchestrator": {
+            "alive": True, "pid": os.getpid(), "heartbeat_age_s": 0.0,
+            "restarts": self._counters.orchestrator_restarts, "trading_enabled": self.get_state() in (S.LIVE, S.DEGRADED),
+            "stats": self._heartbeat_stats(),
+        }, **self._components.snapshot()}
+        return {
+            **self._runtime.process_status(),
+            "state": self.get_state().value,
+            "session_id": self._counters.session_id,
+            "failsafe_pending": self._counters.failsafe_pending,
+            "session_logs": {kind: str(path) for kind, path in self._logs.paths.items()},
+            "components": components,
+        }

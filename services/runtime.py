@@ -1,0 +1,153 @@
+"""What every service process has: settings, logging, its two bound sockets, heartbeats, a loop.
+
+A service builds a ``ServiceRuntime``, adds its command handlers, subscriptions and timers, and
+calls ``run()``. The runtime binds the PUB and command sockets, answers ``status``,
+publishes heartbeats and shuts down cleanly on SIGTERM (sockets closed, context terminated).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import zmq
+
+import proto
+from bus import (
+    CommandClient,
+    CommandServer,
+    Endpoints,
+    Heartbeater,
+    Publisher,
+    Reactor,
+    Subscriber,
+    ensure_private_dir,
+    make_socket,
+)
+from bus.command_server import Handler
+from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def load_settings_or_exit(service: str) -> Settings:
+    """Load settings; on a bad field print which and why, and exit with ``EXIT_BAD_SETTINGS``."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BAD_SETTINGS) from None
+
+
+def configure_logging() -> None:
+    # Each program writes to stderr; supervisord puts it in logs/<program>.log and rotates it.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        stats: Callable[[], dict[str, Any]],
+        state: Callable[[], proto.OrchestratorState | None] = lambda: None,
+        trading_enabled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.epoch = time.time_ns()
+        self.started = time.monotonic()
+        self.log = logging.getLogger(name)
+        self.ctx = zmq.Context()
+        self.reactor = Reactor()
+        self.endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
+        self._sockets: list[zmq.Socket] = []
+        self._clients: list[CommandClient] = []
+        self._stats = stats
+
+        pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
+        self.publisher = Publisher(pub_sock, name, self.epoch)
+        cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
+        self.commands = CommandServer(
+            cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
+            cache_size=settings.bus.command_cache_size, max_bytes=settings.bus.max_message_bytes,
+        )
+        self.reactor.add_reader(cmd_sock, self.commands.drain)
+        heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
+                                  self._status_stats, state, trading_enabled)
+        self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = make_socket(self.ctx, kind, self.settings.bus)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise SystemExit(f"{self.name}: cannot bind {endpoint}: {exc}") from None
+        self._sockets.append(sock)
+        return sock
+
+    def add_handlers(self, handlers: Mapping[str, Handler]) -> None:
+        """Serve these commands. A service with more to say in ``status`` than ``process_status()``
+        serves its own ``status`` (and should include ``process_status()`` in it)."""
+        self.commands.add_handlers(handlers, replace=frozenset({"status"}))
+
+    def subscribe(
+        self, services: Iterable[str], prefixes: Iterable[str], handler: Callable[[str, proto.Envelope], None]
+    ) -> Subscriber:
+        """Connect a SUB socket to the given services' PUB endpoints; any order of start-up works,
+        because ZeroMQ connects (and reconnects) in the background."""
+        sock = make_socket(self.ctx, zmq.SUB, self.settings.bus)
+        self._sockets.append(sock)
+        sub = Subscriber(sock, self.settings.bus.max_message_bytes)
+        for prefix in prefixes:
+            sub.subscribe(prefix)
+        for service in services:
+            sub.connect(self.endpoints.pub(service))
+        self.reactor.add_reader(sock, lambda: sub.drain(handler))
+        return sub
+
+    def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> CommandClient:
+        client = CommandClient(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
+                               timeout_s=timeout_s, retries=retries)
+        self._clients.append(client)
+        return client
+
+    def _status_stats(self) -> dict[str, Any]:
+        return {**self._stats(), "uptime_s": round(time.monotonic() - self.started, 3)}
+
+    def process_status(self) -> dict[str, Any]:
+        """``status``: this process's identity, liveness and counters.
+
+        Wire: ``Command(name="status", args={})`` → ``ok(service, pid, epoch, uptime_s, stats, bus)``.
+        """
+        return {
+            "service": self.name,
+            "pid": os.getpid(),
+            "epoch": self.epoch,
+            "stats": self._status_stats(),
+            "bus": {"publisher": self.publisher.stats(), "commands": self.commands.stats(),
+                    "loop_errors": self.reactor.callback_errors},
+        }
+
+    def run(self) -> None:
+        self.log.info("%s started (pid %d), serving %s", self.name, os.getpid(), self.endpoints.cmd(self.name))
+        try:
+            self.reactor.run()
+        finally:
+            self.close()
+            self.log.info("%s stopped", self.name)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        for sock in self._sockets:
+            sock.close(linger=self.settings.bus.linger_ms)
+        self.reactor.close()
+        self.ctx.term()

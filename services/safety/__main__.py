@@ -1,0 +1,3 @@
+from services.safety.main import main
+
+main()

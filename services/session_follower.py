@@ -1,0 +1,138 @@
+"""What a trading service knows of the session, learned from the orchestrator, failing closed.
+
+A service that (re)starts knows nothing and so may not trade. It subscribes to the orchestrator's
+state changes and heartbeats, then asks for a snapshot (the Clone pattern: subscribe first, then
+snapshot, so no change falls between the two). Trading is allowed only while all of these hold:
+  * the last word from the orchestrator says the session is LIVE (or DEGRADED, as its mode allows);
+  * that word is younger than the dead-man timeout;
+  * the orchestrator has not told this service to disable trading (FAILSAFE, close) since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import proto
+from bus import CommandTimeout
+from bus.command_server import Handler
+from proto.commands import ReasonArgs
+from services.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+TRADING_STATES = frozenset({proto.OrchestratorState.LIVE, proto.OrchestratorState.DEGRADED})
+
+
+class SessionFollower:
+    def __init__(self, runtime: ServiceRuntime, deadman_timeout_s: float) -> None:
+        self._deadman_timeout_s = deadman_timeout_s
+        self.state: proto.OrchestratorState | None = None
+        self._heard_at: float | None = None
+        self._disabled_reason: str | None = None
+        self._was_allowed = False
+        self.deadman_trips = 0
+        self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
+        runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
+                          self._on_message)
+        self._reactor = runtime.reactor
+        self._reactor.call_later(0.0, self._snapshot)
+        runtime.reactor.call_every(0.05, self._watch)
+
+    # -- what the service asks -------------------------------------------------------------------
+
+    def trading_allowed(self) -> bool:
+        return (
+            self.state in TRADING_STATES
+            and self._disabled_reason is None
+            and self.orchestrator_age_s() < self._deadman_timeout_s
+        )
+
+    def orchestrator_age_s(self) -> float:
+        return float("inf") if self._heard_at is None else time.monotonic() - self._heard_at
+
+    def disable(self, reason: str) -> None:
+        self._disabled_reason = reason
+        self._watch()
+
+    def enable(self) -> None:
+        self._disabled_reason = None
+        self._watch()
+
+    def summary(self) -> dict[str, object]:
+        age = self.orchestrator_age_s()
+        return {
+            "session_state": None if self.state is None else self.state.value,
+            "trading_allowed": self.trading_allowed(),
+            "disabled_reason": self._disabled_reason,
+            "orchestrator_age_s": None if age == float("inf") else round(age, 3),
+            "deadman_trips": self.deadman_trips,
+        }
+
+    # -- how it learns ---------------------------------------------------------------------------
+
+    def _on_message(self, _topic: str, env: proto.Envelope) -> None:
+        body = env.body
+        if isinstance(body, proto.StateChanged):
+            self._learn(body.new)
+        elif isinstance(body, proto.Heartbeat) and body.state is not None:
+            self._learn(body.state)
+
+    def _learn(self, state: proto.OrchestratorState) -> None:
+        self._heard_at = time.monotonic()
+        if state != self.state:
+            log.info("session state is now %s", state.value)
+            self.state = state
+        self._watch()
+
+    def _snapshot(self) -> None:
+        if self.state is not None:
+            return
+        try:
+            reply = self._orchestrator.call("state")
+        except CommandTimeout:
+            reply = None
+        if reply is not None and reply.ok:
+            self._learn(proto.OrchestratorState(reply.result["state"]))
+        else:
+            # Not reachable yet; its heartbeat will tell us too, but ask again shortly anyway.
+            self._reactor.call_later(0.5, self._snapshot)
+
+    def _watch(self) -> None:
+        allowed = self.trading_allowed()
+        if allowed == self._was_allowed:
+            return
+        self._was_allowed = allowed
+        if allowed:
+            log.info("trading enabled: session is %s", self.state.value if self.state else "?")
+            return
+        if self.orchestrator_age_s() >= self._deadman_timeout_s and self.state in TRADING_STATES:
+            self.deadman_trips += 1
+            log.warning("dead-man switch: no word from the orchestrator for %.1fs; trading disabled",
+                        self.orchestrator_age_s())
+        else:
+            log.info("trading disabled: %s", self._disabled_reason or f"session is {self.state.value if self.state else 'unknown'}")
+
+
+def trading_handlers(session: SessionFollower) -> dict[str, Handler]:
+    """The orchestrator's switch on a trading process (engine, exchange manager's gate)."""
+
+    def enable_trading(args: ReasonArgs) -> dict[str, object]:
+        """``enable_trading``: lift a disable; trading still needs a LIVE session and a live orchestrator.
+
+        Wire: ``Command(name="enable_trading", args={"reason": str})`` → ``ok(trading_allowed=bool)``.
+        Sent by the orchestrator when the session opens.
+        """
+        session.enable()
+        return {"trading_allowed": session.trading_allowed()}
+
+    def disable_trading(args: ReasonArgs) -> dict[str, object]:
+        """``disable_trading``: stop trading now and stay stopped until told to enable again.
+
+        Wire: ``Command(name="disable_trading", args={"reason": str})`` → ``ok(trading_allowed=False)``.
+        Sent by the orchestrator on FAILSAFE and SHUTDOWN.
+        """
+        session.disable(args.reason)
+        return {"trading_allowed": session.trading_allowed()}
+
+    return {"enable_trading": enable_trading, "disable_trading": disable_trading}

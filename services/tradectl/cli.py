@@ -1,0 +1,171 @@
+"""``tradectl``: see and steer the running session.
+
+Reads the same settings as the daemon (defaults, ``TRADING_CONFIG``, ``TRADING_*`` env vars), so it
+works from the repository root with no arguments. Exit codes: 0 done, 1 refused by the daemon,
+2 daemon unreachable (or bad settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+import zmq
+from rich.console import Console
+from rich.table import Table
+
+from bus import CommandClient, CommandTimeout, Endpoints
+from services.settings import CONFIG_FILE_ENV, SettingsError, load_settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
+
+
+class Daemon:
+    """The orchestrator's control API as seen from the command line."""
+
+    def __init__(self) -> None:
+        try:
+            self.settings = load_settings()
+        except SettingsError as exc:
+            fail(EXIT_UNREACHABLE, f"invalid settings:\n{exc}")
+        self._ctx = zmq.Context()
+        endpoints = Endpoints(self.settings.bus, self.settings.paths.run_dir)
+        self.endpoint = endpoints.cmd("orchestrator")
+        self._client = CommandClient(self._ctx, self.endpoint, self.settings.bus, "tradectl")
+
+    def call(self, name: str, **args: Any) -> dict[str, Any]:
+        try:
+            reply = self._client.call(name, args)
+        except CommandTimeout:
+            fail(EXIT_UNREACHABLE,
+                 f"the daemon is not answering at {self.endpoint}.\n"
+                 "Is it running? Start it with `make run`, or check `supervisorctl -c deploy/supervisord.conf status`.")
+        finally:
+            self._client.close()
+            self._ctx.term()
+        if not reply.ok:
+            fail(EXIT_REFUSED, f"refused: {reply.error}")
+        return reply.result
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"tradectl: {message}", err=True)
+    sys.exit(code)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help=f"TOML settings file (default: ${CONFIG_FILE_ENV}, else built-in defaults).")
+def cli(config: str | None) -> None:
+    """See and steer the live trading session.
+
+    \b
+    Examples:
+      tradectl state                 # live
+      tradectl status --json         # every process: alive, pid, heartbeat age, restarts
+      tradectl failsafe --reason "feed gone wild"
+    """
+    if config:
+        os.environ[CONFIG_FILE_ENV] = config
+
+
+@cli.command()
+def state() -> None:
+    """Print the session state's lower-case name (startup, ready, live, degraded, failsafe, shutdown)."""
+    click.echo(Daemon().call("state")["state"])
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: state and components.")
+def status(as_json: bool) -> None:
+    """Each process: alive, pid, last heartbeat age, restarts seen.
+
+    \b
+    Example:
+      tradectl status --json | jq .components.engine.alive
+    """
+    result = Daemon().call("status")
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=f"session {result['session_id']}: {result['state']}")
+    for column in ("service", "alive", "pid", "heartbeat age (s)", "restarts", "trading"):
+        table.add_column(column)
+    for name, comp in result["components"].items():
+        age = comp["heartbeat_age_s"]
+        table.add_row(name, "[green]yes[/]" if comp["alive"] else "[red]NO[/]", str(comp["pid"] or "-"),
+                      "-" if age is None else f"{age:.2f}", str(comp["restarts"]),
+                      "on" if comp["trading_enabled"] else "off")
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every counter.")
+def stats(as_json: bool) -> None:
+    """Session counters: duration, decisions, PnL, safety events, failsafe activations."""
+    result = Daemon().call("stats")
+    if as_json:
+        print_json(result)
+        return
+    table = Table(show_header=False)
+    for key in sorted(result):
+        table.add_row(key, str(result[key]))
+    Console().print(table)
+
+
+def _control(name: str, **args: Any) -> None:
+    result = Daemon().call(name, **args)
+    click.echo(f"{name}: done; session is {result['state']}")
+
+
+@cli.command("open")
+def open_() -> None:
+    """Market-open signal: READY → LIVE."""
+    _control("open", reason="operator open (tradectl)")
+
+
+@cli.command()
+def close() -> None:
+    """Market close: end the session (→ SHUTDOWN); trading stops everywhere."""
+    _control("close", reason="operator close (tradectl)")
+
+
+@cli.command()
+def recover() -> None:
+    """DEGRADED → LIVE if every process is healthy; otherwise says why not (exit 1)."""
+    _control("recover")
+
+
+@cli.command()
+@click.option("--reason", required=True, help="Why: goes into the logs and the incident report.")
+def failsafe(reason: str) -> None:
+    """Stop trading now: FAILSAFE, disable trading everywhere, write an incident report.
+
+    \b
+    Example:
+      tradectl failsafe --reason "venue prices look wrong"
+    """
+    _control("failsafe", reason=reason)
+
+
+@cli.command()
+def reset() -> None:
+    """FAILSAFE → READY once the failsafe sequence has finished; then `tradectl open`."""
+    _control("reset", reason="operator reset (tradectl)")
+
+
+@cli.command()
+def shutdown() -> None:
+    """End the session (→ SHUTDOWN). Processes stay up; stop them with supervisorctl."""
+    _control("shutdown", reason="operator shutdown (tradectl)")
+
+
+def main() -> None:
+    cli(prog_name="tradectl")
