@@ -3,6 +3,7 @@
 Nothing here knows what a message means; ``proto`` turns messages into bytes and back.
 """
 
+from bus.command_channel import CommandChannel, NotConnected
 from bus.command_client import CommandClient, CommandTimeout
 from bus.command_server import CommandServer
 from bus.endpoints import SERVICE_NAMES, Endpoints, ensure_private_dir
@@ -14,6 +15,6 @@ from bus.sockets import make_socket
 from bus.subscriber import PeerTrack, Subscriber
 
 __all__ = [
-    "BusSettings", "CommandClient", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater",
+    "BusSettings", "CommandChannel", "CommandClient", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater", "NotConnected",
     "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "ensure_private_dir", "make_socket",
 ]

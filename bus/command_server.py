@@ -55,6 +55,10 @@ class CommandServer:
     def socket(self) -> zmq.Socket:
         return self._sock
 
+    def attach(self, sock: zmq.Socket) -> None:
+        """Serve on a new socket (after the old one was closed); the idempotency cache is kept."""
+        self._sock = sock
+
     def add_handlers(self, handlers: Mapping[str, Handler], *, replace: frozenset[str] = frozenset()) -> None:
         clash = (set(handlers) & set(self._handlers)) - replace
         if clash:

@@ -14,6 +14,10 @@ from bus.settings import BusSettings
 
 # Order matters for tcp port numbering; append, never reorder.
 SERVICE_NAMES: tuple[str, ...] = ("orchestrator", "exchange_manager", "engine", "data_router", "safety")
+# The venue simulator is not one of ours (it stands in for the outside world) but lives on the same
+# machine by default, so its endpoints are named the same way.
+VENUE_NAMES: tuple[str, ...] = ("venue_sim",)
+_ALL = SERVICE_NAMES + VENUE_NAMES
 
 
 class Endpoints:
@@ -28,10 +32,10 @@ class Endpoints:
         return self._endpoint(service, "cmd", 1)
 
     def _endpoint(self, service: str, kind: str, offset: int) -> str:
-        if service not in SERVICE_NAMES:
-            raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+        if service not in _ALL:
+            raise ValueError(f"unknown service {service!r}; known: {', '.join(_ALL)}")
         if self._bus.transport == "tcp":
-            port = self._bus.tcp_base_port + 2 * SERVICE_NAMES.index(service) + offset
+            port = self._bus.tcp_base_port + 2 * _ALL.index(service) + offset
             return f"tcp://{self._bus.tcp_host}:{port}"
         return f"ipc://{self._run_dir / f'{service}.{kind}'}"
 

@@ -1,4 +1,9 @@
-"""Publishing events: ``[topic, message]`` with a per-publisher sequence number and epoch."""
+"""Publishing events: ``[topic, message]`` with a sequence number per publisher and topic.
+
+Subscribers filter by topic prefix, so a single counter per publisher would show every message on
+an unsubscribed topic as a gap. Counting per topic keeps gap detection exact for any filter: each
+subscriber checks the streams it receives, and a restart (new epoch) restarts every counter.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,26 @@ class Publisher:
     """Wraps a bound PUB socket. Never blocks: a subscriber at its HWM loses messages on its side
     (and sees a sequence gap), the publisher goes on."""
 
-    def __init__(self, sock: zmq.Socket, source: str, epoch: int) -> None:
+    def __init__(self, sock: zmq.Socket | None, source: str, epoch: int) -> None:
         self._sock = sock
         self.source = source
         self.epoch = epoch
-        self.seq = 0
+        self._seqs: dict[str, int] = {}
         self.sent = 0
         self.send_errors = 0
+        self.offline_drops = 0
+
+    def attach(self, sock: zmq.Socket | None) -> None:
+        """Publish on ``sock`` from now on; ``None`` takes the publisher offline (messages are
+        counted as dropped; the sequence still advances, so subscribers see the gap)."""
+        self._sock = sock
 
     def publish(self, topic: str, body: proto.Message) -> None:
-        self.seq += 1
-        data = proto.encode(self.source, self.epoch, self.seq, time.time_ns(), body)
+        seq = self._seqs[topic] = self._seqs.get(topic, 0) + 1
+        if self._sock is None:
+            self.offline_drops += 1
+            return
+        data = proto.encode(self.source, self.epoch, seq, time.time_ns(), body)
         try:
             self._sock.send_multipart((topic.encode(), data), flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB drops rather than blocks; this is only reached on a closing context
@@ -32,4 +46,5 @@ class Publisher:
         self.sent += 1
 
     def stats(self) -> dict[str, int]:
-        return {"seq": self.seq, "sent": self.sent, "send_errors": self.send_errors}
+        return {"topics": len(self._seqs), "sent": self.sent, "send_errors": self.send_errors,
+                "offline_drops": self.offline_drops}

@@ -42,6 +42,10 @@ class Reactor:
         self._readers[sock] = callback
         self._poller.register(sock, zmq.POLLIN)
 
+    def remove_reader(self, sock: zmq.Socket) -> None:
+        if self._readers.pop(sock, None) is not None:
+            self._poller.unregister(sock)
+
     def call_every(self, interval_s: float, callback: Callable[[], object], *, first_in_s: float = 0.0) -> None:
         heapq.heappush(self._timers, (time.monotonic() + first_in_s, next(self._order), interval_s, callback))
 

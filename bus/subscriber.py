@@ -1,8 +1,8 @@
-"""Receiving events: decode, detect sequence gaps per publisher, and track liveness.
+"""Receiving events: decode, detect sequence gaps per publisher and topic, track liveness.
 
-Any message from a publisher counts as liveness. A publisher is identified by ``source``; a new
-``epoch`` from the same source means it restarted, so its sequence starting again is not a gap
-(the restart is counted instead).
+Any message from a publisher counts as its liveness. Sequence numbers count per publisher and
+topic (see ``bus.publisher``); a new ``epoch`` from the same source means it restarted, so its
+counters starting again is not a gap (the restart is counted instead).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ Handler = Callable[[str, proto.Envelope], None]
 
 @dataclass
 class PeerTrack:
+    """One publisher: its current epoch, liveness and the losses over all its streams."""
+
     epoch: int
-    last_seq: int
     last_seen: float  # time.monotonic() of the last message of any kind
     received: int = 0
     gaps: int = 0  # number of gap incidents
@@ -41,7 +42,9 @@ class Subscriber:
         self.peers: dict[str, PeerTrack] = {}
         self.received = 0
         self.rejected: dict[str, int] = {}
+        self._last_seq: dict[tuple[str, str], int] = {}
         self._bad_log = RateLimitedLog(log)
+        self._gap_log = RateLimitedLog(log)
 
     @property
     def socket(self) -> zmq.Socket:
@@ -52,6 +55,9 @@ class Subscriber:
 
     def subscribe(self, prefix: str = "") -> None:
         self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
+    def unsubscribe(self, prefix: str) -> None:
+        self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
 
     def drain(self, handler: Handler, limit: int = 10_000) -> int:
         """Read what is waiting (at most ``limit``), hand each valid message to ``handler``."""
@@ -82,33 +88,35 @@ class Subscriber:
             self._reject("topic", "topic is not UTF-8")
             return None
         self.received += 1
-        self._track(env)
+        self._track(topic, env)
         return topic, env
 
-    def _track(self, env: proto.Envelope) -> None:
+    def _track(self, topic: str, env: proto.Envelope) -> None:
         now = time.monotonic()
         peer = self.peers.get(env.source)
         if peer is None:
-            self.peers[env.source] = PeerTrack(env.epoch, env.seq, now, received=1)
-            return
+            peer = self.peers[env.source] = PeerTrack(env.epoch, now)
         peer.last_seen = now
         peer.received += 1
         if env.epoch != peer.epoch:
             if env.epoch < peer.epoch:
                 peer.stale += 1
                 return
-            peer.epoch, peer.last_seq = env.epoch, env.seq
+            peer.epoch = env.epoch
             peer.restarts += 1
+            self._last_seq = {k: v for k, v in self._last_seq.items() if k[0] != env.source}
+        key = (env.source, topic)
+        last = self._last_seq.get(key)
+        self._last_seq[key] = max(env.seq, last or 0)
+        if last is None or env.seq == last + 1:
             return
-        expected = peer.last_seq + 1
-        if env.seq > expected:
+        if env.seq > last + 1:
+            lost = env.seq - last - 1
             peer.gaps += 1
-            peer.lost += env.seq - expected
-            log.warning("sequence gap from %s: %d message(s) lost", env.source, env.seq - expected)
-        elif env.seq < expected:
+            peer.lost += lost
+            self._gap_log.warning(env.source, f"sequence gap from {env.source} on {topic}: {lost} message(s) lost")
+        else:
             peer.stale += 1
-            return
-        peer.last_seq = env.seq
 
     def _reject(self, kind: str, detail: str) -> None:
         self.rejected[kind] = self.rejected.get(kind, 0) + 1

@@ -20,6 +20,7 @@ class Program:
     priority: int  # lower starts first; any order works, this one just avoids noisy retries
 
 
+# Our services, the "trading" group: restartable one by one or together.
 PROGRAMS: tuple[Program, ...] = (
     Program("exchange_manager", "services.exchange_manager", 100),
     Program("data_router", "services.data_router", 100),
@@ -27,6 +28,8 @@ PROGRAMS: tuple[Program, ...] = (
     Program("engine", "services.engine", 200),
     Program("orchestrator", "services.orchestrator", 300),
 )
+# The stand-in for the outside world: outside the group, so restarting ours never restarts it.
+VENUE = Program("venue_sim", "services.venue_sim", 50)
 
 
 def render(
@@ -69,7 +72,7 @@ def render(
         "programs=" + ",".join(p.name for p in PROGRAMS),
         "",
     ]
-    for program in PROGRAMS:
+    for program in (VENUE, *PROGRAMS):
         sections += [
             f"[program:{program.name}]",
             f"command={python} -m {program.module}",

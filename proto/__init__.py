@@ -1,26 +1,33 @@
 """The wire contract: every message, its envelope, and the one encoder/decoder (see envelope.py)."""
 
+from proto import topics
 from proto.commands import ARG_SCHEMAS, Args, CommandError, error, ok, parse_args
-from proto.envelope import MAX_MESSAGE_BYTES, SCHEMA_VERSION, Envelope, decode, encode, to_builtins
+from proto.envelope import MAX_MESSAGE_BYTES, SCHEMA_VERSION, Envelope, decode, encode, from_builtins, to_builtins
 from proto.errors import ProtocolError
 from proto.messages import (
     MESSAGE_TYPES,
+    BadMarketData,
     Command,
     ConnectorHealthEvent,
     EngineHealthEvent,
+    Fill,
+    GovernanceEvent,
     Heartbeat,
     Message,
+    OrderUpdate,
     ProcessHealthEvent,
+    Quote,
     Reply,
     SafetyEvent,
     StateChanged,
+    Trade,
 )
-from proto.session import OrchestratorState, SafetyEventType, Severity
-from proto import topics
+from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 __all__ = [
-    "ARG_SCHEMAS", "Args", "Command", "CommandError", "ConnectorHealthEvent", "EngineHealthEvent",
-    "Envelope", "Heartbeat", "MAX_MESSAGE_BYTES", "MESSAGE_TYPES", "Message", "OrchestratorState",
-    "ProcessHealthEvent", "ProtocolError", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType",
-    "Severity", "StateChanged", "decode", "encode", "error", "ok", "parse_args", "to_builtins", "topics",
+    "ARG_SCHEMAS", "Args", "BadMarketData", "Command", "CommandError", "ConnectorHealthEvent",
+    "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Heartbeat", "MAX_MESSAGE_BYTES",
+    "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessHealthEvent",
+    "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
+    "Side", "StateChanged", "Trade", "decode", "encode", "error", "from_builtins", "ok", "parse_args", "to_builtins", "topics",
 ]

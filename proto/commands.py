@@ -7,12 +7,15 @@ checked arguments. Every reply is built by ``ok(...)`` or ``error(reason)``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from proto.errors import ProtocolError
 from proto.messages import Reply
+from proto.session import Side
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class Args(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +34,57 @@ class FailsafeArgs(Args):
     reason: str
 
 
+class OrderArgs(Args):
+    """An order intent, as the engine (or an operator) asks the exchange manager for it."""
+
+    symbol: str
+    side: Side
+    qty: Positive
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: Positive | None = None
+    strategy: str = ""
+    # Refuse if it would open or increase a position (used to flatten).
+    reduce_only: bool = False
+    connector: str = ""  # "" = the default connector
+
+
+class NewOrderArgs(Args):
+    """An order as the exchange manager sends it to a venue, under its unique client order id."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Positive
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: Positive | None = None
+
+
+class CancelArgs(Args):
+    client_order_id: str
+
+
+class SymbolArgs(Args):
+    symbol: str | None = None  # None = every symbol
+
+
+class SymbolsArgs(Args):
+    symbols: list[str]
+
+
+class ModeArgs(Args):
+    mode: Literal["normal", "reduce_only", "halt"]
+    reason: str = ""
+
+
+class FaultArgs(Args):
+    """Venue simulator fault injection, for tests and demos."""
+
+    fault: Literal["drop_connection", "stop_feed", "resume_feed", "latency", "reject_all", "jump_price", "clear"]
+    symbol: str | None = None
+    value: float = 0.0  # latency in ms, jump in percent
+    duration_s: float = 0.0  # drop_connection: how long the venue stays away
+
+
 ARG_SCHEMAS: dict[str, type[Args]] = {
     # every service
     "status": NoArgs,
@@ -46,6 +100,22 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     # engine and exchange manager: orders from the orchestrator
     "enable_trading": ReasonArgs,
     "disable_trading": ReasonArgs,
+    # exchange manager: orders, positions, the gate's mode
+    "submit_order": OrderArgs,
+    "cancel_order": CancelArgs,
+    "cancel_all": SymbolArgs,
+    "flatten": SymbolArgs,
+    "positions": NoArgs,
+    "orders": NoArgs,
+    "set_mode": ModeArgs,
+    # venue (simulator): order entry and fault injection
+    "new_order": NewOrderArgs,
+    "open_orders": NoArgs,
+    "fills": NoArgs,
+    "fault": FaultArgs,
+    # data router
+    "subscribe": SymbolsArgs,
+    "unsubscribe": SymbolsArgs,
 }
 
 

@@ -88,3 +88,11 @@ def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Enve
 def to_builtins(obj: Any) -> Any:
     """Plain Python (dicts, lists, str, numbers) for JSON output and tables."""
     return msgspec.to_builtins(obj)
+
+
+def from_builtins(obj: Any, message_type: type[Message]) -> Message:
+    """A message carried inside another (e.g. an order in a reply's result), validated."""
+    try:
+        return msgspec.convert(obj, message_type)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("invalid", f"{message_type.TYPE}: {exc}") from None

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from proto.session import OrchestratorState, SafetyEventType, Severity
+from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 
 class Message(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -118,6 +118,88 @@ class ProcessHealthEvent(Message):
     reason: str = ""
 
 
+# --- market data -------------------------------------------------------------------------------
+
+
+class Quote(Message):
+    """Top of book. ``ts_ns`` is the venue's event time; ``venue_seq`` counts per symbol at the venue."""
+
+    TYPE: ClassVar[str] = "quote"
+    symbol: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    ts_ns: int
+    venue: str = ""
+
+
+class Trade(Message):
+    TYPE: ClassVar[str] = "trade"
+    symbol: str
+    price: float
+    size: float
+    side: Side
+    ts_ns: int
+    venue: str = ""
+
+
+class BadMarketData(Message):
+    """Published by the data router for every update it refused to pass on, with the reason."""
+
+    TYPE: ClassVar[str] = "bad_market_data"
+    symbol: str
+    reason: str
+    detail: str
+
+
+# --- orders and fills ---------------------------------------------------------------------------
+
+
+class OrderUpdate(Message):
+    """One step in an order's life, as the exchange manager's book of record (or a venue) sees it."""
+
+    TYPE: ClassVar[str] = "order_update"
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    order_type: str  # "market" | "limit"
+    limit_price: float | None
+    status: OrderStatus
+    filled_qty: float
+    avg_fill_price: float
+    venue_order_id: str = ""
+    reason: str = ""
+    strategy: str = ""
+    connector: str = ""
+    ts_ns: int = 0
+
+
+class Fill(Message):
+    TYPE: ClassVar[str] = "fill"
+    fill_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    ts_ns: int
+    strategy: str = ""
+    connector: str = ""
+
+
+class GovernanceEvent(Message):
+    """A refusal or limit decision: the pre-trade gate refusing an order, a mode change, ..."""
+
+    TYPE: ClassVar[str] = "governance_event"
+    kind: str
+    reason: str
+    symbol: str = ""
+    detail: dict[str, Any] = {}
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Heartbeat,
     StateChanged,
@@ -127,4 +209,10 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ConnectorHealthEvent,
     EngineHealthEvent,
     ProcessHealthEvent,
+    Quote,
+    Trade,
+    BadMarketData,
+    OrderUpdate,
+    Fill,
+    GovernanceEvent,
 )

@@ -27,3 +27,25 @@ class SafetyEventType(str, enum.Enum):
 class Severity(str, enum.Enum):
     WARNING = "warning"
     CRITICAL = "critical"
+
+
+class Side(str, enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderStatus(str, enum.Enum):
+    NEW = "new"  # accepted by the gate, sent, not yet acknowledged by the venue
+    ACKNOWLEDGED = "acknowledged"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (OrderStatus.NEW, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED)

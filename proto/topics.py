@@ -10,3 +10,13 @@ HEALTH_PREFIX = "health."
 
 def heartbeat(service: str) -> str:
     return HEARTBEAT_PREFIX + service
+
+MARKET_DATA_PREFIX = "md."
+BAD_MARKET_DATA = "bad_md"
+ORDERS = "orders"
+FILLS = "fills"
+GOVERNANCE = "governance"
+
+
+def market_data(symbol: str) -> str:
+    return MARKET_DATA_PREFIX + symbol

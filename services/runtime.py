@@ -18,6 +18,7 @@ import zmq
 
 import proto
 from bus import (
+    CommandChannel,
     CommandClient,
     CommandServer,
     Endpoints,
@@ -69,11 +70,12 @@ class ServiceRuntime:
         self.endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
         self._sockets: list[zmq.Socket] = []
         self._clients: list[CommandClient] = []
+        self._channels: list[CommandChannel] = []
         self._stats = stats
 
-        pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
-        self.publisher = Publisher(pub_sock, name, self.epoch)
-        cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
+        self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
+        self.publisher = Publisher(self._pub_sock, name, self.epoch)
+        self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
         self.commands = CommandServer(
             cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
             cache_size=settings.bus.command_cache_size, max_bytes=settings.bus.max_message_bytes,
@@ -82,6 +84,7 @@ class ServiceRuntime:
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
                                   self._status_stats, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
+        self.reactor.call_every(0.05, self._expire_requests)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
@@ -92,6 +95,25 @@ class ServiceRuntime:
             raise SystemExit(f"{self.name}: cannot bind {endpoint}: {exc}") from None
         self._sockets.append(sock)
         return sock
+
+    def drop_connections(self, duration_s: float) -> None:
+        """Close this process's bound sockets, so every peer's connection drops, and bind them
+        again after ``duration_s``. Used by the venue simulator to play a network outage."""
+        self.reactor.remove_reader(self._cmd_sock)
+        for sock in (self._pub_sock, self._cmd_sock):
+            self._sockets.remove(sock)
+            sock.close(linger=0)
+        self.publisher.attach(None)
+        self.log.warning("connections dropped for %.1fs (fault injection)", duration_s)
+        self.reactor.call_later(duration_s, self._rebind)
+
+    def _rebind(self) -> None:
+        self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(self.name))
+        self.publisher.attach(self._pub_sock)
+        self._cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(self.name))
+        self.commands.attach(self._cmd_sock)
+        self.reactor.add_reader(self._cmd_sock, self.commands.drain)
+        self.log.warning("connections back")
 
     def add_handlers(self, handlers: Mapping[str, Handler]) -> None:
         """Serve these commands. A service with more to say in ``status`` than ``process_status()``
@@ -113,11 +135,34 @@ class ServiceRuntime:
         self.reactor.add_reader(sock, lambda: sub.drain(handler))
         return sub
 
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Disconnect and close a subscription made with ``subscribe``."""
+        self.reactor.remove_reader(sub.socket)
+        self._sockets.remove(sub.socket)
+        sub.socket.close(linger=0)
+
+    def channel(self, service: str, *, timeout_s: float) -> CommandChannel:
+        """A pipelined command channel to ``service``, served by this loop; close with ``close_channel``."""
+        channel = CommandChannel(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
+                                 timeout_s=timeout_s)
+        self.reactor.add_reader(channel.sock, channel.drain)
+        self._channels.append(channel)
+        return channel
+
+    def close_channel(self, channel: CommandChannel) -> None:
+        self.reactor.remove_reader(channel.sock)
+        self._channels.remove(channel)
+        channel.close()
+
     def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> CommandClient:
         client = CommandClient(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
                                timeout_s=timeout_s, retries=retries)
         self._clients.append(client)
         return client
+
+    def _expire_requests(self) -> None:
+        for channel in list(self._channels):
+            channel.expire()
 
     def _status_stats(self) -> dict[str, Any]:
         return {**self._stats(), "uptime_s": round(time.monotonic() - self.started, 3)}
@@ -147,6 +192,8 @@ class ServiceRuntime:
     def close(self) -> None:
         for client in self._clients:
             client.close()
+        for channel in list(self._channels):
+            channel.close()
         for sock in self._sockets:
             sock.close(linger=self.settings.bus.linger_ms)
         self.reactor.close()

@@ -28,6 +28,7 @@ from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
 from services.orchestrator.settings import OrchestratorSettings
 from services.safety.settings import SafetySettings
+from services.venue_sim.settings import VenueSimSettings
 
 ENV_PREFIX = "TRADING_"
 ENV_NESTED_DELIMITER = "__"
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     data_router: DataRouterSettings = DataRouterSettings()
     safety: SafetySettings = SafetySettings()
+    venue_sim: VenueSimSettings = VenueSimSettings()
 
     @classmethod
     def settings_customise_sources(

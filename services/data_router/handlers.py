@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bus.command_server import Handler
+from proto.commands import SymbolsArgs
 
 if TYPE_CHECKING:
     from services.data_router.main import DataRouter
 
 
 def build_handlers(router: "DataRouter") -> dict[str, Handler]:
-    return {}
+    def subscribe(args: SymbolsArgs) -> dict[str, Any]:
+        """``subscribe``: route these symbols too. Wire: ``Command(name="subscribe", args={"symbols": [...]})``."""
+        router.feed.subscribe(args.symbols)
+        return {"subscribed": args.symbols}
+
+    def unsubscribe(args: SymbolsArgs) -> dict[str, Any]:
+        """``unsubscribe``: stop routing these symbols. Wire: ``Command(name="unsubscribe", args={"symbols": [...]})``."""
+        router.feed.unsubscribe(args.symbols)
+        return {"unsubscribed": args.symbols}
+
+    return {"subscribe": subscribe, "unsubscribe": unsubscribe}

@@ -1,21 +1,53 @@
-"""``python -m services.data_router``: market-data feeds in, validated per-symbol topics out."""
+"""``python -m services.data_router``: market data in from a feed, validated, out on ``md.<symbol>``.
+
+Top to bottom: bind sockets, attach the feed adapter, and for every update: validate, publish it
+(or publish why it was refused), and note the time per symbol (the safety layer's stale-feed
+check reads it from the status and the heartbeat).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import proto
+from services.data_router.feeds import FeedAdapter, VenueFeed
 from services.data_router.handlers import build_handlers
+from services.data_router.validation import MarketData, Validator
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.settings import Settings
 
 
 class DataRouter:
     def __init__(self, settings: Settings) -> None:
+        cfg = settings.data_router
         self.runtime = ServiceRuntime("data_router", settings, stats=self.stats)
+        self.validator = Validator(cfg.max_future_skew_s)
+        self.routed: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+        self.last_update: dict[str, float] = {}  # symbol -> time.time() of its last valid update
+        self.feed: FeedAdapter = VenueFeed(self.runtime, cfg.feed_venue, cfg.symbols, self.on_update)
         self.runtime.add_handlers(build_handlers(self))
 
+    def on_update(self, update: MarketData) -> None:
+        reason = self.validator.refusal(update)
+        if reason is not None:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+            self.runtime.publisher.publish(proto.topics.BAD_MARKET_DATA, proto.BadMarketData(
+                symbol=update.symbol, reason=reason, detail=repr(update)))
+            return
+        self.runtime.publisher.publish(proto.topics.market_data(update.symbol), update)
+        self.routed[update.symbol] = self.routed.get(update.symbol, 0) + 1
+        self.last_update[update.symbol] = time.time()
+
     def stats(self) -> dict[str, Any]:
-        return {}
+        now = time.time()
+        return {
+            "routed": sum(self.routed.values()),
+            "refused": dict(self.refused),
+            "symbols": {s: {"routed": n, "age_s": round(now - self.last_update[s], 3)}
+                        for s, n in self.routed.items()},
+        }
 
     def run(self) -> None:
         self.runtime.run()

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DataRouterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # Which adapter brings market data in. "venue": the venue's own market-data socket.
+    feed: Literal["venue"] = "venue"
+    feed_venue: str = "venue_sim"
+    # Symbols routed at start; empty means every symbol the feed carries.
+    symbols: list[str] = Field(default_factory=list)
+    # An update stamped further in the future than this is refused (a clock or feed fault).
+    max_future_skew_s: float = Field(default=1.0, gt=0)

@@ -1,29 +1,144 @@
 """``python -m services.engine``: strategy decisions, only while the session allows trading.
 
-Top to bottom: load settings, bind sockets, follow the session from the orchestrator (fail
-closed: no trading until it has heard that the session is LIVE), serve commands, heartbeat.
+Top to bottom: bind sockets; follow the session from the orchestrator (fail closed: no order
+until it has heard the session is LIVE, and none once the orchestrator has gone quiet); load the
+strategies named in the settings; for each quote from the data router ask the strategies, and send
+what they decide to the exchange manager; hand fills and order updates back to them.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import deque
 from typing import Any
 
+import proto
+from bus import NotConnected
+from proto.commands import OrderArgs
 from services.engine.handlers import build_handlers
+from services.engine.strategies import Intent, Strategy, build
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
 from services.settings import Settings
 
+log = logging.getLogger("engine")
+
 
 class Engine:
     def __init__(self, settings: Settings) -> None:
+        cfg = self.cfg = settings.engine
         self.runtime = ServiceRuntime("engine", settings, stats=self.stats,
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
-        self.session = SessionFollower(self.runtime, settings.engine.deadman_timeout_s)
+        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
+        self.strategies: dict[str, Strategy] = {s.name: build(s) for s in cfg.strategies}
+        self._by_symbol: dict[str, list[Strategy]] = {}
+        for strategy in self.strategies.values():
+            self._by_symbol.setdefault(strategy.symbol, []).append(strategy)
+        self.strategy_errors: dict[str, int] = {name: 0 for name in self.strategies}
+        self.switched_off: set[str] = set()
+        self.decisions_made = 0
+        self.suppressed = 0
+        self.orders_refused = 0
+        self.order_timeouts = 0
+        self._latency_ns: deque[int] = deque(maxlen=4096)
+        self.orders = self.runtime.channel("exchange_manager", timeout_s=cfg.order_timeout_s)
+        self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
+                               self._on_market_data)
+        self.runtime.subscribe(["exchange_manager"], [proto.topics.FILLS, proto.topics.ORDERS], self._on_execution)
         self.runtime.add_handlers(build_handlers(self.session))
 
+    # -- decisions -------------------------------------------------------------------------------
+
+    def _on_market_data(self, _topic: str, env: proto.Envelope) -> None:
+        quote = env.body
+        if not isinstance(quote, proto.Quote):
+            return
+        now = time.monotonic()
+        for strategy in self._by_symbol.get(quote.symbol, ()):
+            if strategy.name in self.switched_off:
+                continue
+            t0 = time.perf_counter_ns()
+            try:
+                intents = strategy.on_quote(quote, now)
+            except Exception:
+                self._strategy_failed(strategy)
+                continue
+            self._latency_ns.append(time.perf_counter_ns() - t0)
+            if not intents:
+                continue
+            if not self.session.trading_allowed():
+                self.suppressed += len(intents)
+                for intent in intents:
+                    self._tell(strategy, "on_refused", intent, "trading is not enabled")
+                continue
+            for intent in intents:
+                self._send(strategy, intent)
+
+    def _send(self, strategy: Strategy, intent: Intent) -> None:
+        self.decisions_made += 1
+        is_order = isinstance(intent, OrderArgs)
+
+        def on_reply(reply: proto.Reply) -> None:
+            if not reply.ok:
+                self.orders_refused += 1
+                self._tell(strategy, "on_refused", intent, reply.error)
+            elif is_order:
+                self._tell(strategy, "on_accepted", intent, reply.result["client_order_id"])
+
+        def on_timeout(_command_id: str) -> None:
+            self.order_timeouts += 1
+            self._tell(strategy, "on_refused", intent, "no answer from the exchange manager")
+
+        name = "submit_order" if is_order else "cancel_order"
+        try:
+            self.orders.send(name, proto.to_builtins(intent), on_reply, on_timeout)
+        except NotConnected:
+            on_timeout("")
+
+    def _on_execution(self, _topic: str, env: proto.Envelope) -> None:
+        body = env.body
+        if isinstance(body, (proto.Fill, proto.OrderUpdate)):
+            strategy = self.strategies.get(body.strategy)
+            if strategy is not None and strategy.name not in self.switched_off:
+                self._tell(strategy, "on_fill" if isinstance(body, proto.Fill) else "on_order_update", body)
+
+    def _tell(self, strategy: Strategy, method: str, *args: Any) -> None:
+        try:
+            getattr(strategy, method)(*args)
+        except Exception:
+            self._strategy_failed(strategy)
+
+    def _strategy_failed(self, strategy: Strategy) -> None:
+        """A strategy's exception is counted and isolated; too many and it is switched off."""
+        self.strategy_errors[strategy.name] += 1
+        log.exception("strategy %s failed", strategy.name)
+        if self.strategy_errors[strategy.name] >= self.cfg.max_strategy_errors:
+            self.switched_off.add(strategy.name)
+            log.error("strategy %s switched off after %d errors", strategy.name, self.strategy_errors[strategy.name])
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def latency_ms(self, q: float) -> float:
+        if not self._latency_ns:
+            return 0.0
+        ordered = sorted(self._latency_ns)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
     def stats(self) -> dict[str, Any]:
-        return self.session.summary()
+        return {
+            **self.session.summary(),
+            "decisions_made": self.decisions_made,
+            "latency_p50_ms": round(self.latency_ms(0.50), 4),
+            "latency_p99_ms": round(self.latency_ms(0.99), 4),
+            "error_count": sum(self.strategy_errors.values()) + self.order_timeouts,
+            "orders_refused": self.orders_refused,
+            "suppressed": self.suppressed,
+            "strategies": {name: {"symbol": s.symbol, "position": s.position,
+                                  "errors": self.strategy_errors[name], "on": name not in self.switched_off}
+                           for name, s in self.strategies.items()},
+        }
 
     def run(self) -> None:
         self.runtime.run()

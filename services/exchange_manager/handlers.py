@@ -1,10 +1,74 @@
-"""The exchange manager's commands (besides ``status``, which every service answers)."""
+"""The exchange manager's commands: orders, positions, the gate's mode and trading switch."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import proto
 from bus.command_server import Handler
-from services.session_follower import SessionFollower, trading_handlers
+from proto.commands import CancelArgs, ModeArgs, NoArgs, OrderArgs, SymbolArgs
+from services.session_follower import trading_handlers
+
+if TYPE_CHECKING:
+    from services.exchange_manager.main import ExchangeManager
 
 
-def build_handlers(session: SessionFollower) -> dict[str, Handler]:
-    return trading_handlers(session)
+def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
+    from services.exchange_manager.main import Refused
+
+    def submit_order(args: OrderArgs) -> dict[str, Any]:
+        """``submit_order``: check an order at the pre-trade gate and send it to its venue.
+
+        Wire: ``Command(name="submit_order", args={symbol, side, qty, order_type="market",
+        limit_price=None, strategy="", reduce_only=False, connector=""})`` →
+        ``ok(client_order_id)`` or ``error(reason)`` (the refusal is also a governance event).
+        """
+        try:
+            record = em.submit(args)
+        except Refused as exc:
+            raise proto.CommandError(str(exc)) from None
+        return {"client_order_id": record.client_order_id}
+
+    def cancel_order(args: CancelArgs) -> dict[str, Any]:
+        """``cancel_order``: ask the venue to cancel one open order → ``ok(client_order_id)``."""
+        try:
+            em.cancel(args.client_order_id)
+        except Refused as exc:
+            raise proto.CommandError(str(exc)) from None
+        return {"client_order_id": args.client_order_id}
+
+    def cancel_all(args: SymbolArgs) -> dict[str, Any]:
+        """``cancel_all``: cancel every open order (of one symbol) at every connected venue."""
+        return {"venues": em.cancel_all(args.symbol)}
+
+    def flatten(args: SymbolArgs) -> dict[str, Any]:
+        """``flatten``: cancel open orders, then reduce-only market orders against every position.
+
+        Wire: ``Command(name="flatten", args={"symbol": str | None})`` → ``ok(orders=[client ids])``.
+        """
+        try:
+            return {"orders": em.flatten(args.symbol)}
+        except Refused as exc:
+            raise proto.CommandError(str(exc)) from None
+
+    def positions(_: NoArgs) -> dict[str, Any]:
+        """``positions`` → ``ok(positions={symbol: {qty, avg_price, realized_pnl, unrealized_pnl,
+        fees, volume, mark}})``.  CLI: ``tradectl positions [--json]``."""
+        return {"positions": em.position_table()}
+
+    def orders(_: NoArgs) -> dict[str, Any]:
+        """``orders`` → ``ok(orders=[...])``: open orders first, then the latest closed ones.
+        CLI: ``tradectl orders [--json]``."""
+        records = sorted(em.book.orders.values(), key=lambda o: (not o.status.is_open, -o.updated_ns))
+        return {"orders": [o.to_dict() for o in records[:500]]}
+
+    def set_mode(args: ModeArgs) -> dict[str, Any]:
+        """``set_mode``: the gate's mode: ``normal``, ``reduce_only`` (DEGRADED default) or ``halt``."""
+        em.gate.mode = args.mode
+        em.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
+            kind="gate_mode", reason=args.reason or f"mode set to {args.mode}", detail={"mode": args.mode}))
+        return {"mode": em.gate.mode}
+
+    return {"submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
+            "flatten": flatten, "positions": positions, "orders": orders, "set_mode": set_mode,
+            **trading_handlers(em.session)}

@@ -1,29 +1,191 @@
-"""``python -m services.exchange_manager``: connectors, the order book of record and the pre-trade risk gate.
+"""``python -m services.exchange_manager``: connectors, the order book of record, positions and
+PnL, and the pre-trade risk gate (the last hop before any venue).
 
-Top to bottom: load settings, bind sockets, follow the session from the orchestrator (fail
-closed: the gate passes no order until it has heard that the session is LIVE), serve commands, heartbeat.
+Top to bottom: bind sockets; follow the session (fail closed); connect every configured venue;
+mark positions from the router's market data; serve order commands through the gate; apply the
+venues' execution reports and fills; reconcile on every (re)connection.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+import proto
+from bus import NotConnected
+from proto.commands import OrderArgs
+from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
+from services.exchange_manager.order_book import OrderBook, OrderRecord
+from services.exchange_manager.reconciliation import Outcome, Reconciler
+from services.exchange_manager.risk_gate import RiskGate
+from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
 from services.settings import Settings
 
+log = logging.getLogger("exchange_manager")
+
+
+class Refused(Exception):
+    """An order the gate (or a down connector) refused; the message is the reason."""
+
 
 class ExchangeManager:
     def __init__(self, settings: Settings) -> None:
+        cfg = self.cfg = settings.exchange_manager
         self.runtime = ServiceRuntime("exchange_manager", settings, stats=self.stats,
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
-        self.session = SessionFollower(self.runtime, settings.exchange_manager.deadman_timeout_s)
-        self.runtime.add_handlers(build_handlers(self.session))
+        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
+        self.gate = RiskGate(cfg.risk, self.session.trading_allowed)
+        # Ids carry this process's start time, so a restart never reuses one.
+        self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
+        self.positions: dict[str, Position] = {}
+        self.marks: dict[str, float] = {}
+        self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=2.0,
+                                     apply_fill=self.on_fill, report=self._on_reconciled)
+        self.connectors: dict[str, Connector] = {
+            c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
+        self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
+        self.runtime.add_handlers(build_handlers(self))
+        for connector in self.connectors.values():
+            connector.connect()
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def submit(self, args: OrderArgs) -> OrderRecord:
+        """Check ``args`` at the gate and send it; raises ``Refused`` with the reason otherwise."""
+        name = args.connector or self.cfg.default_connector
+        connector = self.connectors.get(name)
+        if connector is None:
+            raise Refused(f"unknown connector {name!r}")
+        position = self.positions.get(args.symbol, Position()).qty
+        same_side = sum(o.qty - o.filled_qty for o in self.book.open_orders(args.symbol) if o.side == args.side)
+        refusal = self.gate.check(args, position, same_side, self.marks.get(args.symbol), self.gross_exposure())
+        if refusal is not None:
+            kind, reason = refusal
+            self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
+                kind=f"order_refused.{kind}", reason=reason, symbol=args.symbol,
+                detail={"side": args.side.value, "qty": args.qty, "strategy": args.strategy}))
+            self.book.rejected += 1
+            raise Refused(reason)
+        record = self.book.new(args, name)
+        self._publish_order(record)
+        try:
+            connector.submit(record.message())
+        except NotConnected as exc:
+            self.book.reject(record, str(exc))
+            self._publish_order(record)
+            raise Refused(str(exc)) from None
+        return record
+
+    def cancel(self, client_order_id: str) -> None:
+        record = self.book.orders.get(client_order_id)
+        if record is None or not record.status.is_open:
+            raise Refused(f"no open order {client_order_id}")
+        self._connector(record.connector).cancel(client_order_id)
+
+    def cancel_all(self, symbol: str | None) -> int:
+        count = 0
+        for connector in self.connectors.values():
+            try:
+                connector.cancel_all(symbol)
+                count += 1
+            except NotConnected:
+                log.warning("cancel_all: connector %s not connected", connector.name)
+        return count
+
+    def flatten(self, symbol: str | None) -> list[str]:
+        """Cancel open orders, then send a reduce-only market order against every position."""
+        self.cancel_all(symbol)
+        sent = []
+        for sym, pos in list(self.positions.items()):
+            if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
+                side = proto.Side.SELL if pos.qty > 0 else proto.Side.BUY
+                record = self.submit(OrderArgs(symbol=sym, side=side, qty=abs(pos.qty), reduce_only=True,
+                                               strategy="flatten"))
+                sent.append(record.client_order_id)
+        return sent
+
+    def _connector(self, name: str) -> Connector:
+        connector = self.connectors.get(name)
+        if connector is None:
+            raise Refused(f"unknown connector {name!r}")
+        return connector
+
+    # -- what the venues report (ConnectorEvents) ------------------------------------------------
+
+    def on_order_update(self, update: proto.OrderUpdate) -> None:
+        record = self.book.apply_update(update)
+        self._publish_order(record)
+
+    def on_fill(self, fill: proto.Fill) -> None:
+        record = self.book.apply_fill(fill)
+        if record is None:
+            return  # already applied
+        self.positions.setdefault(fill.symbol, Position()).apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
+        self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
+            fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
+            qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
+            connector=record.connector))
+        self._publish_order(record)
+
+    def on_connected(self, connector: Connector) -> None:
+        self.reconciler.run(connector)
+
+    def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
+        log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
+        self.reconciler.run(connector)
+
+    def _on_reconciled(self, outcome: Outcome) -> None:
+        level = logging.INFO if outcome.ok and not outcome.position_mismatches else logging.WARNING
+        log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
+                outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
+                outcome.position_mismatches, outcome.error)
+        if outcome.adopted or outcome.resolved or outcome.position_mismatches or not outcome.ok:
+            self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
+                kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
+                detail={"adopted": outcome.adopted, "resolved": outcome.resolved,
+                        "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
+
+    def _publish_order(self, record: OrderRecord) -> None:
+        self.runtime.publisher.publish(proto.topics.ORDERS, record.message())
+
+    def _on_market_data(self, _topic: str, env: proto.Envelope) -> None:
+        body = env.body
+        if isinstance(body, proto.Quote):
+            self.marks[body.symbol] = (body.bid + body.ask) / 2
+        elif isinstance(body, proto.Trade):
+            self.marks[body.symbol] = body.price
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def gross_exposure(self) -> float:
+        return sum(abs(p.qty) * self.marks.get(s, p.avg_price) for s, p in self.positions.items())
+
+    def position_table(self) -> dict[str, dict[str, float | None]]:
+        return {s: {**p.to_dict(), "mark": self.marks.get(s), "unrealized_pnl": p.unrealized(self.marks.get(s))}
+                for s, p in self.positions.items()}
 
     def stats(self) -> dict[str, Any]:
-        return self.session.summary()
+        last = self.reconciler.last
+        return {
+            **self.session.summary(),
+            "orders_submitted": self.book.submitted,
+            "orders_rejected": self.book.rejected,
+            "fills": self.book.fills,
+            "open_orders": len(self.book.open_orders()),
+            "positions": {s: p.qty for s, p in self.positions.items()},
+            "realized_pnl": sum(p.realized_pnl for p in self.positions.values()),
+            "unrealized_pnl": sum(p.unrealized(self.marks.get(s)) for s, p in self.positions.items()),
+            "fees": sum(p.fees for p in self.positions.values()),
+            "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
+            "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
+            "reconciliations": self.reconciler.runs,
+            "reconciled": bool(last and last.ok),
+        }
 
     def run(self) -> None:
         self.runtime.run()

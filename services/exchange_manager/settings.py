@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ConnectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "sim"
+    kind: Literal["venue_sim"] = "venue_sim"
+    venue: str = "venue_sim"  # whose endpoints to use (bus endpoint naming)
+    request_timeout_s: float = Field(default=1.0, gt=0)
+    # The venue is considered gone after this long without any message from it.
+    heartbeat_timeout_s: float = Field(default=1.0, gt=0)
+    reconnect_initial_s: float = Field(default=0.1, gt=0)
+    reconnect_max_s: float = Field(default=5.0, gt=0)
+    reconnect_jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class RiskLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_order_qty: float = Field(default=10.0, gt=0)
+    max_order_notional: float = Field(default=250_000.0, gt=0)
+    max_position: float = Field(default=5.0, gt=0)  # per symbol, absolute quantity
+    max_gross_exposure: float = Field(default=1_000_000.0, gt=0)  # sum of |qty| x mark
+    max_orders_per_s: int = Field(default=20, ge=1)
 
 
 class ExchangeManagerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    connectors: list[ConnectorSettings] = Field(default_factory=lambda: [ConnectorSettings()])
+    default_connector: str = "sim"
+    risk: RiskLimits = RiskLimits()
     # Dead-man switch of the pre-trade gate: with no word from the orchestrator for this long,
     # the gate refuses orders that open or increase a position.
     deadman_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> "ExchangeManagerSettings":
+        names = [c.name for c in self.connectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"connector names must be unique: {names}")
+        if self.default_connector not in names:
+            raise ValueError(f"default_connector {self.default_connector!r} is not among the connectors {names}")
+        return self

@@ -408,8 +408,17 @@ class LiveTradingOrchestrator:
             "orchestrator_restarts": self._counters.orchestrator_restarts,
             "safety_events": self._safety_events,
             "decisions_made": engine.get("decisions_made", 0),
+            "engine_latency_p50_ms": engine.get("latency_p50_ms", 0.0),
+            "engine_latency_p99_ms": engine.get("latency_p99_ms", 0.0),
+            "engine_errors": engine.get("error_count", 0),
+            "orders_submitted": exchange.get("orders_submitted", 0),
+            "orders_rejected": exchange.get("orders_rejected", 0),
+            "fills": exchange.get("fills", 0),
+            "open_orders": exchange.get("open_orders", 0),
+            "positions": exchange.get("positions", {}),
             "realized_pnl": exchange.get("realized_pnl", 0.0),
             "unrealized_pnl": exchange.get("unrealized_pnl", 0.0),
+            "fees": exchange.get("fees", 0.0),
         }
 
     def _heartbeat_stats(self) -> dict[str, Any]:

@@ -1,0 +1,114 @@
+"""Pipelined commands from inside an event loop: send now, get the reply as a callback later.
+
+``CommandClient`` blocks its caller until the reply comes; a process that must keep reading market
+data while its orders are in flight uses a ``CommandChannel`` instead. Each request has a deadline;
+``expire()`` (called from a timer) fails the overdue ones, so nothing waits forever. With no
+connected peer a send fails at once (``NotConnected``): a request is never queued for a server
+that may come up after the caller has given up on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+import proto
+from bus.settings import BusSettings
+from bus.sockets import make_socket
+
+ReplyCallback = Callable[[proto.Reply], None]
+TimeoutCallback = Callable[[str], None]
+
+
+class NotConnected(Exception):
+    """The peer is not connected; the request was not sent."""
+
+
+@dataclass
+class _Pending:
+    deadline: float
+    sent_at: float
+    on_reply: ReplyCallback
+    on_timeout: TimeoutCallback | None
+
+
+class CommandChannel:
+    def __init__(self, ctx: zmq.Context, endpoint: str, bus: BusSettings, source: str, *, timeout_s: float) -> None:
+        self._endpoint = endpoint
+        self._bus = bus
+        self._source = source
+        self._epoch = time.time_ns()
+        self._timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._pending: dict[str, _Pending] = {}
+        self.sock = make_socket(ctx, zmq.DEALER, bus)
+        self.sock.connect(endpoint)
+        self.sent = 0
+        self.timeouts = 0
+        self.not_connected = 0
+        self.last_rtt_s: float | None = None
+
+    def send(self, name: str, args: dict[str, Any], on_reply: ReplyCallback,
+             on_timeout: TimeoutCallback | None = None, *, command_id: str | None = None) -> str:
+        command_id = command_id or f"{self._source}:{self._epoch}:{next(self._ids)}"
+        self._seq += 1
+        now = time.monotonic()
+        data = proto.encode(self._source, self._epoch, self._seq, time.time_ns(),
+                            proto.Command(id=command_id, name=name, args=args))
+        try:
+            self.sock.send(data, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.not_connected += 1
+            raise NotConnected(f"{self._endpoint} is not connected") from None
+        self._pending[command_id] = _Pending(now + self._timeout_s, now, on_reply, on_timeout)
+        self.sent += 1
+        return command_id
+
+    def drain(self, limit: int = 10_000) -> int:
+        n = 0
+        while n < limit:
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            n += 1
+            try:
+                reply = proto.decode(frames[-1], self._bus.max_message_bytes).body
+            except proto.ProtocolError:
+                continue
+            if not isinstance(reply, proto.Reply):
+                continue
+            pending = self._pending.pop(reply.id, None)
+            if pending is None:
+                continue  # a reply after its deadline: the timeout already reported it
+            self.last_rtt_s = time.monotonic() - pending.sent_at
+            pending.on_reply(reply)
+        return n
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        overdue = [cid for cid, p in self._pending.items() if p.deadline <= now]
+        for command_id in overdue:
+            pending = self._pending.pop(command_id)
+            self.timeouts += 1
+            if pending.on_timeout is not None:
+                pending.on_timeout(command_id)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Close the socket; every request still in flight is reported as timed out."""
+        self.sock.close(linger=0)
+        pending, self._pending = self._pending, {}
+        for command_id, p in pending.items():
+            self.timeouts += 1
+            if p.on_timeout is not None:
+                p.on_timeout(command_id)

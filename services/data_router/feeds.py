@@ -1,0 +1,52 @@
+"""Feed adapters: where market data comes from. Each turns its source into ``Quote``/``Trade``
+messages handed to the router; the router does not know which adapter it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import proto
+from bus import Subscriber
+from services.runtime import ServiceRuntime
+
+OnUpdate = Callable[[proto.Quote | proto.Trade], None]
+
+
+class FeedAdapter(Protocol):
+    name: str
+
+    def subscribe(self, symbols: list[str]) -> None: ...
+
+    def unsubscribe(self, symbols: list[str]) -> None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+
+class VenueFeed:
+    """The venue's own market-data socket (``md.<symbol>`` topics on its PUB)."""
+
+    def __init__(self, runtime: ServiceRuntime, venue: str, symbols: list[str], on_update: OnUpdate) -> None:
+        self.name = f"venue:{venue}"
+        self._on_update = on_update
+        prefixes = [proto.topics.market_data(s) for s in symbols] or [proto.topics.MARKET_DATA_PREFIX]
+        self._sub: Subscriber = runtime.subscribe([venue], prefixes, self._on_message)
+        self.ignored = 0
+
+    def _on_message(self, _topic: str, env: proto.Envelope) -> None:
+        body = env.body
+        if isinstance(body, (proto.Quote, proto.Trade)):
+            self._on_update(body)
+        else:
+            self.ignored += 1
+
+    def subscribe(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self._sub.subscribe(proto.topics.market_data(symbol))
+
+    def unsubscribe(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self._sub.unsubscribe(proto.topics.market_data(symbol))
+
+    def stats(self) -> dict[str, object]:
+        return {"adapter": self.name, **self._sub.stats()}

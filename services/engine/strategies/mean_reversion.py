@@ -1,0 +1,51 @@
+"""Mean reversion: buy below a rolling mean of the mid, sell above it, within a position limit."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import proto
+from services.engine.strategies.base import Intent, Strategy
+
+
+class MeanReversionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["mean_reversion"] = "mean_reversion"
+    name: str = "meanrev"
+    symbol: str = "BTC-USD"
+    window: int = Field(default=40, ge=2)  # quotes in the rolling mean
+    entry_bps: float = Field(default=3.0, gt=0)  # distance from the mean that triggers an order
+    qty: float = Field(default=0.01, gt=0)
+    max_position: float = Field(default=0.05, gt=0)
+    min_interval_s: float = Field(default=1.0, ge=0)  # between two orders
+
+
+class MeanReversion(Strategy):
+    def __init__(self, cfg: MeanReversionSettings) -> None:
+        super().__init__(cfg.name, cfg.symbol)
+        self.cfg = cfg
+        self._mids: deque[float] = deque(maxlen=cfg.window)
+        self._sum = 0.0
+        self._last_order = float("-inf")
+
+    def on_quote(self, quote: proto.Quote, now: float) -> list[Intent]:
+        mid = (quote.bid + quote.ask) / 2
+        if len(self._mids) == self._mids.maxlen:
+            self._sum -= self._mids[0]
+        self._mids.append(mid)
+        self._sum += mid
+        if len(self._mids) < self.cfg.window or now - self._last_order < self.cfg.min_interval_s:
+            return []
+        deviation_bps = (mid / (self._sum / len(self._mids)) - 1) * 1e4
+        cfg = self.cfg
+        if deviation_bps <= -cfg.entry_bps and self.position + cfg.qty <= cfg.max_position + 1e-12:
+            self._last_order = now
+            return [self.order(proto.Side.BUY, cfg.qty)]
+        if deviation_bps >= cfg.entry_bps and self.position - cfg.qty >= -cfg.max_position - 1e-12:
+            self._last_order = now
+            return [self.order(proto.Side.SELL, cfg.qty)]
+        return []

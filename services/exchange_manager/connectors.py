@@ -1,0 +1,204 @@
+"""Connectors to venues: one interface, one implementation per kind of venue.
+
+A connector owns the link to one venue: it connects, notices when the venue has gone quiet,
+reconnects with exponential backoff and jitter, sends orders and cancels, and hands every
+execution report and fill to the exchange manager. It keeps no order state of its own: the book
+of record is the exchange manager's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import proto
+from bus import CommandChannel, NotConnected, Subscriber
+from services.exchange_manager.settings import ConnectorSettings
+from services.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ConnectorEvents(Protocol):
+    def on_order_update(self, update: proto.OrderUpdate) -> None: ...
+
+    def on_fill(self, fill: proto.Fill) -> None: ...
+
+    def on_connected(self, connector: "Connector") -> None: ...
+
+    def on_in_doubt(self, connector: "Connector", client_order_id: str) -> None: ...
+
+
+class Connector(Protocol):
+    name: str
+
+    def connect(self) -> None: ...
+
+    def disconnect(self, reason: str) -> None: ...
+
+    def is_connected_check(self) -> bool: ...
+
+    def get_stats(self) -> dict[str, Any]: ...
+
+    def submit(self, order: proto.OrderUpdate) -> None: ...
+
+    def cancel(self, client_order_id: str) -> None: ...
+
+    def cancel_all(self, symbol: str | None) -> None: ...
+
+    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None: ...
+
+
+class VenueSimConnector:
+    """The venue simulator's order-entry (command socket) and execution-report (PUB) sessions."""
+
+    def __init__(self, cfg: ConnectorSettings, runtime: ServiceRuntime, events: ConnectorEvents) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._runtime = runtime
+        self._events = events
+        self._channel: CommandChannel | None = None
+        self._sub: Subscriber | None = None
+        self._connected = False
+        self._heard: float | None = None
+        self._since = 0.0
+        self._attempt = 0
+        self._rng = random.Random()
+        self.reconnects = 0
+        self.errors = 0
+        self.received = 0
+        self._dropped_before = 0
+        self._latency_ms = 0.0
+        runtime.reactor.call_every(0.1, self._watch)
+
+    # -- the link --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._sub is not None:
+            return
+        venue = self._cfg.venue
+        self._sub = self._runtime.subscribe(
+            [venue], [proto.topics.ORDERS, proto.topics.FILLS, proto.topics.heartbeat(venue)], self._on_message)
+        self._channel = self._runtime.channel(venue, timeout_s=self._cfg.request_timeout_s)
+        self._since = time.monotonic()
+        log.info("connector %s: connecting to %s", self.name, venue)
+
+    def disconnect(self, reason: str) -> None:
+        if self._sub is not None:
+            self._dropped_before += self._lost()
+            self._runtime.unsubscribe(self._sub)
+            self._sub = None
+        if self._channel is not None:
+            self._runtime.close_channel(self._channel)
+            self._channel = None
+        if self._connected:
+            log.warning("connector %s: disconnected: %s", self.name, reason)
+        self._connected = False
+
+    def is_connected_check(self) -> bool:
+        return self._connected and self._heard is not None and time.monotonic() - self._heard < self._cfg.heartbeat_timeout_s
+
+    def _watch(self) -> None:
+        if self._sub is None:
+            return  # a reconnect is scheduled
+        now = time.monotonic()
+        last = self._heard if self._connected else self._since
+        if now - (last or now) < self._cfg.heartbeat_timeout_s:
+            return
+        self.errors += 1
+        self.disconnect(f"nothing from {self._cfg.venue} for {now - (last or now):.1f}s")
+        delay = min(self._cfg.reconnect_max_s, self._cfg.reconnect_initial_s * 2 ** self._attempt)
+        delay *= 1 + self._cfg.reconnect_jitter * self._rng.uniform(-1, 1)
+        self._attempt += 1
+        self.reconnects += 1
+        log.info("connector %s: reconnect attempt %d in %.2fs", self.name, self._attempt, delay)
+        self._runtime.reactor.call_later(delay, self.connect)
+
+    def _on_message(self, _topic: str, env: proto.Envelope) -> None:
+        self._heard = time.monotonic()
+        self.received += 1
+        if not self._connected:
+            self._connected = True
+            self._attempt = 0
+            log.info("connector %s: connected to %s", self.name, self._cfg.venue)
+            self._events.on_connected(self)
+        body = env.body
+        if isinstance(body, proto.Fill):
+            self._events.on_fill(body)
+        elif isinstance(body, proto.OrderUpdate):
+            self._events.on_order_update(body)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def submit(self, order: proto.OrderUpdate) -> None:
+        """Send a new order; raises ``NotConnected`` if it could not leave."""
+        args = {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side.value,
+                "qty": order.qty, "order_type": order.order_type, "limit_price": order.limit_price}
+        cid = order.client_order_id
+
+        def on_reply(reply: proto.Reply) -> None:
+            self._track_latency()
+            if not reply.ok:
+                self.errors += 1
+                self._events.on_order_update(proto.OrderUpdate(
+                    client_order_id=cid, symbol=order.symbol, side=order.side, qty=order.qty,
+                    order_type=order.order_type, limit_price=order.limit_price,
+                    status=proto.OrderStatus.REJECTED, filled_qty=0.0, avg_fill_price=0.0,
+                    reason=f"venue: {reply.error}", connector=self.name, ts_ns=time.time_ns()))
+            elif reply.result.get("order"):
+                self._events.on_order_update(proto.from_builtins(reply.result["order"], proto.OrderUpdate))
+
+        self._send("new_order", args, on_reply, lambda _id: self._events.on_in_doubt(self, cid))
+
+    def cancel(self, client_order_id: str) -> None:
+        self._send("cancel_order", {"client_order_id": client_order_id}, lambda _r: self._track_latency(), None)
+
+    def cancel_all(self, symbol: str | None) -> None:
+        self._send("cancel_all", {"symbol": symbol}, lambda _r: self._track_latency(), None)
+
+    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
+        """Ask the venue (``open_orders``, ``positions``, ``fills``); ``on_result(None)`` on failure."""
+        def on_reply(reply: proto.Reply) -> None:
+            self._track_latency()
+            on_result(reply.result if reply.ok else None)
+
+        try:
+            self._send(name, {}, on_reply, lambda _id: on_result(None))
+        except NotConnected:
+            on_result(None)
+
+    def _send(self, name: str, args: dict[str, Any], on_reply: Callable[[proto.Reply], None],
+              on_timeout: Callable[[str], None] | None) -> None:
+        if self._channel is None:
+            self.errors += 1
+            raise NotConnected(f"connector {self.name} is not connected")
+        try:
+            self._channel.send(name, args, on_reply, on_timeout)
+        except NotConnected:
+            self.errors += 1
+            raise
+
+    def _track_latency(self) -> None:
+        if self._channel is not None and self._channel.last_rtt_s is not None:
+            sample = self._channel.last_rtt_s * 1000
+            self._latency_ms = sample if not self._latency_ms else 0.8 * self._latency_ms + 0.2 * sample
+
+    def _lost(self) -> int:
+        peer = self._sub.peers.get(self._cfg.venue) if self._sub is not None else None
+        return peer.lost if peer else 0
+
+    def get_stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.is_connected_check(),
+            "latency_ms": round(self._latency_ms, 3),
+            "messages_received": self.received,
+            "messages_dropped": self._dropped_before + self._lost(),
+            "error_count": self.errors + (self._channel.timeouts if self._channel else 0),
+            "reconnects": self.reconnects,
+        }
+
+
+CONNECTOR_KINDS = {"venue_sim": VenueSimConnector}

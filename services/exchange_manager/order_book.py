@@ -1,0 +1,127 @@
+"""The order book of record: every order's life, under a client order id that is never reused.
+
+Statuses only move forward (new → acknowledged → partially filled → filled; or → cancelled /
+rejected); a late or repeated report never moves an order back. Fills are applied once per
+``fill_id``, whichever way they arrive (execution report, reply, reconciliation).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import proto
+from proto import OrderStatus, Side
+from proto.commands import OrderArgs
+
+_RANK = {OrderStatus.NEW: 0, OrderStatus.ACKNOWLEDGED: 1, OrderStatus.PARTIALLY_FILLED: 2,
+         OrderStatus.FILLED: 3, OrderStatus.CANCELLED: 3, OrderStatus.REJECTED: 3}
+
+
+@dataclass
+class OrderRecord:
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    order_type: str
+    limit_price: float | None
+    strategy: str
+    connector: str
+    status: OrderStatus = OrderStatus.NEW
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    venue_order_id: str = ""
+    reason: str = ""
+    created_ns: int = 0
+    updated_ns: int = 0
+
+    def message(self) -> proto.OrderUpdate:
+        return proto.OrderUpdate(
+            client_order_id=self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
+            order_type=self.order_type, limit_price=self.limit_price, status=self.status,
+            filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price, venue_order_id=self.venue_order_id,
+            reason=self.reason, strategy=self.strategy, connector=self.connector, ts_ns=self.updated_ns)
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["side"], d["status"] = self.side.value, self.status.value
+        return d
+
+
+class OrderBook:
+    def __init__(self, id_prefix: str, keep_closed: int = 10_000) -> None:
+        self._prefix = id_prefix
+        self._numbers = itertools.count(1)
+        self.orders: dict[str, OrderRecord] = {}
+        self._closed: deque[str] = deque()
+        self._keep_closed = keep_closed
+        self._fill_ids: set[str] = set()
+        self.submitted = 0
+        self.rejected = 0
+        self.fills = 0
+        self.adopted = 0
+
+    def new(self, args: OrderArgs, connector: str) -> OrderRecord:
+        now = time.time_ns()
+        record = OrderRecord(f"{self._prefix}-{next(self._numbers)}", args.symbol, args.side, args.qty,
+                             args.order_type, args.limit_price, args.strategy, connector,
+                             created_ns=now, updated_ns=now)
+        self.orders[record.client_order_id] = record
+        self.submitted += 1
+        return record
+
+    def reject(self, record: OrderRecord, reason: str) -> None:
+        self._move(record, OrderStatus.REJECTED, reason)
+
+    def apply_update(self, update: proto.OrderUpdate) -> OrderRecord:
+        """Apply a venue's report; an order the book does not know is adopted (and counted)."""
+        record = self.orders.get(update.client_order_id)
+        if record is None:
+            record = OrderRecord(update.client_order_id, update.symbol, update.side, update.qty, update.order_type,
+                                 update.limit_price, update.strategy, update.connector,
+                                 created_ns=update.ts_ns, updated_ns=update.ts_ns)
+            self.orders[record.client_order_id] = record
+            self.adopted += 1
+        if update.venue_order_id:
+            record.venue_order_id = update.venue_order_id
+        # Fill progress is the fills' business (apply_fill); a report only moves the status on.
+        self._move(record, update.status, update.reason)
+        return record
+
+    def apply_fill(self, fill: proto.Fill) -> OrderRecord | None:
+        """Apply a fill once. Returns the order, or None if this fill was already applied."""
+        if fill.fill_id in self._fill_ids:
+            return None
+        self._fill_ids.add(fill.fill_id)
+        self.fills += 1
+        record = self.orders.get(fill.client_order_id)
+        if record is None:
+            record = OrderRecord(fill.client_order_id, fill.symbol, fill.side, fill.qty, "market", None,
+                                 fill.strategy, fill.connector, created_ns=fill.ts_ns)
+            self.orders[record.client_order_id] = record
+            self.adopted += 1
+        total = record.filled_qty + fill.qty
+        record.avg_fill_price = (record.avg_fill_price * record.filled_qty + fill.price * fill.qty) / total
+        record.filled_qty = total
+        filled = total >= record.qty - 1e-12
+        self._move(record, OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED, "")
+        return record
+
+    def _move(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
+        if _RANK[status] < _RANK[record.status] or not record.status.is_open:
+            return
+        if status == OrderStatus.REJECTED:
+            self.rejected += 1
+        record.status = status
+        record.reason = reason or record.reason
+        record.updated_ns = time.time_ns()
+        if not status.is_open:
+            self._closed.append(record.client_order_id)
+            if len(self._closed) > self._keep_closed:  # bounded memory: forget the oldest closed orders
+                self.orders.pop(self._closed.popleft(), None)
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
+        return [o for o in self.orders.values() if o.status.is_open and (symbol is None or o.symbol == symbol)]

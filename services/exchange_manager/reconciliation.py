@@ -1,0 +1,109 @@
+"""Reconciliation: after every (re)connection, make the book of record agree with the venue.
+
+Asks the venue for its open orders, its fills and its positions, then:
+  * an open order the book does not know is adopted (and reported);
+  * an order the book thinks open that the venue does not hold open is resolved from the venue's
+    fills: filled, or cancelled; an order the venue never received is rejected as lost in transit
+    (unless it was sent so recently that it may still be on its way);
+  * a position that differs is reported as an execution anomaly and the venue is taken as truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import proto
+from services.exchange_manager.connectors import Connector
+from services.exchange_manager.order_book import OrderBook
+from services.positions import EPSILON, Position
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    connector: str
+    ok: bool
+    adopted: list[str] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)  # client order id -> new status
+    position_mismatches: dict[str, tuple[float, float]] = field(default_factory=dict)  # ours, venue's
+    error: str = ""
+    finished_at: float = 0.0
+
+
+class Reconciler:
+    def __init__(self, book: OrderBook, positions: dict[str, Position], in_flight_grace_s: float,
+                 apply_fill: Callable[[proto.Fill], None], report: Callable[[Outcome], None]) -> None:
+        self._book = book
+        self._positions = positions
+        self._grace_ns = int(in_flight_grace_s * 1e9)
+        self._apply_fill = apply_fill
+        self._report = report
+        self.runs = 0
+        self.last: Outcome | None = None
+
+    def run(self, connector: Connector) -> None:
+        """Start one reconciliation; the queries are asynchronous, the outcome is reported."""
+        self.runs += 1
+        replies: dict[str, dict[str, Any] | None] = {}
+
+        def collect(name: str) -> Callable[[dict[str, Any] | None], None]:
+            def on_result(result: dict[str, Any] | None) -> None:
+                replies[name] = result
+                if len(replies) == 3:
+                    self._finish(connector.name, replies)
+            return on_result
+
+        for name in ("open_orders", "fills", "positions"):
+            connector.query(name, collect(name))
+
+    def _finish(self, connector: str, replies: dict[str, dict[str, Any] | None]) -> None:
+        outcome = Outcome(connector, ok=all(r is not None for r in replies.values()), finished_at=time.time())
+        if not outcome.ok:
+            outcome.error = "venue did not answer every reconciliation query"
+            self._done(outcome)
+            return
+        venue_fills = [proto.from_builtins(f, proto.Fill) for f in replies["fills"]["fills"]]
+        for fill in venue_fills:
+            self._apply_fill(fill)  # idempotent per fill_id: only missed fills change anything
+        known_ids = set(replies["fills"]["client_order_ids"])
+        venue_open = {o["client_order_id"]: proto.from_builtins(o, proto.OrderUpdate)
+                      for o in replies["open_orders"]["orders"]}
+        for cid, update in venue_open.items():
+            if cid not in self._book.orders:
+                outcome.adopted.append(cid)
+            self._book.apply_update(update)
+        now = time.time_ns()
+        for record in self._book.open_orders():
+            if record.connector != connector or record.client_order_id in venue_open:
+                continue
+            if record.client_order_id not in known_ids:
+                if now - record.created_ns < self._grace_ns:
+                    continue  # may still be on its way to the venue
+                self._book.reject(record, "lost in transit: the venue never received it")
+            elif record.status.is_open:
+                self._book.apply_update(proto.OrderUpdate(
+                    client_order_id=record.client_order_id, symbol=record.symbol, side=record.side,
+                    qty=record.qty, order_type=record.order_type, limit_price=record.limit_price,
+                    status=proto.OrderStatus.CANCELLED, filled_qty=record.filled_qty,
+                    avg_fill_price=record.avg_fill_price, reason="not open at the venue (reconciled)",
+                    connector=connector, ts_ns=now))
+            outcome.resolved[record.client_order_id] = record.status.value
+        venue_positions: dict[str, dict[str, float]] = replies["positions"]["positions"]
+        for symbol in set(venue_positions) | set(self._positions):
+            theirs = venue_positions.get(symbol, {})
+            ours = self._positions.setdefault(symbol, Position())
+            if abs(ours.qty - theirs.get("qty", 0.0)) > EPSILON:
+                outcome.position_mismatches[symbol] = (ours.qty, theirs.get("qty", 0.0))
+                # The venue is the truth: take its position, average price and PnL as they are.
+                for key, value in theirs.items():
+                    setattr(ours, key, value)
+        self._done(outcome)
+
+    def _done(self, outcome: Outcome) -> None:
+        self.last = outcome
+        self._report(outcome)

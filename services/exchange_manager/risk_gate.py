@@ -1,0 +1,86 @@
+"""The pre-trade risk gate: the last hop before any venue. Every order passes here or nowhere.
+
+Checks, in order (the first that fails is the refusal's reason):
+  1. trading allowed: the session is LIVE (or DEGRADED) as last heard from the orchestrator, that
+     word is fresh (dead-man switch), and the orchestrator has not disabled trading. Otherwise only
+     orders that reduce a position pass (so a failsafe can still flatten);
+  2. the gate's mode: ``halt`` refuses everything but reducing orders, ``reduce_only`` (the default
+     in DEGRADED) refuses orders that open or increase a position; an order flagged ``reduce_only``
+     must reduce;
+  3. max order quantity and notional; 4. max position per symbol (counting open orders on the same
+     side); 5. max gross exposure; 6. order rate per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from proto.commands import OrderArgs
+from services.exchange_manager.settings import RiskLimits
+from services.positions import EPSILON
+
+Mode = Literal["normal", "reduce_only", "halt"]
+
+
+class RiskGate:
+    def __init__(self, limits: RiskLimits, trading_allowed: Callable[[], bool]) -> None:
+        self._limits = limits
+        self._trading_allowed = trading_allowed
+        self.mode: Mode = "normal"
+        self._recent: deque[float] = deque()
+        self.passed = 0
+        self.refusals: dict[str, int] = {}
+
+    def check(
+        self,
+        order: OrderArgs,
+        position: float,
+        open_same_side: float,
+        mark: float | None,
+        gross_exposure: float,
+    ) -> tuple[str, str] | None:
+        """None if the order may go; otherwise ``(kind, reason)``."""
+        limits = self._limits
+        signed = order.qty * order.side.sign
+        reduces = abs(position) > EPSILON and signed * position < 0 and order.qty <= abs(position) + EPSILON
+        if not self._trading_allowed() and not reduces:
+            return self._refuse("trading_disabled", "trading is not enabled (session not live, disabled, "
+                                                    "or no word from the orchestrator): only reducing orders pass")
+        if self.mode == "halt" and not reduces:
+            return self._refuse("halted", "the gate is halted: only reducing orders pass")
+        if (self.mode == "reduce_only" or order.reduce_only) and not reduces:
+            return self._refuse("reduce_only", f"reduce-only: {order.side.value} {order.qty:g} {order.symbol} "
+                                               f"would not reduce the position {position:g}")
+        price = order.limit_price if order.order_type == "limit" else mark
+        if price is None:
+            return self._refuse("no_price", f"no market price for {order.symbol} yet")
+        if order.qty > limits.max_order_qty:
+            return self._refuse("max_order_qty", f"quantity {order.qty:g} over max_order_qty {limits.max_order_qty:g}")
+        notional = order.qty * price
+        if notional > limits.max_order_notional:
+            return self._refuse("max_order_notional",
+                                f"notional {notional:,.2f} over max_order_notional {limits.max_order_notional:,.2f}")
+        if not reduces:
+            worst = abs(position + (open_same_side + order.qty) * order.side.sign)
+            if worst > limits.max_position + EPSILON:
+                return self._refuse("max_position", f"position in {order.symbol} could reach {worst:g}, "
+                                                    f"over max_position {limits.max_position:g}")
+            if gross_exposure + notional > limits.max_gross_exposure:
+                return self._refuse("max_gross_exposure",
+                                    f"gross exposure would be {gross_exposure + notional:,.2f}, "
+                                    f"over max_gross_exposure {limits.max_gross_exposure:,.2f}")
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= limits.max_orders_per_s:
+            return self._refuse("max_orders_per_s", f"order rate over max_orders_per_s {limits.max_orders_per_s}")
+        self._recent.append(now)
+        self.passed += 1
+        return None
+
+    def _refuse(self, kind: str, reason: str) -> tuple[str, str]:
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
+        return kind, reason

@@ -1,0 +1,3 @@
+from services.venue_sim.main import main
+
+main()

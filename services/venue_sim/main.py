@@ -1,0 +1,118 @@
+"""``python -m services.venue_sim``: a stand-in for an exchange, on its own sockets.
+
+It publishes market data (``md.<symbol>``) and execution reports (``orders``, ``fills``) on its PUB
+socket and takes orders on its command socket, like a venue's market-data and order-entry
+sessions. It is a separate supervisord program outside the ``trading`` group, so it outlives
+restarts of our services and reconnection and reconciliation are exercised for real.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import proto
+from proto.commands import FaultArgs, NewOrderArgs
+from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
+from services.settings import Settings
+from services.venue_sim.handlers import build_handlers
+from services.venue_sim.matching import Event, Matcher
+from services.venue_sim.prices import make_source
+
+
+class Venue:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.venue_sim
+        self.runtime = ServiceRuntime("venue_sim", settings, stats=self.stats)
+        self.matcher = Matcher(self.settings, self.runtime.epoch)
+        self.source = make_source(self.settings, time.monotonic())
+        self.feed_on = True
+        self.extra_latency_ms = 0.0
+        self.quotes_published = 0
+        self.runtime.add_handlers(build_handlers(self))
+        tick = min(0.05, max(0.001, 1.0 / self.settings.quotes_per_s))
+        self.runtime.reactor.call_every(tick, self._tick)
+
+    # -- market data -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        publish = self.runtime.publisher.publish
+        venue = self.settings.venue
+        for t in self.source.due(time.monotonic()):
+            if t.kind == "quote":
+                events = self.matcher.on_quote(t.symbol, t.bid, t.ask)
+                if self.feed_on:
+                    publish(proto.topics.market_data(t.symbol), proto.Quote(
+                        symbol=t.symbol, bid=t.bid, ask=t.ask, bid_size=t.size, ask_size=t.size,
+                        ts_ns=time.time_ns(), venue=venue))
+                    self.quotes_published += 1
+                self._publish(events)
+            elif self.feed_on:
+                publish(proto.topics.market_data(t.symbol), proto.Trade(
+                    symbol=t.symbol, price=t.price, size=t.size, side=proto.Side(t.side),
+                    ts_ns=time.time_ns(), venue=venue))
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def submit(self, args: NewOrderArgs) -> dict[str, Any] | None:
+        latency_ms = self.settings.latency_ms + self.extra_latency_ms
+        if latency_ms > 0:
+            self.runtime.reactor.call_later(latency_ms / 1000, lambda: self._publish(self.matcher.new_order(args)))
+            return None
+        events = self.matcher.new_order(args)
+        self._publish(events)
+        return proto.to_builtins(self.matcher.orders[args.client_order_id].update(self.settings.venue))
+
+    def cancel(self, client_order_id: str) -> bool:
+        events = self.matcher.cancel(client_order_id)
+        self._publish(events)
+        return bool(events)
+
+    def cancel_all(self, symbol: str | None) -> list[str]:
+        events = self.matcher.cancel_all(symbol)
+        self._publish(events)
+        return [e.client_order_id for e in events]
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            topic = proto.topics.FILLS if isinstance(event, proto.Fill) else proto.topics.ORDERS
+            self.runtime.publisher.publish(topic, event)
+
+    # -- fault injection -------------------------------------------------------------------------
+
+    def inject(self, args: FaultArgs) -> dict[str, Any]:
+        log = self.runtime.log
+        log.warning("fault injected: %s", args)
+        if args.fault == "drop_connection":
+            # After this reply has gone out: the sockets are closed on the next loop turn.
+            self.runtime.reactor.call_later(0.0, lambda: self.runtime.drop_connections(args.duration_s))
+        elif args.fault == "stop_feed":
+            self.feed_on = False
+        elif args.fault == "resume_feed":
+            self.feed_on = True
+        elif args.fault == "latency":
+            self.extra_latency_ms = args.value
+        elif args.fault == "reject_all":
+            self.matcher.reject_all = True
+        elif args.fault == "jump_price":
+            if args.symbol is None:
+                raise proto.CommandError("jump_price needs a symbol")
+            self.source.jump(args.symbol, args.value)
+        elif args.fault == "clear":
+            self.extra_latency_ms, self.matcher.reject_all, self.feed_on = 0.0, False, True
+        return {"fault": args.fault}
+
+    def stats(self) -> dict[str, Any]:
+        m = self.matcher
+        return {"quotes_published": self.quotes_published, "feed_on": self.feed_on,
+                "open_orders": len(m.open_orders()), "fills": len(m.fills), "rejected": m.rejected,
+                "duplicate_ids": m.duplicate_ids, "replay_finished": self.source.finished}
+
+    def run(self) -> None:
+        self.runtime.run()
+
+
+def main() -> None:
+    settings = load_settings_or_exit("venue_sim")
+    configure_logging()
+    Venue(settings).run()

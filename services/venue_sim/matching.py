@@ -1,0 +1,137 @@
+"""The simulated venue's matching: market orders at the touch with slippage, resting limit orders
+filled when crossed, cancels, rejects, fees, and one account's positions."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import proto
+from proto import OrderStatus, Side
+from proto.commands import NewOrderArgs
+from services.positions import Position
+from services.venue_sim.settings import VenueSimSettings
+
+Event = proto.OrderUpdate | proto.Fill
+
+
+@dataclass
+class VenueOrder:
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    order_type: str
+    limit_price: float | None
+    status: OrderStatus = OrderStatus.ACKNOWLEDGED
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    reason: str = ""
+
+    def update(self, venue: str) -> proto.OrderUpdate:
+        return proto.OrderUpdate(
+            client_order_id=self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
+            order_type=self.order_type, limit_price=self.limit_price, status=self.status,
+            filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price,
+            venue_order_id=self.venue_order_id, reason=self.reason, connector=venue, ts_ns=time.time_ns())
+
+
+class Matcher:
+    def __init__(self, settings: VenueSimSettings, epoch: int) -> None:
+        self._s = settings
+        self.venue = settings.venue
+        self._order_ids = itertools.count(1)
+        self._fill_ids = itertools.count(1)
+        self._id_prefix = f"{epoch // 1_000_000:x}"  # a restarted venue never reuses an id
+        self.touch: dict[str, tuple[float, float]] = {}
+        self.orders: dict[str, VenueOrder] = {}
+        self.positions: dict[str, Position] = {}
+        self.fills: list[proto.Fill] = []
+        self.duplicate_ids = 0
+        self.rejected = 0
+        self.reject_all = False
+
+    # -- order entry -----------------------------------------------------------------------------
+
+    def new_order(self, args: NewOrderArgs) -> list[Event]:
+        known = self.orders.get(args.client_order_id)
+        if known is not None:
+            # A resent order: report the one already known, never execute a second one.
+            self.duplicate_ids += 1
+            return [known.update(self.venue)]
+        order = VenueOrder(args.client_order_id, f"{self._id_prefix}-{next(self._order_ids)}", args.symbol,
+                           args.side, args.qty, args.order_type, args.limit_price)
+        self.orders[order.client_order_id] = order
+        reason = self._refusal(order)
+        if reason:
+            self.rejected += 1
+            order.status, order.reason = OrderStatus.REJECTED, reason
+            return [order.update(self.venue)]
+        events: list[Event] = [order.update(self.venue)]
+        bid, ask = self.touch[order.symbol]
+        if order.order_type == "market":
+            slip = self._s.slippage_bps / 1e4
+            price = ask * (1 + slip) if order.side is Side.BUY else bid * (1 - slip)
+            events += self._fill(order, order.qty, price)
+        elif self._crosses(order, bid, ask):
+            events += self._fill(order, order.qty, ask if order.side is Side.BUY else bid)
+        return events
+
+    def _refusal(self, order: VenueOrder) -> str:
+        if self.reject_all:
+            return "venue is rejecting every order (fault injected)"
+        if order.symbol not in self.touch:
+            return f"unknown symbol {order.symbol} (no market)"
+        if order.qty > self._s.max_order_qty:
+            return f"quantity {order.qty:g} over the venue's maximum {self._s.max_order_qty:g}"
+        if order.order_type == "limit" and order.limit_price is None:
+            return "limit order without a limit price"
+        return ""
+
+    def cancel(self, client_order_id: str) -> list[Event]:
+        order = self.orders.get(client_order_id)
+        if order is None or not order.status.is_open:
+            return []
+        order.status = OrderStatus.CANCELLED
+        return [order.update(self.venue)]
+
+    def cancel_all(self, symbol: str | None = None) -> list[Event]:
+        events: list[Event] = []
+        for order in list(self.orders.values()):
+            if order.status.is_open and (symbol is None or order.symbol == symbol):
+                events += self.cancel(order.client_order_id)
+        return events
+
+    # -- market data -----------------------------------------------------------------------------
+
+    def on_quote(self, symbol: str, bid: float, ask: float) -> list[Event]:
+        self.touch[symbol] = (bid, ask)
+        events: list[Event] = []
+        for order in list(self.orders.values()):
+            if order.symbol == symbol and order.status.is_open and self._crosses(order, bid, ask):
+                events += self._fill(order, order.qty - order.filled_qty, order.limit_price or 0.0)
+        return events
+
+    @staticmethod
+    def _crosses(order: VenueOrder, bid: float, ask: float) -> bool:
+        if order.order_type != "limit" or order.limit_price is None:
+            return False
+        return ask <= order.limit_price if order.side is Side.BUY else bid >= order.limit_price
+
+    def _fill(self, order: VenueOrder, qty: float, price: float) -> list[Event]:
+        fee = qty * price * self._s.fee_bps / 1e4
+        fill = proto.Fill(fill_id=f"{self._id_prefix}-F{next(self._fill_ids)}", client_order_id=order.client_order_id,
+                          symbol=order.symbol, side=order.side, qty=qty, price=price, fee=fee,
+                          ts_ns=time.time_ns(), connector=self.venue)
+        self.fills.append(fill)
+        self.positions.setdefault(order.symbol, Position()).apply_fill(order.side.sign, qty, price, fee)
+        total = order.filled_qty + qty
+        order.avg_fill_price = (order.avg_fill_price * order.filled_qty + price * qty) / total
+        order.filled_qty = total
+        order.status = OrderStatus.FILLED if total >= order.qty - 1e-12 else OrderStatus.PARTIALLY_FILLED
+        return [fill, order.update(self.venue)]
+
+    def open_orders(self) -> list[VenueOrder]:
+        return [o for o in self.orders.values() if o.status.is_open]

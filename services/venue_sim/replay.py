@@ -1,0 +1,121 @@
+"""Reading recorded market data (CSV or CSV.gz) as the venue simulator's price source.
+
+Formats, recognised from the first line (``format="auto"``) or named explicitly:
+  bars      ``timestamp,open,high,low,close,volume`` (1-minute OHLCV, UTC). Each bar becomes four
+            quotes along open → nearer of high/low → the other → close, spread over the bar.
+  quotes    ``timestamp,bid,ask`` (TrueFX style, ISO timestamps with an offset, or naive UTC).
+  histdata  no header: ``YYYYMMDD HHMMSSmmm,bid,ask,volume`` in EST without daylight saving.
+  tardis    ``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``, microseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+EST = timezone(timedelta(hours=-5))
+
+
+@dataclass(frozen=True)
+class ReplayEvent:
+    ts: float  # seconds since the epoch, as recorded
+    kind: str  # "quote" | "trade"
+    bid: float = 0.0
+    ask: float = 0.0
+    price: float = 0.0
+    size: float = 0.0
+    side: str = "buy"
+
+
+class ReplayFormatError(ValueError):
+    pass
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")
+
+
+def detect_format(first_line: str) -> str:
+    head = first_line.strip().lower()
+    if head.startswith("timestamp,open,high,low,close"):
+        return "bars"
+    if head.startswith("timestamp,bid,ask"):
+        return "quotes"
+    if head.startswith("exchange,symbol,timestamp"):
+        return "tardis"
+    if len(head) >= 18 and head[:8].isdigit() and head[8] == " " and head[9:18].isdigit():
+        return "histdata"
+    raise ReplayFormatError(f"unrecognised replay file header: {first_line.strip()[:80]!r}")
+
+
+def _iso(text: str) -> float:
+    stamp = datetime.fromisoformat(text.strip())
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def load(path: Path, fmt: str = "auto", spread_bps: float = 2.0) -> list[ReplayEvent]:
+    """All events of one file, in recorded order. Rows that cannot be parsed raise with the line."""
+    with open_text(path) as handle:
+        first = handle.readline()
+        if fmt == "auto":
+            fmt = detect_format(first)
+        rows: Iterable[list[str]] = csv.reader(handle)
+        if fmt == "histdata":  # no header: the first line is data
+            rows = itertools.chain(csv.reader([first]), rows)
+        try:
+            return _PARSERS[fmt](rows, spread_bps)
+        except (ValueError, IndexError) as exc:
+            raise ReplayFormatError(f"{path}: {exc}") from None
+
+
+def _bars(rows: Iterable[list[str]], spread_bps: float) -> list[ReplayEvent]:
+    events = []
+    for row in rows:
+        ts = _iso(row[0])
+        o, h, low, c = (float(x) for x in row[1:5])
+        path = [o, h, low, c] if abs(h - o) <= abs(o - low) else [o, low, h, c]
+        for i, mid in enumerate(path):
+            half = mid * spread_bps / 2e4
+            events.append(ReplayEvent(ts + 15.0 * i, "quote", bid=mid - half, ask=mid + half))
+    return events
+
+
+def _quotes(rows: Iterable[list[str]], _spread_bps: float) -> list[ReplayEvent]:
+    return [ReplayEvent(_iso(r[0]), "quote", bid=float(r[1]), ask=float(r[2])) for r in rows if r]
+
+
+def _histdata(rows: Iterable[list[str]], _spread_bps: float) -> list[ReplayEvent]:
+    events = []
+    for r in rows:
+        if not r:
+            continue
+        stamp = datetime.strptime(r[0].strip(), "%Y%m%d %H%M%S%f").replace(tzinfo=EST)
+        events.append(ReplayEvent(stamp.timestamp(), "quote", bid=float(r[1]), ask=float(r[2])))
+    return events
+
+
+def _tardis(rows: Iterable[list[str]], spread_bps: float) -> list[ReplayEvent]:
+    events = []
+    for r in rows:
+        if not r:
+            continue
+        price, size = float(r[6]), float(r[7])
+        half = price * spread_bps / 2e4
+        ts = int(r[2]) / 1e6
+        # A trade also sets the touch around it, so orders can be matched during a trades-only replay.
+        events.append(ReplayEvent(ts, "quote", bid=price - half, ask=price + half))
+        events.append(ReplayEvent(ts, "trade", price=price, size=size, side=r[5].strip().lower()))
+    return events
+
+
+_PARSERS = {"bars": _bars, "quotes": _quotes, "histdata": _histdata, "tardis": _tardis}
