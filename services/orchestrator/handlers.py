@@ -58,11 +58,15 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         return refusing(lambda: orch.open_market(args.reason))
 
     def close(args: ReasonArgs) -> dict[str, Any]:
-        """``close``: market close; the session ends (→ SHUTDOWN) and trading stops everywhere.
+        """``close``: market close: flatten (``orchestrator.close_flatten``), end the session
+        (→ SHUTDOWN), write the end-of-day report and archive the session's logs.
 
-        Wire: ``Command(name="close", args={"reason": str})``.  CLI: ``tradectl close``.
+        Wire: ``Command(name="close", args={"reason": str})`` → ``ok(state, report, report_md, archive)``.
+        CLI: ``tradectl close``.
         """
-        return refusing(lambda: orch.close_market(args.reason))
+        written: dict[str, Any] = {}
+        result = refusing(lambda: written.update(orch.close_market(args.reason)))
+        return {**result, **written}
 
     def recover(_: NoArgs) -> dict[str, Any]:
         """``recover``: DEGRADED → LIVE when every process is healthy; refused with the reason otherwise.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ import proto
 from bus import CommandClient, CommandTimeout
 from proto import OrchestratorState as S
 from services.orchestrator.components import ComponentTracker
+from services.orchestrator.end_of_day import archive_logs, build_report, write_report
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.incident import IncidentReport, Step
 from services.orchestrator.journal import Journal, SessionCounters
@@ -151,8 +153,51 @@ class LiveTradingOrchestrator:
         self._require(S.READY, "open")
         self._transition(S.LIVE, reason)
 
-    def close_market(self, reason: str = "market close") -> None:
-        self._transition_or_refuse(S.SHUTDOWN, reason, "close")
+    def close_market(self, reason: str = "market close") -> dict[str, Any]:
+        """Market close: flatten (if set), end the session, write the end-of-day report, archive
+        the session's logs. Returns where the report and archive are."""
+        state = self.get_state()
+        if not self._machine or not self._machine.can(S.SHUTDOWN):
+            raise Refused(f"session is {state.value}; nothing to close")
+        flatten = "not requested"
+        if state in (S.LIVE, S.DEGRADED) and self.settings.orchestrator.close_flatten:
+            flatten = self._flatten_for_close()
+        self._transition(S.SHUTDOWN, f"{reason} (flatten: {flatten})")
+        return self._end_of_day()
+
+    def _flatten_for_close(self) -> str:
+        """Stop the engine's decisions, flatten at the exchange manager, wait until flat."""
+        self._step("disable engine", self._peers["engine"], "disable_trading", {"reason": "market close"})
+        step = self._step("flatten", self._peers["exchange_manager"], "flatten", {})
+        if not step.ok:
+            return f"failed: {step.detail}"
+        deadline = time.monotonic() + self.settings.orchestrator.close_flatten_timeout_s
+        while time.monotonic() < deadline:
+            positions = self._ask("exchange_manager", "positions").get("positions", {})
+            if all(abs(p["qty"]) < 1e-9 for p in positions.values()):
+                return "flat"
+            time.sleep(0.05)
+        return "NOT FLAT after timeout"
+
+    def _ask(self, service: str, command: str) -> dict[str, Any]:
+        try:
+            reply = self._peers[service].call(command)
+        except CommandTimeout:
+            return {}
+        return reply.result if reply.ok else {}
+
+    def _end_of_day(self) -> dict[str, Any]:
+        report = build_report(
+            self._counters.session_id, self._stats(),
+            self._ask("exchange_manager", "positions").get("positions", {}),
+            self._ask("exchange_manager", "orders").get("orders", []),
+            self._journal.transitions(self._counters.session_id, last=10_000))
+        log_dir = self.settings.paths.log_dir
+        json_path, md_path = write_report(report, log_dir / "reports")
+        archive = archive_logs(list(self._logs.paths.values()), log_dir / "archive",
+                               f"session_{self._counters.session_id}")
+        self._logs.live(f"End-of-day report {json_path}; logs archived to {archive}")
+        return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
         self._transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
@@ -339,14 +384,19 @@ class LiveTradingOrchestrator:
         if state == S.STARTUP and not self._components.missing():
             self._transition(S.READY, "all processes heard from")
         elif state == S.READY and self._counters.auto_open_pending:
-            if self.settings.orchestrator.auto_open:
-                self._transition(S.LIVE, "market open (auto_open at start-up)")
-            else:
+            if not self.settings.orchestrator.auto_open:
                 self._counters.auto_open_pending = False
                 self._journal.save_counters(self._counters)
+            elif self._market_open():
+                self._transition(S.LIVE, "market open (auto_open at start-up)")
+        elif state in (S.LIVE, S.DEGRADED) and not self._market_open():
+            self.close_market("scheduled market close")
         elif state == S.FAILSAFE and self._counters.failsafe_pending is not None:
             self._run_failsafe()  # resumed after a restart in the middle of the sequence
         self._command_trading()
+
+    def _market_open(self) -> bool:
+        return self.settings.orchestrator.schedule.is_open(datetime.datetime.now(datetime.timezone.utc))
 
     def _command_trading(self, force: bool = False) -> None:
         """Bring each trading process's flag to what the session wants; repeat (at most once a

@@ -24,16 +24,16 @@ EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
 
 
 class Daemon:
-    """The orchestrator's control API as seen from the command line."""
+    """One service's command API as seen from the command line (the orchestrator's by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str = "orchestrator") -> None:
         try:
             self.settings = load_settings()
         except SettingsError as exc:
             fail(EXIT_UNREACHABLE, f"invalid settings:\n{exc}")
         self._ctx = zmq.Context()
         endpoints = Endpoints(self.settings.bus, self.settings.paths.run_dir)
-        self.endpoint = endpoints.cmd("orchestrator")
+        self.endpoint = endpoints.cmd(service)
         self._client = CommandClient(self._ctx, self.endpoint, self.settings.bus, "tradectl")
 
     def call(self, name: str, **args: Any) -> dict[str, Any]:
@@ -118,6 +118,67 @@ def stats(as_json: bool) -> None:
     for key in sorted(result):
         table.add_row(key, str(result[key]))
     Console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: symbol -> position.")
+def positions(as_json: bool) -> None:
+    """Positions and PnL per symbol, from the exchange manager's book of record."""
+    result = Daemon("exchange_manager").call("positions")["positions"]
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title="positions")
+    for column in ("symbol", "qty", "avg price", "mark", "realized", "unrealized", "fees"):
+        table.add_column(column, justify="right")
+    for symbol, p in sorted(result.items()):
+        table.add_row(symbol, f"{p['qty']:g}", f"{p['avg_price']:.4f}", "-" if p["mark"] is None else f"{p['mark']:.4f}",
+                      f"{p['realized_pnl']:.2f}", f"{p['unrealized_pnl']:.2f}", f"{p['fees']:.2f}")
+    Console().print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of orders.")
+@click.option("--all", "show_all", is_flag=True, help="Closed orders too (default: open orders only).")
+def orders(as_json: bool, show_all: bool) -> None:
+    """Orders in the exchange manager's book of record: open ones, or all recent with --all."""
+    result = [o for o in Daemon("exchange_manager").call("orders")["orders"]
+              if show_all or o["status"] in ("new", "acknowledged", "partially_filled")]
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title="orders" if show_all else "open orders")
+    for column in ("client order id", "symbol", "side", "qty", "type", "limit", "status", "filled", "strategy"):
+        table.add_column(column)
+    for o in result:
+        table.add_row(o["client_order_id"], o["symbol"], o["side"], f"{o['qty']:g}", o["order_type"],
+                      "-" if o["limit_price"] is None else f"{o['limit_price']:.4f}", o["status"],
+                      f"{o['filled_qty']:g}", o["strategy"])
+    Console().print(table)
+
+
+@cli.group()
+def venue() -> None:
+    """The venue simulator (the stand-in for an exchange): fault injection for tests and demos."""
+
+
+@venue.command("fault")
+@click.argument("fault", type=click.Choice(["drop_connection", "stop_feed", "resume_feed", "latency",
+                                            "reject_all", "jump_price", "clear"]))
+@click.option("--symbol", default=None, help="jump_price: which symbol.")
+@click.option("--value", type=float, default=0.0, help="latency: milliseconds; jump_price: percent.")
+@click.option("--duration", type=float, default=5.0, help="drop_connection: seconds away.")
+def venue_fault(fault: str, symbol: str | None, value: float, duration: float) -> None:
+    """Inject a fault into the venue simulator.
+
+    \b
+    Examples:
+      tradectl venue fault jump_price --symbol BTC-USD --value 25
+      tradectl venue fault drop_connection --duration 3
+      tradectl venue fault clear
+    """
+    Daemon("venue_sim").call("fault", fault=fault, symbol=symbol, value=value, duration_s=duration)
+    click.echo(f"venue fault {fault}: injected")
 
 
 def _control(name: str, **args: Any) -> None:
