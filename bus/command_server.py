@@ -97,11 +97,17 @@ class CommandServer:
             self.duplicates += 1
             self._send(route, cached)
             return
-        reply = self._encode(self._run(cmd))
-        self._cache[cmd.id] = reply
+        reply = self._run(cmd)
+        try:
+            data = self._encode(reply)
+        except Exception as exc:  # a handler's result that cannot be encoded is its bug: answer it
+            self.handler_errors += 1
+            log.error("command %s: result cannot be encoded: %r", cmd.name, exc)
+            data = self._encode(proto.error(cmd.id, f"internal error in {cmd.name}: result cannot be encoded"))
+        self._cache[cmd.id] = data
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        self._send(route, reply)
+        self._send(route, data)
 
     def _run(self, cmd: proto.Command) -> proto.Reply:
         handler = self._handlers.get(cmd.name)
@@ -115,7 +121,7 @@ class CommandServer:
             self._reject(exc.kind, str(exc))
             return proto.error(cmd.id, str(exc))
         try:
-            result = handler(args)
+            reply = proto.ok(cmd.id, **handler(args))
         except proto.CommandError as exc:
             self.refused += 1
             return proto.error(cmd.id, str(exc))
@@ -124,7 +130,7 @@ class CommandServer:
             log.exception("command %s failed", cmd.name)
             return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}")
         self.handled += 1
-        return proto.ok(cmd.id, **result)
+        return reply
 
     def _encode(self, reply: proto.Reply) -> bytes:
         self._seq += 1

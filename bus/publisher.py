@@ -7,25 +7,31 @@ subscriber checks the streams it receives, and a restart (new epoch) restarts ev
 
 from __future__ import annotations
 
+import logging
 import time
 
 import zmq
 
 import proto
 
+log = logging.getLogger(__name__)
+
 
 class Publisher:
     """Wraps a bound PUB socket. Never blocks: a subscriber at its HWM loses messages on its side
     (and sees a sequence gap), the publisher goes on."""
 
-    def __init__(self, sock: zmq.Socket | None, source: str, epoch: int) -> None:
+    def __init__(self, sock: zmq.Socket | None, source: str, epoch: int,
+                 max_bytes: int = proto.MAX_MESSAGE_BYTES) -> None:
         self._sock = sock
+        self._max_bytes = max_bytes
         self.source = source
         self.epoch = epoch
         self._seqs: dict[str, int] = {}
         self.sent = 0
         self.send_errors = 0
         self.offline_drops = 0
+        self.oversized = 0
 
     def attach(self, sock: zmq.Socket | None) -> None:
         """Publish on ``sock`` from now on; ``None`` takes the publisher offline (messages are
@@ -38,6 +44,13 @@ class Publisher:
             self.offline_drops += 1
             return
         data = proto.encode(self.source, self.epoch, seq, time.time_ns(), body)
+        if len(data) > self._max_bytes:
+            # Subscribers enforce the same limit by dropping the connection (ZMQ_MAXMSGSIZE), which
+            # would cut every one of them off from this publisher: refuse it here, loudly.
+            self.oversized += 1
+            log.error("not publishing %s on %s: %d bytes over the %d-byte limit", body.TYPE, topic,
+                      len(data), self._max_bytes)
+            return
         try:
             self._sock.send_multipart((topic.encode(), data), flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB drops rather than blocks; this is only reached on a closing context
@@ -47,4 +60,4 @@ class Publisher:
 
     def stats(self) -> dict[str, int]:
         return {"topics": len(self._seqs), "sent": self.sent, "send_errors": self.send_errors,
-                "offline_drops": self.offline_drops}
+                "offline_drops": self.offline_drops, "oversized": self.oversized}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class BusSettings(BaseModel):
@@ -32,9 +32,3 @@ class BusSettings(BaseModel):
     command_retries: int = Field(default=2, ge=0)
     # Replies remembered per server for idempotent retries.
     command_cache_size: int = Field(default=10_000, ge=100)
-
-    @model_validator(mode="after")
-    def _hwm_fits(self) -> "BusSettings":
-        if self.tcp_base_port + 64 > 65535:
-            raise ValueError("tcp_base_port leaves no room for the services' ports")
-        return self

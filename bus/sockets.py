@@ -1,15 +1,25 @@
 """The one place where sockets are created and configured (and, later, secured with CURVE).
 
-Every socket gets an explicit LINGER, high-water marks and a maximum message size, so a peer can
-neither make us hold messages forever at exit, nor grow our memory without bound, nor hand us a
-frame bigger than the protocol allows (ZeroMQ drops such a peer's connection before Python sees it).
+Every socket gets an explicit LINGER and high-water marks, so a peer can neither make us hold
+messages forever at exit nor grow our memory without bound. Sockets that take requests (ROUTER,
+DEALER) also get ZMQ_MAXMSGSIZE: ZeroMQ drops a peer that sends a bigger frame before Python sees
+it, and the peer reconnects. SUB sockets do not: libzmq never reconnects a SUB whose publisher sent
+one oversized frame, which would silence that publisher for good; there the decoder's own limit
+rejects (and counts) the frame instead, and publishers refuse to send oversized messages at all.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+
 import zmq
 
 from bus.settings import BusSettings
+
+
+class EndpointInUse(Exception):
+    """Another live process already serves this endpoint."""
 
 
 def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | None = None) -> zmq.Socket:
@@ -19,7 +29,7 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
         hwm = {zmq.PUB: bus.pub_hwm, zmq.SUB: bus.sub_hwm}.get(kind, bus.command_hwm)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, bus.max_message_bytes)
+    sock.setsockopt(zmq.MAXMSGSIZE, -1 if kind == zmq.SUB else bus.max_message_bytes)
     # Reconnect fast to a restarted peer; back off to one second while it stays away.
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
@@ -31,3 +41,29 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
         # so a request is never delivered late to a server that came up after the caller gave up.
         sock.setsockopt(zmq.IMMEDIATE, 1)
     return sock
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind, refusing to take over an ipc endpoint that a live process still serves.
+
+    ZeroMQ would silently unlink the other process's socket file and bind anew, leaving that
+    process deaf: two copies of a service would then both believe they are the one.
+    """
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                pass  # a stale file from a process that is gone: safe to bind over
+            else:
+                raise EndpointInUse(f"{endpoint} is in use by another running process")
+            finally:
+                probe.close()
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EADDRINUSE:
+            raise EndpointInUse(f"{endpoint} is in use by another running process") from None
+        raise

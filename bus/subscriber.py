@@ -88,10 +88,12 @@ class Subscriber:
             self._reject("topic", "topic is not UTF-8")
             return None
         self.received += 1
-        self._track(topic, env)
+        if not self._track(topic, env):
+            return None  # from an older incarnation of the publisher, or a repeat: never acted on
         return topic, env
 
-    def _track(self, topic: str, env: proto.Envelope) -> None:
+    def _track(self, topic: str, env: proto.Envelope) -> bool:
+        """Account for one message; False if it is stale and must not be delivered."""
         now = time.monotonic()
         peer = self.peers.get(env.source)
         if peer is None:
@@ -101,7 +103,7 @@ class Subscriber:
         if env.epoch != peer.epoch:
             if env.epoch < peer.epoch:
                 peer.stale += 1
-                return
+                return False
             peer.epoch = env.epoch
             peer.restarts += 1
             self._last_seq = {k: v for k, v in self._last_seq.items() if k[0] != env.source}
@@ -109,14 +111,15 @@ class Subscriber:
         last = self._last_seq.get(key)
         self._last_seq[key] = max(env.seq, last or 0)
         if last is None or env.seq == last + 1:
-            return
+            return True
         if env.seq > last + 1:
             lost = env.seq - last - 1
             peer.gaps += 1
             peer.lost += lost
             self._gap_log.warning(env.source, f"sequence gap from {env.source} on {topic}: {lost} message(s) lost")
-        else:
-            peer.stale += 1
+            return True
+        peer.stale += 1
+        return False
 
     def _reject(self, kind: str, detail: str) -> None:
         self.rejected[kind] = self.rejected.get(kind, 0) + 1

@@ -108,6 +108,8 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "positions": NoArgs,
     "orders": NoArgs,
     "set_mode": ModeArgs,
+    "reconcile": NoArgs,
+    "reconciliation": NoArgs,
     # venue (simulator): order entry and fault injection
     "new_order": NewOrderArgs,
     "open_orders": NoArgs,
@@ -133,7 +135,7 @@ def parse_args(name: str, args: dict[str, Any]) -> Args:
         raise ProtocolError("invalid", f"{name}: {exc}") from None
 
 
-def ok(command_id: str, **result: Any) -> Reply:
+def ok(command_id: str, /, **result: Any) -> Reply:
     return Reply(id=command_id, ok=True, result=result)
 
 

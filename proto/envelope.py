@@ -13,7 +13,7 @@ Events go out as two frames, ``[topic, message]``; commands and replies as one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -36,13 +36,16 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
     body: Any
 
 
-class _RawEnvelope(msgspec.Struct, array_like=True, frozen=True):
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _RawEnvelope(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     v: int
     type: str
     source: str
-    epoch: int
-    seq: int
-    ts_ns: int
+    epoch: NonNegative
+    seq: NonNegative
+    ts_ns: NonNegative
     body: msgspec.Raw
 
 

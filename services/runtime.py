@@ -30,6 +30,7 @@ from bus import (
     make_socket,
 )
 from bus.command_server import Handler
+from bus.sockets import EndpointInUse, bind
 from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -74,7 +75,7 @@ class ServiceRuntime:
         self._stats = stats
 
         self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
-        self.publisher = Publisher(self._pub_sock, name, self.epoch)
+        self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes)
         self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
         self.commands = CommandServer(
             cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
@@ -89,9 +90,10 @@ class ServiceRuntime:
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
         try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
+            bind(sock, endpoint)
+        except (EndpointInUse, zmq.ZMQError) as exc:
             sock.close(linger=0)
+            # A process that cannot bind must not run: exit at once with one clear line.
             raise SystemExit(f"{self.name}: cannot bind {endpoint}: {exc}") from None
         self._sockets.append(sock)
         return sock

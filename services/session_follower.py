@@ -92,8 +92,12 @@ class SessionFollower:
             reply = self._orchestrator.call("state")
         except CommandTimeout:
             reply = None
-        if reply is not None and reply.ok:
-            self._learn(proto.OrchestratorState(reply.result["state"]))
+        try:
+            state = proto.OrchestratorState(reply.result["state"]) if reply is not None and reply.ok else None
+        except (KeyError, ValueError):
+            state = None
+        if state is not None:
+            self._learn(state)
         else:
             # Not reachable yet; its heartbeat will tell us too, but ask again shortly anyway.
             self._reactor.call_later(0.5, self._snapshot)

@@ -90,7 +90,27 @@ class SettingsError(Exception):
     """Settings that cannot be used; ``str()`` names each wrong field and why, one per line."""
 
 
+def _unknown_env_keys() -> list[str]:  # one line per unknown variable
+    """``TRADING_*`` variables that name no section: pydantic-settings would ignore them, and a
+    mistyped override silently ignored is a setting the operator believes is in force."""
+    sections = set(Settings.model_fields)
+    unknown = []
+    for key in os.environ:
+        if not key.upper().startswith(ENV_PREFIX) or key.upper() == CONFIG_FILE_ENV:
+            continue
+        rest = key[len(ENV_PREFIX):]
+        section = rest.partition(ENV_NESTED_DELIMITER)[0]
+        if section.lower() not in sections:
+            unknown.append(f"{key}: unknown section {section.lower()!r}")
+    return unknown
+
+
 def load_settings() -> Settings:
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise SettingsError("\n".join(
+            f"{line} (expected {ENV_PREFIX}<SECTION>{ENV_NESTED_DELIMITER}<FIELD>, "
+            f"sections: {', '.join(Settings.model_fields)})" for line in sorted(unknown)))
     config_file = os.environ.get(CONFIG_FILE_ENV)
     if config_file and not Path(config_file).is_file():
         raise SettingsError(f"{CONFIG_FILE_ENV}={config_file}: no such file")

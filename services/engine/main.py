@@ -32,6 +32,7 @@ class Engine:
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
         self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
+        self._degraded_mode = settings.orchestrator.health.degraded_mode
         self.strategies: dict[str, Strategy] = {s.name: build(s) for s in cfg.strategies}
         self._by_symbol: dict[str, list[Strategy]] = {}
         for strategy in self.strategies.values():
@@ -74,7 +75,22 @@ class Engine:
                     self._tell(strategy, "on_refused", intent, "trading is not enabled")
                 continue
             for intent in intents:
-                self._send(strategy, intent)
+                if self._restricted(strategy, intent):
+                    self.suppressed += 1
+                    self._tell(strategy, "on_refused", intent, f"session is degraded ({self._degraded_mode})")
+                else:
+                    self._send(strategy, intent)
+
+    def _restricted(self, strategy: Strategy, intent: Intent) -> bool:
+        """While DEGRADED, only what reduces the strategy's position goes out (the gate checks the
+        account's position again); cancels always go. Saves the gate refusing at quote rate."""
+        if self.session.state != proto.OrchestratorState.DEGRADED or self._degraded_mode == "continue":
+            return False
+        if not isinstance(intent, OrderArgs):
+            return False
+        if self._degraded_mode == "halt":
+            return True
+        return not (strategy.position * intent.side.sign < 0 and intent.qty <= abs(strategy.position) + 1e-12)
 
     def _send(self, strategy: Strategy, intent: Intent) -> None:
         self.decisions_made += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import proto
@@ -63,12 +64,27 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         return {"orders": [o.to_dict() for o in records[:500]]}
 
     def set_mode(args: ModeArgs) -> dict[str, Any]:
-        """``set_mode``: the gate's mode: ``normal``, ``reduce_only`` (DEGRADED default) or ``halt``."""
-        em.gate.mode = args.mode
+        """``set_mode``: the operator's mode for the gate: ``normal``, ``reduce_only`` or ``halt``.
+        The stricter of this and the session's (``reduce_only`` while DEGRADED by default) applies."""
+        em.gate.operator_mode = args.mode
         em.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
             kind="gate_mode", reason=args.reason or f"mode set to {args.mode}", detail={"mode": args.mode}))
         return {"mode": em.gate.mode}
 
-    return {"submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
+    def reconcile(_: NoArgs) -> dict[str, Any]:
+        """``reconcile``: start a reconciliation with every connected venue → ``ok(runs={connector: run})``.
+        Follow it with ``reconciliation``."""
+        runs = {}
+        for name, connector in em.connectors.items():
+            if connector.is_connected_check():
+                runs[name] = em.reconciler.run(connector)
+        return {"runs": runs}
+
+    def reconciliation(_: NoArgs) -> dict[str, Any]:
+        """``reconciliation`` → ``ok(outcomes={connector: {run, ok, venue_positions, venue_open_orders,
+        adopted, resolved, position_mismatches, error}})``: the latest outcome per connector."""
+        return {"outcomes": {name: asdict(o) for name, o in em.reconciler.outcomes.items()}}
+
+    return {"reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
             "flatten": flatten, "positions": positions, "orders": orders, "set_mode": set_mode,
             **trading_handlers(em.session)}

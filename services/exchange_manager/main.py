@@ -39,7 +39,10 @@ class ExchangeManager:
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
         self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
-        self.gate = RiskGate(cfg.risk, self.session.trading_allowed)
+        degraded_mode = settings.orchestrator.health.degraded_mode
+        self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
+            "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
+            else degraded_mode))
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.positions: dict[str, Position] = {}

@@ -28,11 +28,15 @@ log = logging.getLogger(__name__)
 class Outcome:
     connector: str
     ok: bool
+    run: int = 0
     adopted: list[str] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # client order id -> new status
     position_mismatches: dict[str, tuple[float, float]] = field(default_factory=dict)  # ours, venue's
     error: str = ""
     finished_at: float = 0.0
+    # What the venue itself says, after this reconciliation: the failsafe's "verify flat".
+    venue_positions: dict[str, float] = field(default_factory=dict)
+    venue_open_orders: int = -1
 
 
 class Reconciler:
@@ -45,24 +49,29 @@ class Reconciler:
         self._report = report
         self.runs = 0
         self.last: Outcome | None = None
+        self.outcomes: dict[str, Outcome] = {}  # the latest per connector
 
-    def run(self, connector: Connector) -> None:
-        """Start one reconciliation; the queries are asynchronous, the outcome is reported."""
+    def run(self, connector: Connector) -> int:
+        """Start one reconciliation and return its run number; the outcome is reported when the
+        venue has answered (asynchronously)."""
         self.runs += 1
+        run = self.runs
         replies: dict[str, dict[str, Any] | None] = {}
 
         def collect(name: str) -> Callable[[dict[str, Any] | None], None]:
             def on_result(result: dict[str, Any] | None) -> None:
                 replies[name] = result
                 if len(replies) == 3:
-                    self._finish(connector.name, replies)
+                    self._finish(connector.name, run, replies)
             return on_result
 
         for name in ("open_orders", "fills", "positions"):
             connector.query(name, collect(name))
+        return run
 
-    def _finish(self, connector: str, replies: dict[str, dict[str, Any] | None]) -> None:
-        outcome = Outcome(connector, ok=all(r is not None for r in replies.values()), finished_at=time.time())
+    def _finish(self, connector: str, run: int, replies: dict[str, dict[str, Any] | None]) -> None:
+        outcome = Outcome(connector, ok=all(r is not None for r in replies.values()), run=run,
+                          finished_at=time.time())
         if not outcome.ok:
             outcome.error = "venue did not answer every reconciliation query"
             self._done(outcome)
@@ -94,6 +103,8 @@ class Reconciler:
                     connector=connector, ts_ns=now))
             outcome.resolved[record.client_order_id] = record.status.value
         venue_positions: dict[str, dict[str, float]] = replies["positions"]["positions"]
+        outcome.venue_positions = {symbol: p.get("qty", 0.0) for symbol, p in venue_positions.items()}
+        outcome.venue_open_orders = len(venue_open)
         for symbol in set(venue_positions) | set(self._positions):
             theirs = venue_positions.get(symbol, {})
             ours = self._positions.setdefault(symbol, Position())
@@ -106,4 +117,5 @@ class Reconciler:
 
     def _done(self, outcome: Outcome) -> None:
         self.last = outcome
+        self.outcomes[outcome.connector] = outcome
         self._report(outcome)

@@ -23,13 +23,26 @@ from services.exchange_manager.settings import RiskLimits
 from services.positions import EPSILON
 
 Mode = Literal["normal", "reduce_only", "halt"]
+_STRICTNESS = {"normal": 0, "reduce_only": 1, "halt": 2}
 
 
 class RiskGate:
-    def __init__(self, limits: RiskLimits, trading_allowed: Callable[[], bool]) -> None:
+    def __init__(self, limits: RiskLimits, trading_allowed: Callable[[], bool],
+                 session_mode: Callable[[], Mode]) -> None:
         self._limits = limits
         self._trading_allowed = trading_allowed
-        self.mode: Mode = "normal"
+        # The mode the session asks for (reduce_only while DEGRADED, by default); it is derived from
+        # the session state each time, so a restarted exchange manager applies it at once.
+        self._session_mode = session_mode
+        self.operator_mode: Mode = "normal"
+        self._recent: deque[float] = deque()
+        self.passed = 0
+        self.refusals: dict[str, int] = {}
+
+    @property
+    def mode(self) -> Mode:
+        session = self._session_mode()
+        return session if _STRICTNESS[session] > _STRICTNESS[self.operator_mode] else self.operator_mode
         self._recent: deque[float] = deque()
         self.passed = 0
         self.refusals: dict[str, int] = {}

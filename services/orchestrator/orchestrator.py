@@ -22,10 +22,13 @@ from typing import Any, TypeVar
 import proto
 from bus import CommandClient, CommandTimeout
 from proto import OrchestratorState as S
+from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.end_of_day import archive_logs, build_report, write_report
 from services.orchestrator.handlers import build_handlers
-from services.orchestrator.incident import IncidentReport, Step
+from services.orchestrator.failsafe import FailsafeSequence, run_step
+from services.orchestrator.health import Assessment, HealthMonitor
+from services.orchestrator.incident import IncidentReport
 from services.orchestrator.journal import Journal, SessionCounters
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
@@ -167,8 +170,8 @@ class LiveTradingOrchestrator:
 
     def _flatten_for_close(self) -> str:
         """Stop the engine's decisions, flatten at the exchange manager, wait until flat."""
-        self._step("disable engine", self._peers["engine"], "disable_trading", {"reason": "market close"})
-        step = self._step("flatten", self._peers["exchange_manager"], "flatten", {})
+        run_step(None, "disable engine", self._peers["engine"], "disable_trading", {"reason": "market close"})
+        step, _ = run_step(None, "flatten", self._peers["exchange_manager"], "flatten")
         if not step.ok:
             return f"failed: {step.detail}"
         deadline = time.monotonic() + self.settings.orchestrator.close_flatten_timeout_s
@@ -218,12 +221,20 @@ class LiveTradingOrchestrator:
             raise Refused("the failsafe sequence has not finished; reset once it has (see the incident report)")
         self._transition(S.READY, reason)
 
-    def recover(self) -> None:
+    def recover(self, reason: str = "operator recover") -> None:
+        """DEGRADED → LIVE when: in DEGRADED, every process alive, at least one connector healthy,
+        and the safety process's reset succeeds. Otherwise refused with the first unmet condition."""
         self._require(S.DEGRADED, "recover")
         missing = self._components.missing()
         if missing:
             raise Refused(f"not healthy: missing {', '.join(missing)}")
-        self._transition(S.LIVE, "recovered from degraded")
+        assessment = self._health.assess(self._components)
+        if assessment.healthy_connectors == 0:
+            raise Refused("no connector is healthy")
+        step, _ = run_step(None, "reset safety", self._safety, "reset", {"reason": reason})
+        if not step.ok:
+            raise Refused(f"safety reset failed: {step.detail}")
+        self._transition(S.LIVE, f"recovered from degraded ({reason})")
 
     # -- inside the loop -------------------------------------------------------------------------
 
@@ -258,6 +269,15 @@ class LiveTradingOrchestrator:
             name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
             for name in TRADING_PEERS
         }
+        self._safety = self._runtime.client("safety", timeout_s=oset.command_timeout_s, retries=oset.command_retries)
+        fs = oset.failsafe
+        failsafe_clients = {name: self._runtime.client(name, timeout_s=fs.step_timeout_s, retries=2)
+                            for name in TRADING_PEERS}
+        self._failsafe = FailsafeSequence(fs, failsafe_clients["engine"], failsafe_clients["exchange_manager"])
+        self._alerter = Alerter(fs)
+        self._health = HealthMonitor(oset.health)
+        self._last_assessment = 0.0
+        self._healthy_since: float | None = None
         self._runtime.reactor.call_every(settings.bus.heartbeat_interval_s, self._tick)
         if restored is None:
             self._logs.live(f"New session {counters.session_id}: state {state.name}")
@@ -346,38 +366,30 @@ class LiveTradingOrchestrator:
                                          f"(failsafe_degradation_count={oset.failsafe_degradation_count})")
 
     def _run_failsafe(self) -> None:
-        """Stop new orders in both the engine and the exchange manager's gate, then report.
+        """Run the FAILSAFE sequence (see ``failsafe.py``), alert, and write the incident report.
 
-        Each step is a command with a timeout and retries; a failed step is recorded, never skipped
-        silently, and the sequence is re-run after an orchestrator restart until it completes."""
+        The trigger stays journalled as pending until the sequence has finished, so an
+        orchestrator killed in the middle finishes it after its restart."""
         trigger = self._counters.failsafe_pending
         if trigger is None:
             return
         report = IncidentReport(self._counters.session_id, trigger, time.time(),
-                                timeline=list(self._timeline)[-50:],
-                                before={"components": self._components.snapshot()})
-        for service in TRADING_PEERS:
-            report.steps.append(self._step(f"disable trading: {service}", self._peers[service],
-                                           "disable_trading", {"reason": f"failsafe: {trigger}"}))
-        report.after = {"components": self._components.snapshot()}
+                                timeline=list(self._timeline)[-50:])
+        flat = self._failsafe.run(report)
         report.finished_at = time.time()
-        json_path, _ = report.write(self.settings.paths.log_dir / "incidents")
+        json_path, md_path = report.write(self.settings.paths.log_dir / "incidents")
         self._counters.failsafe_pending = None
         self._journal.save_counters(self._counters)
         level = logging.INFO if report.ok else logging.ERROR
-        self._logs.safety(f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
-                          f"incident report {json_path}", level)
-        log.log(level, "failsafe sequence done (ok=%s), report %s", report.ok, json_path)
-
-    @staticmethod
-    def _step(name: str, client: CommandClient, command: str, args: dict[str, Any]) -> Step:
-        t0 = time.perf_counter()
-        try:
-            reply = client.call(command, args)
-            ok, detail = reply.ok, (reply.error or "done")
-        except CommandTimeout as exc:
-            ok, detail = False, str(exc)
-        return Step(name, ok, (time.perf_counter() - t0) * 1000, detail)
+        summary = (f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
+                   f"{'flat at the venue' if flat else 'NOT VERIFIED FLAT'}; incident report {json_path}")
+        self._logs.safety(summary, level)
+        self._note(summary)
+        self._alerter.send({"event": "failsafe", "session_id": self._counters.session_id, "trigger": trigger,
+                            "flat": flat, "ok": report.ok, "incident_report": str(json_path),
+                            "incident_report_md": str(md_path),
+                            "steps": [{"name": st.name, "ok": st.ok, "ms": round(st.duration_ms, 3)}
+                                      for st in report.steps]})
 
     def _tick(self) -> None:
         state = self.get_state()
@@ -393,7 +405,82 @@ class LiveTradingOrchestrator:
             self.close_market("scheduled market close")
         elif state == S.FAILSAFE and self._counters.failsafe_pending is not None:
             self._run_failsafe()  # resumed after a restart in the middle of the sequence
+        elif state == S.LIVE and self._components.missing():
+            # The heartbeat watchdog runs on every tick, not only at the (slower) assessment.
+            self._degrade(f"process missing: {', '.join(self._components.missing())}")
         self._command_trading()
+        interval = (self.settings.orchestrator.health.degraded_check_interval_s if self.get_state() == S.DEGRADED
+                    else self.settings.orchestrator.health_check_interval_s)
+        if time.monotonic() - self._last_assessment >= interval:
+            self._assess()
+
+    def _assess(self) -> None:
+        """The overall health assessment: publish and log health events, then react."""
+        self._last_assessment = time.monotonic()
+        assessment = self._health.assess(self._components)
+        for ev in assessment.events:
+            self._publish_health(ev)
+        state = self.get_state()
+        if state not in (S.LIVE, S.DEGRADED):
+            return
+        if assessment.loss_breach:
+            self._escalate(assessment.loss_breach)
+            return
+        if assessment.problems:
+            self._healthy_since = None
+            if state == S.LIVE:
+                self._degrade("; ".join(assessment.problems))
+            return
+        self._maybe_auto_recover(assessment)
+
+    def _maybe_auto_recover(self, assessment: Assessment) -> None:
+        now = time.monotonic()
+        if self.get_state() != S.DEGRADED:
+            self._healthy_since = None
+            return
+        if self._healthy_since is None:
+            self._healthy_since = now
+        settle = self.settings.orchestrator.health.auto_recover_after_s
+        if settle is not None and now - self._healthy_since >= settle:
+            try:
+                self.recover(f"healthy for {settle:g}s (auto_recover_after_s)")
+            except Refused as exc:
+                log.info("automatic recovery not yet: %s", exc)
+                self._healthy_since = None
+
+    def _degrade(self, reason: str) -> None:
+        self._healthy_since = None
+        if self.get_state() == S.LIVE:
+            self._transition(S.DEGRADED, reason)
+
+    def _escalate(self, reason: str) -> None:
+        """A critical condition: LIVE → DEGRADED → FAILSAFE at once."""
+        state = self.get_state()
+        if state == S.LIVE:
+            self._transition(S.DEGRADED, f"critical: {reason}")
+        if self.get_state() == S.DEGRADED:
+            self._transition(S.FAILSAFE, reason)
+
+    def _publish_health(self, ev: proto.Message) -> None:
+        assert self._runtime is not None
+        if isinstance(ev, proto.ConnectorHealthEvent):
+            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "connector", ev)
+            self._logs.health(f"Connector {ev.connector}: {'healthy' if ev.healthy else 'UNHEALTHY'} "
+                              f"connected={ev.connected} latency_ms={ev.latency_ms:.2f} "
+                              f"received={ev.messages_received} dropped={ev.messages_dropped} "
+                              f"errors={ev.error_count} {ev.reason}".rstrip(),
+                              logging.INFO if ev.healthy else logging.WARNING)
+            self._fan_out(self._connector_callbacks, ev)
+        elif isinstance(ev, proto.EngineHealthEvent):
+            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
+            if not ev.healthy:
+                self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING)
+        elif isinstance(ev, proto.ProcessHealthEvent):
+            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
+            if not ev.alive:
+                self._logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
+                                  logging.WARNING)
+        self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
         return self.settings.orchestrator.schedule.is_open(datetime.datetime.now(datetime.timezone.utc))
@@ -421,17 +508,22 @@ class LiveTradingOrchestrator:
         self._components.heard(env)
         body = env.body
         if isinstance(body, proto.SafetyEvent):
-            self._safety_events += 1
-            self._logs.safety(f"{body.severity.value.upper()} {body.event_type.value} {body.symbol}: {body.message}")
-            self._note(f"safety {body.event_type.value} {body.symbol}: {body.message}")
-            self._fan_out(self._safety_callbacks, body)
-        elif isinstance(body, proto.ConnectorHealthEvent):
-            self._logs.health(f"Connector {body.connector}: connected={body.connected} "
-                              f"latency_ms={body.latency_ms:.2f} errors={body.error_count} {body.reason}")
-            self._fan_out(self._connector_callbacks, body)
-            self._fan_out(self._health_callbacks, body)
-        elif isinstance(body, (proto.EngineHealthEvent, proto.ProcessHealthEvent)):
-            self._fan_out(self._health_callbacks, body)
+            self._on_safety_event(body)
+
+    def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
+        """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""
+        self._safety_events += 1
+        level = logging.CRITICAL if ev.severity is proto.Severity.CRITICAL else logging.WARNING
+        self._logs.safety(f"{ev.severity.value.upper()} {ev.event_type.value} {ev.symbol}: {ev.message}", level)
+        self._note(f"safety {ev.severity.value} {ev.event_type.value} {ev.symbol}: {ev.message}")
+        self._fan_out(self._safety_callbacks, ev)
+        self._healthy_since = None
+        if self.get_state() not in (S.LIVE, S.DEGRADED):
+            return
+        if ev.severity is proto.Severity.CRITICAL:
+            self._escalate(f"critical safety event: {ev.message}")
+        else:
+            self._degrade(f"safety: {ev.event_type.value} {ev.symbol}: {ev.message}")
 
     @staticmethod
     def _fan_out(callbacks: list[Callable[[Any], None]], event: Any) -> None:
@@ -486,6 +578,7 @@ class LiveTradingOrchestrator:
             "state": self.get_state().value,
             "session_id": self._counters.session_id,
             "failsafe_pending": self._counters.failsafe_pending,
+            "alerts": list(self._alerter.outcomes),
             "session_logs": {kind: str(path) for kind, path in self._logs.paths.items()},
             "components": components,
         }

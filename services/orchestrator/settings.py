@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,6 +36,40 @@ class ScheduleSettings(BaseModel):
         return local.weekday() in self.weekdays and self.open <= local.time() < self.close
 
 
+class HealthSettings(BaseModel):
+    """Thresholds of the orchestrator's health assessment and how it reacts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connector_max_latency_ms: float = Field(default=250.0, gt=0)
+    connector_max_new_errors: int = Field(default=20, ge=0)  # per assessment
+    engine_max_p99_ms: float = Field(default=50.0, gt=0)
+    engine_error_storm: int = Field(default=10, ge=1)  # new engine errors per assessment
+    # How often to assess while DEGRADED (health_check_interval_s applies otherwise).
+    degraded_check_interval_s: float = Field(default=1.0, gt=0)
+    # Back to LIVE by itself after this long with everything healthy and no new safety event;
+    # null (None) turns the automatic recovery off.
+    auto_recover_after_s: float | None = Field(default=30.0, gt=0)
+    # Trading while DEGRADED: only orders that reduce a position (default), all, or none.
+    degraded_mode: Literal["reduce_only", "continue", "halt"] = "reduce_only"
+    # Daily realized plus unrealized loss beyond this goes to FAILSAFE.
+    max_daily_loss: float = Field(default=5_000.0, gt=0)
+
+
+class FailsafeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Each step is a command with this timeout; a failed round (not flat) is retried.
+    step_timeout_s: float = Field(default=0.5, gt=0)
+    attempts: int = Field(default=3, ge=1)
+    # How long to wait for the venue to confirm no open order and no position, per attempt.
+    verify_timeout_s: float = Field(default=2.0, gt=0)
+    # Alert sinks: an HTTP webhook (POST, JSON body) and a local command (JSON on stdin).
+    webhook_url: str | None = None
+    alert_command: list[str] | None = None
+    alert_timeout_s: float = Field(default=3.0, gt=0)
+
+
 class OrchestratorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,3 +89,5 @@ class OrchestratorSettings(BaseModel):
     command_timeout_s: float = Field(default=0.5, gt=0)
     command_retries: int = Field(default=3, ge=0)
     journal_file: str = "orchestrator.sqlite"
+    health: HealthSettings = HealthSettings()
+    failsafe: FailsafeSettings = FailsafeSettings()

@@ -1,0 +1,96 @@
+"""The FAILSAFE sequence, in the order the invariants require:
+
+  1. stop new orders: disable trading in the engine AND close the exchange manager's gate;
+  2. cancel every open order;  3. flatten every position with market orders;
+  4. verify flat against the venue (no open order, no position), retrying 2-4 if not;
+  5. report (the orchestrator then alerts and writes the incident report).
+
+Every step is a command with a timeout and retries; a step that fails is recorded and the
+sequence goes on (stopping orders comes first and needs no other step to succeed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bus import CommandClient, CommandTimeout
+from services.orchestrator.incident import IncidentReport, Step
+from services.orchestrator.settings import FailsafeSettings
+
+
+def run_step(report: IncidentReport | None, name: str, client: CommandClient, command: str,
+             args: dict[str, Any] | None = None) -> tuple[Step, dict[str, Any]]:
+    t0 = time.perf_counter()
+    try:
+        reply = client.call(command, args or {})
+        ok, detail, result = reply.ok, reply.error or "done", reply.result
+    except CommandTimeout as exc:
+        ok, detail, result = False, str(exc), {}
+    step = Step(name, ok, (time.perf_counter() - t0) * 1000, detail)
+    if report is not None:
+        report.steps.append(step)
+    return step, result
+
+
+class FailsafeSequence:
+    def __init__(self, cfg: FailsafeSettings, engine: CommandClient, exchange: CommandClient) -> None:
+        self._cfg = cfg
+        self._engine = engine
+        self._exchange = exchange
+
+    def run(self, report: IncidentReport) -> bool:
+        """Run the whole sequence into ``report``; True when the venue confirmed flat."""
+        reason = {"reason": f"failsafe: {report.trigger}"}
+        report.before = self._book()
+        run_step(report, "stop new orders: disable engine", self._engine, "disable_trading", reason)
+        run_step(report, "stop new orders: close the gate", self._exchange, "disable_trading", reason)
+        flat = False
+        for attempt in range(1, self._cfg.attempts + 1):
+            run_step(report, f"cancel every open order (attempt {attempt})", self._exchange, "cancel_all")
+            run_step(report, f"flatten every position (attempt {attempt})", self._exchange, "flatten")
+            flat = self._verify(report, attempt)
+            if flat:
+                break
+        report.after = self._book()
+        return flat
+
+    def _verify(self, report: IncidentReport, attempt: int) -> bool:
+        """Ask the exchange manager to reconcile with every venue and wait for the venues' answer."""
+        t0 = time.perf_counter()
+        name = f"verify flat at the venue (attempt {attempt})"
+        step, started = run_step(None, name, self._exchange, "reconcile")
+        runs: dict[str, int] = started.get("runs", {})
+        if not step.ok or not runs:
+            report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000,
+                                     step.detail if not step.ok else "no venue connected to verify against"))
+            return False
+        deadline = time.monotonic() + self._cfg.verify_timeout_s
+        detail = "no answer from the venue"
+        while time.monotonic() < deadline:
+            _, result = run_step(None, name, self._exchange, "reconciliation")
+            outcomes = result.get("outcomes", {})
+            done = [outcomes.get(c) for c in runs if outcomes.get(c, {}).get("run", 0) >= runs[c]]
+            if len(done) == len(runs):
+                open_orders = sum(max(0, o["venue_open_orders"]) for o in done)
+                positions = {s: q for o in done for s, q in o["venue_positions"].items() if abs(q) > 1e-9}
+                ok = all(o["ok"] for o in done) and open_orders == 0 and not positions
+                detail = "venue confirms no open order and no position" if ok else (
+                    f"venue still has {open_orders} open order(s) and positions {positions}")
+                report.steps.append(Step(name, ok, (time.perf_counter() - t0) * 1000, detail))
+                return ok
+            time.sleep(0.002)
+        report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000, detail))
+        return False
+
+    def _book(self) -> dict[str, Any]:
+        positions = orders = None
+        try:
+            reply = self._exchange.call("positions")
+            positions = reply.result.get("positions") if reply.ok else reply.error
+            reply = self._exchange.call("orders")
+            orders = [o for o in reply.result.get("orders", []) if o["status"] in ("new", "acknowledged",
+                                                                                 "partially_filled")]
+        except CommandTimeout as exc:
+            return {"error": str(exc)}
+        return {"positions": positions, "open_orders": orders}

@@ -1,0 +1,96 @@
+"""Health assessment: connectors, the engine and every process, judged against thresholds.
+
+Each assessment returns the health events to publish and log, and the problems that call for
+DEGRADED (a process missing, every connector down, an engine error storm) or FAILSAFE (the daily
+loss limit). The orchestrator decides the transition; this module only judges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import proto
+from services.orchestrator.components import ComponentTracker
+from services.orchestrator.settings import HealthSettings
+
+
+@dataclass
+class Assessment:
+    events: list[proto.Message] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # each one calls for DEGRADED
+    loss_breach: str | None = None  # calls for FAILSAFE
+    healthy_connectors: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems and self.loss_breach is None
+
+
+class HealthMonitor:
+    def __init__(self, cfg: HealthSettings) -> None:
+        self._cfg = cfg
+        self._connector_errors: dict[str, int] = {}
+        self._engine_errors: int | None = None
+
+    def assess(self, components: ComponentTracker) -> Assessment:
+        out = Assessment()
+        for name in components.missing():
+            out.problems.append(f"process {name} missing (no heartbeat)")
+        for name, comp in components.components.items():
+            age = components.age_s(name)
+            out.events.append(proto.ProcessHealthEvent(
+                service=name, alive=components.alive(name), heartbeat_age_s=-1.0 if age is None else age,
+                restarts=comp.restarts, reason="" if components.alive(name) else "no heartbeat"))
+        exchange = components.components["exchange_manager"]
+        if components.alive("exchange_manager"):
+            self._connectors(exchange.stats.get("connectors", {}), out)
+            self._loss(exchange.stats, out)
+        engine = components.components["engine"]
+        if components.alive("engine") and engine.stats:
+            self._engine(engine.stats, out)
+        return out
+
+    def _connectors(self, connectors: dict[str, dict[str, Any]], out: Assessment) -> None:
+        cfg = self._cfg
+        for name, st in connectors.items():
+            errors = int(st.get("error_count", 0))
+            new_errors = errors - self._connector_errors.get(name, errors)
+            self._connector_errors[name] = errors
+            reasons = []
+            if not st.get("connected"):
+                reasons.append("disconnected")
+            if st.get("latency_ms", 0.0) > cfg.connector_max_latency_ms:
+                reasons.append(f"latency {st['latency_ms']:.1f}ms over {cfg.connector_max_latency_ms:g}ms")
+            if new_errors > cfg.connector_max_new_errors:
+                reasons.append(f"{new_errors} new errors")
+            healthy = not reasons
+            out.healthy_connectors += healthy
+            out.events.append(proto.ConnectorHealthEvent(
+                connector=name, connected=bool(st.get("connected")), latency_ms=float(st.get("latency_ms", 0.0)),
+                messages_received=int(st.get("messages_received", 0)),
+                messages_dropped=int(st.get("messages_dropped", 0)), error_count=errors,
+                healthy=healthy, reason="; ".join(reasons)))
+        if connectors and not out.healthy_connectors:
+            out.problems.append("every connector is down or unhealthy")
+
+    def _engine(self, st: dict[str, Any], out: Assessment) -> None:
+        cfg = self._cfg
+        errors = int(st.get("error_count", 0))
+        new_errors = 0 if self._engine_errors is None else errors - self._engine_errors
+        self._engine_errors = errors
+        reasons = []
+        if st.get("latency_p99_ms", 0.0) > cfg.engine_max_p99_ms:
+            reasons.append(f"decision p99 {st['latency_p99_ms']:.2f}ms over {cfg.engine_max_p99_ms:g}ms")
+        if new_errors >= cfg.engine_error_storm:
+            reasons.append(f"error storm: {new_errors} new errors")
+            out.problems.append(f"engine error storm ({new_errors} new errors)")
+        out.events.append(proto.EngineHealthEvent(
+            decisions_made=int(st.get("decisions_made", 0)), latency_p50_ms=float(st.get("latency_p50_ms", 0.0)),
+            latency_p99_ms=float(st.get("latency_p99_ms", 0.0)), error_count=errors,
+            healthy=not reasons, reason="; ".join(reasons)))
+
+    def _loss(self, st: dict[str, Any], out: Assessment) -> None:
+        pnl = float(st.get("realized_pnl", 0.0)) + float(st.get("unrealized_pnl", 0.0))
+        if pnl < -self._cfg.max_daily_loss:
+            out.loss_breach = f"loss limit: PnL {pnl:,.2f} beyond -{self._cfg.max_daily_loss:,.2f}"

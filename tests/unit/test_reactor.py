@@ -1,0 +1,211 @@
+"""bus.Reactor: timers, thread-safe calls, prompt stop, readers, and a loop that survives errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from bus import Reactor
+from unit_support import reactor_thread, wait_until
+
+
+def test_call_every_fires_repeatedly() -> None:
+    reactor = Reactor()
+    ticks: list[float] = []
+    reactor.call_every(0.01, lambda: ticks.append(time.monotonic()))
+    try:
+        with reactor_thread(reactor):
+            wait_until(lambda: len(ticks) >= 5, timeout=2.0)
+    finally:
+        reactor.close()
+    assert all(b >= a for a, b in zip(ticks, ticks[1:]))
+
+
+def test_call_every_first_in_delays_the_first_tick() -> None:
+    reactor = Reactor()
+    ticks: list[float] = []
+    t0 = time.monotonic()
+    reactor.call_every(0.01, lambda: ticks.append(time.monotonic()), first_in_s=0.1)
+    try:
+        with reactor_thread(reactor):
+            wait_until(lambda: ticks, timeout=2.0)
+    finally:
+        reactor.close()
+    assert ticks[0] - t0 >= 0.1
+
+
+def test_call_later_fires_once() -> None:
+    reactor = Reactor()
+    fired: list[float] = []
+    probe: list[int] = []
+    t0 = time.monotonic()
+    reactor.call_later(0.03, lambda: fired.append(time.monotonic()))
+    reactor.call_every(0.01, lambda: probe.append(1))
+    try:
+        with reactor_thread(reactor):
+            wait_until(lambda: fired, timeout=2.0)
+            n = len(probe)
+            wait_until(lambda: len(probe) >= n + 5, timeout=2.0)  # five more loop turns with timers due
+    finally:
+        reactor.close()
+    assert len(fired) == 1
+    assert fired[0] - t0 >= 0.03
+
+
+def test_timers_fire_in_due_order() -> None:
+    reactor = Reactor()
+    order: list[str] = []
+    reactor.call_later(0.06, lambda: order.append("c"))
+    reactor.call_later(0.02, lambda: order.append("a"))
+    reactor.call_later(0.04, lambda: order.append("b"))
+    try:
+        with reactor_thread(reactor):
+            wait_until(lambda: len(order) == 3, timeout=2.0)
+    finally:
+        reactor.close()
+    assert order == ["a", "b", "c"]
+
+
+def test_call_soon_threadsafe_wakes_a_blocked_loop_promptly() -> None:
+    reactor = Reactor()  # no timers, no readers: the loop blocks in poll() indefinitely
+    done = threading.Event()
+    ran_in: list[int] = []
+    try:
+        with reactor_thread(reactor) as thread:
+            wait_until(lambda: reactor.running)
+            t0 = time.monotonic()
+            reactor.call_soon_threadsafe(lambda: (ran_in.append(threading.get_ident()), done.set()))
+            assert done.wait(2.0)
+            latency = time.monotonic() - t0
+    finally:
+        reactor.close()
+    assert latency < 0.1
+    assert ran_in == [thread.ident]
+
+
+def test_many_threadsafe_calls_all_run_in_order() -> None:
+    reactor = Reactor()
+    got: list[int] = []
+    try:
+        with reactor_thread(reactor):
+            for i in range(5000):  # more wake-ups than the self-pipe holds
+                reactor.call_soon_threadsafe(lambda i=i: got.append(i))
+            wait_until(lambda: len(got) == 5000, timeout=5.0)
+    finally:
+        reactor.close()
+    assert got == list(range(5000))
+
+
+def test_stop_from_another_thread_returns_run_promptly() -> None:
+    reactor = Reactor()
+    thread = threading.Thread(target=reactor.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: reactor.running)
+        t0 = time.monotonic()
+        reactor.stop()
+        thread.join(2.0)
+        elapsed = time.monotonic() - t0
+        assert not thread.is_alive()
+    finally:
+        reactor.stop()
+        thread.join(2.0)
+        reactor.close()
+    assert elapsed < 0.1
+    assert not reactor.running
+
+
+def test_stop_from_a_callback() -> None:
+    reactor = Reactor()
+    reactor.call_later(0.0, reactor.stop)
+    t0 = time.monotonic()
+    try:
+        reactor.run()  # in the test's thread: returns once the callback stopped it
+    finally:
+        reactor.close()
+    assert time.monotonic() - t0 < 1.0 and not reactor.running
+
+
+def test_sigterm_stops_a_loop_in_the_main_thread_and_restores_the_handler() -> None:
+    assert threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM)
+    reactor = Reactor()
+    reactor.call_later(0.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        reactor.run()
+    finally:
+        reactor.close()
+    assert not reactor.running
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_raising_callbacks_are_counted_and_the_loop_continues() -> None:
+    reactor = Reactor()
+    after: list[str] = []
+    failing_ticks: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback bug")
+
+    def failing_timer() -> None:
+        failing_ticks.append(1)
+        raise ValueError("timer bug")
+
+    reactor.call_every(0.01, failing_timer)
+    try:
+        with reactor_thread(reactor):
+            reactor.call_soon_threadsafe(boom)
+            reactor.call_soon_threadsafe(lambda: after.append("soon"))
+            reactor.call_later(0.0, boom)
+            reactor.call_soon_threadsafe(lambda: reactor.call_later(0.0, lambda: after.append("later")))
+            wait_until(lambda: len(after) == 2 and len(failing_ticks) >= 3, timeout=2.0)
+            errors = reactor.callback_errors
+    finally:
+        reactor.close()
+    assert after == ["soon", "later"]
+    assert errors >= 2 + 3  # boom twice, the failing timer at least three times (it kept firing)
+
+
+def test_reader_callback_runs_when_socket_is_readable(ctx: zmq.Context, ipc_dir: Path) -> None:
+    endpoint = f"ipc://{ipc_dir}/pull"
+    pull = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    got: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                got.append(pull.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+
+    reactor = Reactor()
+    try:
+        pull.bind(endpoint)
+        push.connect(endpoint)
+        reactor.add_reader(pull, read)
+        with reactor_thread(reactor):
+            for i in range(10):
+                push.send(b"m%d" % i)
+            wait_until(lambda: len(got) == 10, timeout=2.0)
+            removed = threading.Event()
+            reactor.call_soon_threadsafe(lambda: reactor.remove_reader(pull))
+            reactor.call_soon_threadsafe(removed.set)  # calls run in order: the removal is done
+            assert removed.wait(2.0)
+            push.send(b"after removal")
+            wait_until(lambda: pull.poll(0), timeout=2.0)  # the loop no longer touches this socket
+            for _ in range(3):  # let the loop turn a few times with the message waiting
+                turned = threading.Event()
+                reactor.call_soon_threadsafe(turned.set)
+                assert turned.wait(2.0)
+            assert pull.recv(zmq.NOBLOCK) == b"after removal"
+    finally:
+        reactor.close()
+        pull.close(linger=0)
+        push.close(linger=0)
+    assert got == [b"m%d" % i for i in range(10)]

@@ -1,0 +1,280 @@
+"""services.session_follower: fail closed. A trading process trades only while the orchestrator's
+last word (heartbeat, state change or snapshot) says LIVE/DEGRADED and is younger than the dead-man
+timeout, and not after it was told to disable trading.
+
+A real ServiceRuntime (its reactor in a thread) follows a stand-in orchestrator: a Publisher bound
+on the orchestrator's PUB endpoint, and for the snapshot a CommandServer on its command endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import zmq
+
+import proto
+from bus import BusSettings, CommandClient, CommandServer, Publisher, Reactor, make_socket
+from proto import OrchestratorState as S
+from services.runtime import ServiceRuntime
+from services.session_follower import SessionFollower, trading_handlers
+from services.settings import Settings
+from unit_support import never, reactor_thread, wait_until
+
+
+@dataclass
+class Rig:
+    runtime: ServiceRuntime
+    follower: SessionFollower
+    orchestrator: Publisher
+    pub_sock: zmq.Socket
+    ctx: zmq.Context
+    deadman_timeout_s: float
+    clients: list[CommandClient]
+
+    def heartbeat(self, state: S | None) -> None:
+        self.orchestrator.publish(proto.topics.heartbeat("orchestrator"),
+                                  proto.Heartbeat(pid=1, interval_s=0.05, state=state,
+                                                  trading_enabled=state in (S.LIVE, S.DEGRADED)))
+
+    def state_changed(self, old: S, new: S) -> None:
+        self.orchestrator.publish(proto.topics.STATE,
+                                  proto.StateChanged(old=old, new=new, reason="test", transition_no=1))
+
+    def heard_since(self, t0: float) -> bool:
+        """The follower has heard from the orchestrator after monotonic time ``t0``."""
+        age = self.follower.orchestrator_age_s()
+        return age != float("inf") and time.monotonic() - age > t0
+
+    def pump_until(self, predicate: Callable[[], bool], state: S | None = S.LIVE, timeout: float = 5.0) -> None:
+        """Keep heartbeating ``state`` (every ~10 ms) until ``predicate`` holds."""
+        def beat_and_check() -> bool:
+            self.heartbeat(state)
+            return predicate()
+
+        wait_until(beat_and_check, timeout)
+
+    def engine_client(self) -> CommandClient:
+        client = CommandClient(self.ctx, self.runtime.endpoints.cmd("engine"), BusSettings(), "tester",
+                               timeout_s=2.0, retries=0)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Rig]]:
+    cleanups: list[Callable[[], None]] = []
+
+    def make(deadman_timeout_s: float = 0.4, snapshot_state: S | None = None) -> Rig:
+        base = tmp_path_factory.mktemp("sf")
+        settings = Settings(paths={"run_dir": base / "run", "log_dir": base / "logs", "state_dir": base / "state"},
+                            bus={"heartbeat_interval_s": 0.05})
+        runtime = ServiceRuntime("engine", settings, stats=lambda: {})
+        started = False
+
+        def close_runtime() -> None:
+            if started:
+                runtime.reactor.stop()
+                thread.join(5)
+                assert not thread.is_alive(), "engine runtime did not stop"
+            else:
+                runtime.close()
+
+        cleanups.append(close_runtime)
+        follower = SessionFollower(runtime, deadman_timeout_s)
+        runtime.add_handlers(trading_handlers(follower))
+
+        pub_sock = make_socket(ctx, zmq.PUB, settings.bus)
+        cleanups.append(lambda: pub_sock.close(linger=0))
+        pub_sock.bind(runtime.endpoints.pub("orchestrator"))
+        orchestrator = Publisher(pub_sock, "orchestrator", time.time_ns())
+
+        if snapshot_state is not None:  # a stand-in orchestrator that answers "state"
+            cmd_sock = make_socket(ctx, zmq.ROUTER, settings.bus)
+            cleanups.append(lambda: cmd_sock.close(linger=0))
+            cmd_sock.bind(runtime.endpoints.cmd("orchestrator"))
+            server = CommandServer(cmd_sock, "orchestrator", 1,
+                                   {"state": lambda _a: {"state": snapshot_state.value}})
+            reactor = Reactor()
+            reactor.add_reader(cmd_sock, server.drain)
+            cm = reactor_thread(reactor)
+            cm.__enter__()
+            cleanups.append(lambda: (cm.__exit__(None, None, None), reactor.close()))
+
+        thread = threading.Thread(target=runtime.run, name="engine-runtime", daemon=True)
+        thread.start()
+        started = True
+        wait_until(lambda: runtime.reactor.running)
+        rig = Rig(runtime, follower, orchestrator, pub_sock, ctx, deadman_timeout_s, [])
+        cleanups.append(lambda: [c.close() for c in rig.clients])
+        return rig
+
+    yield make
+    errors: list[BaseException] = []
+    for cleanup in reversed(cleanups):
+        try:
+            cleanup()
+        except BaseException as exc:  # run every cleanup, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def test_not_allowed_before_anything_is_heard(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    assert rig.follower.trading_allowed() is False
+    assert rig.follower.state is None
+    assert rig.follower.summary()["session_state"] is None
+    assert rig.follower.summary()["orchestrator_age_s"] is None
+
+
+def test_not_allowed_while_the_session_is_not_live(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    for state in (S.STARTUP, S.READY, S.FAILSAFE, S.SHUTDOWN):
+        rig.pump_until(lambda state=state: rig.follower.state == state, state=state)
+        assert rig.follower.trading_allowed() is False, state
+
+
+def test_allowed_after_live_heartbeats(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    rig.pump_until(rig.follower.trading_allowed)
+    assert rig.follower.state == S.LIVE
+    summary = rig.follower.summary()
+    assert summary["trading_allowed"] is True and summary["session_state"] == "live"
+    assert summary["orchestrator_age_s"] < rig.deadman_timeout_s
+
+
+def test_dead_man_switch_trips_without_heartbeats(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(deadman_timeout_s=0.3)
+    rig.pump_until(rig.follower.trading_allowed)
+    last_beat = time.monotonic()
+
+    wait_until(lambda: not rig.follower.trading_allowed(), timeout=3.0)
+    silent_for = time.monotonic() - last_beat
+
+    assert silent_for >= 0.3 * 0.9
+    assert silent_for < 0.3 + 1.0
+    assert rig.follower.state == S.LIVE  # it still believes LIVE, but will not trade on old news
+    wait_until(lambda: rig.follower.deadman_trips == 1, timeout=2.0)
+    assert rig.follower.summary()["trading_allowed"] is False
+
+    # heartbeats again: trading resumes
+    rig.pump_until(rig.follower.trading_allowed)
+    assert rig.follower.deadman_trips == 1
+
+
+def test_disable_holds_until_enable(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(deadman_timeout_s=1.0)
+    rig.pump_until(rig.follower.trading_allowed)
+    done = threading.Event()
+    rig.runtime.reactor.call_soon_threadsafe(lambda: (rig.follower.disable("failsafe: test"), done.set()))
+    assert done.wait(2.0)
+    assert rig.follower.trading_allowed() is False
+    assert rig.follower.summary()["disabled_reason"] == "failsafe: test"
+
+    # LIVE heartbeats keep arriving (and are processed) but do not lift the disable
+    t0 = time.monotonic()
+    rig.pump_until(lambda: rig.heard_since(t0))
+    assert rig.follower.trading_allowed() is False
+
+    done.clear()
+    rig.runtime.reactor.call_soon_threadsafe(lambda: (rig.follower.enable(), done.set()))
+    assert done.wait(2.0)
+    rig.pump_until(rig.follower.trading_allowed)
+    assert rig.follower.summary()["disabled_reason"] is None
+
+
+def test_enable_and_disable_trading_commands(make_rig: Callable[..., Rig]) -> None:
+    """The orchestrator's switch over the wire: disable_trading / enable_trading on the engine."""
+    rig = make_rig(deadman_timeout_s=1.0)
+    client = rig.engine_client()
+    rig.pump_until(rig.follower.trading_allowed)
+
+    reply = client.call("disable_trading", {"reason": "failsafe: drill"})
+    assert reply.ok and reply.result == {"trading_allowed": False}
+    t0 = time.monotonic()
+    rig.pump_until(lambda: rig.heard_since(t0))
+    assert not rig.follower.trading_allowed()
+
+    rig.heartbeat(S.LIVE)
+    reply = client.call("enable_trading", {"reason": "session is live"})
+    assert reply.ok
+    rig.pump_until(rig.follower.trading_allowed)
+
+
+def test_enable_without_a_live_session_does_not_allow_trading(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    reply = rig.engine_client().call("enable_trading", {"reason": "premature"})
+    assert reply.ok and reply.result == {"trading_allowed": False}
+    assert not rig.follower.trading_allowed()
+
+
+def test_state_changes_are_followed(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(deadman_timeout_s=1.0)
+    rig.pump_until(rig.follower.trading_allowed)
+
+    def after_change(old: S, new: S) -> Callable[[], bool]:
+        rig.state_changed(old, new)
+        return lambda: rig.follower.state == new
+
+    wait_until(after_change(S.LIVE, S.DEGRADED), timeout=2.0)
+    assert rig.follower.trading_allowed()  # DEGRADED still trades (as its mode allows)
+    wait_until(after_change(S.DEGRADED, S.FAILSAFE), timeout=2.0)
+    assert not rig.follower.trading_allowed()
+
+
+def test_late_joiner_learns_state_from_snapshot(make_rig: Callable[..., Rig]) -> None:
+    """A (re)started process asks the orchestrator for the state instead of waiting for a change."""
+    rig = make_rig(deadman_timeout_s=1.0, snapshot_state=S.LIVE)
+    wait_until(rig.follower.trading_allowed, timeout=3.0)  # no heartbeat was ever published
+    assert rig.follower.state == S.LIVE
+    # a snapshot is news like any other: without further word the dead-man switch still applies
+    wait_until(lambda: not rig.follower.trading_allowed(), timeout=3.0)
+
+
+def test_snapshot_of_a_non_trading_state_does_not_allow(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(snapshot_state=S.FAILSAFE)
+    wait_until(lambda: rig.follower.state == S.FAILSAFE, timeout=3.0)
+    assert not rig.follower.trading_allowed()
+
+
+
+def test_stale_message_from_an_older_orchestrator_epoch_does_not_reenable_trading(
+        make_rig: Callable[..., Rig]) -> None:
+    """After a restarted orchestrator (new epoch) said FAILSAFE, a delayed LIVE heartbeat from its
+    previous incarnation (older epoch, which the subscriber itself counts as stale) must not be
+    believed: it would re-enable trading in FAILSAFE."""
+    rig = make_rig(deadman_timeout_s=1.0)
+    rig.pump_until(rig.follower.trading_allowed)
+    old_epoch = rig.orchestrator.epoch
+    rig.orchestrator = Publisher(rig.pub_sock, "orchestrator", old_epoch + 1)  # the restarted one
+    rig.pump_until(lambda: rig.follower.state == S.FAILSAFE, state=S.FAILSAFE)
+    assert not rig.follower.trading_allowed()
+
+    old_incarnation = Publisher(rig.pub_sock, "orchestrator", old_epoch)
+
+    def stale_live_believed() -> bool:
+        old_incarnation.publish(proto.topics.heartbeat("orchestrator"),
+                                proto.Heartbeat(pid=1, interval_s=0.05, state=S.LIVE, trading_enabled=True))
+        return rig.follower.trading_allowed()
+
+    assert never(stale_live_believed, for_s=0.5), "a stale LIVE heartbeat from the old epoch re-enabled trading"
+    # (the link works: the current incarnation is still heard)
+    t0 = time.monotonic()
+    rig.pump_until(lambda: rig.heard_since(t0), state=S.FAILSAFE)
+    assert not rig.follower.trading_allowed()
+
+
+def test_runtime_answers_status(make_rig: Callable[..., Rig]) -> None:
+    import os
+
+    rig = make_rig()
+    reply = rig.engine_client().call("status")
+    assert reply.ok
+    assert reply.result["service"] == "engine" and reply.result["pid"] == os.getpid()
+    assert reply.result["epoch"] == rig.runtime.epoch
+    assert "commands" in reply.result["bus"]
