@@ -72,6 +72,7 @@ class ServiceRuntime:
         self._sockets: list[zmq.Socket] = []
         self._clients: list[CommandClient] = []
         self._channels: list[CommandChannel] = []
+        self._expiring = False
         self._stats = stats
 
         self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
@@ -85,7 +86,6 @@ class ServiceRuntime:
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
                                   self._status_stats, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
-        self.reactor.call_every(0.05, self._expire_requests)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
@@ -148,6 +148,9 @@ class ServiceRuntime:
         channel = CommandChannel(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
                                  timeout_s=timeout_s)
         self.reactor.add_reader(channel.sock, channel.drain)
+        if not self._expiring:  # one timer serves every channel, started with the first
+            self._expiring = True
+            self.reactor.call_every(0.05, self._expire_requests)
         self._channels.append(channel)
         return channel
 
