@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import signal
 import socket
 import threading
@@ -81,9 +82,11 @@ class Reactor:
                 signal.signal(sig, handler)
 
     def _poll_once(self) -> None:
-        timeout_ms = None
+        timeout_ms: int | None = None
         if self._timers:
-            timeout_ms = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
+            # Round up: zmq.Poller truncates to whole milliseconds, and a truncated 0 would spin
+            # the loop until the timer is due.
+            timeout_ms = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
         if self._calls:
             timeout_ms = 0
         for sock, _event in self._poller.poll(timeout_ms):

@@ -46,6 +46,9 @@ class OrderArgs(Args):
     # Refuse if it would open or increase a position (used to flatten).
     reduce_only: bool = False
     connector: str = ""  # "" = the default connector
+    # The venue timestamp of the market data that triggered this order (0: none), carried to the
+    # venue so tick-to-order latency is measured on every order.
+    origin_ts_ns: int = 0
 
 
 class NewOrderArgs(Args):
@@ -57,6 +60,7 @@ class NewOrderArgs(Args):
     qty: Positive
     order_type: Literal["market", "limit"] = "market"
     limit_price: Positive | None = None
+    origin_ts_ns: int = 0
 
 
 class CancelArgs(Args):
@@ -83,6 +87,10 @@ class FaultArgs(Args):
     symbol: str | None = None
     value: float = 0.0  # latency in ms, jump in percent
     duration_s: float = 0.0  # drop_connection: how long the venue stays away
+
+
+class LatencyArgs(Args):
+    reset: bool = False  # clear the samples after reading them
 
 
 ARG_SCHEMAS: dict[str, type[Args]] = {
@@ -115,6 +123,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "open_orders": NoArgs,
     "fills": NoArgs,
     "fault": FaultArgs,
+    "latency": LatencyArgs,
     # data router
     "subscribe": SymbolsArgs,
     "unsubscribe": SymbolsArgs,

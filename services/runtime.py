@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -72,6 +72,7 @@ class ServiceRuntime:
         self._sockets: list[zmq.Socket] = []
         self._clients: list[CommandClient] = []
         self._channels: list[CommandChannel] = []
+        self._subscribers: list[tuple[str, Subscriber]] = []
         self._expiring = False
         self._stats = stats
 
@@ -123,7 +124,7 @@ class ServiceRuntime:
         self.commands.add_handlers(handlers, replace=frozenset({"status"}))
 
     def subscribe(
-        self, services: Iterable[str], prefixes: Iterable[str], handler: Callable[[str, proto.Envelope], None]
+        self, services: list[str], prefixes: list[str], handler: Callable[[str, proto.Envelope], None]
     ) -> Subscriber:
         """Connect a SUB socket to the given services' PUB endpoints; any order of start-up works,
         because ZeroMQ connects (and reconnects) in the background."""
@@ -135,11 +136,13 @@ class ServiceRuntime:
         for service in services:
             sub.connect(self.endpoints.pub(service))
         self.reactor.add_reader(sock, lambda: sub.drain(handler))
+        self._subscribers.append((f"{'+'.join(services)} [{' '.join(prefixes) or '*'}]", sub))
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Disconnect and close a subscription made with ``subscribe``."""
         self.reactor.remove_reader(sub.socket)
+        self._subscribers = [(name, s) for name, s in self._subscribers if s is not sub]
         self._sockets.remove(sub.socket)
         sub.socket.close(linger=0)
 
@@ -183,8 +186,15 @@ class ServiceRuntime:
             "epoch": self.epoch,
             "stats": self._status_stats(),
             "bus": {"publisher": self.publisher.stats(), "commands": self.commands.stats(),
+                    "subscriptions": {name: self._subscription_stats(sub) for name, sub in self._subscribers},
                     "loop_errors": self.reactor.callback_errors},
         }
+
+    @staticmethod
+    def _subscription_stats(sub: Subscriber) -> dict[str, Any]:
+        peers = {source: {"received": p.received, "gaps": p.gaps, "lost": p.lost, "restarts": p.restarts,
+                          "stale": p.stale} for source, p in sub.peers.items()}
+        return {**sub.stats(), "peers": peers}
 
     def run(self) -> None:
         self.log.info("%s started (pid %d), serving %s", self.name, os.getpid(), self.endpoints.cmd(self.name))

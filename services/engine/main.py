@@ -13,6 +13,8 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
+
 import proto
 from bus import NotConnected
 from proto.commands import OrderArgs
@@ -75,6 +77,8 @@ class Engine:
                     self._tell(strategy, "on_refused", intent, "trading is not enabled")
                 continue
             for intent in intents:
+                if isinstance(intent, OrderArgs):
+                    intent = msgspec.structs.replace(intent, origin_ts_ns=quote.ts_ns)
                 if self._restricted(strategy, intent):
                     self.suppressed += 1
                     self._tell(strategy, "on_refused", intent, f"session is degraded ({self._degraded_mode})")

@@ -14,10 +14,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.engine.strategies import StrategySettings as AnyStrategy
 from services.engine.strategies.market_maker import MarketMakerSettings
 from services.engine.strategies.mean_reversion import MeanReversionSettings
 
-StrategySettings = Annotated[MeanReversionSettings | MarketMakerSettings, Field(discriminator="kind")]
+StrategySettings = Annotated[AnyStrategy, Field(discriminator="kind")]
 
 
 class EngineSettings(BaseModel):

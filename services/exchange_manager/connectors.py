@@ -43,7 +43,7 @@ class Connector(Protocol):
 
     def get_stats(self) -> dict[str, Any]: ...
 
-    def submit(self, order: proto.OrderUpdate) -> None: ...
+    def submit(self, order: proto.OrderUpdate, origin_ts_ns: int = 0) -> None: ...
 
     def cancel(self, client_order_id: str) -> None: ...
 
@@ -133,10 +133,11 @@ class VenueSimConnector:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def submit(self, order: proto.OrderUpdate) -> None:
+    def submit(self, order: proto.OrderUpdate, origin_ts_ns: int = 0) -> None:
         """Send a new order; raises ``NotConnected`` if it could not leave."""
         args = {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side.value,
-                "qty": order.qty, "order_type": order.order_type, "limit_price": order.limit_price}
+                "qty": order.qty, "order_type": order.order_type, "limit_price": order.limit_price,
+                "origin_ts_ns": origin_ts_ns}
         cid = order.client_order_id
 
         def on_reply(reply: proto.Reply) -> None:

@@ -77,7 +77,7 @@ class ExchangeManager:
         record = self.book.new(args, name)
         self._publish_order(record)
         try:
-            connector.submit(record.message())
+            connector.submit(record.message(), args.origin_ts_ns)
         except NotConnected as exc:
             self.book.reject(record, str(exc))
             self._publish_order(record)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import proto
 from bus.command_server import Handler
-from proto.commands import CancelArgs, FaultArgs, NewOrderArgs, NoArgs, SymbolArgs
+from proto.commands import CancelArgs, FaultArgs, LatencyArgs, NewOrderArgs, NoArgs, SymbolArgs
 
 if TYPE_CHECKING:
     from services.venue_sim.main import Venue
@@ -55,5 +55,14 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         """
         return venue.inject(args)
 
-    return {"new_order": new_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
+    def latency(args: LatencyArgs) -> dict[str, Any]:
+        """``latency`` → ``ok(count, p50_us, p99_us, p999_us)``: tick-to-order over the orders that
+        carried ``origin_ts_ns`` (the benchmark reads it); ``ok(count=0)`` before any.
+        ``args={"reset": true}`` clears the samples after reading them."""
+        result = venue.tick_to_order()
+        if args.reset:
+            venue.tick_to_order_ns.clear()
+        return result
+
+    return {"latency": latency, "new_order": new_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
             "open_orders": open_orders, "positions": positions, "fills": fills, "fault": fault}

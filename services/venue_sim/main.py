@@ -9,6 +9,7 @@ restarts of our services and reconnection and reconciliation are exercised for r
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import proto
@@ -29,6 +30,8 @@ class Venue:
         self.feed_on = True
         self.extra_latency_ms = 0.0
         self.quotes_published = 0
+        # Tick-to-order: from publishing the quote that triggered an order to receiving the order.
+        self.tick_to_order_ns: deque[int] = deque(maxlen=100_000)
         self.runtime.add_handlers(build_handlers(self))
         tick = min(0.05, max(0.001, 1.0 / self.settings.quotes_per_s))
         self.runtime.reactor.call_every(tick, self._tick)
@@ -55,6 +58,8 @@ class Venue:
     # -- orders ----------------------------------------------------------------------------------
 
     def submit(self, args: NewOrderArgs) -> dict[str, Any] | None:
+        if args.origin_ts_ns:
+            self.tick_to_order_ns.append(time.time_ns() - args.origin_ts_ns)
         latency_ms = self.settings.latency_ms + self.extra_latency_ms
         if latency_ms > 0:
             self.runtime.reactor.call_later(latency_ms / 1000, lambda: self._publish(self.matcher.new_order(args)))
@@ -101,6 +106,14 @@ class Venue:
         elif args.fault == "clear":
             self.extra_latency_ms, self.matcher.reject_all, self.feed_on = 0.0, False, True
         return {"fault": args.fault}
+
+    def tick_to_order(self) -> dict[str, float]:
+        """p50/p99/p99.9 in microseconds over the last orders that carried an origin timestamp."""
+        samples = sorted(self.tick_to_order_ns)
+        if not samples:
+            return {"count": 0}
+        pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1e3  # noqa: E731
+        return {"count": len(samples), "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
 
     def stats(self) -> dict[str, Any]:
         m = self.matcher

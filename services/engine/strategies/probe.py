@@ -1,0 +1,51 @@
+"""Latency probe: measures tick-to-order on the live path without trading.
+
+Every ``every_n`` quotes it sends one minimal limit order priced ``offset_pct`` away from the
+market (so it never fills) and cancels the previous probe. Each order carries the triggering
+quote's timestamp, so the venue measures tick-to-order on it. Off by default; used by the
+benchmark and by operators who want the figure from a running system.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import proto
+from proto.commands import CancelArgs, OrderArgs
+from services.engine.strategies.base import Intent, Strategy
+
+
+class ProbeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["probe"] = "probe"
+    name: str = "probe"
+    symbol: str = "BTC-USD"
+    every_n: int = Field(default=10, ge=1)
+    offset_pct: float = Field(default=50.0, gt=0, lt=100)
+    qty: float = Field(default=0.001, gt=0)
+
+
+class Probe(Strategy):
+    def __init__(self, cfg: ProbeSettings) -> None:
+        super().__init__(cfg.name, cfg.symbol)
+        self.cfg = cfg
+        self._count = 0
+        self._resting: str | None = None
+
+    def on_quote(self, quote: proto.Quote, now: float) -> list[Intent]:
+        self._count += 1
+        if self._count % self.cfg.every_n:
+            return []
+        intents: list[Intent] = []
+        if self._resting is not None:
+            intents.append(CancelArgs(client_order_id=self._resting))
+            self._resting = None
+        price = round(quote.bid * (1 - self.cfg.offset_pct / 100), 8)
+        intents.append(self.order(proto.Side.BUY, self.cfg.qty, "limit", price))
+        return intents
+
+    def on_accepted(self, intent: OrderArgs, client_order_id: str) -> None:
+        self._resting = client_order_id
