@@ -76,9 +76,14 @@ class Reconciler:
             outcome.error = "venue did not answer every reconciliation query"
             self._done(outcome)
             return
+        open_before = {o.client_order_id for o in self._book.open_orders() if o.connector == connector}
         venue_fills = [proto.from_builtins(f, proto.Fill) for f in replies["fills"]["fills"]]
         for fill in venue_fills:
             self._apply_fill(fill)  # idempotent per fill_id: only missed fills change anything
+        for cid in open_before:
+            record = self._book.orders.get(cid)
+            if record is not None and not record.status.is_open:
+                outcome.resolved[cid] = record.status.value  # closed by a fill we had missed
         known_ids = set(replies["fills"]["client_order_ids"])
         venue_open = {o["client_order_id"]: proto.from_builtins(o, proto.OrderUpdate)
                       for o in replies["open_orders"]["orders"]}
@@ -110,8 +115,10 @@ class Reconciler:
             ours = self._positions.setdefault(symbol, Position())
             if abs(ours.qty - theirs.get("qty", 0.0)) > EPSILON:
                 outcome.position_mismatches[symbol] = (ours.qty, theirs.get("qty", 0.0))
-                # The venue is the truth: take its position, average price and PnL as they are.
-                for key, value in theirs.items():
+                # The venue is the truth: take its position, average price and PnL as they are
+                # (a symbol the venue does not hold at all is flat).
+                truth = Position(**theirs)
+                for key, value in truth.to_dict().items():
                     setattr(ours, key, value)
         self._done(outcome)
 
