@@ -58,7 +58,10 @@ class OrderBook:
         self.orders: dict[str, OrderRecord] = {}
         self._closed: deque[str] = deque()
         self._keep_closed = keep_closed
+        # Fill ids already applied: a bounded window, far larger than any replay of missed fills.
         self._fill_ids: set[str] = set()
+        self._fill_order: deque[str] = deque()
+        self._keep_fill_ids = keep_closed * 10
         self.submitted = 0
         self.rejected = 0
         self.fills = 0
@@ -96,6 +99,9 @@ class OrderBook:
         if fill.fill_id in self._fill_ids:
             return None
         self._fill_ids.add(fill.fill_id)
+        self._fill_order.append(fill.fill_id)
+        if len(self._fill_order) > self._keep_fill_ids:
+            self._fill_ids.discard(self._fill_order.popleft())
         self.fills += 1
         record = self.orders.get(fill.client_order_id)
         if record is None:

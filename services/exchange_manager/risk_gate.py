@@ -43,9 +43,6 @@ class RiskGate:
     def mode(self) -> Mode:
         session = self._session_mode()
         return session if _STRICTNESS[session] > _STRICTNESS[self.operator_mode] else self.operator_mode
-        self._recent: deque[float] = deque()
-        self.passed = 0
-        self.refusals: dict[str, int] = {}
 
     def check(
         self,

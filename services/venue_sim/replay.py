@@ -14,12 +14,14 @@ import csv
 import gzip
 import io
 import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 EST = timezone(timedelta(hours=-5))
+_HISTDATA_STAMP = re.compile(r"\d{8} \d{9}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ def load(path: Path, fmt: str = "auto", spread_bps: float = 2.0) -> list[ReplayE
 def _bars(rows: Iterable[list[str]], spread_bps: float) -> list[ReplayEvent]:
     events = []
     for row in rows:
+        if not row:
+            continue
         ts = _iso(row[0])
         o, h, low, c = (float(x) for x in row[1:5])
         path = [o, h, low, c] if abs(h - o) <= abs(o - low) else [o, low, h, c]
@@ -99,7 +103,10 @@ def _histdata(rows: Iterable[list[str]], _spread_bps: float) -> list[ReplayEvent
     for r in rows:
         if not r:
             continue
-        stamp = datetime.strptime(r[0].strip(), "%Y%m%d %H%M%S%f").replace(tzinfo=EST)
+        text = r[0].strip()
+        if not _HISTDATA_STAMP.fullmatch(text):
+            raise ValueError(f"histdata timestamp {text!r} is not 'YYYYMMDD HHMMSSmmm'")
+        stamp = datetime.strptime(text, "%Y%m%d %H%M%S%f").replace(tzinfo=EST)
         events.append(ReplayEvent(stamp.timestamp(), "quote", bid=float(r[1]), ask=float(r[2])))
     return events
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import proto
+from proto.commands import OrderArgs
 from services.engine.strategies.base import Intent, Strategy
 
 
@@ -31,6 +32,9 @@ class MeanReversion(Strategy):
         self._mids: deque[float] = deque(maxlen=cfg.window)
         self._sum = 0.0
         self._last_order = float("-inf")
+        # Orders not yet filled count against the limit: sent (unanswered) and open (accepted).
+        self._unacked = 0.0
+        self._open: dict[str, float] = {}  # client order id -> signed quantity not yet filled
 
     def on_quote(self, quote: proto.Quote, now: float) -> list[Intent]:
         mid = (quote.bid + quote.ask) / 2
@@ -42,10 +46,31 @@ class MeanReversion(Strategy):
             return []
         deviation_bps = (mid / (self._sum / len(self._mids)) - 1) * 1e4
         cfg = self.cfg
-        if deviation_bps <= -cfg.entry_bps and self.position + cfg.qty <= cfg.max_position + 1e-12:
-            self._last_order = now
-            return [self.order(proto.Side.BUY, cfg.qty)]
-        if deviation_bps >= cfg.entry_bps and self.position - cfg.qty >= -cfg.max_position - 1e-12:
-            self._last_order = now
-            return [self.order(proto.Side.SELL, cfg.qty)]
+        exposure = self.position + self._unacked + sum(self._open.values())
+        if deviation_bps <= -cfg.entry_bps and exposure + cfg.qty <= cfg.max_position + 1e-12:
+            return [self._send(proto.Side.BUY, now)]
+        if deviation_bps >= cfg.entry_bps and exposure - cfg.qty >= -cfg.max_position - 1e-12:
+            return [self._send(proto.Side.SELL, now)]
         return []
+
+    def _send(self, side: proto.Side, now: float) -> OrderArgs:
+        self._last_order = now
+        self._unacked += side.sign * self.cfg.qty
+        return self.order(side, self.cfg.qty)
+
+    def on_accepted(self, intent: OrderArgs, client_order_id: str) -> None:
+        self._unacked -= intent.side.sign * intent.qty
+        self._open[client_order_id] = intent.side.sign * intent.qty
+
+    def on_refused(self, intent: Intent, reason: str) -> None:
+        if isinstance(intent, OrderArgs):
+            self._unacked -= intent.side.sign * intent.qty
+
+    def on_fill(self, fill: proto.Fill) -> None:
+        super().on_fill(fill)
+        if fill.client_order_id in self._open:
+            self._open[fill.client_order_id] -= fill.side.sign * fill.qty
+
+    def on_order_update(self, update: proto.OrderUpdate) -> None:
+        if not update.status.is_open:
+            self._open.pop(update.client_order_id, None)
