@@ -79,18 +79,27 @@ class CommandClient:
     def _attempt(self, command_id: str, data: bytes, timeout_s: float) -> proto.Reply | None:
         sock = self._socket()
         deadline = time.monotonic() + timeout_s
-        # IMMEDIATE is set: with no connected server the send would not queue, so wait to be writable.
-        if not self._wait(sock, zmq.POLLOUT, deadline):
-            return None
         try:
             sock.send(data, flags=zmq.NOBLOCK)
         except zmq.Again:
-            return None
-        while self._wait(sock, zmq.POLLIN, deadline):
+            # IMMEDIATE is set: with no connected server nothing is queued; wait to be writable.
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not sock.poll(remaining_ms, zmq.POLLOUT):
+                return None
             try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+                sock.send(data, flags=zmq.NOBLOCK)
             except zmq.Again:
-                continue
+                return None
+        while True:
+            # A blocking receive bounded by RCVTIMEO waits in libzmq itself: no poller per call.
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                return None
+            sock.setsockopt(zmq.RCVTIMEO, remaining_ms)
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                return None
             try:
                 env = proto.decode(frames[-1], self._bus.max_message_bytes)
             except proto.ProtocolError:
@@ -99,12 +108,6 @@ class CommandClient:
             if isinstance(reply, proto.Reply) and reply.id in (command_id, ""):
                 return reply
             # else: a late reply to an earlier call; drop it and keep waiting for ours
-        return None
-
-    @staticmethod
-    def _wait(sock: zmq.Socket, event: int, deadline: float) -> bool:
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        return bool(sock.poll(remaining_ms, event))
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:

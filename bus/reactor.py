@@ -34,7 +34,8 @@ class Reactor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._wake_fd = self._wake_r.fileno()
+        self._poller.register(self._wake_fd, zmq.POLLIN)
         self._running = False
         self._stopping = False
         self.callback_errors = 0
@@ -90,7 +91,7 @@ class Reactor:
         if self._calls:
             timeout_ms = 0
         for sock, _event in self._poller.poll(timeout_ms):
-            if sock == self._wake_r.fileno():
+            if sock is self._wake_fd or sock == self._wake_fd:
                 self._drain_wake()
                 continue
             self._guard(self._readers[sock])
@@ -127,6 +128,6 @@ class Reactor:
             pass
 
     def close(self) -> None:
-        self._poller.unregister(self._wake_r.fileno())
+        self._poller.unregister(self._wake_fd)
         self._wake_r.close()
         self._wake_w.close()

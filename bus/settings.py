@@ -24,9 +24,9 @@ class BusSettings(BaseModel):
     linger_ms: int = Field(default=0, ge=0)
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
 
-    heartbeat_interval_s: float = Field(default=0.2, gt=0, le=5)
+    heartbeat_interval_s: float = Field(default=0.25, gt=0, le=5)
     # A process is missing after this many heartbeat intervals without any message from it.
-    missed_heartbeats: int = Field(default=5, ge=2)
+    missed_heartbeats: int = Field(default=4, ge=2)
 
     command_timeout_s: float = Field(default=1.0, gt=0)
     command_retries: int = Field(default=2, ge=0)

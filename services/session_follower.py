@@ -37,7 +37,7 @@ class SessionFollower:
                           self._on_message)
         self._reactor = runtime.reactor
         self._reactor.call_later(0.0, self._snapshot)
-        runtime.reactor.call_every(0.05, self._watch)
+        runtime.reactor.call_every(0.25, self._watch)
 
     # -- what the service asks -------------------------------------------------------------------
 

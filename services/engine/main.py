@@ -45,7 +45,7 @@ class Engine:
         self.suppressed = 0
         self.orders_refused = 0
         self.order_timeouts = 0
-        self._latency_ns: deque[int] = deque(maxlen=4096)
+        self._latency_ns: deque[int] = deque(maxlen=1024)
         self.orders = self.runtime.channel("exchange_manager", timeout_s=cfg.order_timeout_s)
         self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
                                self._on_market_data)

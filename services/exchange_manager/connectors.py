@@ -72,7 +72,7 @@ class VenueSimConnector:
         self.received = 0
         self._dropped_before = 0
         self._latency_ms = 0.0
-        runtime.reactor.call_every(0.1, self._watch)
+        runtime.reactor.call_every(0.25, self._watch)
 
     # -- the link --------------------------------------------------------------------------------
 

@@ -33,7 +33,9 @@ class Venue:
         # Tick-to-order: from publishing the quote that triggered an order to receiving the order.
         self.tick_to_order_ns: deque[int] = deque(maxlen=100_000)
         self.runtime.add_handlers(build_handlers(self))
-        tick = min(0.05, max(0.001, 1.0 / self.settings.quotes_per_s))
+        # A replay follows its file's own timing, so it ticks finely; the synthetic source ticks
+        # at its quote rate (at most 1 kHz: faster rates publish several quotes per tick).
+        tick = 0.005 if self.settings.source == "replay" else min(0.2, max(0.001, 1.0 / self.settings.quotes_per_s))
         self.runtime.reactor.call_every(tick, self._tick)
 
     # -- market data -----------------------------------------------------------------------------

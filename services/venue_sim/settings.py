@@ -29,7 +29,7 @@ class VenueSimSettings(BaseModel):
     source: Literal["synthetic", "replay"] = "synthetic"
     symbols: dict[str, float] = Field(default_factory=lambda: {"BTC-USD": 40_000.0, "ETH-USD": 3_000.0,
                                                                "SOL-USD": 150.0})
-    quotes_per_s: float = Field(default=20.0, gt=0, le=200_000)  # per symbol
+    quotes_per_s: float = Field(default=5.0, gt=0, le=200_000)  # per symbol
     volatility_bps_per_sqrt_s: float = Field(default=4.0, ge=0)
     jump_probability_per_s: float = Field(default=0.002, ge=0, le=1)
     jump_bps: float = Field(default=40.0, ge=0)

@@ -18,7 +18,7 @@ class MeanReversionSettings(BaseModel):
     kind: Literal["mean_reversion"] = "mean_reversion"
     name: str = "meanrev"
     symbol: str = "BTC-USD"
-    window: int = Field(default=40, ge=2)  # quotes in the rolling mean
+    window: int = Field(default=20, ge=2)  # quotes in the rolling mean
     entry_bps: float = Field(default=3.0, gt=0)  # distance from the mean that triggers an order
     qty: float = Field(default=0.01, gt=0)
     max_position: float = Field(default=0.05, gt=0)
