@@ -125,7 +125,7 @@ class LiveTradingOrchestrator:
         return self._in_loop(lambda: dict(self._components.components["exchange_manager"].stats.get("connectors", {})))
 
     def recover_from_degraded(self) -> bool:
-        """DEGRADED → LIVE when every process is alive again; False (and the reason logged) if not."""
+        """DEGRADED → LIVE under the conditions of ``recover``; False (and the reason logged) if not."""
         try:
             self._in_loop(self.recover)
         except Refused as exc:
