@@ -17,6 +17,7 @@ from bus import NotConnected
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
+from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
@@ -45,7 +46,12 @@ class ExchangeManager:
             else degraded_mode))
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
-        self.positions: dict[str, Position] = {}
+        self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
+        orders, self.positions, fill_ids = self.journal.load()
+        self.book.restore(orders, fill_ids)
+        if orders:
+            log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
+                     len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=2.0,
                                      apply_fill=self.on_fill, report=self._on_reconciled)
@@ -75,12 +81,13 @@ class ExchangeManager:
             self.book.rejected += 1
             raise Refused(reason)
         record = self.book.new(args, name)
+        self.journal.save_order(record)  # on disk before it leaves: a restart knows it was sent
         self._publish_order(record)
         try:
             connector.submit(record.message(), args.origin_ts_ns)
         except NotConnected as exc:
             self.book.reject(record, str(exc))
-            self._publish_order(record)
+            self._record(record)
             raise Refused(str(exc)) from None
         return record
 
@@ -121,14 +128,15 @@ class ExchangeManager:
     # -- what the venues report (ConnectorEvents) ------------------------------------------------
 
     def on_order_update(self, update: proto.OrderUpdate) -> None:
-        record = self.book.apply_update(update)
-        self._publish_order(record)
+        self._record(self.book.apply_update(update))
 
     def on_fill(self, fill: proto.Fill) -> None:
         record = self.book.apply_fill(fill)
         if record is None:
             return  # already applied
-        self.positions.setdefault(fill.symbol, Position()).apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
+        position = self.positions.setdefault(fill.symbol, Position())
+        position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
+        self.journal.save_fill(fill, record, position)
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
@@ -143,6 +151,11 @@ class ExchangeManager:
         self.reconciler.run(connector)
 
     def _on_reconciled(self, outcome: Outcome) -> None:
+        for cid in outcome.adopted + list(outcome.resolved):
+            if cid in self.book.orders:
+                self._record(self.book.orders[cid])
+        if outcome.position_mismatches:
+            self.journal.save_positions({s: self.positions[s] for s in outcome.position_mismatches})
         level = logging.INFO if outcome.ok and not outcome.position_mismatches else logging.WARNING
         log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
                 outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
@@ -152,6 +165,10 @@ class ExchangeManager:
                 kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
                 detail={"adopted": outcome.adopted, "resolved": outcome.resolved,
                         "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
+
+    def _record(self, record: OrderRecord) -> None:
+        self.journal.save_order(record)
+        self._publish_order(record)
 
     def _publish_order(self, record: OrderRecord) -> None:
         self.runtime.publisher.publish(proto.topics.ORDERS, record.message())
@@ -191,7 +208,10 @@ class ExchangeManager:
         }
 
     def run(self) -> None:
-        self.runtime.run()
+        try:
+            self.runtime.run()
+        finally:
+            self.journal.close()
 
 
 def main() -> None:

@@ -50,6 +50,10 @@ class OrderRecord:
         d["side"], d["status"] = self.side.value, self.status.value
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> "OrderRecord":
+        return cls(**{**d, "side": Side(d["side"]), "status": OrderStatus(d["status"])})  # type: ignore[arg-type]
+
 
 class OrderBook:
     def __init__(self, id_prefix: str, keep_closed: int = 10_000) -> None:
@@ -66,6 +70,20 @@ class OrderBook:
         self.rejected = 0
         self.fills = 0
         self.adopted = 0
+
+    def restore(self, records: list[OrderRecord], fill_ids: list[str]) -> None:
+        """Load what the journal kept (oldest first), after a restart."""
+        for record in records:
+            self.orders[record.client_order_id] = record
+            if not record.status.is_open:
+                self._closed.append(record.client_order_id)
+        # The session's counters go on from what the journal holds (it keeps the latest orders).
+        self.submitted += len(records)
+        self.rejected += sum(1 for r in records if r.status == OrderStatus.REJECTED)
+        self.fills += len(fill_ids)
+        for fill_id in fill_ids:
+            self._fill_ids.add(fill_id)
+            self._fill_order.append(fill_id)
 
     def new(self, args: OrderArgs, connector: str) -> OrderRecord:
         now = time.time_ns()

@@ -37,6 +37,10 @@ class ExchangeManagerSettings(BaseModel):
     connectors: list[ConnectorSettings] = Field(default_factory=lambda: [ConnectorSettings()])
     default_connector: str = "sim"
     risk: RiskLimits = RiskLimits()
+    # The book of record on disk (in paths.state_dir). Written through to the operating system
+    # before an order leaves (survives kill -9); fsync_per_order also survives a power cut.
+    journal_file: str = "exchange_manager.sqlite"
+    fsync_per_order: bool = False
     # Dead-man switch of the pre-trade gate: with no word from the orchestrator for this long,
     # the gate refuses orders that open or increase a position.
     deadman_timeout_s: float = Field(default=2.0, gt=0)

@@ -154,7 +154,16 @@ class LiveTradingOrchestrator:
 
     def open_market(self, reason: str = "market open") -> None:
         self._require(S.READY, "open")
+        self._require_reconciled("open")
         self._transition(S.LIVE, reason)
+
+    def _reconciled(self) -> bool:
+        """The exchange manager's book agrees with its venues (its latest reconciliation passed)."""
+        return bool(self._components.components["exchange_manager"].stats.get("reconciled"))
+
+    def _require_reconciled(self, action: str) -> None:
+        if not self._reconciled():
+            raise Refused(f"{action}: the exchange manager has not reconciled with its venues yet")
 
     def close_market(self, reason: str = "market close") -> dict[str, Any]:
         """Market close: flatten (if set), end the session, write the end-of-day report, archive
@@ -231,6 +240,7 @@ class LiveTradingOrchestrator:
         assessment = self._health.assess(self._components)
         if assessment.healthy_connectors == 0:
             raise Refused("no connector is healthy")
+        self._require_reconciled("recover")
         step, _ = run_step(None, "reset safety", self._safety, "reset", {"reason": reason})
         if not step.ok:
             raise Refused(f"safety reset failed: {step.detail}")
@@ -399,7 +409,7 @@ class LiveTradingOrchestrator:
             if not self.settings.orchestrator.auto_open:
                 self._counters.auto_open_pending = False
                 self._journal.save_counters(self._counters)
-            elif self._market_open():
+            elif self._market_open() and self._reconciled():
                 self._transition(S.LIVE, "market open (auto_open at start-up)")
         elif state in (S.LIVE, S.DEGRADED) and not self._market_open():
             self.close_market("scheduled market close")
