@@ -1,0 +1,82 @@
+"""services/exchange_manager/journal.py: the book of record survives a restart and a kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import proto
+from proto import OrderStatus, Side
+from proto.commands import OrderArgs
+from services.exchange_manager.journal import OrderJournal
+from services.exchange_manager.order_book import OrderBook
+from services.positions import Position
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fill(cid: str, fill_id: str, qty: float, price: float) -> proto.Fill:
+    return proto.Fill(fill_id=fill_id, client_order_id=cid, symbol="BTC-USD", side=Side.BUY, qty=qty,
+                      price=price, fee=0.1, ts_ns=1)
+
+
+def test_orders_positions_and_fill_ids_come_back(tmp_path: Path) -> None:
+    path = tmp_path / "em.sqlite"
+    journal = OrderJournal(path, fsync_per_order=False)
+    book = OrderBook("a")
+    filled = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    journal.save_order(filled)
+    resting = book.new(OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=1.0, order_type="limit",
+                                 limit_price=50_000.0), "sim")
+    journal.save_order(resting)
+    position = Position()
+    f = fill(filled.client_order_id, "F1", 2.0, 40_000.0)
+    record = book.apply_fill(f)
+    assert record is not None
+    position.apply_fill(1, 2.0, 40_000.0, 0.1)
+    journal.save_fill(f, record, position)
+    journal.close()
+
+    orders, positions, fill_ids = OrderJournal(path, fsync_per_order=False).load()
+    restored = OrderBook("b")
+    restored.restore(orders, fill_ids)
+    assert {o.client_order_id: o.status for o in orders} == {
+        filled.client_order_id: OrderStatus.FILLED, resting.client_order_id: OrderStatus.NEW}
+    assert [o.client_order_id for o in restored.open_orders()] == [resting.client_order_id]
+    assert positions["BTC-USD"] == position
+    assert restored.apply_fill(f) is None  # the fill id is known: never applied twice
+    assert restored.submitted == 2 and restored.fills == 1
+    # a new book (new process) never reuses an id of the old one
+    assert restored.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=1.0), "sim").client_order_id not in {
+        o.client_order_id for o in orders}
+
+
+def test_an_order_saved_before_sending_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "em.sqlite"
+    child = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from proto import Side
+        from proto.commands import OrderArgs
+        from services.exchange_manager.journal import OrderJournal
+        from services.exchange_manager.order_book import OrderBook
+        journal = OrderJournal(Path({str(path)!r}), fsync_per_order=False)
+        record = OrderBook("k").new(OrderArgs(symbol="ETH-USD", side=Side.BUY, qty=1.0), "sim")
+        journal.save_order(record)
+        print(record.client_order_id, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        cid = proc.stdout.readline().strip()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    orders, _, _ = OrderJournal(path, fsync_per_order=False).load()
+    assert [(o.client_order_id, o.status) for o in orders] == [(cid, OrderStatus.NEW)]
