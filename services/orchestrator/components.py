@@ -24,6 +24,7 @@ class ComponentTracker:
     def __init__(self, names: tuple[str, ...], missing_after_s: float) -> None:
         self.components = {name: Component(name) for name in names}
         self._missing_after_s = missing_after_s
+        self._started = time.monotonic()
 
     def heard(self, env: proto.Envelope) -> None:
         """Any message counts as liveness; a heartbeat also brings pid and stats."""
@@ -50,8 +51,15 @@ class ComponentTracker:
         age = self.age_s(name)
         return age is not None and age < self._missing_after_s
 
-    def missing(self) -> list[str]:
+    def not_alive(self) -> list[str]:
         return [name for name in self.components if not self.alive(name)]
+
+    def missing(self) -> list[str]:
+        """Processes gone quiet. One never heard from counts only once the tracker itself has been
+        up for a full heartbeat timeout: a restarted orchestrator must first give its peers the
+        chance to be heard, or it would find every one of them missing at its first tick."""
+        grace_over = time.monotonic() - self._started >= self._missing_after_s
+        return [name for name in self.not_alive() if grace_over or self.components[name].last_seen is not None]
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -20,11 +20,14 @@ if TYPE_CHECKING:
 def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
     from services.orchestrator.orchestrator import Refused
 
-    def refusing(action: Any) -> dict[str, Any]:
+    def refusing(name: str, reason: str, action: Any) -> dict[str, Any]:
+        """Run a control action; record it (accepted or refused) in the governance log."""
         try:
             action()
         except (Refused, IllegalTransition) as exc:
+            orch.record_command(name, False, str(exc))
             raise proto.CommandError(str(exc)) from None
+        orch.record_command(name, True, f"{reason}; session is {orch.get_state().value}")
         return {"state": orch.get_state().value}
 
     def state(_: NoArgs) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
         Wire: ``Command(name="open", args={"reason": str})``.  CLI: ``tradectl open``.
         """
-        return refusing(lambda: orch.open_market(args.reason))
+        return refusing("open", args.reason, lambda: orch.open_market(args.reason))
 
     def close(args: ReasonArgs) -> dict[str, Any]:
         """``close``: market close: flatten (``orchestrator.close_flatten``), end the session
@@ -65,7 +68,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         CLI: ``tradectl close``.
         """
         written: dict[str, Any] = {}
-        result = refusing(lambda: written.update(orch.close_market(args.reason)))
+        result = refusing("close", args.reason, lambda: written.update(orch.close_market(args.reason)))
         return {**result, **written}
 
     def recover(_: NoArgs) -> dict[str, Any]:
@@ -73,7 +76,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
         Wire: ``Command(name="recover")``.  CLI: ``tradectl recover``.
         """
-        return refusing(orch.recover)
+        return refusing("recover", "operator recover", orch.recover)
 
     def failsafe(args: FailsafeArgs) -> dict[str, Any]:
         """``failsafe``: stop trading now (LIVE/DEGRADED → FAILSAFE) and run the failsafe sequence.
@@ -81,14 +84,14 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         Wire: ``Command(name="failsafe", args={"reason": str})``.
         CLI: ``tradectl failsafe --reason TEXT``.
         """
-        return refusing(lambda: orch.trigger_failsafe(args.reason))
+        return refusing("failsafe", args.reason, lambda: orch.trigger_failsafe(args.reason))
 
     def reset(args: ReasonArgs) -> dict[str, Any]:
         """``reset``: FAILSAFE → READY once the failsafe sequence has finished; then ``open`` again.
 
         Wire: ``Command(name="reset", args={"reason": str})``.  CLI: ``tradectl reset``.
         """
-        return refusing(lambda: orch.reset(args.reason))
+        return refusing("reset", args.reason, lambda: orch.reset(args.reason))
 
     def shutdown(args: ReasonArgs) -> dict[str, Any]:
         """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
@@ -96,7 +99,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
         Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
         """
-        return refusing(lambda: orch.shutdown(args.reason))
+        return refusing("shutdown", args.reason, lambda: orch.shutdown(args.reason))
 
     return {
         "state": state, "status": status, "stats": stats, "open": open_, "close": close,

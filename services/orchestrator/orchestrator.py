@@ -234,7 +234,7 @@ class LiveTradingOrchestrator:
         """DEGRADED → LIVE when: in DEGRADED, every process alive, at least one connector healthy,
         and the safety process's reset succeeds. Otherwise refused with the first unmet condition."""
         self._require(S.DEGRADED, "recover")
-        missing = self._components.missing()
+        missing = self._components.not_alive()
         if missing:
             raise Refused(f"not healthy: missing {', '.join(missing)}")
         assessment = self._health.assess(self._components)
@@ -273,7 +273,7 @@ class LiveTradingOrchestrator:
         )
         self._runtime.add_handlers(build_handlers(self))
         self._runtime.subscribe(PEERS, [proto.topics.HEARTBEAT_PREFIX, proto.topics.SAFETY,
-                                        proto.topics.HEALTH_PREFIX], self._on_message)
+                                        proto.topics.GOVERNANCE], self._on_message)
         oset = settings.orchestrator
         self._peers: dict[str, CommandClient] = {
             name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
@@ -403,7 +403,7 @@ class LiveTradingOrchestrator:
 
     def _tick(self) -> None:
         state = self.get_state()
-        if state == S.STARTUP and not self._components.missing():
+        if state == S.STARTUP and not self._components.not_alive():
             self._transition(S.READY, "all processes heard from")
         elif state == S.READY and self._counters.auto_open_pending:
             if not self.settings.orchestrator.auto_open:
@@ -519,6 +519,15 @@ class LiveTradingOrchestrator:
         body = env.body
         if isinstance(body, proto.SafetyEvent):
             self._on_safety_event(body)
+        elif isinstance(body, proto.GovernanceEvent):
+            detail = f" {body.detail}" if body.detail else ""
+            self._logs.governance(f"{env.source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
+                                  logging.WARNING if body.kind.startswith("order_refused") else logging.INFO)
+
+    def record_command(self, name: str, accepted: bool, detail: str) -> None:
+        """Every operator command, accepted or refused, goes to the governance log."""
+        self._logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
+                              logging.INFO if accepted else logging.WARNING)
 
     def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
         """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""

@@ -41,9 +41,10 @@ class Safety:
         self._lost_seen = 0
         self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX, proto.topics.BAD_MARKET_DATA],
                                self._on_market_data)
+        self._em_epoch: int | None = None
         self._em = self.runtime.subscribe(
-            ["exchange_manager"], [proto.topics.ORDERS, proto.topics.FILLS, proto.topics.heartbeat("exchange_manager")],
-            self._on_execution)
+            ["exchange_manager"], [proto.topics.ORDERS, proto.topics.FILLS, proto.topics.GOVERNANCE,
+                                   proto.topics.heartbeat("exchange_manager")], self._on_execution)
         self.runtime.reactor.call_every(0.25, self._periodic)
         self.runtime.add_handlers(build_handlers(self))
 
@@ -70,14 +71,33 @@ class Safety:
         elif isinstance(body, proto.Fill):
             self._last_fill = now
             self._raise("execution", self.execution.on_fill(body), now)
+        elif isinstance(body, proto.GovernanceEvent) and body.kind == "reconciliation":
+            self._on_reconciliation(body, now)
         elif isinstance(body, proto.Heartbeat):
             positions = body.stats.get("positions", {})
+            if env.epoch != self._em_epoch:
+                # A restarted exchange manager: its positions come from its journal and the venue,
+                # not from fills we saw; start the comparison afresh (it reconciles on its own).
+                self._em_epoch = env.epoch
+                self._positions_adopted = False
             if not self._positions_adopted:
                 # Clone pattern: start from the exchange manager's state, then follow its fills.
                 self.execution.adopt_positions(positions)
                 self._positions_adopted = True
             else:
                 self._raise("execution", self.execution.check_positions(positions, now - self._last_fill > 1.0), now)
+
+    def _on_reconciliation(self, ev: proto.GovernanceEvent, now: float) -> None:
+        """The exchange manager found its positions differ from the venue's and took the venue's:
+        an execution anomaly. The fill sum starts again from its corrected positions."""
+        mismatches = ev.detail.get("position_mismatches", {})
+        events = [proto.SafetyEvent(
+            event_type=proto.SafetyEventType.EXECUTION_ANOMALY, severity=proto.Severity.WARNING, symbol=symbol,
+            message=f"Reconciliation: exchange manager held {ours:g}, the venue holds {theirs:g}",
+            evidence={"exchange_manager": float(ours), "venue": float(theirs)})
+            for symbol, (ours, theirs) in mismatches.items()]
+        self._raise("execution", events, now)
+        self._positions_adopted = False
 
     def _periodic(self) -> None:
         now = time.monotonic()

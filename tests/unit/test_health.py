@@ -65,8 +65,23 @@ def test_all_healthy() -> None:
     assert out.healthy_connectors == 1
 
 
+def test_a_process_never_heard_is_missing_only_after_the_grace() -> None:
+    """A (re)started orchestrator gives its peers one heartbeat timeout to be heard first."""
+    t = tracker(missing_after_s=0.3, skip=("safety",))
+    monitor = HealthMonitor(HealthSettings())
+    assert monitor.assess(t).problems == []
+    assert t.not_alive() == ["safety"]  # but it does not count as heard (no READY without it)
+    wait_until(lambda: "safety" in t.missing(), timeout=3.0, what="the grace runs out")
+
+
 def test_a_missing_process_is_a_problem() -> None:
-    out = HealthMonitor(HealthSettings()).assess(tracker(skip=("safety",)))
+    t = tracker(missing_after_s=0.2, skip=("safety",))
+    wait_until(lambda: "safety" in t.missing(), timeout=3.0, what="the grace runs out")
+    for name in PEERS:  # the others keep beating
+        if name != "safety":
+            t.heard(heartbeat(name, {"exchange_manager": exchange_stats(), "engine": engine_stats()}.get(name, {}),
+                              seq=2))
+    out = HealthMonitor(HealthSettings()).assess(t)
     assert out.problems == ["process safety missing (no heartbeat)"]
     (safety,) = [e for e in of_type(out, proto.ProcessHealthEvent) if e.service == "safety"]
     assert not safety.alive and safety.heartbeat_age_s == -1.0 and safety.reason == "no heartbeat"

@@ -1,0 +1,119 @@
+"""Start-up, READY, the status view and the session logs of a real daemon.
+
+Read-only checks (and refused commands, which change nothing) share one daemon started with
+``auto_open = false``, so it stays READY. Tests that change the session are in
+test_session_control.py, each with its own daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bus import SERVICE_NAMES
+
+from .daemon import Daemon, orchestrated_services, program_names, wait_until
+
+MODULE_DAEMON = {"config": {"orchestrator": {"auto_open": False}}}
+
+TRANSITION_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestrator - INFO - State transition: STARTUP → READY"
+)
+SESSION_LOG_KINDS = ("live_trading", "safety_events", "connector_health", "governance_events")
+
+
+def test_all_programs_running_and_orchestrator_ready(module_daemon: Daemon) -> None:
+    d = module_daemon
+    names = d.statenames()
+    assert set(names) == set(program_names())
+    assert set(names.values()) == {"RUNNING"}, names
+    assert d.wait_state("ready", timeout=15) == "ready"
+    # auto_open = false: it stays READY
+    assert d.state() == "ready"
+
+
+def test_tradectl_state_prints_exactly_the_lowercase_name(module_daemon: Daemon) -> None:
+    module_daemon.wait_state("ready", timeout=15)
+    res = module_daemon.tradectl("state")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "ready\n"
+    assert res.stderr == ""
+
+
+def test_status_json_has_every_component_with_supervisord_pids(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_components_alive()
+    status = d.status_json()
+    assert status["state"] == "ready"
+    components = status["components"]
+    services = orchestrated_services()
+    assert set(services) <= set(components), components.keys()
+    assert set(components) <= set(SERVICE_NAMES), components.keys()
+    supervisor_pids = d.supervisorctl_pids()
+    for name in services:
+        comp = components[name]
+        for key in ("alive", "pid", "heartbeat_age_s", "restarts"):
+            assert key in comp, (name, comp)
+        assert comp["alive"] is True, (name, comp)
+        assert comp["restarts"] == 0, (name, comp)
+        assert isinstance(comp["heartbeat_age_s"], (int, float)), (name, comp)
+        assert 0 <= comp["heartbeat_age_s"] < 2.0, (name, comp)
+        assert comp["pid"] == supervisor_pids[name] == d.pid_of(name), (name, comp, supervisor_pids)
+
+
+def test_tradectl_status_table_names_every_service(module_daemon: Daemon) -> None:
+    res = module_daemon.tradectl("status")
+    assert res.returncode == 0, res.stderr
+    for name in orchestrated_services():
+        assert name in res.stdout
+    assert "ready" in res.stdout
+
+
+def test_session_logs_exist_and_record_startup_to_ready(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_state("ready", timeout=15)
+    live = d.session_log_dir
+    for kind in SESSION_LOG_KINDS:
+        matches = [p for p in live.iterdir() if re.fullmatch(rf"{kind}_\d{{8}}_\d{{6}}\.log", p.name)]
+        assert len(matches) == 1, (kind, sorted(p.name for p in live.iterdir()))
+    # the orchestrator names the same files in its status
+    paths = d.status()["session_logs"]
+    assert set(paths) == set(SESSION_LOG_KINDS)
+    for kind, path in paths.items():
+        assert path.startswith(str(live) + "/"), path
+    live_log = paths["live_trading"]
+    lines = wait_until(
+        lambda: [ln for ln in open(live_log, encoding="utf-8") if TRANSITION_LINE.match(ln)], 5,
+        message=f"no STARTUP → READY line in {live_log}",
+    )
+    assert len(lines) == 1, lines
+    # every line of the live log has the specified format
+    for line in open(live_log, encoding="utf-8"):
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestrator - (INFO|WARNING|ERROR|CRITICAL) - ",
+                        line), line
+
+
+def test_recover_when_not_degraded_is_refused(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_state("ready", timeout=15)
+    res = d.tradectl("recover")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "refused" in res.stderr and "recover needs degraded" in res.stderr, res.stderr
+    assert d.state() == "ready"
+
+
+def test_failsafe_when_nothing_trades_is_refused(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_state("ready", timeout=15)
+    res = d.tradectl("failsafe", "--reason", "test")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "refused" in res.stderr, res.stderr
+    assert d.state() == "ready"
+    assert d.stats_json()["failsafe_activations"] == 0
+
+
+def test_status_json_is_one_json_object(module_daemon: Daemon) -> None:
+    res = module_daemon.tradectl("status", "--json")
+    assert res.returncode == 0
+    obj = json.loads(res.stdout)
+    assert isinstance(obj, dict) and {"state", "components"} <= set(obj)
