@@ -13,7 +13,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bus import CommandClient, CommandTimeout
+from services.orchestrator.failsafe import run_step
 from services.orchestrator.state_machine import Transition
+
+
+def ask(client: CommandClient, command: str) -> dict[str, Any]:
+    """A query's result, or ``{}`` if the service refused or did not answer."""
+    try:
+        reply = client.call(command)
+    except CommandTimeout:
+        return {}
+    return reply.result if reply.ok else {}
+
+
+def flatten_for_close(engine: CommandClient, exchange: CommandClient, timeout_s: float) -> str:
+    """Stop the engine's decisions, flatten at the exchange manager, wait until flat."""
+    run_step(None, "disable engine", engine, "disable_trading", {"reason": "market close"})
+    step, _ = run_step(None, "flatten", exchange, "flatten")
+    if not step.ok:
+        return f"failed: {step.detail}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        positions = ask(exchange, "positions").get("positions", {})
+        if all(abs(p["qty"]) < 1e-9 for p in positions.values()):
+            return "flat"
+        time.sleep(0.05)
+    return "NOT FLAT after timeout"
 
 
 def build_report(session_id: str, stats: dict[str, Any], positions: dict[str, dict[str, Any]],

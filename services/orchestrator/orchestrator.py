@@ -24,7 +24,7 @@ from bus import CommandClient, CommandTimeout
 from proto import OrchestratorState as S
 from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
-from services.orchestrator.end_of_day import archive_logs, build_report, write_report
+from services.orchestrator.end_of_day import archive_logs, ask, build_report, flatten_for_close, write_report
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.failsafe import FailsafeSequence, run_step
 from services.orchestrator.health import Assessment, HealthMonitor
@@ -173,30 +173,13 @@ class LiveTradingOrchestrator:
             raise Refused(f"session is {state.value}; nothing to close")
         flatten = "not requested"
         if state in (S.LIVE, S.DEGRADED) and self.settings.orchestrator.close_flatten:
-            flatten = self._flatten_for_close()
+            flatten = flatten_for_close(self._peers["engine"], self._peers["exchange_manager"],
+                                        self.settings.orchestrator.close_flatten_timeout_s)
         self._transition(S.SHUTDOWN, f"{reason} (flatten: {flatten})")
         return self._end_of_day()
 
-    def _flatten_for_close(self) -> str:
-        """Stop the engine's decisions, flatten at the exchange manager, wait until flat."""
-        run_step(None, "disable engine", self._peers["engine"], "disable_trading", {"reason": "market close"})
-        step, _ = run_step(None, "flatten", self._peers["exchange_manager"], "flatten")
-        if not step.ok:
-            return f"failed: {step.detail}"
-        deadline = time.monotonic() + self.settings.orchestrator.close_flatten_timeout_s
-        while time.monotonic() < deadline:
-            positions = self._ask("exchange_manager", "positions").get("positions", {})
-            if all(abs(p["qty"]) < 1e-9 for p in positions.values()):
-                return "flat"
-            time.sleep(0.05)
-        return "NOT FLAT after timeout"
-
     def _ask(self, service: str, command: str) -> dict[str, Any]:
-        try:
-            reply = self._peers[service].call(command)
-        except CommandTimeout:
-            return {}
-        return reply.result if reply.ok else {}
+        return ask(self._peers[service], command)
 
     def _end_of_day(self) -> dict[str, Any]:
         report = build_report(
