@@ -60,7 +60,10 @@ class ServiceRuntime:
         stats: Callable[[], dict[str, Any]],
         state: Callable[[], proto.OrchestratorState | None] = lambda: None,
         trading_enabled: Callable[[], bool] = lambda: False,
+        on_subscription: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_subscription(prefix)``, if given, is told of every new subscription to this
+        process's PUB socket (an XPUB then): a publisher that must not start before anyone listens."""
         self.name = name
         self.settings = settings
         self.epoch = time.time_ns()
@@ -76,7 +79,8 @@ class ServiceRuntime:
         self._expiring = False
         self._stats = stats
 
-        self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(name))
+        self._on_subscription = on_subscription
+        self._pub_sock = self._bind_pub()
         self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes)
         self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
         self.commands = CommandServer(
@@ -103,6 +107,7 @@ class ServiceRuntime:
         """Close this process's bound sockets, so every peer's connection drops, and bind them
         again after ``duration_s``. Used by the venue simulator to play a network outage."""
         self.reactor.remove_reader(self._cmd_sock)
+        self.reactor.remove_reader(self._pub_sock)
         for sock in (self._pub_sock, self._cmd_sock):
             self._sockets.remove(sock)
             sock.close(linger=0)
@@ -110,8 +115,22 @@ class ServiceRuntime:
         self.log.warning("connections dropped for %.1fs (fault injection)", duration_s)
         self.reactor.call_later(duration_s, self._rebind)
 
+    def _bind_pub(self) -> zmq.Socket:
+        if self._on_subscription is None:
+            return self._bind(zmq.PUB, self.endpoints.pub(self.name))
+        sock = self._bind(zmq.XPUB, self.endpoints.pub(self.name))
+        self.reactor.add_reader(sock, lambda: self._read_subscriptions(sock))
+        return sock
+
+    def _read_subscriptions(self, sock: zmq.Socket) -> None:
+        assert self._on_subscription is not None
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frame = sock.recv(zmq.NOBLOCK)
+            if frame[:1] == b"\x01":  # 1 = subscribe, 0 = unsubscribe
+                self._on_subscription(frame[1:].decode(errors="replace"))
+
     def _rebind(self) -> None:
-        self._pub_sock = self._bind(zmq.PUB, self.endpoints.pub(self.name))
+        self._pub_sock = self._bind_pub()
         self.publisher.attach(self._pub_sock)
         self._cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(self.name))
         self.commands.attach(self._cmd_sock)

@@ -71,7 +71,7 @@ class ExchangeManager:
         if connector is None:
             raise Refused(f"unknown connector {name!r}")
         position = self.positions.get(args.symbol, Position()).qty
-        same_side = sum(o.qty - o.filled_qty for o in self.book.open_orders(args.symbol) if o.side == args.side)
+        same_side = self._working(args.symbol, args.side)
         refusal = self.gate.check(args, position, same_side, self.marks.get(args.symbol), self.gross_exposure())
         if refusal is not None:
             kind, reason = refusal
@@ -91,11 +91,17 @@ class ExchangeManager:
             raise Refused(str(exc)) from None
         return record
 
+    def _working(self, symbol: str, side: proto.Side, strategy: str | None = None) -> float:
+        """Quantity still working on one side of a symbol: open orders not being cancelled."""
+        return sum(o.qty - o.filled_qty for o in self.book.open_orders(symbol)
+                   if o.side == side and not o.cancel_requested and (strategy is None or o.strategy == strategy))
+
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)
         if record is None or not record.status.is_open:
             raise Refused(f"no open order {client_order_id}")
         self._connector(record.connector).cancel(client_order_id)
+        record.cancel_requested = True
 
     def cancel_all(self, symbol: str | None) -> int:
         count = 0
@@ -105,17 +111,25 @@ class ExchangeManager:
                 count += 1
             except NotConnected:
                 log.warning("cancel_all: connector %s not connected", connector.name)
+                continue
+            for record in self.book.open_orders(symbol):
+                if record.connector == connector.name and record.strategy != "flatten":
+                    record.cancel_requested = True
         return count
 
     def flatten(self, symbol: str | None) -> list[str]:
-        """Cancel open orders, then send a reduce-only market order against every position."""
+        """Cancel open orders, then send a reduce-only market order against every position, less
+        what earlier flatten orders still working will already take off: flattening twice (a
+        retry, a slow venue) never reverses a position."""
         self.cancel_all(symbol)
         sent = []
         for sym, pos in list(self.positions.items()):
             if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
                 side = proto.Side.SELL if pos.qty > 0 else proto.Side.BUY
-                record = self.submit(OrderArgs(symbol=sym, side=side, qty=abs(pos.qty), reduce_only=True,
-                                               strategy="flatten"))
+                qty = abs(pos.qty) - self._working(sym, side, strategy="flatten")
+                if qty <= 1e-9:
+                    continue
+                record = self.submit(OrderArgs(symbol=sym, side=side, qty=qty, reduce_only=True, strategy="flatten"))
                 sent.append(record.client_order_id)
         return sent
 

@@ -37,6 +37,8 @@ class OrderRecord:
     reason: str = ""
     created_ns: int = 0
     updated_ns: int = 0
+    # A cancel was sent: the order no longer counts as exposure the gate must allow for.
+    cancel_requested: bool = False
 
     def message(self) -> proto.OrderUpdate:
         return proto.OrderUpdate(

@@ -55,7 +55,10 @@ class RiskGate:
         """None if the order may go; otherwise ``(kind, reason)``."""
         limits = self._limits
         signed = order.qty * order.side.sign
-        reduces = abs(position) > EPSILON and signed * position < 0 and order.qty <= abs(position) + EPSILON
+        # Reducing: against the position, and not past zero counting the orders on the same side
+        # still working (several reducing orders in flight must not flip the position together).
+        reduces = (abs(position) > EPSILON and signed * position < 0
+                   and open_same_side + order.qty <= abs(position) + EPSILON)
         if not self._trading_allowed() and not reduces:
             return self._refuse("trading_disabled", "trading is not enabled (session not live, disabled, "
                                                     "or no word from the orchestrator): only reducing orders pass")

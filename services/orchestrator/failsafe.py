@@ -43,8 +43,8 @@ class FailsafeSequence:
         """Run the whole sequence into ``report``; True when the venue confirmed flat."""
         reason = {"reason": f"failsafe: {report.trigger}"}
         report.before = self._book()
-        run_step(report, "stop new orders: disable engine", self._engine, "disable_trading", reason)
-        run_step(report, "stop new orders: close the gate", self._exchange, "disable_trading", reason)
+        engine, _ = run_step(report, "stop new orders: disable engine", self._engine, "disable_trading", reason)
+        gate, _ = run_step(report, "stop new orders: close the gate", self._exchange, "disable_trading", reason)
         flat = False
         for attempt in range(1, self._cfg.attempts + 1):
             run_step(report, f"cancel every open order (attempt {attempt})", self._exchange, "cancel_all")
@@ -53,35 +53,54 @@ class FailsafeSequence:
             if flat:
                 break
         report.after = self._book()
+        report.ok = engine.ok and gate.ok and flat
         return flat
 
     def _verify(self, report: IncidentReport, attempt: int) -> bool:
-        """Ask the exchange manager to reconcile with every venue and wait for the venues' answer."""
+        """Reconcile the exchange manager with every venue, again and again, until the venues say
+        flat or ``verify_timeout_s`` runs out: orders still on their way (a slow venue) get the time
+        to land instead of being flattened a second time."""
         t0 = time.perf_counter()
         name = f"verify flat at the venue (attempt {attempt})"
-        step, started = run_step(None, name, self._exchange, "reconcile")
-        runs: dict[str, int] = started.get("runs", {})
-        if not step.ok or not runs:
-            report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000,
-                                     step.detail if not step.ok else "no venue connected to verify against"))
-            return False
         deadline = time.monotonic() + self._cfg.verify_timeout_s
         detail = "no answer from the venue"
         while time.monotonic() < deadline:
-            _, result = run_step(None, name, self._exchange, "reconciliation")
-            outcomes = result.get("outcomes", {})
-            done = [outcomes.get(c) for c in runs if outcomes.get(c, {}).get("run", 0) >= runs[c]]
-            if len(done) == len(runs):
-                open_orders = sum(max(0, o["venue_open_orders"]) for o in done)
-                positions = {s: q for o in done for s, q in o["venue_positions"].items() if abs(q) > 1e-9}
-                ok = all(o["ok"] for o in done) and open_orders == 0 and not positions
-                detail = "venue confirms no open order and no position" if ok else (
-                    f"venue still has {open_orders} open order(s) and positions {positions}")
-                report.steps.append(Step(name, ok, (time.perf_counter() - t0) * 1000, detail))
-                return ok
-            time.sleep(0.002)
+            step, started = run_step(None, name, self._exchange, "reconcile")
+            runs: dict[str, int] = started.get("runs", {})
+            if not step.ok or not runs:
+                detail = step.detail if not step.ok else "no venue connected to verify against"
+                time.sleep(0.01)
+                continue
+            done = self._await_runs(runs, deadline)
+            if done is None:
+                continue
+            open_orders = sum(max(0, o["venue_open_orders"]) for o in done)
+            positions = {s: q for o in done for s, q in o["venue_positions"].items() if abs(q) > 1e-9}
+            if all(o["ok"] for o in done) and open_orders == 0 and not positions:
+                report.steps.append(Step(name, True, (time.perf_counter() - t0) * 1000,
+                                         "venue confirms no open order and no position"))
+                return True
+            detail = f"venue still has {open_orders} open order(s) and positions {positions}"
+            if not self._orders_in_flight():
+                break  # nothing of ours is still on its way to change that: go round again now
+            time.sleep(0.005)
         report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000, detail))
         return False
+
+    def _orders_in_flight(self) -> bool:
+        _, result = run_step(None, "orders", self._exchange, "orders")
+        return any(o["status"] in ("new", "acknowledged", "partially_filled") for o in result.get("orders", []))
+
+    def _await_runs(self, runs: dict[str, int], deadline: float) -> list[dict[str, Any]] | None:
+        """The outcomes of the given reconciliation runs, once every one has finished."""
+        while time.monotonic() < deadline:
+            _, result = run_step(None, "reconciliation", self._exchange, "reconciliation")
+            outcomes = result.get("outcomes", {})
+            done = [outcomes[c] for c in runs if outcomes.get(c, {}).get("run", 0) >= runs[c]]
+            if len(done) == len(runs):
+                return done
+            time.sleep(0.002)
+        return None
 
     def _book(self) -> dict[str, Any]:
         positions = orders = None

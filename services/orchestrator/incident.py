@@ -30,17 +30,16 @@ class IncidentReport:
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     finished_at: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(step.ok for step in self.steps)
+    # The sequence's outcome: new orders stopped in both places and the venue confirmed flat.
+    # A step that failed and was retried successfully shows in ``steps`` but does not make it false.
+    ok: bool = False
 
     def write(self, directory: Path) -> tuple[Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(self.started_at))
         base = directory / f"incident_{stamp}_{self.session_id}"
         json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
-        json_path.write_text(json.dumps({**asdict(self), "ok": self.ok}, indent=2, default=str))
+        json_path.write_text(json.dumps(asdict(self), indent=2, default=str))
         md_path.write_text(self._markdown())
         return json_path, md_path
 
@@ -54,7 +53,9 @@ class IncidentReport:
             f"- Trigger: {self.trigger}",
             f"- Started: {when(self.started_at)}",
             f"- Finished: {when(self.finished_at)}",
-            f"- Outcome: {'all steps succeeded' if self.ok else 'SOME STEPS FAILED: see below'}",
+            f"- Outcome: {'trading stopped and flat at the venue' if self.ok else 'NOT SAFE: see the steps below'}"
+            + (f" ({sum(not s.ok for s in self.steps)} step(s) failed and were retried)"
+               if self.ok and not all(s.ok for s in self.steps) else ""),
             "",
             "## Steps",
             "",

@@ -53,13 +53,15 @@ class PriceJump:
 
 
 class StaleFeed:
-    """A symbol with no update for ``stale_feed_s`` while the session is trading."""
+    """A symbol with no update for ``stale_feed_s`` while the session is trading; and no market
+    data at all for that long (a feed that was dead before this process first heard it)."""
 
     name = "stale_feed"
 
-    def __init__(self, cfg: SafetySettings) -> None:
+    def __init__(self, cfg: SafetySettings, now: float) -> None:
         self._cfg = cfg
         self.last_update: dict[str, float] = {}
+        self._since = now  # start of the current watch (construction or reset)
 
     def on_update(self, symbol: str, now: float) -> None:
         self.last_update[symbol] = now
@@ -67,17 +69,23 @@ class StaleFeed:
     def check(self, now: float, trading: bool) -> list[SafetyEvent]:
         if not trading:
             return []
+        limit = self._cfg.stale_feed_s
         found = []
         for symbol, seen in self.last_update.items():
             age = now - seen
-            if age >= self._cfg.stale_feed_s:
+            if age >= limit:
                 found.append(event(SafetyEventType.STALE_FEED, Severity.WARNING, symbol,
-                                   f"Stale feed: no update for {symbol} for {age:.1f}s",
-                                   age_s=age, threshold_s=self._cfg.stale_feed_s))
+                                   f"Stale feed: no update for {symbol} for {age:.1f}s", age_s=age, threshold_s=limit))
+        if not self.last_update and now - self._since >= limit:
+            found.append(event(SafetyEventType.STALE_FEED, Severity.WARNING, "*",
+                               f"Stale feed: no market data at all for {now - self._since:.1f}s",
+                               age_s=now - self._since, threshold_s=limit))
         return found
 
-    def reset(self) -> None:
-        self.last_update.clear()
+    def reset(self, now: float) -> None:
+        """Start every clock again (symbols are kept: a feed still silent is reported again)."""
+        self._since = now
+        self.last_update = dict.fromkeys(self.last_update, now)
 
 
 class CrossedBook:

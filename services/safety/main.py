@@ -30,7 +30,7 @@ class Safety:
         # Safety never trades; it follows the session only to know when a quiet feed matters.
         self.session = SessionFollower(self.runtime, deadman_timeout_s=settings.exchange_manager.deadman_timeout_s)
         self.price_jump = PriceJump(cfg)
-        self.stale = StaleFeed(cfg)
+        self.stale = StaleFeed(cfg, time.monotonic())
         self.crossed = CrossedBook()
         self.execution = ExecutionAnomalies(cfg)
         self.dedup = Dedup(cfg.cooldown_s, cfg.critical_cooldown_s)
@@ -123,8 +123,9 @@ class Safety:
 
     def reset(self) -> None:
         """Forget every incident and window: the next anomaly is reported afresh."""
-        for detector in (self.price_jump, self.stale, self.crossed, self.execution, self.dedup):
+        for detector in (self.price_jump, self.crossed, self.execution, self.dedup):
             detector.reset()
+        self.stale.reset(time.monotonic())
         self._positions_adopted = False
         log.info("safety reset")
 

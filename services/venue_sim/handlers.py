@@ -24,11 +24,13 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         return {"order": venue.submit(args)}
 
     def cancel_order(args: CancelArgs) -> dict[str, Any]:
-        """``cancel_order``: cancel one open order → ``ok(cancelled=bool)``."""
+        """``cancel_order``: cancel one open order → ``ok(cancelled=bool)``, or ``cancelled=None``
+        while a latency is applied (the outcome then comes on the ``orders`` topic)."""
         return {"cancelled": venue.cancel(args.client_order_id)}
 
     def cancel_all(args: SymbolArgs) -> dict[str, Any]:
-        """``cancel_all``: cancel every open order (of one symbol) → ``ok(cancelled=[ids])``."""
+        """``cancel_all``: cancel every open order (of one symbol) → ``ok(cancelled=[ids])``, or
+        ``cancelled=None`` while a latency is applied."""
         return {"cancelled": venue.cancel_all(args.symbol)}
 
     def open_orders(_: NoArgs) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import proto
@@ -24,7 +25,8 @@ from services.venue_sim.prices import make_source
 class Venue:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.venue_sim
-        self.runtime = ServiceRuntime("venue_sim", settings, stats=self.stats)
+        self.runtime = ServiceRuntime("venue_sim", settings, stats=self.stats,
+                                      on_subscription=self._on_subscription)
         self.matcher = Matcher(self.settings, self.runtime.epoch)
         self.source = make_source(self.settings, time.monotonic())
         self.feed_on = True
@@ -39,6 +41,10 @@ class Venue:
         self.runtime.reactor.call_every(tick, self._tick)
 
     # -- market data -----------------------------------------------------------------------------
+
+    def _on_subscription(self, prefix: str) -> None:
+        if prefix.startswith(proto.topics.MARKET_DATA_PREFIX) or proto.topics.MARKET_DATA_PREFIX.startswith(prefix):
+            self.source.begin(time.monotonic())
 
     def _tick(self) -> None:
         publish = self.runtime.publisher.publish
@@ -62,23 +68,34 @@ class Venue:
     def submit(self, args: NewOrderArgs) -> dict[str, Any] | None:
         if args.origin_ts_ns:
             self.tick_to_order_ns.append(time.time_ns() - args.origin_ts_ns)
-        latency_ms = self.settings.latency_ms + self.extra_latency_ms
-        if latency_ms > 0:
-            self.runtime.reactor.call_later(latency_ms / 1000, lambda: self._publish(self.matcher.new_order(args)))
+        if self._later(lambda: self._publish(self.matcher.new_order(args))):
             return None
         events = self.matcher.new_order(args)
         self._publish(events)
         return proto.to_builtins(self.matcher.orders[args.client_order_id].update(self.settings.venue))
 
-    def cancel(self, client_order_id: str) -> bool:
+    def cancel(self, client_order_id: str) -> bool | None:
+        if self._later(lambda: self._publish(self.matcher.cancel(client_order_id))):
+            return None
         events = self.matcher.cancel(client_order_id)
         self._publish(events)
         return bool(events)
 
-    def cancel_all(self, symbol: str | None) -> list[str]:
+    def cancel_all(self, symbol: str | None) -> list[str] | None:
+        if self._later(lambda: self._publish(self.matcher.cancel_all(symbol))):
+            return None
         events = self.matcher.cancel_all(symbol)
         self._publish(events)
         return [e.client_order_id for e in events]
+
+    def _later(self, action: Callable[[], None]) -> bool:
+        """With a latency set, run ``action`` after it and return True. Orders and cancels all wait
+        the same time, so they keep their order, as on one session with a real venue."""
+        latency_ms = self.settings.latency_ms + self.extra_latency_ms
+        if latency_ms <= 0:
+            return False
+        self.runtime.reactor.call_later(latency_ms / 1000, action)
+        return True
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -91,8 +108,8 @@ class Venue:
         log = self.runtime.log
         log.warning("fault injected: %s", args)
         if args.fault == "drop_connection":
-            # After this reply has gone out: the sockets are closed on the next loop turn.
-            self.runtime.reactor.call_later(0.0, lambda: self.runtime.drop_connections(args.duration_s))
+            # After this reply has gone out (it needs a moment to leave the socket).
+            self.runtime.reactor.call_later(0.1, lambda: self.runtime.drop_connections(args.duration_s))
         elif args.fault == "stop_feed":
             self.feed_on = False
         elif args.fault == "resume_feed":

@@ -27,6 +27,8 @@ class Tick:
 
 
 class PriceSource(Protocol):
+    def begin(self, now: float) -> None: ...
+
     def due(self, now: float) -> list[Tick]: ...
 
     def jump(self, symbol: str, percent: float) -> None: ...
@@ -53,6 +55,9 @@ class SyntheticPrices:
     @property
     def finished(self) -> bool:
         return False
+
+    def begin(self, now: float) -> None:
+        pass  # a synthetic market runs whether or not anyone listens
 
     def due(self, now: float) -> list[Tick]:
         self._carry += (now - self._last) * self._rate
@@ -91,7 +96,7 @@ class ReplayPrices:
         self._events = events
         self._speed = settings.replay_speed
         self._loop = settings.replay_loop
-        self._start = start
+        self._start: float | None = None if settings.replay_wait_for_subscriber else start
         self._i = 0
         self._shift: dict[str, float] = {}  # per-symbol multiplier from jump()
 
@@ -99,8 +104,13 @@ class ReplayPrices:
     def finished(self) -> bool:
         return not self._loop and self._i >= len(self._events)
 
+    def begin(self, now: float) -> None:
+        """Start the replay clock (once): the first market-data subscriber has connected."""
+        if self._start is None:
+            self._start = now
+
     def due(self, now: float) -> list[Tick]:
-        if not self._events:
+        if not self._events or self._start is None:
             return []
         first = self._events[0][0]
         horizon = first + (now - self._start) * self._speed

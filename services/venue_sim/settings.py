@@ -39,6 +39,9 @@ class VenueSimSettings(BaseModel):
     replay_files: list[ReplayFile] = Field(default_factory=list)
     replay_speed: float = Field(default=600.0, gt=0)
     replay_loop: bool = False
+    # Hold the replay until the first market-data subscriber (the data router) has connected, so
+    # a one-shot replay is not half gone before anyone listens.
+    replay_wait_for_subscriber: bool = True
 
     # matching
     slippage_bps: float = Field(default=0.5, ge=0)

@@ -39,7 +39,7 @@ import zmq
 import proto
 from bus import CommandTimeout, Subscriber, make_socket
 
-from .daemon import Daemon, command_services, deep_merge, wait_until
+from .daemon import Daemon, WaitTimeout, command_services, deep_merge, wait_until
 
 EPS = 1e-9
 OPEN_STATUSES = ("new", "acknowledged", "partially_filled")
@@ -125,23 +125,29 @@ class Collector:
     """Every message a service publishes on the given topic prefixes, from ``start()`` on.
 
     A background thread owns the SUB socket (ZeroMQ sockets are not thread-safe) and appends
-    ``(topic, envelope)`` pairs to ``items``; read them with ``bodies()`` / ``snapshot()``.
+    ``(topic, envelope)`` pairs to ``items``; read them with ``bodies()`` / ``snapshot()``. It also
+    subscribes to the service's heartbeat, and ``start()`` returns once one has arrived: from then
+    on the subscription is live (a PUB drops what it sends before a subscriber is connected).
     """
 
-    def __init__(self, d: Daemon, service: str, prefixes: Iterable[str]) -> None:
+    def __init__(self, d: Daemon, service: str, prefixes: Iterable[str], *, timeout: float = 10.0) -> None:
         self._endpoint = d.endpoints.pub(service)
         self._bus = d.bus
-        self._prefixes = list(prefixes)
+        self._heartbeat = proto.topics.heartbeat(service)
+        self._prefixes = [*prefixes, self._heartbeat]
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._ready = threading.Event()
+        self._heard = threading.Event()
         self.items: list[tuple[str, proto.Envelope]] = []
         self.subscriber_stats: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name=f"collect-{service}", daemon=True)
 
     def start(self) -> "Collector":
         self._thread.start()
-        self._ready.wait(5)
+        if not self._heard.wait(self._timeout):
+            self.stop()
+            raise WaitTimeout(f"no heartbeat from {self._endpoint} within {self._timeout:g}s")
         return self
 
     def __enter__(self) -> "Collector":
@@ -161,9 +167,10 @@ class Collector:
         for prefix in self._prefixes:
             sub.subscribe(prefix)
         sub.connect(self._endpoint)
-        self._ready.set()
 
         def keep(topic: str, env: proto.Envelope) -> None:
+            if topic == self._heartbeat:
+                self._heard.set()
             with self._lock:
                 self.items.append((topic, env))
 
@@ -183,14 +190,6 @@ class Collector:
     def bodies(self, kind: type | None = None, topic_prefix: str = "") -> list[Any]:
         return [env.body for topic, env in self.snapshot()
                 if topic.startswith(topic_prefix) and (kind is None or isinstance(env.body, kind))]
-
-    def wait_connected(self, probe: Callable[[], Any], timeout: float = 10.0) -> None:
-        """Wait until at least one message arrived (``probe`` may make the service publish)."""
-        def heard() -> bool:
-            probe()
-            return bool(self.snapshot())
-
-        wait_until(heard, timeout, interval=0.05, ignore=(CommandTimeout,))
 
 
 # -- an HTTP endpoint for alerts ----------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_price_jump_over_recorded_btc_bars(window_s: float) -> None:
 
 
 def test_stale_feed_only_while_trading() -> None:
-    sf = StaleFeed(SafetySettings(stale_feed_s=5.0))
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0), now=99.0)
     sf.on_update("BTC-USD", 100.0)
     sf.on_update("ETH-USD", 103.0)
     assert sf.check(104.9, trading=True) == []
@@ -170,8 +170,19 @@ def test_stale_feed_only_while_trading() -> None:
     assert {e.symbol for e in sf.check(1000.0, trading=True)} == {"BTC-USD", "ETH-USD"}
     sf.on_update("BTC-USD", 1000.0)
     assert [e.symbol for e in sf.check(1001.0, trading=True)] == ["ETH-USD"]
-    sf.reset()
-    assert sf.check(5000.0, trading=True) == []
+    # a reset starts the clocks again but keeps the symbols: a feed still silent is reported again
+    sf.reset(now=5000.0)
+    assert sf.check(5004.9, trading=True) == []
+    assert {e.symbol for e in sf.check(5005.0, trading=True)} == {"BTC-USD", "ETH-USD"}
+
+
+def test_no_market_data_at_all_is_a_stale_feed() -> None:
+    """A safety process that starts while the feed is already dead has no symbol to watch."""
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0), now=10.0)
+    assert sf.check(14.9, trading=True) == []
+    (ev,) = sf.check(15.0, trading=True)
+    assert ev.symbol == "*" and ev.message == "Stale feed: no market data at all for 5.0s"
+    assert sf.check(100.0, trading=False) == []
 
 
 # -- CrossedBook ---------------------------------------------------------------------------------

@@ -244,12 +244,22 @@ def test_synthetic_after_a_stall_does_not_flood() -> None:
     assert len(src.due(1e6 + 1.0)) == 2 * 20  # and then back to the normal pace
 
 
-def replay_settings(tmp_path: Path, loop: bool = False, speed: float = 10.0) -> VenueSimSettings:
+def replay_settings(tmp_path: Path, loop: bool = False, speed: float = 10.0, wait: bool = False) -> VenueSimSettings:
     a = write(tmp_path, "a.csv", "timestamp,bid,ask\n"
               "2024-01-01 00:00:00,10,11\n2024-01-01 00:00:01,12,13\n2024-01-01 00:00:10,14,15\n")
     b = write(tmp_path, "b.csv.gz", "timestamp,bid,ask\n2024-01-01 00:00:02,100,101\n")
-    return VenueSimSettings(source="replay", replay_speed=speed, replay_loop=loop,
+    return VenueSimSettings(source="replay", replay_speed=speed, replay_loop=loop, replay_wait_for_subscriber=wait,
                             replay_files=[ReplayFile(path=a, symbol="A"), ReplayFile(path=b, symbol="B")])
+
+
+def test_replay_waits_for_its_first_subscriber(tmp_path: Path) -> None:
+    """By default the replay clock starts at ``begin`` (the first market-data subscriber)."""
+    src = make_source(replay_settings(tmp_path, wait=True), start=0.0)
+    assert src.due(100.0) == []  # nobody listening yet: nothing is lost, nothing is sent
+    src.begin(100.0)
+    assert [(t.symbol, t.bid) for t in src.due(100.0)] == [("A", 10.0)]
+    src.begin(200.0)  # only the first subscriber starts the clock
+    assert [(t.symbol, t.bid) for t in src.due(100.1)] == [("A", 12.0)]
 
 
 def test_replay_emits_in_order_at_the_speed_factor(tmp_path: Path) -> None:

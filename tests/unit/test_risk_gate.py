@@ -138,8 +138,11 @@ def test_max_position_counts_open_same_side_orders() -> None:
     assert gate.check(order(Side.SELL, 2.0), -4.0, 0.0, 100.0, 400.0)[0] == "max_position"
     # a flip counts its far side: 1 - 7 = -6
     assert gate.check(order(Side.SELL, 7.0), 1.0, 0.0, 100.0, 100.0)[0] == "max_position"
-    # a reducing order is never refused by the position limit
-    assert gate.check(order(Side.SELL, 4.0), 4.0, 9.0, 100.0, 400.0) is None
+    # a reducing order is never refused by the position limit ...
+    assert gate.check(order(Side.SELL, 4.0), 4.0, 0.0, 100.0, 400.0) is None
+    # ... but with sells already working it is no longer reducing: together they would reach -9
+    assert gate.check(order(Side.SELL, 4.0), 4.0, 9.0, 100.0, 400.0) == (
+        "max_position", "position in BTC-USD could reach 9, over max_position 5")
 
 
 def test_max_gross_exposure() -> None:
