@@ -26,7 +26,7 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, bus.linger_ms)
     if hwm is None:
-        hwm = {zmq.PUB: bus.pub_hwm, zmq.SUB: bus.sub_hwm}.get(kind, bus.command_hwm)
+        hwm = {zmq.PUB: bus.pub_hwm, zmq.XPUB: bus.pub_hwm, zmq.SUB: bus.sub_hwm}.get(kind, bus.command_hwm)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, -1 if kind == zmq.SUB else bus.max_message_bytes)
