@@ -41,6 +41,7 @@ class RemoteOrchestrator:
                                                                  "safety": []}
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._heard = threading.Event()
 
     # -- the same names as LiveTradingOrchestrator ----------------------------------------------
 
@@ -49,6 +50,11 @@ class RemoteOrchestrator:
         if self._listener is None:
             self._listener = threading.Thread(target=self._listen, name="orchestrator-events", daemon=True)
             self._listener.start()
+
+    def wait_connected(self, timeout_s: float = 5.0) -> bool:
+        """True once the event listener hears the orchestrator (its heartbeat): from then on no
+        state change is missed."""
+        return self._heard.wait(timeout_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -120,7 +126,8 @@ class RemoteOrchestrator:
     def _listen(self) -> None:
         sock = make_socket(self._ctx, zmq.SUB, self.settings.bus)
         sub = Subscriber(sock, self.settings.bus.max_message_bytes)
-        for prefix in (proto.topics.STATE, proto.topics.HEALTH_PREFIX, proto.topics.SAFETY):
+        for prefix in (proto.topics.STATE, proto.topics.HEALTH_PREFIX, proto.topics.SAFETY,
+                       proto.topics.heartbeat("orchestrator")):
             sub.subscribe(prefix)
         sub.connect(self._endpoints.pub("orchestrator"))
         sub.connect(self._endpoints.pub("safety"))
@@ -133,7 +140,9 @@ class RemoteOrchestrator:
 
     def _dispatch(self, _topic: str, env: proto.Envelope) -> None:
         body = env.body
-        if isinstance(body, proto.StateChanged):
+        if isinstance(body, proto.Heartbeat):
+            self._heard.set()
+        elif isinstance(body, proto.StateChanged):
             self._fire("state", body.old, body.new, body.reason)
         elif isinstance(body, proto.SafetyEvent):
             self._fire("safety", body)
