@@ -39,7 +39,7 @@ def render(
     run_dir: str,
     log_dir: str,
     environment: dict[str, str] | None = None,
-    startsecs: int = 3,
+    startsecs: int = 5,
     startretries: int = 3,
 ) -> str:
     env = {"PYTHONUNBUFFERED": "1", **(environment or {})}
@@ -81,8 +81,9 @@ def render(
             "autostart=true",
             "autorestart=true",
             # A process that exits within startsecs failed to start; after startretries it is FATAL.
-            # So bad settings (exit 78 at once) end in FATAL instead of restarting forever. 3 s:
-            # with six programs starting at once on 2 cores a failing start can take over 1 s.
+            # So bad settings (exit 78 within 0.3 s on a quiet machine) end in FATAL instead of
+            # restarting forever. 5 s: six programs starting at once on a loaded 2-core machine
+            # were seen to take over 3 s to fail.
             f"startsecs={startsecs}",
             f"startretries={startretries}",
             # SIGTERM lets a service close its sockets and journal; 10 s is ample before SIGKILL.

@@ -475,3 +475,32 @@ class DaemonFactory:
             d.close()
             leftovers += d.leftover_processes()
         return leftovers
+
+
+def suite_fixtures(base_config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The two fixtures an end-to-end suite's conftest exposes, for its ``BASE_CONFIG``:
+
+    ``module_daemon``: one daemon per module, with the module's ``MODULE_CONFIG`` merged in;
+    ``make_daemon``: a factory for daemons of one test. Both check nothing is left running.
+    """
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def module_daemon(request: pytest.FixtureRequest) -> Any:
+        d = open_daemon(merged(base_config, getattr(request.module, "MODULE_CONFIG", {})))
+        try:
+            yield d
+        finally:
+            d.close()
+        assert not d.leftover_processes(), "processes left behind"
+
+    @pytest.fixture
+    def make_daemon() -> Any:
+        factory = DaemonFactory(base_config)
+        try:
+            yield factory
+        finally:
+            leftovers = factory.close_all()
+        assert not leftovers, f"processes left behind: {leftovers}"
+
+    return module_daemon, make_daemon

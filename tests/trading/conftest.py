@@ -11,14 +11,12 @@ the test's report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from integration.daemon import Daemon
-from integration.e2e import FAST_STRATEGIES, DaemonFactory, attach_diagnostics, merged, open_daemon
+from integration.e2e import FAST_STRATEGIES, attach_diagnostics, suite_fixtures
 
 HERE = Path(__file__).parent
 
@@ -28,11 +26,6 @@ BASE_CONFIG: dict[str, Any] = {
     "engine": {"strategies": FAST_STRATEGIES},
     "venue_sim": {"jump_probability_per_s": 0.0, "volatility_bps_per_sqrt_s": 6.0},
 }
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "integration: starts real processes under a real supervisord")
-    config.addinivalue_line("markers", "slow: long-running cases")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,21 +41,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture(scope="module")
-def module_daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    d = open_daemon(merged(BASE_CONFIG, getattr(request.module, "MODULE_CONFIG", {})))
-    try:
-        yield d
-    finally:
-        d.close()
-    assert not d.leftover_processes(), "processes left behind"
-
-
-@pytest.fixture
-def make_daemon() -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(BASE_CONFIG)
-    try:
-        yield factory
-    finally:
-        leftovers = factory.close_all()
-    assert not leftovers, f"processes left behind: {leftovers}"
+module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)
