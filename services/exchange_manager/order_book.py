@@ -62,6 +62,8 @@ class OrderBook:
         self._prefix = id_prefix
         self._numbers = itertools.count(1)
         self.orders: dict[str, OrderRecord] = {}
+        # Open orders only: the gate and flatten read these on every order, so never a full scan.
+        self._open: dict[str, OrderRecord] = {}
         self._closed: deque[str] = deque()
         self._keep_closed = keep_closed
         # Fill ids already applied: a bounded window, far larger than any replay of missed fills.
@@ -77,7 +79,9 @@ class OrderBook:
         """Load what the journal kept (oldest first), after a restart."""
         for record in records:
             self.orders[record.client_order_id] = record
-            if not record.status.is_open:
+            if record.status.is_open:
+                self._open[record.client_order_id] = record
+            else:
                 self._closed.append(record.client_order_id)
         # The session's counters go on from what the journal holds (it keeps the latest orders).
         self.submitted += len(records)
@@ -93,6 +97,7 @@ class OrderBook:
                              args.order_type, args.limit_price, args.strategy, connector,
                              created_ns=now, updated_ns=now)
         self.orders[record.client_order_id] = record
+        self._open[record.client_order_id] = record
         self.submitted += 1
         return record
 
@@ -107,6 +112,7 @@ class OrderBook:
                                  update.limit_price, update.strategy, update.connector,
                                  created_ns=update.ts_ns, updated_ns=update.ts_ns)
             self.orders[record.client_order_id] = record
+            self._open[record.client_order_id] = record
             self.adopted += 1
         if update.venue_order_id:
             record.venue_order_id = update.venue_order_id
@@ -128,6 +134,7 @@ class OrderBook:
             record = OrderRecord(fill.client_order_id, fill.symbol, fill.side, fill.qty, "market", None,
                                  fill.strategy, fill.connector, created_ns=fill.ts_ns)
             self.orders[record.client_order_id] = record
+            self._open[record.client_order_id] = record
             self.adopted += 1
         total = record.filled_qty + fill.qty
         record.avg_fill_price = (record.avg_fill_price * record.filled_qty + fill.price * fill.qty) / total
@@ -145,9 +152,10 @@ class OrderBook:
         record.reason = reason or record.reason
         record.updated_ns = time.time_ns()
         if not status.is_open:
+            self._open.pop(record.client_order_id, None)
             self._closed.append(record.client_order_id)
             if len(self._closed) > self._keep_closed:  # bounded memory: forget the oldest closed orders
                 self.orders.pop(self._closed.popleft(), None)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
-        return [o for o in self.orders.values() if o.status.is_open and (symbol is None or o.symbol == symbol)]
+        return [o for o in self._open.values() if symbol is None or o.symbol == symbol]

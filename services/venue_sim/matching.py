@@ -47,6 +47,8 @@ class Matcher:
         self._id_prefix = f"{epoch // 1_000_000:x}"  # a restarted venue never reuses an id
         self.touch: dict[str, tuple[float, float]] = {}
         self.orders: dict[str, VenueOrder] = {}
+        # Open orders by symbol: a quote is matched against these only, not every order ever seen.
+        self._open: dict[str, dict[str, VenueOrder]] = {}
         self.positions: dict[str, Position] = {}
         self.fills: list[proto.Fill] = []
         self.duplicate_ids = 0
@@ -70,6 +72,7 @@ class Matcher:
             order.status, order.reason = OrderStatus.REJECTED, reason
             return [order.update(self.venue)]
         events: list[Event] = [order.update(self.venue)]
+        self._open.setdefault(order.symbol, {})[order.client_order_id] = order
         bid, ask = self.touch[order.symbol]
         if order.order_type == "market":
             slip = self._s.slippage_bps / 1e4
@@ -95,12 +98,13 @@ class Matcher:
         if order is None or not order.status.is_open:
             return []
         order.status = OrderStatus.CANCELLED
+        self._open.get(order.symbol, {}).pop(client_order_id, None)
         return [order.update(self.venue)]
 
     def cancel_all(self, symbol: str | None = None) -> list[Event]:
         events: list[Event] = []
-        for order in list(self.orders.values()):
-            if order.status.is_open and (symbol is None or order.symbol == symbol):
+        for order in self.open_orders():
+            if symbol is None or order.symbol == symbol:
                 events += self.cancel(order.client_order_id)
         return events
 
@@ -109,8 +113,8 @@ class Matcher:
     def on_quote(self, symbol: str, bid: float, ask: float) -> list[Event]:
         self.touch[symbol] = (bid, ask)
         events: list[Event] = []
-        for order in list(self.orders.values()):
-            if order.symbol == symbol and order.status.is_open and self._crosses(order, bid, ask):
+        for order in list(self._open.get(symbol, {}).values()):
+            if self._crosses(order, bid, ask):
                 events += self._fill(order, order.qty - order.filled_qty, order.limit_price or 0.0)
         return events
 
@@ -131,7 +135,9 @@ class Matcher:
         order.avg_fill_price = (order.avg_fill_price * order.filled_qty + price * qty) / total
         order.filled_qty = total
         order.status = OrderStatus.FILLED if total >= order.qty - 1e-12 else OrderStatus.PARTIALLY_FILLED
+        if not order.status.is_open:
+            self._open.get(order.symbol, {}).pop(order.client_order_id, None)
         return [fill, order.update(self.venue)]
 
     def open_orders(self) -> list[VenueOrder]:
-        return [o for o in self.orders.values() if o.status.is_open]
+        return [o for by_symbol in self._open.values() for o in by_symbol.values()]
