@@ -1,8 +1,10 @@
-"""``python -m bench [NAME ...] [--quick]``: run the benchmarks and print a report.
+"""``python -m bench [NAME ...] [--quick] [--minutes M]``: run the benchmarks and print a report.
 
-Names: ``bus`` (bus_latency), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle);
-none means all of them, in that order. ``--quick`` runs fewer, shorter rounds (a smoke test; its
-figures are not the ones to quote). Run from the repository root (``make bench``).
+Names: ``bus`` (bus_latency), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
+``tick`` (tick_to_order), ``throughput``, ``failsafe``, and the long one, ``soak`` (10 minutes;
+``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
+fewer, shorter rounds (a smoke test; its figures are not the ones to quote; ``soak --quick`` runs
+1 minute). Run from the repository root (``make bench``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -18,15 +21,21 @@ import traceback
 import msgspec
 import zmq
 
-from bench import bus_latency, codec, daemon_idle, reactor_idle
+from bench import bus_latency, codec, daemon_idle, failsafe, reactor_idle, soak, throughput, tick_to_order
 
 BENCHMARKS = {
     "bus": (bus_latency.run, {"rounds": 2, "samples": 500}),
     "codec": (codec.run, {"rounds": 3, "batch": 5_000}),
     "reactor": (reactor_idle.run, {"rounds": 1, "seconds": 1.0}),
     "daemon": (daemon_idle.run, {"seconds": 5.0}),
+    "tick": (tick_to_order.run, {"rounds": 1, "seconds": 5.0, "warmup_s": 2.0, "drift_s": 20.0, "fsync": False}),
+    "throughput": (throughput.run, {"rounds": 1, "step_s": 3.0, "overdrive_s": 10.0}),
+    "failsafe": (failsafe.run, {"trials": 3, "detections": 1}),
+    "soak": (soak.run, {"minutes": 1.0, "interval_s": 10.0}),
 }
-ALIASES = {"bus_latency": "bus", "reactor_idle": "reactor", "daemon_idle": "daemon"}
+ALIASES = {"bus_latency": "bus", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
+# Registered, but run only when named: they take long (soak: 10 minutes).
+LONG = {"soak"}
 
 
 def _header() -> str:
@@ -40,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all but {', '.join(sorted(LONG))})")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke test)")
+    parser.add_argument("--minutes", type=float, default=None, help="soak: how long (default 10; --quick: 1)")
     args = parser.parse_args(argv)
-    names = [ALIASES.get(n, n) for n in args.names] or list(BENCHMARKS)
+    names = [ALIASES.get(n, n) for n in args.names] or [n for n in BENCHMARKS if n not in LONG]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
 
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM too: every daemon and child a benchmark started is cleaned up
+
+    signal.signal(signal.SIGTERM, interrupted)
     print(_header(), flush=True)
     t0 = time.monotonic()
     summary: list[str] = []
@@ -57,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
         started = time.monotonic()
         try:
-            result = fn(**(quick if args.quick else {}), out=lambda *a: print(*a, flush=True))
+            kwargs = dict(quick if args.quick else {})
+            if name == "soak" and args.minutes is not None:
+                kwargs["minutes"] = args.minutes
+            result = fn(**kwargs, out=lambda *a: print(*a, flush=True))
         except KeyboardInterrupt:
             print(f"{name}: interrupted", flush=True)
             failed.append(name)
