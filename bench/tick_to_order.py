@@ -295,7 +295,7 @@ def _fmt(v: float) -> str:
 
 
 def run(rounds: int = 3, seconds: float = 15.0, warmup_s: float = 3.0, rates: tuple[int, ...] = (1_000, 10_000),
-        drift_s: float = 60.0, fsync: bool = True, out=print) -> dict:
+        drift_s: float = 120.0, fsync: bool = True, out=print) -> dict:
     out(f"== tick_to_order: venue quote -> data_router -> engine -> exchange_manager -> venue order; "
         f"{PROBES_PER_S} probe orders/s; rates {', '.join(f'{r:,}' for r in rates)} quotes/s; {rounds} round(s) x "
         f"{seconds:g} s (after {warmup_s:g} s warm-up), raw and ours interleaved"
