@@ -25,6 +25,7 @@ from deploy.supervisord_conf import PROGRAMS
 
 RSS_TARGET_MB = 80.0
 SLOPE_LIMIT_MB_H = 2.0  # second-half trend above this is "growing" (0.33 MB over 10 min; page noise is ~0.1 MB)
+MIN_JUDGED_S = 240.0  # a shorter second half (--quick) is not judged
 
 
 def _slope_mb_per_h(ts: list[float], values: list[float]) -> float:
@@ -106,6 +107,8 @@ def run(minutes: float = 10.0, interval_s: float = 30.0, out=print) -> dict:
             "closed ones, so this grows until about 10,000 orders (see tick_to_order's drift table for the plateau)")
     verdict = "met" if worst[1] < RSS_TARGET_MB else f"MISSED by {worst[1] - RSS_TARGET_MB:.1f} MB"
     grow = "none growing" if not growing else "GROWING: " + ", ".join(growing)
+    if late_t[-1] - late_t[0] < MIN_JUDGED_S:  # a trend over a few samples is page noise x 3600
+        grow = f"growth not judged (second half {late_t[-1] - late_t[0]:.0f} s < {MIN_JUDGED_S:g} s)"
     out(f"largest service RSS {worst[0]} {worst[1]:.1f} MB; target < {RSS_TARGET_MB:g} MB: {verdict}; "
         f"second-half trend >= {SLOPE_LIMIT_MB_H:g} MB/h: {grow}")
     summary = [f"soak {elapsed / 60:.1f} min (default daemon, trading): largest RSS {worst[0]} {worst[1]:.1f} MB "
