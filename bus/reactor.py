@@ -91,7 +91,7 @@ class Reactor:
         if self._calls:
             timeout_ms = 0
         for sock, _event in self._poller.poll(timeout_ms):
-            if sock is self._wake_fd or sock == self._wake_fd:
+            if sock == self._wake_fd:
                 self._drain_wake()
                 continue
             self._guard(self._readers[sock])

@@ -9,7 +9,6 @@ venues' execution reports and fills; reconcile on every (re)connection.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import proto
