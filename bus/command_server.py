@@ -22,6 +22,7 @@ from bus.ratelimit import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Handler = Callable[[proto.Args], dict[str, Any]]
+Audit = Callable[[proto.CommandAudit], None]
 
 
 class CommandServer:
@@ -34,8 +35,12 @@ class CommandServer:
         *,
         cache_size: int = 10_000,
         max_bytes: int = proto.MAX_MESSAGE_BYTES,
+        audit: Audit | None = None,
     ) -> None:
+        """``audit``, if given, is told of every decoded request when it is read and again when its
+        reply is sent (the service publishes these on ``audit.<service>``)."""
         self._sock = sock
+        self._audit = audit
         self._source = source
         self._epoch = epoch
         self._handlers = dict(handlers)
@@ -92,11 +97,18 @@ class CommandServer:
             self._reject("not_a_command", env.type)
             self._send(route, self._encode(proto.error("", f"bad request: {env.type} is not a command")))
             return
+        audit = self._audit
         cached = self._cache.get(cmd.id)
         if cached is not None:
             self.duplicates += 1
             self._send(route, cached)
+            if audit is not None:
+                audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
+                                         sent_ns=env.ts_ns, duplicate=True))
             return
+        if audit is not None:
+            audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="request",
+                                     sent_ns=env.ts_ns))
         reply = self._run(cmd)
         try:
             data = self._encode(reply)
@@ -108,6 +120,9 @@ class CommandServer:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         self._send(route, data)
+        if audit is not None:
+            audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
+                                     sent_ns=env.ts_ns, ok=reply.ok, error=reply.error))
 
     def _run(self, cmd: proto.Command) -> proto.Reply:
         handler = self._handlers.get(cmd.name)

@@ -32,3 +32,5 @@ class BusSettings(BaseModel):
     command_retries: int = Field(default=2, ge=0)
     # Replies remembered per server for idempotent retries.
     command_cache_size: int = Field(default=10_000, ge=100)
+    # Publish every command request and reply on ``audit.<service>`` (for ``tradectl bus calls``).
+    command_audit: bool = True

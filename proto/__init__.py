@@ -8,6 +8,7 @@ from proto.messages import (
     MESSAGE_TYPES,
     BadMarketData,
     Command,
+    CommandAudit,
     ConnectorHealthEvent,
     EngineHealthEvent,
     Fill,
@@ -25,7 +26,7 @@ from proto.messages import (
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 __all__ = [
-    "ARG_SCHEMAS", "Args", "BadMarketData", "Command", "CommandError", "ConnectorHealthEvent",
+    "ARG_SCHEMAS", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Heartbeat", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",

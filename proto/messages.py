@@ -10,7 +10,7 @@ the meaning or shape of an existing one: bump ``proto.envelope.SCHEMA_VERSION``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -71,6 +71,27 @@ class Reply(Message):
     ok: bool
     result: dict[str, Any] = {}
     error: str = ""
+
+
+class CommandAudit(Message):
+    """What a command server did with one request, published on topic ``audit.<service>``.
+
+    The command sockets are point to point, invisible to a subscriber; these records let
+    ``tradectl bus calls`` pair requests with replies and time them. ``phase`` is ``request`` when
+    the request is read (before its handler runs, so a stuck handler shows as a pending call) and
+    ``reply`` once the reply is sent; ``sent_ns`` is the requester's own send time (its envelope's
+    ``ts_ns``), so request-to-reply time includes the queueing before the server read it.
+    """
+
+    TYPE: ClassVar[str] = "command_audit"
+    id: str
+    name: str
+    caller: str
+    phase: Literal["request", "reply"]
+    sent_ns: int = 0
+    ok: bool = True
+    error: str = ""
+    duplicate: bool = False  # a replayed id, answered from the cache without running the handler
 
 
 # --- health and safety (names kept from the original specification) ---------------------------
@@ -205,6 +226,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     StateChanged,
     Command,
     Reply,
+    CommandAudit,
     SafetyEvent,
     ConnectorHealthEvent,
     EngineHealthEvent,

@@ -6,6 +6,7 @@ HEARTBEAT_PREFIX = "hb."
 STATE = "state"
 SAFETY = "safety"
 HEALTH_PREFIX = "health."
+AUDIT_PREFIX = "audit."  # command requests and replies, one topic per serving process
 
 
 def heartbeat(service: str) -> str:
@@ -20,3 +21,7 @@ GOVERNANCE = "governance"
 
 def market_data(symbol: str) -> str:
     return MARKET_DATA_PREFIX + symbol
+
+
+def audit(service: str) -> str:
+    return AUDIT_PREFIX + service

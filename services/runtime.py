@@ -80,17 +80,22 @@ class ServiceRuntime:
         self._stats = stats
 
         self._on_subscription = on_subscription
+        self._audit_topic = proto.topics.audit(name)
         self._pub_sock = self._bind_pub()
         self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes)
         self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
         self.commands = CommandServer(
             cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
             cache_size=settings.bus.command_cache_size, max_bytes=settings.bus.max_message_bytes,
+            audit=self._publish_audit if settings.bus.command_audit else None,
         )
         self.reactor.add_reader(cmd_sock, self.commands.drain)
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
                                   self._status_stats, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
+
+    def _publish_audit(self, record: proto.CommandAudit) -> None:
+        self.publisher.publish(self._audit_topic, record)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
