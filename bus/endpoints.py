@@ -17,7 +17,11 @@ SERVICE_NAMES: tuple[str, ...] = ("orchestrator", "exchange_manager", "engine", 
 # The venue simulator is not one of ours (it stands in for the outside world) but lives on the same
 # machine by default, so its endpoints are named the same way.
 VENUE_NAMES: tuple[str, ...] = ("venue_sim",)
-_ALL = SERVICE_NAMES + VENUE_NAMES
+# supervisord's event listener (deploy/event_listener.py) publishes process-state alerts as
+# ``supervisor``; it has a PUB endpoint and no command socket.
+MONITOR_NAMES: tuple[str, ...] = ("supervisor",)
+# Every process with a PUB endpoint: what a passive observer (``tradectl bus``) connects to.
+PUBLISHERS: tuple[str, ...] = SERVICE_NAMES + VENUE_NAMES + MONITOR_NAMES
 
 
 class Endpoints:
@@ -32,10 +36,10 @@ class Endpoints:
         return self._endpoint(service, "cmd", 1)
 
     def _endpoint(self, service: str, kind: str, offset: int) -> str:
-        if service not in _ALL:
-            raise ValueError(f"unknown service {service!r}; known: {', '.join(_ALL)}")
+        if service not in PUBLISHERS:
+            raise ValueError(f"unknown service {service!r}; known: {', '.join(PUBLISHERS)}")
         if self._bus.transport == "tcp":
-            port = self._bus.tcp_base_port + 2 * _ALL.index(service) + offset
+            port = self._bus.tcp_base_port + 2 * PUBLISHERS.index(service) + offset
             return f"tcp://{self._bus.tcp_host}:{port}"
         return f"ipc://{self._run_dir / f'{service}.{kind}'}"
 
