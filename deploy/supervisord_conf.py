@@ -30,6 +30,10 @@ PROGRAMS: tuple[Program, ...] = (
 )
 # The stand-in for the outside world: outside the group, so restarting ours never restarts it.
 VENUE = Program("venue_sim", "services.venue_sim", 50)
+# supervisord's event listener (deploy/event_listener.py): turns a program that dies, backs off or
+# goes FATAL into an alert on the bus. Not a [program:], so it is in neither list above.
+EVENT_LISTENER = "event_listener"
+EVENT_LISTENER_MODULE = "deploy.event_listener"
 
 
 def render(
@@ -98,6 +102,22 @@ def render(
             f"environment={env_line}",
             "",
         ]
+    sections += [
+        f"[eventlistener:{EVENT_LISTENER}]",
+        f"command={python} -m {EVENT_LISTENER_MODULE}",
+        f"directory={root}",
+        "events=PROCESS_STATE",
+        # Events queue while the listener is busy or restarting; enough for every program failing at once.
+        "buffer_size=100",
+        "autostart=true",
+        "autorestart=true",
+        "priority=10",
+        f"stderr_logfile={log_dir}/{EVENT_LISTENER}.log",
+        "stderr_logfile_maxbytes=10MB",
+        "stderr_logfile_backups=5",
+        f"environment={env_line}",
+        "",
+    ]
     return "\n".join(sections)
 
 

@@ -16,6 +16,7 @@ from proto.messages import (
     Heartbeat,
     Message,
     OrderUpdate,
+    ProcessAlert,
     ProcessHealthEvent,
     Quote,
     Reply,
@@ -28,7 +29,7 @@ from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Sever
 __all__ = [
     "ARG_SCHEMAS", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Heartbeat", "MAX_MESSAGE_BYTES",
-    "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessHealthEvent",
+    "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
     "Side", "StateChanged", "Trade", "decode", "encode", "error", "from_builtins", "ok", "parse_args", "to_builtins", "topics",
 ]

@@ -139,6 +139,24 @@ class ProcessHealthEvent(Message):
     reason: str = ""
 
 
+class ProcessAlert(Message):
+    """supervisord saw a program end badly: published by the event listener (``deploy/
+    event_listener.py``) on topic ``alert.process``.
+
+    ``event`` is ``exited`` (an exit supervisord did not expect), ``backoff`` (it exited before
+    ``startsecs``; supervisord will retry) or ``fatal`` (supervisord gave up: the program stays
+    down until an operator starts it).
+    """
+
+    TYPE: ClassVar[str] = "process_alert"
+    program: str
+    group: str
+    event: Literal["exited", "backoff", "fatal"]
+    from_state: str
+    expected: bool = False
+    pid: int = 0
+
+
 # --- market data -------------------------------------------------------------------------------
 
 
@@ -231,6 +249,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     ConnectorHealthEvent,
     EngineHealthEvent,
     ProcessHealthEvent,
+    ProcessAlert,
     Quote,
     Trade,
     BadMarketData,

@@ -6,6 +6,7 @@ HEARTBEAT_PREFIX = "hb."
 STATE = "state"
 SAFETY = "safety"
 HEALTH_PREFIX = "health."
+PROCESS_ALERT = "alert.process"  # supervisord's event listener: a program exited, backed off, FATAL
 AUDIT_PREFIX = "audit."  # command requests and replies, one topic per serving process
 
 

@@ -18,6 +18,9 @@ class Component:
     restarts: int = 0  # new epochs seen after the first
     trading_enabled: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    # supervisord gave up on it (FATAL, from the event listener): missing for good until it is
+    # heard from again with a new epoch (an operator started it).
+    fatal: bool = False
 
 
 class ComponentTracker:
@@ -35,6 +38,7 @@ class ComponentTracker:
         if comp.epoch != env.epoch:
             if comp.epoch is not None and env.epoch > comp.epoch:
                 comp.restarts += 1
+                comp.fatal = False
             if comp.epoch is None or env.epoch > comp.epoch:
                 comp.epoch = env.epoch
         body = env.body
@@ -43,13 +47,27 @@ class ComponentTracker:
             comp.trading_enabled = body.trading_enabled
             comp.stats = body.stats
 
+    def mark_fatal(self, name: str) -> bool:
+        """Record that supervisord gave up on ``name``; False if it is not a tracked process."""
+        comp = self.components.get(name)
+        if comp is None:
+            return False
+        comp.fatal = True
+        return True
+
+    def gone_for_good(self, after_s: float | None) -> list[str]:
+        """Processes FATAL under supervisord, or (with ``after_s``) silent for longer than that."""
+        return [name for name, comp in self.components.items()
+                if comp.fatal or (after_s is not None and comp.last_seen is not None
+                                  and time.monotonic() - comp.last_seen > after_s)]
+
     def age_s(self, name: str) -> float | None:
         seen = self.components[name].last_seen
         return None if seen is None else time.monotonic() - seen
 
     def alive(self, name: str) -> bool:
         age = self.age_s(name)
-        return age is not None and age < self._missing_after_s
+        return age is not None and age < self._missing_after_s and not self.components[name].fatal
 
     def not_alive(self) -> list[str]:
         return [name for name in self.components if not self.alive(name)]
@@ -70,6 +88,7 @@ class ComponentTracker:
                 "pid": comp.pid,
                 "heartbeat_age_s": None if age is None else round(age, 3),
                 "restarts": comp.restarts,
+                "fatal": comp.fatal,
                 "trading_enabled": comp.trading_enabled,
                 "stats": comp.stats,
             }

@@ -38,6 +38,7 @@ from services.settings import Settings, load_settings
 log = logging.getLogger("orchestrator")
 
 PEERS = ("exchange_manager", "engine", "data_router", "safety")
+SUPERVISOR = "supervisor"  # the source name of supervisord's event listener (deploy/event_listener.py)
 TRADING_PEERS = ("engine", "exchange_manager")
 T = TypeVar("T")
 
@@ -59,6 +60,7 @@ class LiveTradingOrchestrator:
         self._machine: StateMachine | None = None
         self._timeline: deque[dict[str, Any]] = deque(maxlen=200)
         self._safety_events = 0
+        self._process_alerts: dict[str, int] = {}
         self._last_trading_command: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -154,6 +156,9 @@ class LiveTradingOrchestrator:
 
     def open_market(self, reason: str = "market open") -> None:
         self._require(S.READY, "open")
+        missing = self._components.not_alive()
+        if missing:
+            raise Refused(f"open: not healthy: missing {', '.join(missing)}")
         self._require_reconciled("open")
         self._transition(S.LIVE, reason)
 
@@ -257,6 +262,7 @@ class LiveTradingOrchestrator:
         self._runtime.add_handlers(build_handlers(self))
         self._runtime.subscribe(PEERS, [proto.topics.HEARTBEAT_PREFIX, proto.topics.SAFETY,
                                         proto.topics.GOVERNANCE], self._on_message)
+        self._runtime.subscribe([SUPERVISOR], [proto.topics.PROCESS_ALERT], self._on_process_alert)
         oset = settings.orchestrator
         self._peers: dict[str, CommandClient] = {
             name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
@@ -401,6 +407,10 @@ class LiveTradingOrchestrator:
         elif state == S.LIVE and self._components.missing():
             # The heartbeat watchdog runs on every tick, not only at the (slower) assessment.
             self._degrade(f"process missing: {', '.join(self._components.missing())}")
+        elif state == S.DEGRADED:
+            gone = self._components.gone_for_good(self.settings.orchestrator.health.missing_escalate_after_s)
+            if gone:
+                self._escalate(f"process missing for good: {', '.join(gone)}")
         self._command_trading()
         interval = (self.settings.orchestrator.health.degraded_check_interval_s if self.get_state() == S.DEGRADED
                     else self.settings.orchestrator.health_check_interval_s)
@@ -507,6 +517,22 @@ class LiveTradingOrchestrator:
             self._logs.governance(f"{env.source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
                                   logging.WARNING if body.kind.startswith("order_refused") else logging.INFO)
 
+    def _on_process_alert(self, _topic: str, env: proto.Envelope) -> None:
+        """supervisord's word on a program: logged; a FATAL trading service fails the session safe,
+        because nothing will restart it and trading on without it is trading blind."""
+        alert = env.body
+        if not isinstance(alert, proto.ProcessAlert):
+            return
+        self._process_alerts[alert.event] = self._process_alerts.get(alert.event, 0) + 1
+        level = logging.CRITICAL if alert.event == "fatal" else logging.WARNING
+        self._logs.health(f"Process {alert.program}: {alert.event.upper()} under supervisord "
+                          f"(from {alert.from_state}, pid {alert.pid})", level)
+        self._note(f"supervisord: {alert.program} {alert.event}")
+        self._fan_out(self._health_callbacks, alert)
+        if alert.event == "fatal" and self._components.mark_fatal(alert.program):
+            if self.get_state() in (S.LIVE, S.DEGRADED):
+                self._escalate(f"{alert.program} is FATAL under supervisord: missing for good")
+
     def record_command(self, name: str, accepted: bool, detail: str) -> None:
         """Every operator command, accepted or refused, goes to the governance log."""
         self._logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
@@ -551,6 +577,7 @@ class LiveTradingOrchestrator:
             "failsafe_activations": self._counters.failsafe_activations,
             "orchestrator_restarts": self._counters.orchestrator_restarts,
             "safety_events": self._safety_events,
+            "process_alerts": dict(self._process_alerts),
             "decisions_made": engine.get("decisions_made", 0),
             "engine_latency_p50_ms": engine.get("latency_p50_ms", 0.0),
             "engine_latency_p99_ms": engine.get("latency_p99_ms", 0.0),

@@ -52,6 +52,10 @@ class HealthSettings(BaseModel):
     auto_recover_after_s: float | None = Field(default=30.0, gt=0)
     # Trading while DEGRADED: only orders that reduce a position (default), all, or none.
     degraded_mode: Literal["reduce_only", "continue", "halt"] = "reduce_only"
+    # A process silent this long (a restart takes seconds; this is one that is not coming back) takes
+    # a DEGRADED session to FAILSAFE; null turns it off. A FATAL report from supervisord's event
+    # listener escalates at once.
+    missing_escalate_after_s: float | None = Field(default=60.0, gt=0)
     # Daily realized plus unrealized loss beyond this goes to FAILSAFE.
     max_daily_loss: float = Field(default=5_000.0, gt=0)
 

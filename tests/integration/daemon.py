@@ -413,8 +413,9 @@ class Daemon:
         )
 
     def qualified(self, program: str) -> str:
-        """supervisor's name for the program: ``trading:engine``, or ``venue_sim`` outside the group."""
-        return self.namespecs[program]
+        """supervisor's name for the program: ``trading:engine``, or ``venue_sim`` outside the group
+        (and the event listener, a pool of its own)."""
+        return self.namespecs.get(program, program)
 
     def process_info(self, program: str) -> dict[str, Any]:
         return self.rpc().getProcessInfo(self.qualified(program))

@@ -12,6 +12,8 @@ import re
 
 from bus import SERVICE_NAMES
 
+from deploy.supervisord_conf import EVENT_LISTENER
+
 from .daemon import Daemon, orchestrated_services, program_names, wait_until
 
 MODULE_DAEMON = {"config": {"orchestrator": {"auto_open": False}}}
@@ -24,8 +26,9 @@ SESSION_LOG_KINDS = ("live_trading", "safety_events", "connector_health", "gover
 
 def test_all_programs_running_and_orchestrator_ready(module_daemon: Daemon) -> None:
     d = module_daemon
+    d.wait_statename(EVENT_LISTENER, "RUNNING")
     names = d.statenames()
-    assert set(names) == set(program_names())
+    assert set(names) == {*program_names(), EVENT_LISTENER}
     assert set(names.values()) == {"RUNNING"}, names
     assert d.wait_state("ready", timeout=15) == "ready"
     # auto_open = false: it stays READY

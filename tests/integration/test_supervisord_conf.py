@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from supervisor.datatypes import RestartUnconditionally
-from supervisor.options import ClientOptions, ServerOptions
+from supervisor.events import EventTypes
+from supervisor.options import ClientOptions, EventListenerPoolConfig, ServerOptions
 
 from deploy import supervisord_conf
 
@@ -70,7 +71,8 @@ def server_options(scratch_conf: Path) -> ServerOptions:
 
 def test_supervisord_reads_the_group_and_every_program(server_options: ServerOptions, scratch_conf: Path) -> None:
     here = scratch_conf.parent
-    groups = {g.name: g for g in server_options.process_group_configs}
+    groups = {g.name: g for g in server_options.process_group_configs
+              if not isinstance(g, EventListenerPoolConfig)}
     group = groups[supervisord_conf.GROUP]
     assert sorted(p.name for p in group.process_configs) == sorted(group_program_names())
     configs = {p.name: p for g in groups.values() for p in g.process_configs}
@@ -94,6 +96,21 @@ def test_supervisord_reads_the_group_and_every_program(server_options: ServerOpt
         assert not any(key.startswith("TRADING_") for key in pc.environment), pc.environment
 
 
+def test_supervisord_runs_the_event_listener_on_process_state(server_options: ServerOptions,
+                                                            scratch_conf: Path) -> None:
+    here = scratch_conf.parent
+    pools = [g for g in server_options.process_group_configs if isinstance(g, EventListenerPoolConfig)]
+    assert [p.name for p in pools] == [supervisord_conf.EVENT_LISTENER]
+    [pool] = pools
+    assert EventTypes.PROCESS_STATE in pool.pool_events
+    [pc] = pool.process_configs
+    assert pc.command == f"{here}/../.venv/bin/python -m {supervisord_conf.EVENT_LISTENER_MODULE}"
+    assert importlib.util.find_spec(supervisord_conf.EVENT_LISTENER_MODULE) is not None
+    assert pc.autorestart is RestartUnconditionally
+    # stdout is the listener protocol; only stderr is a log.
+    assert pc.stderr_logfile == f"{here}/../logs/{supervisord_conf.EVENT_LISTENER}.log"
+
+
 def test_control_socket_is_private(server_options: ServerOptions, scratch_conf: Path) -> None:
     [server] = server_options.server_configs
     assert server["family"] == socket.AF_UNIX
@@ -114,5 +131,5 @@ def test_render_for_a_test_dir_keeps_the_invariants() -> None:
     text = supervisord_conf.render(root="/r", python="/r/py", run_dir="/x/run", log_dir="/x/logs",
                                    environment={"TRADING_CONFIG": "/x/c.toml"})
     assert "file=/x/run/supervisor.sock" in text
-    assert text.count('TRADING_CONFIG="/x/c.toml"') == len(program_names())
+    assert text.count('TRADING_CONFIG="/x/c.toml"') == len(program_names()) + 1  # + the event listener
     assert text.count("stopasgroup=true") == len(program_names())
