@@ -19,6 +19,7 @@ from rich.table import Table
 
 from bus import CommandClient, CommandTimeout, Endpoints
 from services.settings import CONFIG_FILE_ENV, SettingsError, load_settings
+from services.tradectl.sniffer.commands import bus as sniffer_bus
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
 
@@ -226,6 +227,9 @@ def reset() -> None:
 def shutdown() -> None:
     """End the session (→ SHUTDOWN). Processes stay up; stop them with supervisorctl."""
     _control("shutdown", reason="operator shutdown (tradectl)")
+
+
+cli.add_command(sniffer_bus)  # tradectl bus ... (services/tradectl/sniffer/)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""``tradectl bus``: the operators' passive bus sniffer (see ``commands.py`` for the verbs)."""

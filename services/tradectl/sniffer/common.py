@@ -1,0 +1,66 @@
+"""What every verb shares: settings, attaching, exit codes, common options, the loss summary.
+
+Exit codes: 0 done; 1 nothing (or fewer than ``--count``) arrived within ``--timeout``;
+2 bad settings, a bad ``--filter``, an unreadable recording, or an endpoint ``play`` cannot bind.
+Summaries and the sniffer's own losses go to stderr, so ``--json`` output on stdout stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from bus.settings import BusSettings
+from services.tradectl.sniffer.attach import DEFAULT_HWM, Attachment
+from services.tradectl.sniffer.gaps import SeqTracker
+
+EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"tradectl bus: {message}", err=True)
+    sys.exit(code)
+
+
+def settings() -> tuple[BusSettings, Path]:
+    # Imported here: the settings model imports every service's settings (a second on a cold start
+    # that ``--help`` need not pay).
+    from services.settings import SettingsError, load_settings
+    try:
+        s = load_settings()
+    except SettingsError as exc:
+        fail(EXIT_ERROR, f"invalid settings:\n{exc}")
+    return s.bus, s.paths.run_dir
+
+
+def attach(prefixes: tuple[str, ...], hwm: int) -> Attachment:
+    bus, run_dir = settings()
+    return Attachment(bus, run_dir, prefixes, hwm=hwm)
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM ends a verb like Ctrl-C: a recording still gets its index and footer."""
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def losses(tracker: SeqTracker, as_json: bool, **extra: Any) -> None:
+    s = {**extra, **tracker.summary()}
+    if as_json:
+        click.echo(json.dumps({"sniffer": s}), err=True)
+    else:
+        click.echo("tradectl bus: " + ", ".join(f"{k} {v}" for k, v in s.items())
+                   + " (lost = sequence gaps: dropped by the sniffer or never sent)", err=True)
+
+
+hwm_option = click.option("--hwm", type=click.IntRange(1000), default=DEFAULT_HWM, show_default=True,
+                          help="Receive queue depth (messages) before the sniffer itself drops.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+

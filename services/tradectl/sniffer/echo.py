@@ -1,0 +1,142 @@
+"""``echo``: decoded messages, one per line, human-readable or JSON.
+
+The JSON path is the fast one (target: 100k msgs/s to /dev/null on 2 cores): the decoded body is a
+msgspec struct, so ``msgspec.json`` encodes it directly (no ``to_builtins`` detour), lines are
+joined per received batch and written with one ``write``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+import click
+import msgspec
+
+from services.tradectl.sniffer.attach import (
+    Attachment,
+    Deadline,
+    Seen,
+    hex_preview,
+    read_header,
+)
+from services.tradectl.sniffer.filters import Filter
+from services.tradectl.sniffer.gaps import SeqTracker
+
+
+class EchoLine(msgspec.Struct, omit_defaults=False):
+    """One ``--json`` line. ``ts_ns`` is the publish time (the envelope's), ``recv_ns`` when the
+    sniffer read it; ``age_s`` their difference; ``size`` the message frame's bytes."""
+
+    topic: str
+    source: str
+    epoch: int
+    seq: int
+    type: str
+    ts_ns: int
+    recv_ns: int
+    age_s: float
+    size: int
+    body: Any
+
+
+class BadLine(msgspec.Struct):
+    topic: str
+    recv_ns: int
+    size: int
+    undecodable: bool
+    error: str
+    hex: str
+
+
+_ENC = msgspec.json.Encoder()
+
+
+def json_line(m: Seen) -> bytes:
+    env = m.env
+    if env is None:
+        return _ENC.encode(BadLine(m.topic, m.recv_ns, len(m.data), True, m.error or "", hex_preview(m.data)))
+    return _ENC.encode(EchoLine(m.topic, env.source, env.epoch, env.seq, env.type, env.ts_ns, m.recv_ns,
+                                (m.recv_ns - env.ts_ns) / 1e9, len(m.data), env.body))
+
+
+def _clock(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9).strftime("%H:%M:%S.%f")
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return v if v and " " not in v and "=" not in v else json.dumps(v)
+    if isinstance(v, float):
+        return f"{v:.10g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
+    return str(v)
+
+
+def human_line(m: Seen) -> str:
+    env = m.env
+    if env is None:
+        return (f"{_clock(m.recv_ns)} {click.style(m.topic or '-', fg='cyan')} "
+                f"{click.style('UNDECODABLE', fg='red', bold=True)} {m.error} ({len(m.data)} B): {hex_preview(m.data)}")
+    body = msgspec.to_builtins(env.body)
+    fields = " ".join(f"{k}={_value(v)}" for k, v in body.items())
+    age_ms = (m.recv_ns - env.ts_ns) / 1e6
+    return (f"{_clock(env.ts_ns)} {click.style(m.topic, fg='cyan')} {click.style(env.source, fg='green')}"
+            f"#{env.seq} {click.style(env.type, fg='yellow')} age {age_ms:.2f}ms {len(m.data)}B  {fields}")
+
+
+def selector(exclude: Sequence[str], expr: Filter | None) -> Callable[[Seen], bool]:
+    """Which messages to show: not under an excluded prefix and matching ``--filter``."""
+    excluded = tuple(exclude)
+
+    def keep(m: Seen) -> bool:
+        if excluded and m.topic.startswith(excluded):
+            return False
+        if expr is not None:
+            return m.env is not None and expr(m.context())
+        return True
+
+    return keep
+
+
+def run_echo(att: Attachment, *, as_json: bool, keep: Callable[[Seen], bool], count: int | None,
+             timeout: float | None, out: IO[bytes] | None = None) -> tuple[int, SeqTracker]:
+    """Print messages until ``count`` were shown or ``timeout`` passed; return (shown, tracker)."""
+    out = out or sys.stdout.buffer
+    tracker = SeqTracker()
+    deadline = Deadline(timeout)
+    shown = 0
+    observe = tracker.observe
+    while not deadline.expired and (count is None or shown < count):
+        batch = att.receive(deadline.left(0.5))
+        if not batch:
+            continue
+        lines: list[bytes] = []
+        for m in batch:
+            env = m.decode()
+            if env is None:
+                tracker.undecodable += 1
+                # an envelope whose body fails validation still has a sequence number to account for
+                h = read_header(m.data) if m.frames == 2 else None
+                if h is not None:
+                    observe(h.source, m.topic, h.epoch, h.seq, m.recv_ns)
+            else:
+                observe(env.source, m.topic, env.epoch, env.seq, m.recv_ns)
+            if not keep(m):
+                continue
+            lines.append(json_line(m) if as_json else human_line(m).encode())
+            shown += 1
+            if count is not None and shown >= count:
+                break
+        if lines:
+            lines.append(b"")
+            if as_json:
+                out.write(b"\n".join(lines))
+            else:
+                click.echo(b"\n".join(lines).decode(), nl=False)
+            out.flush()
+    return shown, tracker
