@@ -116,7 +116,9 @@ class Daemon:
         self.conf = tmp / "supervisord.conf"
         self.conf.write_text(render(root=str(ROOT), python=sys.executable, run_dir=str(run_dir),
                                     log_dir=str(log_dir),
-                                    environment={"TRADING_CONFIG": str(self.config)}))
+                                    # metrics on a free port: a developer's daemon may hold the default
+                                    environment={"TRADING_CONFIG": str(self.config),
+                                                 "TRADING_ORCHESTRATOR__METRICS_PORT": "0"}))
         self.env = {**os.environ, "TRADING_CONFIG": str(self.config)}
         self.proc: subprocess.Popen | None = None
         self.program_pids: dict[str, int] = {}

@@ -197,7 +197,19 @@ class ServiceRuntime:
             channel.expire()
 
     def _status_stats(self) -> dict[str, Any]:
-        return {**self._stats(), "uptime_s": round(time.monotonic() - self.started, 3)}
+        return {**self._stats(), "uptime_s": round(time.monotonic() - self.started, 3), "bus": self.bus_totals()}
+
+    def bus_totals(self) -> dict[str, int]:
+        """This process's bus counters in one small dict for its heartbeat (the metrics' source)."""
+        subs = [sub for _, sub in self._subscribers]
+        return {
+            "published": self.publisher.sent,
+            "received": sum(sub.received for sub in subs),
+            "rejected": sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values()),
+            "gaps": sum(p.gaps for sub in subs for p in sub.peers.values()),
+            "lost": sum(p.lost for sub in subs for p in sub.peers.values()),
+            "commands": self.commands.handled,
+        }
 
     def process_status(self) -> dict[str, Any]:
         """``status``: this process's identity, liveness and counters.

@@ -20,6 +20,7 @@ from bus import NotConnected
 from proto.commands import OrderArgs
 from services.engine.handlers import build_handlers
 from services.engine.strategies import Intent, Strategy, build
+from services.latency import LatencyHistogram
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
 from services.settings import Settings
@@ -46,6 +47,7 @@ class Engine:
         self.orders_refused = 0
         self.order_timeouts = 0
         self._latency_ns: deque[int] = deque(maxlen=1024)
+        self.decision_latency = LatencyHistogram()
         self.orders = self.runtime.channel("exchange_manager", timeout_s=cfg.order_timeout_s)
         self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
                                self._on_market_data)
@@ -68,7 +70,9 @@ class Engine:
             except Exception:
                 self._strategy_failed(strategy)
                 continue
-            self._latency_ns.append(time.perf_counter_ns() - t0)
+            took = time.perf_counter_ns() - t0
+            self._latency_ns.append(took)
+            self.decision_latency.observe_ns(took)
             if not intents:
                 continue
             if not self.session.trading_allowed():
@@ -152,6 +156,7 @@ class Engine:
             "decisions_made": self.decisions_made,
             "latency_p50_ms": round(self.latency_ms(0.50), 4),
             "latency_p99_ms": round(self.latency_ms(0.99), 4),
+            "decision_latency": self.decision_latency.snapshot(),
             "error_count": sum(self.strategy_errors.values()) + self.order_timeouts,
             "orders_refused": self.orders_refused,
             "suppressed": self.suppressed,

@@ -9,6 +9,7 @@ venues' execution reports and fills; reconcile on every (re)connection.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import proto
@@ -20,12 +21,15 @@ from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
+from services.latency import LatencyHistogram
 from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
 from services.settings import Settings
 
 log = logging.getLogger("exchange_manager")
+# A quote older than this when its order leaves is a replayed one (historic timestamp), not latency.
+TICK_TO_ORDER_MAX_NS = 60 * 1_000_000_000
 
 
 class Refused(Exception):
@@ -44,6 +48,7 @@ class ExchangeManager:
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode))
         # Ids carry this process's start time, so a restart never reuses one.
+        self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
         orders, self.positions, fill_ids = self.journal.load()
@@ -82,6 +87,10 @@ class ExchangeManager:
         record = self.book.new(args, name)
         self.journal.save_order(record)  # on disk before it leaves: a restart knows it was sent
         self._publish_order(record)
+        if args.origin_ts_ns:
+            since_tick = time.time_ns() - args.origin_ts_ns
+            if 0 <= since_tick < TICK_TO_ORDER_MAX_NS:  # a replayed quote carries a historic time
+                self.tick_to_order.observe_ns(since_tick)
         try:
             connector.submit(record.message(), args.origin_ts_ns)
         except NotConnected as exc:
@@ -218,6 +227,7 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "reconciled": bool(last and last.ok),
+            "tick_to_order": self.tick_to_order.snapshot(),
         }
 
     def run(self) -> None:

@@ -30,6 +30,7 @@ from services.orchestrator.failsafe import FailsafeSequence, run_step
 from services.orchestrator.health import Assessment, HealthMonitor
 from services.orchestrator.incident import IncidentReport
 from services.orchestrator.journal import Journal, SessionCounters
+from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
 from services.runtime import ServiceRuntime
@@ -60,6 +61,8 @@ class LiveTradingOrchestrator:
         self._machine: StateMachine | None = None
         self._timeline: deque[dict[str, Any]] = deque(maxlen=200)
         self._safety_events = 0
+        self._safety_by_type: dict[tuple[str, str], int] = {}
+        self._metrics: MetricsServer | None = None
         self._process_alerts: dict[str, int] = {}
         self._last_trading_command: dict[str, float] = {}
 
@@ -278,6 +281,14 @@ class LiveTradingOrchestrator:
         self._last_assessment = 0.0
         self._healthy_since: float | None = None
         self._runtime.reactor.call_every(settings.bus.heartbeat_interval_s, self._tick)
+        if oset.metrics_port is not None:
+            try:
+                self._metrics = MetricsServer(oset.metrics_host, oset.metrics_port,
+                                              lambda: self._in_loop(self._metrics_snapshot, timeout_s=2.0))
+            except OSError as exc:
+                self._runtime.close()
+                raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
+                                 f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
         if restored is None:
             self._logs.live(f"New session {counters.session_id}: state {state.name}")
         else:
@@ -292,6 +303,8 @@ class LiveTradingOrchestrator:
             self._runtime.run()
         finally:
             self._loop_thread = None
+            if self._metrics is not None:
+                self._metrics.close()
             self._journal.close()
             self._logs.close()
 
@@ -541,6 +554,8 @@ class LiveTradingOrchestrator:
     def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
         """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""
         self._safety_events += 1
+        key = (ev.event_type.value, ev.severity.value)
+        self._safety_by_type[key] = self._safety_by_type.get(key, 0) + 1
         level = logging.CRITICAL if ev.severity is proto.Severity.CRITICAL else logging.WARNING
         self._logs.safety(f"{ev.severity.value.upper()} {ev.event_type.value} {ev.symbol}: {ev.message}", level)
         self._note(f"safety {ev.severity.value} {ev.event_type.value} {ev.symbol}: {ev.message}")
@@ -592,16 +607,29 @@ class LiveTradingOrchestrator:
             "fees": exchange.get("fees", 0.0),
         }
 
+    def _metrics_snapshot(self) -> dict[str, Any]:
+        assert self._runtime is not None
+        return {
+            "stats": self._stats(),
+            "components": self._components_snapshot(),
+            "process_alerts": dict(self._process_alerts),
+            "safety_events_by_type": dict(self._safety_by_type),
+        }
+
+    def _components_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every process as the orchestrator knows it, itself included."""
+        assert self._runtime is not None
+        return {"orchestrator": {
+            "alive": True, "pid": os.getpid(), "heartbeat_age_s": 0.0,
+            "restarts": self._counters.orchestrator_restarts, "trading_enabled": self.get_state() in (S.LIVE, S.DEGRADED),
+            "fatal": False, "stats": {**self._heartbeat_stats(), "bus": self._runtime.bus_totals()},
+        }, **self._components.snapshot()}
+
     def _heartbeat_stats(self) -> dict[str, Any]:
         return {"session_id": self._counters.session_id, "transitions": self._machine.transitions_done if self._machine else 0}
 
     def _status(self) -> dict[str, Any]:
         assert self._runtime is not None
-        components = {"orchestrator": {
-            "alive": True, "pid": os.getpid(), "heartbeat_age_s": 0.0,
-            "restarts": self._counters.orchestrator_restarts, "trading_enabled": self.get_state() in (S.LIVE, S.DEGRADED),
-            "stats": self._heartbeat_stats(),
-        }, **self._components.snapshot()}
         return {
             **self._runtime.process_status(),
             "state": self.get_state().value,
@@ -609,5 +637,6 @@ class LiveTradingOrchestrator:
             "failsafe_pending": self._counters.failsafe_pending,
             "alerts": list(self._alerter.outcomes),
             "session_logs": {kind: str(path) for kind, path in self._logs.paths.items()},
-            "components": components,
+            "components": self._components_snapshot(),
+            "metrics_url": None if self._metrics is None else self._metrics.url,
         }

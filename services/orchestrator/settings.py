@@ -93,5 +93,9 @@ class OrchestratorSettings(BaseModel):
     command_timeout_s: float = Field(default=0.5, gt=0)
     command_retries: int = Field(default=3, ge=0)
     journal_file: str = "orchestrator.sqlite"
+    # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics; port 0 takes any free
+    # port (``tradectl status --json`` shows the URL as ``metrics_url``), null serves none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     health: HealthSettings = HealthSettings()
     failsafe: FailsafeSettings = FailsafeSettings()

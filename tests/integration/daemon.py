@@ -265,8 +265,10 @@ class Daemon:
         self.toml_path = self.root / "config.toml"
         self.supervisord_out = self.root / "supervisord.out"
         self.config: dict[str, Any] = deep_merge(
+            # metrics on any free port: daemons of parallel tests never collide
             {"paths": {"run_dir": str(self.run_dir), "log_dir": str(self.log_dir),
-                       "state_dir": str(self.state_dir)}},
+                       "state_dir": str(self.state_dir)},
+             "orchestrator": {"metrics_port": 0}},
             config or {},
         )
         # toml_text replaces the generated file (paths included!); toml_extra is appended raw.
