@@ -197,9 +197,10 @@ class LiveTradingOrchestrator:
             self._journal.transitions(self._counters.session_id, last=10_000))
         log_dir = self.settings.paths.log_dir
         json_path, md_path = write_report(report, log_dir / "reports")
-        archive = archive_logs(list(self._logs.paths.values()), log_dir / "archive",
+        archive = archive_logs(self._logs.files(), log_dir / "archive",
                                f"session_{self._counters.session_id}")
-        self._logs.live(f"End-of-day report {json_path}; logs archived to {archive}")
+        self._logs.live(f"End-of-day report {json_path}; logs archived to {archive}", event="end_of_day",
+                        report=str(json_path), archive=str(archive))
         return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
@@ -250,7 +251,8 @@ class LiveTradingOrchestrator:
             counters.orchestrator_restarts += 1
         self._journal.save_counters(counters)
         self._counters = counters
-        self._logs = SessionLogs(settings.paths.log_dir)
+        self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
+                                 backups=settings.orchestrator.session_log_backups)
         self._machine = StateMachine(state, done, self._record)
         self._machine.add_callback(self._on_transition)
         for callback in self._state_callbacks:
@@ -290,10 +292,13 @@ class LiveTradingOrchestrator:
                 raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
                                  f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
         if restored is None:
-            self._logs.live(f"New session {counters.session_id}: state {state.name}")
+            self._logs.live(f"New session {counters.session_id}: state {state.name}", event="session_start",
+                            session_id=counters.session_id, state=state.value)
         else:
             self._logs.live(f"Restored session {counters.session_id} from journal: state {state.name}, "
-                            f"{done} transition(s), restart #{counters.orchestrator_restarts}")
+                            f"{done} transition(s), restart #{counters.orchestrator_restarts}",
+                            event="session_restored", session_id=counters.session_id, state=state.value,
+                            transitions=done, restart=counters.orchestrator_restarts)
         self._note(f"orchestrator {'restored' if restored else 'started'} in {state.name}")
 
     def _serve(self) -> None:
@@ -357,7 +362,8 @@ class LiveTradingOrchestrator:
         assert self._runtime is not None and self._machine is not None
         self._runtime.publisher.publish(proto.topics.STATE, proto.StateChanged(
             old=old, new=new, reason=reason, transition_no=self._machine.transitions_done))
-        self._logs.live(f"State transition: {old.name} → {new.name} ({reason})")
+        self._logs.live(f"State transition: {old.name} → {new.name} ({reason})", event="state_transition",
+                        old=old.value, new=new.value, reason=reason)
         self._note(f"{old.name} → {new.name}: {reason}")
         # Follow-up work runs on the next loop turn, after every callback of this transition.
         if new == S.FAILSAFE:
@@ -395,7 +401,8 @@ class LiveTradingOrchestrator:
         level = logging.INFO if report.ok else logging.ERROR
         summary = (f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
                    f"{'flat at the venue' if flat else 'NOT VERIFIED FLAT'}; incident report {json_path}")
-        self._logs.safety(summary, level)
+        self._logs.safety(summary, level, event="failsafe_sequence", trigger=trigger, ok=report.ok, flat=flat,
+                          incident_report=str(json_path))
         self._note(summary)
         self._alerter.send({"event": "failsafe", "session_id": self._counters.session_id, "trigger": trigger,
                             "flat": flat, "ok": report.ok, "incident_report": str(json_path),
@@ -485,17 +492,19 @@ class LiveTradingOrchestrator:
                               f"connected={ev.connected} latency_ms={ev.latency_ms:.2f} "
                               f"received={ev.messages_received} dropped={ev.messages_dropped} "
                               f"errors={ev.error_count} {ev.reason}".rstrip(),
-                              logging.INFO if ev.healthy else logging.WARNING)
+                              logging.INFO if ev.healthy else logging.WARNING,
+                              event="connector_health", **proto.to_builtins(ev))
             self._fan_out(self._connector_callbacks, ev)
         elif isinstance(ev, proto.EngineHealthEvent):
             self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
             if not ev.healthy:
-                self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING)
+                self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING, event="engine_health",
+                                **proto.to_builtins(ev))
         elif isinstance(ev, proto.ProcessHealthEvent):
             self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
             if not ev.alive:
                 self._logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
-                                  logging.WARNING)
+                                  logging.WARNING, event="process_health", **proto.to_builtins(ev))
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
@@ -528,7 +537,8 @@ class LiveTradingOrchestrator:
         elif isinstance(body, proto.GovernanceEvent):
             detail = f" {body.detail}" if body.detail else ""
             self._logs.governance(f"{env.source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
-                                  logging.WARNING if body.kind.startswith("order_refused") else logging.INFO)
+                                  logging.WARNING if body.kind.startswith("order_refused") else logging.INFO,
+                                  event="governance", source=env.source, **proto.to_builtins(body))
 
     def _on_process_alert(self, _topic: str, env: proto.Envelope) -> None:
         """supervisord's word on a program: logged; a FATAL trading service fails the session safe,
@@ -539,7 +549,8 @@ class LiveTradingOrchestrator:
         self._process_alerts[alert.event] = self._process_alerts.get(alert.event, 0) + 1
         level = logging.CRITICAL if alert.event == "fatal" else logging.WARNING
         self._logs.health(f"Process {alert.program}: {alert.event.upper()} under supervisord "
-                          f"(from {alert.from_state}, pid {alert.pid})", level)
+                          f"(from {alert.from_state}, pid {alert.pid})", level, event="process_alert",
+                          **proto.to_builtins(alert))
         self._note(f"supervisord: {alert.program} {alert.event}")
         self._fan_out(self._health_callbacks, alert)
         if alert.event == "fatal" and self._components.mark_fatal(alert.program):
@@ -549,7 +560,8 @@ class LiveTradingOrchestrator:
     def record_command(self, name: str, accepted: bool, detail: str) -> None:
         """Every operator command, accepted or refused, goes to the governance log."""
         self._logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
-                              logging.INFO if accepted else logging.WARNING)
+                              logging.INFO if accepted else logging.WARNING, event="operator_command",
+                              command=name, accepted=accepted, detail=detail)
 
     def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
         """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""
@@ -557,7 +569,8 @@ class LiveTradingOrchestrator:
         key = (ev.event_type.value, ev.severity.value)
         self._safety_by_type[key] = self._safety_by_type.get(key, 0) + 1
         level = logging.CRITICAL if ev.severity is proto.Severity.CRITICAL else logging.WARNING
-        self._logs.safety(f"{ev.severity.value.upper()} {ev.event_type.value} {ev.symbol}: {ev.message}", level)
+        self._logs.safety(f"{ev.severity.value.upper()} {ev.event_type.value} {ev.symbol}: {ev.message}", level,
+                          event="safety_event", **proto.to_builtins(ev))
         self._note(f"safety {ev.severity.value} {ev.event_type.value} {ev.symbol}: {ev.message}")
         self._fan_out(self._safety_callbacks, ev)
         self._healthy_since = None

@@ -1,27 +1,38 @@
-"""The four session logs of the specification, one set per orchestrator start.
+"""The four session logs of the specification and a structured event log, one set per orchestrator start.
 
     logs/live/live_trading_<ts>.log        every transition and event
     logs/live/safety_events_<ts>.log       safety events
     logs/live/connector_health_<ts>.log    connector and process health events
     logs/live/governance_events_<ts>.log   governance: limits, refusals, operator commands
+    logs/live/events_<ts>.jsonl            every line of the above as one JSON object, with fields
 
-Format: ``2026-01-19 14:30:45,123 - LiveTradingOrchestrator - INFO - State transition: LIVE → DEGRADED``.
-Every line written to one of the specific logs is also written to the live_trading log.
+Format of the four: ``2026-01-19 14:30:45,123 - LiveTradingOrchestrator - INFO - State transition: LIVE → DEGRADED``.
+Every line written to one of the specific logs is also written to the live_trading log. The JSON
+lines carry ``ts`` (epoch seconds), ``time``, ``level``, ``log`` (which of the four), ``event`` (a
+stable name: ``state_transition``, ``safety_event``, ``process_alert``, ...), ``message`` and the
+event's own fields, so an incident review can filter with ``jq`` instead of parsing prose.
+
+Each file rotates at ``max_bytes`` (``<name>.1`` is the previous part); ``files()`` lists every part.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.handlers
 import time
 from pathlib import Path
+from typing import Any
 
 LOGGER_NAME = "LiveTradingOrchestrator"
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 KINDS = ("live_trading", "safety_events", "connector_health", "governance_events")
+EVENTS = "events"
 
 
 class SessionLogs:
-    def __init__(self, log_dir: Path, started: float | None = None) -> None:
+    def __init__(self, log_dir: Path, started: float | None = None, *, max_bytes: int = 50 << 20,
+                 backups: int = 10) -> None:
         self.dir = log_dir / "live"
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(started or time.time()))
@@ -29,34 +40,56 @@ class SessionLogs:
         self.paths: dict[str, Path] = {}
         self._loggers: dict[str, logging.Logger] = {}
         for kind in KINDS:
-            # Loggers made directly, not via getLogger: each orchestrator instance owns its own
-            # files, and nothing else in the process can write into them by accident.
-            logger = logging.Logger(LOGGER_NAME, logging.INFO)
-            path = self.dir / f"{kind}_{stamp}.log"
-            handler = logging.FileHandler(path, encoding="utf-8")
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
-            self.paths[kind] = path
-            self._loggers[kind] = logger
+            self._loggers[kind] = self._logger(self.dir / f"{kind}_{stamp}.log", kind, formatter, max_bytes, backups)
+        self._events = self._logger(self.dir / f"{EVENTS}_{stamp}.jsonl", EVENTS, logging.Formatter("%(message)s"),
+                                    max_bytes, backups)
 
-    def live(self, message: str, level: int = logging.INFO) -> None:
+    def _logger(self, path: Path, kind: str, formatter: logging.Formatter, max_bytes: int,
+                backups: int) -> logging.Logger:
+        # Loggers made directly, not via getLogger: each orchestrator instance owns its own
+        # files, and nothing else in the process can write into them by accident.
+        logger = logging.Logger(LOGGER_NAME, logging.INFO)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
+                                                       encoding="utf-8")
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+        self.paths[kind] = path
+        return logger
+
+    def live(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
         self._loggers["live_trading"].log(level, message)
+        self._event("live_trading", message, level, event, fields)
 
-    def safety(self, message: str, level: int = logging.WARNING) -> None:
-        self._write("safety_events", message, level)
+    def safety(self, message: str, level: int = logging.WARNING, event: str = "", **fields: Any) -> None:
+        self._write("safety_events", message, level, event, fields)
 
-    def health(self, message: str, level: int = logging.INFO) -> None:
-        self._write("connector_health", message, level)
+    def health(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
+        self._write("connector_health", message, level, event, fields)
 
-    def governance(self, message: str, level: int = logging.INFO) -> None:
-        self._write("governance_events", message, level)
+    def governance(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
+        self._write("governance_events", message, level, event, fields)
 
-    def _write(self, kind: str, message: str, level: int) -> None:
+    def _write(self, kind: str, message: str, level: int, event: str, fields: dict[str, Any]) -> None:
         self._loggers[kind].log(level, message)
         self._loggers["live_trading"].log(level, message)
+        self._event(kind, message, level, event, fields)
+
+    def _event(self, kind: str, message: str, level: int, event: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        record = {"ts": round(now, 6), "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                  + f".{int(now % 1 * 1000):03d}Z", "level": logging.getLevelName(level), "log": kind,
+                  "event": event or kind, "message": message, **fields}
+        self._events.info(json.dumps(record, default=str, ensure_ascii=False))
+
+    def files(self) -> list[Path]:
+        """Every file of this session, rotated parts included (oldest part last)."""
+        out = []
+        for path in self.paths.values():
+            out += [path, *sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]))]
+        return [p for p in out if p.exists()]
 
     def close(self) -> None:
-        for logger in self._loggers.values():
+        for logger in [*self._loggers.values(), self._events]:
             for handler in list(logger.handlers):
                 handler.close()
                 logger.removeHandler(handler)

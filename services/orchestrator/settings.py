@@ -93,6 +93,9 @@ class OrchestratorSettings(BaseModel):
     command_timeout_s: float = Field(default=0.5, gt=0)
     command_retries: int = Field(default=3, ge=0)
     journal_file: str = "orchestrator.sqlite"
+    # The session logs (logs/live/) rotate at this size, keeping this many previous parts each.
+    session_log_max_bytes: int = Field(default=50 << 20, ge=10_000)
+    session_log_backups: int = Field(default=10, ge=1)
     # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics; port 0 takes any free
     # port (``tradectl status --json`` shows the URL as ``metrics_url``), null serves none.
     metrics_host: str = "127.0.0.1"

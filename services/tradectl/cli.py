@@ -19,6 +19,7 @@ from rich.table import Table
 
 from bus import CommandClient, CommandTimeout, Endpoints
 from services.settings import CONFIG_FILE_ENV, SettingsError, load_settings
+from services.tradectl.logs import logs
 from services.tradectl.sniffer.commands import bus as sniffer_bus
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
@@ -78,9 +79,20 @@ def cli(config: str | None) -> None:
 
 
 @cli.command()
-def state() -> None:
-    """Print the session state's lower-case name (startup, ready, live, degraded, failsafe, shutdown)."""
-    click.echo(Daemon().call("state")["state"])
+@click.option("--json", "as_json", is_flag=True, help='One JSON object: {"state": ...}.')
+def state(as_json: bool) -> None:
+    """Print the session state's lower-case name (startup, ready, live, degraded, failsafe, shutdown).
+
+    \b
+    Examples:
+      tradectl state                                 # live
+      [ "$(tradectl state)" = live ] || page-the-desk
+    """
+    result = Daemon().call("state")
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(result["state"])
 
 
 @cli.command()
@@ -105,12 +117,20 @@ def status(as_json: bool) -> None:
                       "-" if age is None else f"{age:.2f}", str(comp["restarts"]),
                       "on" if comp["trading_enabled"] else "off")
     Console().print(table)
+    if result.get("metrics_url"):
+        click.echo(f"metrics: {result['metrics_url']}")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every counter.")
 def stats(as_json: bool) -> None:
-    """Session counters: duration, decisions, PnL, safety events, failsafe activations."""
+    """Session counters: duration, decisions, PnL, safety events, failsafe activations.
+
+    \b
+    Examples:
+      tradectl stats
+      tradectl stats --json | jq .realized_pnl
+    """
     result = Daemon().call("stats")
     if as_json:
         print_json(result)
@@ -124,7 +144,13 @@ def stats(as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: symbol -> position.")
 def positions(as_json: bool) -> None:
-    """Positions and PnL per symbol, from the exchange manager's book of record."""
+    """Positions and PnL per symbol, from the exchange manager's book of record.
+
+    \b
+    Examples:
+      tradectl positions
+      tradectl positions --json | jq '."BTC-USD".qty'
+    """
     result = Daemon("exchange_manager").call("positions")["positions"]
     if as_json:
         print_json(result)
@@ -142,7 +168,13 @@ def positions(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of orders.")
 @click.option("--all", "show_all", is_flag=True, help="Closed orders too (default: open orders only).")
 def orders(as_json: bool, show_all: bool) -> None:
-    """Orders in the exchange manager's book of record: open ones, or all recent with --all."""
+    """Orders in the exchange manager's book of record: open ones, or all recent with --all.
+
+    \b
+    Examples:
+      tradectl orders
+      tradectl orders --all --json | jq '.[] | select(.status == "rejected")'
+    """
     result = [o for o in Daemon("exchange_manager").call("orders")["orders"]
               if show_all or o["status"] in ("new", "acknowledged", "partially_filled")]
     if as_json:
@@ -169,7 +201,8 @@ def venue() -> None:
 @click.option("--symbol", default=None, help="jump_price: which symbol.")
 @click.option("--value", type=float, default=0.0, help="latency: milliseconds; jump_price: percent.")
 @click.option("--duration", type=float, default=5.0, help="drop_connection: seconds away.")
-def venue_fault(fault: str, symbol: str | None, value: float, duration: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the venue's reply as one JSON object.")
+def venue_fault(fault: str, symbol: str | None, value: float, duration: float, as_json: bool) -> None:
     """Inject a fault into the venue simulator.
 
     \b
@@ -178,58 +211,120 @@ def venue_fault(fault: str, symbol: str | None, value: float, duration: float) -
       tradectl venue fault drop_connection --duration 3
       tradectl venue fault clear
     """
-    Daemon("venue_sim").call("fault", fault=fault, symbol=symbol, value=value, duration_s=duration)
-    click.echo(f"venue fault {fault}: injected")
+    result = Daemon("venue_sim").call("fault", fault=fault, symbol=symbol, value=value, duration_s=duration)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"venue fault {fault}: injected")
 
 
-def _control(name: str, **args: Any) -> None:
+JSON_OPTION = click.option("--json", "as_json", is_flag=True,
+                           help="Print the orchestrator's reply (the new state and more) as one JSON object.")
+
+
+def _control(name: str, as_json: bool, **args: Any) -> None:
     result = Daemon().call(name, **args)
-    click.echo(f"{name}: done; session is {result['state']}")
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"{name}: done; session is {result['state']}")
 
 
 @cli.command("open")
-def open_() -> None:
-    """Market-open signal: READY → LIVE."""
-    _control("open", reason="operator open (tradectl)")
+@JSON_OPTION
+def open_(as_json: bool) -> None:
+    """Market-open signal: READY → LIVE. Refused (exit 1) while a process is missing or the
+    exchange manager has not reconciled with its venues.
+
+    \b
+    Example:
+      tradectl open && tradectl state               # live
+    """
+    _control("open", as_json, reason="operator open (tradectl)")
 
 
 @cli.command()
-def close() -> None:
-    """Market close: end the session (→ SHUTDOWN); trading stops everywhere."""
-    _control("close", reason="operator close (tradectl)")
+@JSON_OPTION
+def close(as_json: bool) -> None:
+    """Market close: flatten, end the session (→ SHUTDOWN), write the end-of-day report and
+    archive the session's logs; trading stops everywhere.
+
+    \b
+    Example:
+      tradectl close --json | jq -r .report         # where the end-of-day report is
+    """
+    _control("close", as_json, reason="operator close (tradectl)")
 
 
 @cli.command()
-def recover() -> None:
-    """DEGRADED → LIVE if every process is healthy; otherwise says why not (exit 1)."""
-    _control("recover")
+@JSON_OPTION
+def recover(as_json: bool) -> None:
+    """DEGRADED → LIVE if every process is healthy; otherwise says why not (exit 1).
+
+    \b
+    Example:
+      tradectl recover || tradectl status           # what is still unhealthy
+    """
+    _control("recover", as_json)
 
 
 @cli.command()
 @click.option("--reason", required=True, help="Why: goes into the logs and the incident report.")
-def failsafe(reason: str) -> None:
-    """Stop trading now: FAILSAFE, disable trading everywhere, write an incident report.
+@JSON_OPTION
+def failsafe(reason: str, as_json: bool) -> None:
+    """Stop trading now: FAILSAFE, disable trading everywhere, cancel every order, flatten every
+    position, write an incident report.
 
     \b
     Example:
       tradectl failsafe --reason "venue prices look wrong"
     """
-    _control("failsafe", reason=reason)
+    _control("failsafe", as_json, reason=reason)
 
 
 @cli.command()
-def reset() -> None:
-    """FAILSAFE → READY once the failsafe sequence has finished; then `tradectl open`."""
-    _control("reset", reason="operator reset (tradectl)")
+@JSON_OPTION
+def reset(as_json: bool) -> None:
+    """FAILSAFE → READY once the failsafe sequence has finished; then `tradectl open`.
+
+    \b
+    Example:
+      tradectl reset && tradectl open
+    """
+    _control("reset", as_json, reason="operator reset (tradectl)")
 
 
 @cli.command()
-def shutdown() -> None:
-    """End the session (→ SHUTDOWN). Processes stay up; stop them with supervisorctl."""
-    _control("shutdown", reason="operator shutdown (tradectl)")
+@JSON_OPTION
+def shutdown(as_json: bool) -> None:
+    """End the session (→ SHUTDOWN). Processes stay up; stop them with supervisorctl.
+
+    \b
+    Example:
+      tradectl shutdown && .venv/bin/supervisorctl -c deploy/supervisord.conf shutdown
+    """
+    _control("shutdown", as_json, reason="operator shutdown (tradectl)")
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for tradectl (commands, options, choices).
+
+    \b
+    Examples:
+      eval "$(tradectl completion bash)"            # this shell; add it to ~/.bashrc to keep it
+      tradectl completion fish > ~/.config/fish/completions/tradectl.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # the Choice above admits only shells click knows
+    click.echo(completer(cli, {}, "tradectl", "_TRADECTL_COMPLETE").source())
 
 
 cli.add_command(sniffer_bus)  # tradectl bus ... (services/tradectl/sniffer/)
+cli.add_command(logs)  # tradectl logs ... (services/tradectl/logs.py)
 
 
 def main() -> None:

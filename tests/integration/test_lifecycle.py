@@ -8,7 +8,12 @@ test_session_control.py, each with its own daemon.
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
+import subprocess
+import sys
+import time
 
 from bus import SERVICE_NAMES
 
@@ -81,7 +86,7 @@ def test_session_logs_exist_and_record_startup_to_ready(module_daemon: Daemon) -
         assert len(matches) == 1, (kind, sorted(p.name for p in live.iterdir()))
     # the orchestrator names the same files in its status
     paths = d.status()["session_logs"]
-    assert set(paths) == set(SESSION_LOG_KINDS)
+    assert set(paths) == {*SESSION_LOG_KINDS, "events"}
     for kind, path in paths.items():
         assert path.startswith(str(live) + "/"), path
     live_log = paths["live_trading"]
@@ -94,6 +99,24 @@ def test_session_logs_exist_and_record_startup_to_ready(module_daemon: Daemon) -
     for line in open(live_log, encoding="utf-8"):
         assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestrator - (INFO|WARNING|ERROR|CRITICAL) - ",
                         line), line
+
+
+def test_the_event_log_has_one_json_object_per_line_with_the_fields(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_state("ready", timeout=15)
+    path = d.status()["session_logs"]["events"]
+    assert re.fullmatch(r"events_\d{8}_\d{6}\.jsonl", path.rsplit("/", 1)[1]), path
+    d.tradectl("recover")  # refused (not degraded): an operator command in the governance log
+    records = wait_until(lambda: [json.loads(line) for line in open(path, encoding="utf-8")
+                                  if '"operator_command"' in line or '"state_transition"' in line], 5)
+    [ready] = [r for r in records if r["event"] == "state_transition"]
+    assert ready["old"] == "startup" and ready["new"] == "ready" and ready["log"] == "live_trading"
+    assert ready["message"].startswith("State transition: STARTUP → READY")
+    assert ready["level"] == "INFO" and isinstance(ready["ts"], float) and ready["time"].endswith("Z")
+    [command] = wait_until(lambda: [json.loads(line) for line in open(path, encoding="utf-8")
+                                    if '"operator_command"' in line], 5)
+    assert command["command"] == "recover" and command["accepted"] is False
+    assert command["log"] == "governance_events" and command["level"] == "WARNING"
 
 
 def test_recover_when_not_degraded_is_refused(module_daemon: Daemon) -> None:
@@ -120,3 +143,24 @@ def test_status_json_is_one_json_object(module_daemon: Daemon) -> None:
     assert res.returncode == 0
     obj = json.loads(res.stdout)
     assert isinstance(obj, dict) and {"state", "components"} <= set(obj)
+
+
+def test_tradectl_logs_follows_the_running_session(module_daemon: Daemon) -> None:
+    d = module_daemon
+    d.wait_state("ready", timeout=15)
+    env = {**os.environ, "TRADING_CONFIG": str(d.toml_path)}
+    follower = subprocess.Popen([sys.executable, "-c", "from services.tradectl.cli import main; main()",
+                                 "logs", "governance_events", "-n", "0", "-f", "--json"],
+                                env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let it open the file and seek to its end
+        assert d.tradectl("recover").returncode == 1  # refused: a governance line
+        assert follower.stdout is not None
+        ready, _, _ = select.select([follower.stdout], [], [], 15)
+        assert ready, "tradectl logs -f printed nothing within 15 s"
+        line = json.loads(follower.stdout.readline())
+        assert line["log"] == "governance_events"
+        assert "Operator command recover: REFUSED" in line["line"]
+    finally:
+        follower.kill()
+        follower.wait()
