@@ -100,12 +100,10 @@ def echo(prefixes: tuple[str, ...], exclude: tuple[str, ...], expr: str | None, 
         raise click.BadParameter(str(exc), param_hint="--filter") from None
     count = 1 if once else count
     with attach(prefixes, hwm) as att:
-        try:
-            shown, tracker = run_echo(att, as_json=as_json, keep=selector(exclude, flt), count=count,
-                                      timeout=timeout)
-        except (KeyboardInterrupt, BrokenPipeError):
-            return
-    losses(tracker, as_json, received=att.received, shown=shown)
+        r = run_echo(att, as_json=as_json, keep=selector(exclude, flt), count=count, timeout=timeout)
+    losses(r.tracker, as_json, received=att.received, shown=r.shown, elapsed_s=round(r.elapsed_s, 6),
+           per_s=round(att.received / r.elapsed_s) if r.elapsed_s > 0 else None)
+    shown = r.shown
     if count is not None and shown < count:
         sys.exit(EXIT_NOTHING)
 

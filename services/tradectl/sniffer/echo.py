@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -103,11 +104,34 @@ def selector(exclude: Sequence[str], expr: Filter | None) -> Callable[[Seen], bo
     return keep
 
 
+@dataclass
+class EchoResult:
+    shown: int
+    tracker: SeqTracker
+    first_ns: int = 0  # receive times of the first and last message read (for the decode rate)
+    last_ns: int = 0
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.last_ns - self.first_ns) / 1e9
+
+
 def run_echo(att: Attachment, *, as_json: bool, keep: Callable[[Seen], bool], count: int | None,
-             timeout: float | None, out: IO[bytes] | None = None) -> tuple[int, SeqTracker]:
-    """Print messages until ``count`` were shown or ``timeout`` passed; return (shown, tracker)."""
+             timeout: float | None, out: IO[bytes] | None = None) -> EchoResult:
+    """Print messages until ``count`` were shown or ``timeout`` passed (or Ctrl-C)."""
     out = out or sys.stdout.buffer
     tracker = SeqTracker()
+    result = EchoResult(0, tracker)
+    try:
+        _loop(att, as_json, keep, count, timeout, out, result)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    return result
+
+
+def _loop(att: Attachment, as_json: bool, keep: Callable[[Seen], bool], count: int | None,
+          timeout: float | None, out: IO[bytes], result: EchoResult) -> None:
+    tracker = result.tracker
     deadline = Deadline(timeout)
     shown = 0
     observe = tracker.observe
@@ -115,6 +139,8 @@ def run_echo(att: Attachment, *, as_json: bool, keep: Callable[[Seen], bool], co
         batch = att.receive(deadline.left(0.5))
         if not batch:
             continue
+        result.first_ns = result.first_ns or batch[0].recv_ns
+        result.last_ns = batch[-1].recv_ns
         lines: list[bytes] = []
         for m in batch:
             env = m.decode()
@@ -132,6 +158,7 @@ def run_echo(att: Attachment, *, as_json: bool, keep: Callable[[Seen], bool], co
             shown += 1
             if count is not None and shown >= count:
                 break
+        result.shown = shown
         if lines:
             lines.append(b"")
             if as_json:
@@ -139,4 +166,3 @@ def run_echo(att: Attachment, *, as_json: bool, keep: Callable[[Seen], bool], co
             else:
                 click.echo(b"\n".join(lines).decode(), nl=False)
             out.flush()
-    return shown, tracker

@@ -73,7 +73,8 @@ def record(file: Path, prefixes: tuple[str, ...], max_bytes: int | None, duratio
             except RecordingError as exc:
                 fail(EXIT_ERROR, str(exc))
     losses(result.tracker, as_json, recorded=result.recorded, malformed=result.malformed,
-            files=len(writer.parts), bytes=writer.bytes)
+           files=len(writer.parts), bytes=writer.bytes, elapsed_s=round(result.elapsed_s, 6),
+           per_s=round(result.recorded / result.elapsed_s) if result.elapsed_s > 0 else None)
 
 
 @click.command()

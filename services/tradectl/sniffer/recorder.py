@@ -22,6 +22,12 @@ class RecordResult:
     recorded: int
     malformed: int  # not [topic, message]: not recorded (play could not send them as they were)
     tracker: SeqTracker
+    first_ns: int = 0  # receive times of the first and last message recorded
+    last_ns: int = 0
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.last_ns - self.first_ns) / 1e9
 
 
 def run_record(att: Attachment, writer: Writer, *, count: int | None, duration: float | None,
@@ -33,10 +39,15 @@ def run_record(att: Attachment, writer: Writer, *, count: int | None, duration: 
     write = writer.write
     deadline = Deadline(duration)
     recorded = malformed = 0
+    first_ns = last_ns = 0
     last_flush = time.monotonic()
     try:
         while not deadline.expired and (count is None or recorded < count):
-            for recv_ns, frames in att.receive_raw(deadline.left(IDLE_FLUSH_S)):
+            batch = att.receive_raw(deadline.left(IDLE_FLUSH_S))
+            if batch:
+                first_ns = first_ns or batch[0][0]
+                last_ns = batch[-1][0]
+            for recv_ns, frames in batch:
                 if len(frames) != 2:
                     malformed += 1
                     continue
@@ -58,4 +69,4 @@ def run_record(att: Attachment, writer: Writer, *, count: int | None, duration: 
                 last_flush = now
     except KeyboardInterrupt:
         pass
-    return RecordResult(recorded, malformed, tracker)
+    return RecordResult(recorded, malformed, tracker, first_ns, last_ns)

@@ -204,7 +204,7 @@ class Reader:
         n = 1
         while part_path(path, n).exists():
             p = self._open(part_path(path, n))
-            if p.rec_id != first.rec_id:
+            if p.rec_id != first.rec_id or p.part != n:
                 break  # a leftover of an older recording: not ours
             self.parts.append(p)
             n += 1

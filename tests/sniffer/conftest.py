@@ -1,0 +1,67 @@
+"""Fixtures for the sniffer suite (``tradectl bus``).
+
+Most tests run offline: a controlled publisher (``support.FakePublisher``) binds a real publisher
+endpoint in a private run dir and the real CLI attaches there (``TRADING_PATHS__RUN_DIR``). The
+tests in ``test_daemon.py`` use one real daemon under supervisord for the module
+(``module_daemon``, from ``integration.e2e.suite_fixtures``) and are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from integration.e2e import attach_diagnostics, suite_fixtures
+
+HERE = Path(__file__).parent
+
+BASE_CONFIG: dict[str, Any] = {
+    "bus": {"heartbeat_interval_s": 0.1},
+    "venue_sim": {"jump_probability_per_s": 0.0},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path) == HERE / "test_daemon.py":
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    attach_diagnostics(item, report)
+    return report
+
+
+module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)
+
+
+@pytest.fixture(autouse=True)
+def _clean_trading_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("TRADING_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh, short, private run dir (ipc socket paths must stay under ~100 characters)."""
+    path = tmp_path_factory.mktemp("snf")
+    os.chmod(path, 0o700)
+    assert len(str(path)) < 70, path
+    return path
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
