@@ -1,0 +1,35 @@
+"""The representative fast subset of the fault matrix (``make test``): the session LIVE with
+positions and resting orders, and
+
+  * ``kill -9`` of each process once (the five services and the venue simulator);
+  * one ``supervisorctl restart`` (the exchange manager: the book of record and reconciliation);
+  * two processes killed at once (the exchange manager and the venue: both sides of the book).
+
+Each cell checks every invariant (see ``harness.py``); the expected state per cell is the LIVE
+column of the table in ``test_matrix.py``. The restart loop ending FATAL is in
+``test_2_restart_loop.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import MATRIX_PROGRAMS, Cell, FaultHarness, expected
+
+
+def _cell(program: str | tuple[str, ...], state: str, fault: str) -> Cell:
+    allowed, transitions = expected(program, state, fault)
+    return Cell(program, state, fault, allowed, transitions)
+
+
+@pytest.mark.parametrize("program", MATRIX_PROGRAMS)
+def test_kill9_in_live_with_positions(fault_harness: FaultHarness, program: str) -> None:
+    fault_harness.run_cell(_cell(program, "live", "kill9"))
+
+
+def test_supervisorctl_restart_exchange_manager_in_live(fault_harness: FaultHarness) -> None:
+    fault_harness.run_cell(_cell("exchange_manager", "live", "restart"))
+
+
+def test_kill9_exchange_manager_and_venue_at_once_in_live(fault_harness: FaultHarness) -> None:
+    fault_harness.run_cell(_cell(("exchange_manager", "venue_sim"), "live", "kill9_pair"))
