@@ -1,0 +1,324 @@
+"""Configuration mistakes stop a process at start with ONE clear line naming the problem.
+
+Each case runs one program directly (``python -m services.<name>``, ``TRADING_CONFIG=<toml>``, its
+own temp ``[paths]``), all cases at once (a process that wrongly accepts its settings keeps running
+and is killed after ``RUN_LIMIT_S``). Required: it exits (78, ``EXIT_BAD_SETTINGS``, for settings;
+non-zero for an environment it cannot use: a directory it cannot write, an endpoint in use), and
+stderr has exactly one line that is not an INFO log line, naming the field or the endpoint/path,
+with no traceback.
+
+Then through supervisord: a program whose command endpoint another process already serves ends
+FATAL after ``startretries`` quick exits (not a restart loop), one line per attempt, while the other
+programs run; and (slow) an impossible limit ends every program FATAL.
+
+Cases marked "cross-field" are limits that are each valid alone but impossible together; they
+are not all checked yet (see the report).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus import BusSettings, Endpoints
+from integration.daemon import Daemon, WaitTimeout, clean_environ, command_services, to_toml, wait_until
+from integration.e2e import daemon_options
+from services.settings import EXIT_BAD_SETTINGS
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_LIMIT_S = 10.0  # a process still running this long after start accepted its settings
+INFO_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ INFO ")
+
+
+@dataclass
+class Case:
+    service: str
+    config: dict[str, Any] = field(default_factory=dict)
+    mention: tuple[str, ...] = ()  # every one must be in the problem line
+    exit_code: int | None = EXIT_BAD_SETTINGS  # None: any non-zero
+    prepare: str = ""  # name of a setup step (below) run before the process starts
+
+
+CASES: dict[str, Case] = {
+    # -- unknown keys and wrong types (pydantic) ------------------------------------------------
+    "unknown key": Case("data_router", {"bus": {"hwm": 5}}, ("bus.hwm",)),
+    "unknown nested key": Case("exchange_manager", {"exchange_manager": {"risk": {"max_qty": 1.0}}},
+                               ("exchange_manager.risk.max_qty",)),
+    "unknown section": Case("safety", {"saftey": {"cooldown_s": 1.0}}, ("saftey",)),
+    "wrong type: string for a number": Case(
+        "exchange_manager", {"exchange_manager": {"risk": {"max_position": "lots"}}},
+        ("exchange_manager.risk.max_position",)),
+    "wrong type: list for a number": Case("venue_sim", {"venue_sim": {"quotes_per_s": [1, 2]}},
+                                          ("venue_sim.quotes_per_s",)),
+    "wrong type: transport": Case("engine", {"bus": {"transport": "udp"}}, ("bus.transport",)),
+    "out of range: heartbeat interval 0": Case("orchestrator", {"bus": {"heartbeat_interval_s": 0}},
+                                               ("bus.heartbeat_interval_s",)),
+    # -- impossible limits (cross-field) ------------------------------------------------------------
+    "cross-field: critical price jump below warning": Case(
+        "safety", {"safety": {"price_jump_pct": 10.0, "price_jump_critical_pct": 5.0}},
+        ("price_jump_critical_pct",)),
+    "cross-field: reconnect backoff min > max": Case(
+        "exchange_manager",
+        {"exchange_manager": {"connectors": [{"name": "sim", "reconnect_initial_s": 10.0, "reconnect_max_s": 1.0}]}},
+        ("reconnect_initial_s",)),
+    "cross-field: venue heartbeat timeout shorter than the heartbeat interval": Case(
+        "exchange_manager",
+        {"bus": {"heartbeat_interval_s": 0.5},
+         "exchange_manager": {"connectors": [{"name": "sim", "heartbeat_timeout_s": 0.4}]}},
+        ("heartbeat_timeout_s",)),
+    "cross-field: engine dead-man timeout shorter than the heartbeat interval": Case(
+        "engine", {"bus": {"heartbeat_interval_s": 0.5}, "engine": {"deadman_timeout_s": 0.4}},
+        ("deadman_timeout_s",)),
+    "cross-field: gate dead-man timeout shorter than the heartbeat interval": Case(
+        "exchange_manager", {"bus": {"heartbeat_interval_s": 0.5}, "exchange_manager": {"deadman_timeout_s": 0.4}},
+        ("deadman_timeout_s",)),
+    "cross-field: order qty above max position": Case(
+        "exchange_manager", {"exchange_manager": {"risk": {"max_order_qty": 50.0, "max_position": 5.0}}},
+        ("max_order_qty",)),
+    "cross-field: strategy qty above its max position": Case(
+        "engine", {"engine": {"strategies": [{"kind": "mean_reversion", "name": "mr", "symbol": "BTC-USD",
+                                              "qty": 1.0, "max_position": 0.05}]}},
+        ("max_position",)),
+    "cross-field: DEGRADED checks less often than normal": Case(
+        "orchestrator", {"orchestrator": {"health_check_interval_s": 2.0,
+                                          "health": {"degraded_check_interval_s": 10.0}}},
+        ("degraded_check_interval_s",)),
+    "cross-field: schedule on a weekday that does not exist": Case(
+        "orchestrator", {"orchestrator": {"schedule": {"always_open": False, "weekdays": [9]}}},
+        ("weekdays",)),
+    "cross-field: default connector not configured": Case(
+        "exchange_manager", {"exchange_manager": {"default_connector": "nope"}}, ("default_connector",)),
+    # -- an environment the process cannot use ---------------------------------------------------------
+    "unwritable log dir (below a file)": Case("orchestrator", {}, ("LOGDIR",), None, "log_dir_below_file"),
+    "log dir is a file": Case("orchestrator", {}, ("LOGDIR",), None, "log_dir_is_file"),
+    "unwritable state dir (below a file)": Case("exchange_manager", {}, ("STATEDIR",), None, "state_dir_below_file"),
+    "ipc command endpoint already served": Case("engine", {}, ("ENDPOINT", "in use"), None, "serve_cmd"),
+    "ipc pub endpoint already served": Case("data_router", {}, ("ENDPOINT", "in use"), None, "serve_pub"),
+    "tcp port in use": Case("exchange_manager", {"bus": {"transport": "tcp"}}, ("ENDPOINT", "in use"), None,
+                            "bind_tcp_cmd"),
+}
+
+
+@dataclass
+class Run:
+    case: Case
+    root: Path
+    returncode: int | None  # None: still running after RUN_LIMIT_S (killed)
+    stderr: str
+    elapsed_s: float
+    placeholders: dict[str, str]
+
+    def problem_lines(self) -> list[str]:
+        return [ln for ln in self.stderr.splitlines() if ln.strip() and not INFO_LINE.match(ln)]
+
+
+def _free_port_block(n: int) -> int:
+    """A base port with ``n`` free consecutive ports (best effort: checked by binding each)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                t = socket.socket()
+                t.bind(("127.0.0.1", port))
+                socks.append(t)
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise AssertionError("no free block of ports")
+
+
+def _prepare(case: Case, root: Path, config: dict[str, Any], holders: list[socket.socket]) -> dict[str, str]:
+    """Set up the case's environment; returns placeholders for ``mention`` (paths, endpoints)."""
+    paths = config.setdefault("paths", {})
+    out: dict[str, str] = {}
+    if case.prepare in ("log_dir_below_file", "state_dir_below_file"):
+        (root / "afile").write_text("not a directory\n")
+        key = "log_dir" if case.prepare.startswith("log") else "state_dir"
+        paths[key] = str(root / "afile" / key)
+        out["LOGDIR" if key == "log_dir" else "STATEDIR"] = str(root / "afile")
+    elif case.prepare == "log_dir_is_file":
+        (root / "logfile").write_text("not a directory\n")
+        paths["log_dir"] = str(root / "logfile")
+        out["LOGDIR"] = str(root / "logfile")
+    elif case.prepare in ("serve_cmd", "serve_pub", "bind_tcp_cmd"):
+        if case.prepare == "bind_tcp_cmd":
+            config["bus"]["tcp_base_port"] = _free_port_block(20)
+        bus = BusSettings(**config.get("bus", {}))
+        endpoints = Endpoints(bus, Path(paths["run_dir"]))
+        endpoint = endpoints.pub(case.service) if case.prepare == "serve_pub" else endpoints.cmd(case.service)
+        if endpoint.startswith("ipc://"):
+            holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            holder.bind(endpoint[len("ipc://"):])
+        else:
+            host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+            holder = socket.socket()
+            holder.bind((host, int(port)))
+        holder.listen()
+        holders.append(holder)
+        out["ENDPOINT"] = endpoint
+    return out
+
+
+def _write_config(root: Path, config: dict[str, Any]) -> Path:
+    options = daemon_options(config)
+    path = root / "config.toml"
+    path.write_text(to_toml(options["config"]) + options["toml_extra"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[dict[str, Run]]:
+    """Every case started at once (each in its own temp dir); the results once each has exited or
+    ``RUN_LIMIT_S`` has passed."""
+    holders: list[socket.socket] = []
+    procs: dict[str, tuple[subprocess.Popen[str], Path, dict[str, str], float]] = {}
+    roots: list[Path] = []
+    results: dict[str, Run] = {}
+    try:
+        for name, case in CASES.items():
+            root = Path(tempfile.mkdtemp(prefix="fzc-", dir="/tmp"))
+            roots.append(root)
+            for sub in ("run", "logs", "state"):
+                (root / sub).mkdir(mode=0o700)
+            config = {"paths": {"run_dir": str(root / "run"), "log_dir": str(root / "logs"),
+                                "state_dir": str(root / "state")}}
+            for section, values in case.config.items():
+                config.setdefault(section, {}).update(values)
+            config.setdefault("bus", {})
+            placeholders = _prepare(case, root, config, holders)
+            if not config["bus"]:
+                del config["bus"]
+            toml = _write_config(root, config)
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{case.service}"], cwd=REPO,
+                                    env=clean_environ({"TRADING_CONFIG": str(toml)}), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+            procs[name] = (proc, root, placeholders, time.monotonic())
+        deadline = time.monotonic() + RUN_LIMIT_S
+        while time.monotonic() < deadline and any(p.poll() is None for p, *_ in procs.values()):
+            time.sleep(0.1)
+        for name, (proc, root, placeholders, t0) in procs.items():
+            code = proc.poll()
+            if code is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=10)
+            results[name] = Run(CASES[name], root, code, err, time.monotonic() - t0, placeholders)
+        yield results
+    finally:
+        for proc, *_ in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        for holder in holders:
+            holder.close()
+        for root in roots:
+            subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_config_stops_the_process_with_one_clear_line(runs: dict[str, Run], name: str) -> None:
+    run = runs[name]
+    case = run.case
+    where = f"python -m services.{case.service} with {case.config or case.prepare}"
+    assert run.returncode is not None, (
+        f"{where}: still running {RUN_LIMIT_S:g}s after start (the mistake was accepted); stderr: {run.stderr[-800:]!r}")
+    if case.exit_code is None:
+        assert run.returncode != 0, (where, run.returncode, run.stderr)
+    else:
+        assert run.returncode == case.exit_code, (where, run.returncode, run.stderr[-1500:])
+    assert "Traceback" not in run.stderr, f"{where}: exit {run.returncode} with a traceback:\n{run.stderr[-3000:]}"
+    lines = run.problem_lines()
+    assert len(lines) == 1, f"{where}: exit {run.returncode}; expected one line naming the problem, got {lines}"
+    line = lines[0]
+    for text in case.mention:
+        text = run.placeholders.get(text, text)
+        assert text in line, f"{where}: the line does not name {text!r}: {line!r}"
+    assert line.startswith(f"{case.service}:"), f"the line does not say which program: {line!r}"
+
+
+# -- through supervisord ----------------------------------------------------------------------------
+
+
+def _spawns(log: str, program: str) -> int:
+    return len(re.findall(rf"spawned: '{program}' with pid", log))
+
+
+def test_endpoint_in_use_ends_fatal_under_supervisord() -> None:
+    """Another process serves the engine's command endpoint: the engine exits at once on every
+    start, one line each time, and supervisord gives up (FATAL) instead of restarting it forever;
+    the rest of the daemon runs."""
+    d = Daemon(config={"engine": {"strategies": []}}, startretries=2)
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    endpoint = d.endpoints.cmd("engine")
+    holder.bind(endpoint[len("ipc://"):])
+    holder.listen()
+    try:
+        d.start(wait=False)
+        try:
+            wait_until(lambda: d.process_info("engine")["statename"] == "FATAL", 40, interval=0.2,
+                       ignore=(OSError,))
+        except WaitTimeout:
+            pass
+        info = d.process_info("engine")
+        others = {p: s for p, s in d.statenames().items() if p != "engine"}
+        sup_log = d.supervisord_log.read_text()
+        time.sleep(1.0)  # FATAL is final: nothing more is spawned
+        sup_later = d.supervisord_log.read_text()
+        engine_log = d.program_log("engine").read_text(errors="replace")
+    finally:
+        try:
+            d.close()
+        finally:
+            holder.close()
+    assert info["statename"] == "FATAL", (info, sup_log[-2000:])
+    assert _spawns(sup_log, "engine") == 3, sup_log  # 1 + startretries
+    assert _spawns(sup_later, "engine") == 3, "spawned again after FATAL"
+    assert "Traceback" not in engine_log, engine_log
+    problem = [ln for ln in engine_log.splitlines() if ln.strip() and not INFO_LINE.match(ln)]
+    assert len(problem) == 3 and all(f"cannot bind {endpoint}" in ln and "in use" in ln for ln in problem), problem
+    assert all(state in ("RUNNING", "STARTING") for state in others.values()), others
+
+
+@pytest.mark.slow
+def test_impossible_limit_ends_fatal_under_supervisord() -> None:
+    """An impossible limit (an order size the position limit can never allow) is a settings error
+    like any other: every program exits 78 with one line, and all end FATAL."""
+    d = Daemon(config={"exchange_manager": {"risk": {"max_order_qty": 50.0, "max_position": 5.0}}})
+    try:
+        d.start(wait=False)
+        try:
+            wait_until(lambda: {s for p, s in d.statenames().items() if p in command_services()} == {"FATAL"}, 45, interval=0.2, ignore=(OSError,))
+        except WaitTimeout:
+            pass
+        states = d.statenames()
+        programs = [p for p in d.programs if p in command_services()]
+        states = {p: s for p, s in states.items() if p in programs}
+        logs = {p: d.program_log(p).read_text(errors="replace") for p in programs}
+        sup_log = d.supervisord_log.read_text()
+    finally:
+        d.close()
+    assert set(states.values()) == {"FATAL"}, f"with max_order_qty 50 > max_position 5: {states}"
+    for program, log in logs.items():
+        assert f"exited: {program} (exit status {EXIT_BAD_SETTINGS}; not expected)" in sup_log
+        problem = [ln for ln in log.splitlines() if ln.strip() and not INFO_LINE.match(ln)]
+        assert problem and all("max_order_qty" in ln for ln in problem), (program, problem)
