@@ -39,13 +39,22 @@ class FakePublisher:
         self.epoch = time.time_ns() if epoch is None else epoch
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
-        self.sock = self.ctx.socket(zmq.PUB)
+        # An XPUB: it hears the sniffer's subscription, so a test knows when it is attached.
+        self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscriptions, not just the first
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.endpoint = Endpoints(BusSettings(), run_dir).pub(name)
         self.sock.bind(self.endpoint)
         self.seqs: dict[str, int] = {}
         self.sent: list[tuple[str, bytes]] = []
+
+    def wait_subscriber(self, timeout: float = 20.0) -> None:
+        """Block until a subscriber's subscription arrives (a PUB drops what it sends before)."""
+        if not self.sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no subscriber on {self.endpoint} within {timeout:g}s")
+        self.sock.recv()
+        time.sleep(0.05)  # every prefix of the same SUB arrives at once; let the rest settle
 
     def frame(self, topic: str, body: proto.Message) -> bytes:
         seq = self.seqs[topic] = self.seqs.get(topic, 0) + 1

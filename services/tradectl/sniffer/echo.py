@@ -98,7 +98,8 @@ def selector(exclude: Sequence[str], expr: Filter | None) -> Callable[[Seen], bo
         if excluded and m.topic.startswith(excluded):
             return False
         if expr is not None:
-            return m.env is not None and expr(m.context())
+            # an undecodable frame still has topic, size and recv_ns; its other names are missing
+            return expr(m.context())
         return True
 
     return keep
