@@ -1,7 +1,7 @@
 """``python -m bench [NAME ...] [--quick] [--minutes M]``: run the benchmarks and print a report.
 
 Names: ``bus`` (bus_latency), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
-``tick`` (tick_to_order), ``throughput``, ``failsafe``, and the long one, ``soak`` (10 minutes;
+``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), and the long one, ``soak`` (10 minutes;
 ``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
 fewer, shorter rounds (a smoke test; its figures are not the ones to quote; ``soak --quick`` runs
 1 minute). Run from the repository root (``make bench``).
@@ -21,7 +21,7 @@ import traceback
 import msgspec
 import zmq
 
-from bench import bus_latency, codec, daemon_idle, failsafe, reactor_idle, soak, throughput, tick_to_order
+from bench import bus_latency, codec, daemon_idle, failsafe, reactor_idle, sniffer, soak, throughput, tick_to_order
 
 BENCHMARKS = {
     "bus": (bus_latency.run, {"rounds": 2, "samples": 500}),
@@ -31,6 +31,7 @@ BENCHMARKS = {
     "tick": (tick_to_order.run, {"rounds": 1, "seconds": 5.0, "warmup_s": 2.0, "drift_s": 20.0, "fsync": False}),
     "throughput": (throughput.run, {"rounds": 1, "step_s": 3.0, "overdrive_s": 10.0}),
     "failsafe": (failsafe.run, {"trials": 3, "detections": 1}),
+    "sniffer": (sniffer.run, {"rounds": 1, "n": 100_000}),
     "soak": (soak.run, {"minutes": 1.0, "interval_s": 10.0}),
 }
 ALIASES = {"bus_latency": "bus", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
