@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import zmq
-
 from integration.e2e import attach_diagnostics, suite_fixtures
 
 HERE = Path(__file__).parent

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import proto
+from services.tradectl.sniffer.recording import Reader, Writer
 
 from .support import FakePublisher, heartbeat, quote, sniffer, start_sniffer
 
@@ -170,7 +171,7 @@ def test_record_play_reproduces_frames_and_timing(run_dir: Path, tmp_path_factor
     assert all(g["size"] == len(by_key[(g["topic"], g["source"], g["seq"])]) for g in got)
     assert [g["ts_ns"] for g in got] == sorted(proto.decode(d).ts_ns for _, d in sent)  # original publish times
     # the same relative timing: each message's offset from the first within 5% of the whole span
-    recorded = [m[0] for m in __import__("services.tradectl.sniffer.recording", fromlist=["Reader"]).Reader(rec)]
+    recorded = [m[0] for m in Reader(rec)]
     span = (recorded[-1] - recorded[0]) / 1e9
     played = [(g["recv_ns"] - got[0]["recv_ns"]) / 1e9 for g in got]
     original = [(t - recorded[0]) / 1e9 for t in recorded]
@@ -180,7 +181,6 @@ def test_record_play_reproduces_frames_and_timing(run_dir: Path, tmp_path_factor
 
 
 def test_play_speed_start_topics_and_refusal(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from services.tradectl.sniffer.recording import Writer
     rec = tmp_path_factory.mktemp("rec") / "r.tdbus"
     w = Writer(rec, {}, created_ns=1)
     frames = []

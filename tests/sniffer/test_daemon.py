@@ -7,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from bus import SERVICE_NAMES
 from integration.daemon import Daemon, _tool, clean_environ
+
+from bus import SERVICE_NAMES
 
 MODULE_CONFIG: dict = {}
 

@@ -9,7 +9,12 @@ import pytest
 import proto
 from services.tradectl.sniffer import recording as rec
 from services.tradectl.sniffer.playback import summary
-from services.tradectl.sniffer.recording import Reader, RecordingError, Writer, part_path
+from services.tradectl.sniffer.recording import (
+    Reader,
+    RecordingError,
+    Writer,
+    part_path,
+)
 
 T0 = 1_700_000_000_000_000_000
 

@@ -115,7 +115,8 @@ def _periodic_verb(prefixes: tuple[str, ...], hwm: int, window: float, clock: st
         def report(now_ns: int) -> None:
             rows = rates.hz(now_ns) if kind == "hz" else rates.bw(now_ns)
             if as_json:
-                click.echo("\n".join(json.dumps({"ts_ns": now_ns, **r}) for r in rows) or "{}")
+                if rows:
+                    click.echo("\n".join(json.dumps({"ts_ns": now_ns, **r}) for r in rows))
             else:
                 views.rates_table(rows, kind)
         try:

@@ -51,6 +51,8 @@ def record(file: Path, prefixes: tuple[str, ...], max_bytes: int | None, duratio
     Example:
       tradectl bus record /tmp/day.tdbus md. orders fills --max-bytes 100000000
     """
+    if not file.parent.is_dir():
+        fail(EXIT_ERROR, f"{file.parent} is not a directory")
     if file.exists() and not force:
         fail(EXIT_ERROR, f"{file} exists (--force to overwrite)")
     n = 1

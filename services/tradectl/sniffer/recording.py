@@ -93,7 +93,7 @@ class _FileThread:
                 elif op == "stop":
                     return
             except Exception as exc:  # noqa: BLE001 (reported on the next put() and at stop)
-                self._error = exc
+                self._error = self._error or exc  # the first failure is the one that explains
 
     def stop(self) -> None:
         self._q.put(("close", None))
