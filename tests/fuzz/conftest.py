@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from integration.e2e import attach_diagnostics, open_daemon
 from integration.daemon import Daemon
+from integration.e2e import attach_diagnostics, open_daemon
 
 from . import figures
 

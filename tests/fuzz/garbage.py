@@ -55,9 +55,9 @@ def _valid_value(t: msgspec.inspect.Type) -> Any:
     if isinstance(t, mi.LiteralType):
         return t.values[0]
     if isinstance(t, mi.EnumType):
-        return list(t.cls)[0]
+        return next(iter(t.cls))
     if isinstance(t, mi.UnionType):
-        return _valid_value([u for u in t.types if not isinstance(u, mi.NoneType)][0])
+        return _valid_value(next(u for u in t.types if not isinstance(u, mi.NoneType)))
     if isinstance(t, (mi.ListType, mi.VarTupleType, mi.SetType)):
         return [_valid_value(t.item_type)]
     if isinstance(t, mi.DictType):
@@ -221,6 +221,8 @@ def _wrong_body(rng: random.Random, ctx: dict[str, Any]) -> bytes:
         body[key] = rng.choice([[object_marker()], {"x": {"y": 1}}, b"\xff", 2**64 - 1, -(2**63)])
     else:
         body = rng.choice([[1, 2], 5, "x", None, b"\x00"])
+    if isinstance(body, dict) and "id" in body and isinstance(body["id"], str):
+        body["id"] = new_id(rng)  # a command that still decodes must not reuse an id a server has seen
     return envelope(proto.SCHEMA_VERSION, cls.TYPE, body)
 
 

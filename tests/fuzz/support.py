@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from integration.daemon import Daemon, command_services, wait_until
 
 import proto
 from bus import CommandTimeout, Subscriber, make_socket
-from integration.daemon import Daemon, command_services, wait_until
 
 
 def ask(d: Daemon, service: str, command: str, **args: Any) -> dict[str, Any]:

@@ -31,10 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.daemon import (
+    Daemon,
+    WaitTimeout,
+    clean_environ,
+    command_services,
+    to_toml,
+    wait_until,
+)
+from integration.e2e import daemon_options
 
 from bus import BusSettings, Endpoints
-from integration.daemon import Daemon, WaitTimeout, clean_environ, command_services, to_toml, wait_until
-from integration.e2e import daemon_options
 from services.settings import EXIT_BAD_SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]

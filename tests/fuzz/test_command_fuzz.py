@@ -29,12 +29,20 @@ from typing import Any
 
 import pytest
 import zmq
-
-import proto
 from integration.daemon import Daemon, command_services, wait_until
 
+import proto
+
 from . import figures, garbage
-from .support import alive_and_serving, ask, command_stats, heartbeat_pids, log_kinds, served_commands, wait_routed
+from .support import (
+    alive_and_serving,
+    ask,
+    command_stats,
+    heartbeat_pids,
+    log_kinds,
+    served_commands,
+    wait_routed,
+)
 
 SEED = 0xC0DE_F022
 WINDOW = 200  # requests in flight; below the daemon's command HWM (1,000 in FUZZ_CONFIG)
