@@ -31,19 +31,24 @@ from bus import (
 )
 from bus.command_server import Handler
 from bus.sockets import EndpointInUse, bind
-from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 def load_settings_or_exit(service: str) -> Settings:
-    """Load settings; on a bad field print which and why, and exit with ``EXIT_BAD_SETTINGS``."""
+    """Load settings; on a bad field or an unusable directory print which and why, and exit with
+    ``EXIT_BAD_SETTINGS``."""
     try:
-        return load_settings()
+        settings = load_settings()
+        problems = writable_paths_problems(settings)
     except SettingsError as exc:
-        for line in str(exc).splitlines():
+        problems = str(exc).splitlines()
+    if problems:
+        for line in problems:
             print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_BAD_SETTINGS) from None
+    return settings
 
 
 def configure_logging() -> None:

@@ -12,9 +12,10 @@ and why, and exits with ``EXIT_BAD_SETTINGS``.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,6 +71,48 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     venue_sim: VenueSimSettings = VenueSimSettings()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        """Limits that each look fine alone but cannot work together: refused at start, each named,
+        rather than found out in the session (a dead-man that trips between two heartbeats, a
+        strategy whose every order the gate refuses)."""
+        problems = [*self._timing_problems(), *self._limit_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _timing_problems(self) -> list[str]:
+        beat = self.bus.heartbeat_interval_s
+        missing = beat * self.bus.missed_heartbeats
+        out = []
+        for section in ("engine", "exchange_manager"):
+            deadman = getattr(self, section).deadman_timeout_s
+            if deadman <= 2 * beat:
+                out.append(f"{section}.deadman_timeout_s={deadman:g} must exceed two heartbeats "
+                           f"(2 x bus.heartbeat_interval_s={beat:g}): it would trip between the orchestrator's words")
+        escalate = self.orchestrator.health.missing_escalate_after_s
+        if escalate is not None and escalate <= missing:
+            out.append(f"orchestrator.health.missing_escalate_after_s={escalate:g} must exceed the time a process "
+                       f"takes to count as missing (bus.heartbeat_interval_s x bus.missed_heartbeats = {missing:g})")
+        for c in self.exchange_manager.connectors:
+            if c.reconnect_max_s < c.reconnect_initial_s:
+                out.append(f"exchange_manager.connectors[{c.name}].reconnect_max_s={c.reconnect_max_s:g} is below "
+                           f"reconnect_initial_s={c.reconnect_initial_s:g}")
+        return out
+
+    def _limit_problems(self) -> list[str]:
+        risk = self.exchange_manager.risk
+        out = []
+        for strategy in self.engine.strategies:
+            qty = getattr(strategy, "qty", None)
+            if qty is not None and qty > risk.max_order_qty:
+                out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_order_qty="
+                           f"{risk.max_order_qty:g}: the gate would refuse every order it makes")
+            if qty is not None and qty > risk.max_position:
+                out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_position="
+                           f"{risk.max_position:g}: no order of it could ever open a position")
+        return out
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -105,6 +148,26 @@ def _unknown_env_keys() -> list[str]:  # one line per unknown variable
     return unknown
 
 
+def writable_paths_problems(settings: Settings) -> list[str]:
+    """The directories a service writes to that it cannot use, one line each (created if missing).
+    Checked at start, so an unwritable log or state directory stops the process with its name
+    instead of a traceback at the first write, or worse, a session that runs without its logs."""
+    problems = []
+    for field in ("run_dir", "log_dir", "state_dir"):
+        path: Path = getattr(settings.paths, field)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append(f"paths.{field}: cannot create {path}: {exc.strerror or exc}")
+            continue
+        try:  # try a real write: permission bits say nothing for root or a read-only mount
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            problems.append(f"paths.{field}: {path} is not writable: {exc.strerror or exc}")
+    return problems
+
+
 def load_settings() -> Settings:
     unknown = _unknown_env_keys()
     if unknown:
@@ -120,7 +183,10 @@ def load_settings() -> Settings:
         lines = []
         for err in exc.errors():
             where = ".".join(str(part) for part in err["loc"]) or "(settings)"
-            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            message = err["msg"].removeprefix("Value error, ")
+            given = err.get("input")
+            # A check across fields got a whole section as input: the message names the values.
+            lines.append(f"{where}: {message}" if isinstance(given, (dict, list)) else f"{where}: {message} (got {given!r})")
         raise SettingsError("\n".join(lines)) from None
     except (ValueError, OSError) as exc:  # unreadable or malformed TOML, undecodable env JSON
         raise SettingsError(str(exc)) from None

@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ScheduleSettings(BaseModel):
@@ -28,6 +28,19 @@ class ScheduleSettings(BaseModel):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _real_weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(day not in range(7) for day in value):
+            raise ValueError(f"weekdays must be a non-empty list of 0 (Monday) .. 6 (Sunday), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _opens_before_close(self) -> "ScheduleSettings":
+        if not self.always_open and self.open >= self.close:
+            raise ValueError(f"open {self.open} must be before close {self.close}: the market would never open")
+        return self
 
     def is_open(self, now: dt.datetime) -> bool:
         if self.always_open:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings
+from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,3 +198,42 @@ def test_service_with_missing_config_file_exits_78(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_BAD_SETTINGS, proc.stderr
     assert "TRADING_CONFIG" in proc.stderr and "missing.toml" in proc.stderr
     assert elapsed < 5.0
+
+
+@pytest.mark.parametrize(
+    "toml, fragments",
+    [
+        ("[engine]\ndeadman_timeout_s = 0.4\n", ("engine.deadman_timeout_s=0.4", "two heartbeats")),
+        ("[bus]\nheartbeat_interval_s = 1.0\n", ("exchange_manager.deadman_timeout_s=2", "two heartbeats")),
+        ("[orchestrator.health]\nmissing_escalate_after_s = 0.5\n", ("missing_escalate_after_s=0.5", "missing")),
+        ("[[exchange_manager.connectors]]\nname = \"sim\"\nreconnect_initial_s = 2\nreconnect_max_s = 1\n",
+         ("connectors[sim].reconnect_max_s=1", "reconnect_initial_s=2")),
+        ("[exchange_manager.risk]\nmax_order_qty = 0.05\n",
+         ("engine.strategies[mm].qty=0.1", "max_order_qty=0.05", "refuse every order")),
+        ("[orchestrator.schedule]\nalways_open = false\nopen = 16:00:00\nclose = 09:30:00\n",
+         ("orchestrator.schedule", "must be before close")),
+        ("[orchestrator.schedule]\nweekdays = [0, 7]\n", ("orchestrator.schedule.weekdays", "0 (Monday) .. 6")),
+    ],
+)
+def test_limits_that_cannot_work_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str,
+                                                      fragments: tuple[str, ...]) -> None:
+    write_toml(tmp_path, toml, monkeypatch)
+    message = settings_error(*fragments)
+    assert len(message.splitlines()) == 1, message
+    assert "{" not in message, message  # names the values, never dumps a whole section
+
+
+@pytest.mark.parametrize("field", ["run_dir", "log_dir", "state_dir"])
+def test_a_directory_that_cannot_be_written_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     field: str) -> None:
+    monkeypatch.chdir(tmp_path)  # the other two directories default to ./run and ./logs
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(f"TRADING_PATHS__{field.upper()}", str(blocker / "sub"))
+    problems = writable_paths_problems(load_settings())
+    assert problems == [f"paths.{field}: cannot create {blocker / 'sub'}: Not a directory"]
+    if not Path("/sys/kernel").is_dir():
+        return
+    monkeypatch.setenv(f"TRADING_PATHS__{field.upper()}", "/sys/kernel")  # exists, read-only even for root
+    [problem] = writable_paths_problems(load_settings())
+    assert problem.startswith(f"paths.{field}: /sys/kernel is not writable")
