@@ -74,6 +74,9 @@ FAULT_CONFIG: dict[str, Any] = {
 # The venue's added latency for "FAILSAFE mid-sequence": the sequence waits for its cancels and
 # flatten orders to land, so it takes about this long (plus the verify loop) and a kill lands in it.
 SLOW_VENUE_MS = 1500.0
+# Longest wait for a process to be back and re-synced (the target is 3 s; this is a noisy 2-core
+# machine, and a FAILSAFE sequence under way holds the orchestrator's loop).
+RESYNC_TIMEOUT_S = 15.0
 POSITION_SYMBOL = "SOL-USD"
 POSITION_QTY = 0.5
 
@@ -402,6 +405,18 @@ class FaultHarness:
         d.wait_components_alive(timeout=timeout)
         wait_until(lambda: self.em_stats()["reconciled"], timeout, interval=0.1, ignore=(CommandTimeout,),
                    message=lambda: d.diagnostics())
+        self.reconcile_now()
+
+    def reconcile_now(self, timeout: float = 20.0) -> None:
+        """Have the exchange manager reconcile with the venue now and wait for the outcome, so that a
+        cell that broke the book (a product bug) does not spill over into the next one."""
+        runs = _ask(self.d, "exchange_manager", "reconcile")["runs"]
+
+        def done() -> bool:
+            outcomes = _ask(self.d, "exchange_manager", "reconciliation")["outcomes"]
+            return all(outcomes.get(c, {}).get("run", 0) >= r and outcomes[c]["ok"] for c, r in runs.items())
+
+        wait_until(done, timeout, interval=0.05, ignore=(CommandTimeout,))
 
     def to_ready(self, timeout: float = 60.0) -> None:
         state = self.state()
@@ -493,6 +508,7 @@ class FaultHarness:
             reply = self.d.call("orchestrator", "failsafe", timeout_s=5, retries=2, reason="faults: mid-sequence")
             assert reply.ok, reply.error
             ctx.failsafe_was_pending = True
+            ctx.transitions_before = len(self.journal())  # LIVE → DEGRADED → FAILSAFE are the cell's start
             time.sleep(0.2)  # into the sequence (it takes over SLOW_VENUE_MS)
             assert self.failsafe_pending() is not None, "the failsafe sequence ended before the fault"
         if state == "failsafe_done" and ctx.failsafe_at_ns is None:
@@ -504,10 +520,11 @@ class FaultHarness:
         return int(rows[-1][1] * NS) if rows else time.time_ns()
 
     def _context(self, state: str, failsafe_at: int | None) -> CellContext:
-        venue = _ask(self.d, "venue_sim", "fills")
+        self.ledger.record(self.d)
+        fills = {fill_id for inc in self.ledger.incarnations.values() for fill_id in inc.fills}
         return CellContext(
             cell=Cell("", state, ""), started_ns=time.time_ns(), transitions_before=len(self.journal()),
-            failsafe_at_ns=failsafe_at, venue_fills_before={f["fill_id"] for f in venue["fills"]},
+            failsafe_at_ns=failsafe_at, venue_fills_before=fills,
             em_orders_before={o["client_order_id"] for o in self.em_orders()})
 
     # -- faults --------------------------------------------------------------------------------------
@@ -548,9 +565,11 @@ class FaultHarness:
         self._after_down(programs, now_ns)
         FIGURES.faults += len(programs)
         done: dict[str, float] = {}
-        self._wait_resynced(programs, before, t0, done, timeout=60.0)
-        for program, seconds in done.items():
-            FIGURES.resync_s.append((program, ctx.cell.state, seconds))
+        try:
+            self._wait_resynced(programs, before, t0, done, timeout=RESYNC_TIMEOUT_S)
+        finally:
+            for program, seconds in done.items():
+                FIGURES.resync_s.append((program, ctx.cell.state, seconds))
         return done
 
     def restart(self, ctx: CellContext, program: str) -> float:
@@ -566,7 +585,7 @@ class FaultHarness:
         self._after_down([program], now_ns)
         FIGURES.faults += 1
         done: dict[str, float] = {}
-        self._wait_resynced([program], before, t0, done, timeout=60.0)
+        self._wait_resynced([program], before, t0, done, timeout=RESYNC_TIMEOUT_S)
         return done[program]
 
     def restart_supervisord(self, ctx: CellContext) -> None:
@@ -587,7 +606,7 @@ class FaultHarness:
         t0 = time.monotonic()
         d.start(wait=False)
         done: dict[str, float] = {}
-        self._wait_resynced(MATRIX_PROGRAMS, before, t0, done, timeout=90.0)
+        self._wait_resynced(MATRIX_PROGRAMS, before, t0, done, timeout=RESYNC_TIMEOUT_S + 30)
 
     def _identities(self, programs: Iterable[str]) -> dict[str, Any]:
         """pids and epochs before the fault, and the exchange manager's reconciliation count."""
@@ -606,14 +625,15 @@ class FaultHarness:
             reply = d.call(program, "status", timeout_s=0.3)
             if not reply.ok or reply.result["epoch"] == before[program]["epoch"]:
                 return None
-            return reply.result
+            # wall-clock time of the new process's start (its uptime is as of this reply)
+            return {**reply.result, "_started_at": time.time() - reply.result["stats"]["uptime_s"]}
 
         def synced(program: str, status: dict[str, Any]) -> bool:
             if program == "venue_sim":
                 stats = self.em_stats()
                 connectors = stats.get("connectors", {})
                 return (stats["reconciled"] and all(c.get("connected") for c in connectors.values())
-                        and self._em_reconciled_since(status["stats"]["uptime_s"]))
+                        and self._em_reconciled_since(status["_started_at"]))
             ostatus = d.call("orchestrator", "status", timeout_s=0.3)
             if not ostatus.ok:
                 return False
@@ -647,10 +667,9 @@ class FaultHarness:
         wait_until(check, timeout, interval=0.02, message=lambda: f"not re-synced: {sorted(pending)}"
                    + d.diagnostics())
 
-    def _em_reconciled_since(self, venue_uptime_s: float) -> bool:
+    def _em_reconciled_since(self, started: float) -> bool:
         """The exchange manager's latest reconciliation finished after the venue (re)started."""
         outcomes = _ask(self.d, "exchange_manager", "reconciliation")["outcomes"]
-        started = time.time() - venue_uptime_s
         return bool(outcomes) and all(o["ok"] and o["finished_at"] >= started for o in outcomes.values())
 
     # -- invariants ----------------------------------------------------------------------------------
@@ -834,9 +853,15 @@ class FaultHarness:
                 times = {}
             else:
                 raise ValueError(cell.fault)
-        except BaseException as exc:
-            FIGURES.failures.append(f"{cell.name}: not back and re-synced: {str(exc)[:300]}")
-            raise
+        except WaitTimeout as exc:
+            # not back and re-synced: still check every invariant, to say what broke
+            resync = f"not back and re-synced within {RESYNC_TIMEOUT_S:g}s: {str(exc).splitlines()[0][:300]}"
+            FIGURES.failures.append(f"{cell.name}: {resync}")
+            try:
+                self.check_all(ctx)
+            except InvariantBroken as broken:
+                raise InvariantBroken(f"{resync}\n{broken}") from None
+            raise InvariantBroken(f"{cell.name}: {resync} (every invariant held)") from None
         self.check_all(ctx)
         return times
 

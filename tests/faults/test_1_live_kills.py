@@ -2,11 +2,12 @@
 positions and resting orders, and
 
   * ``kill -9`` of each process once (the five services and the venue simulator);
-  * one ``supervisorctl restart`` (the exchange manager: the book of record and reconciliation);
+  * ``supervisorctl restart`` of the exchange manager (its book of record and reconciliation) and of
+    the venue (back quicker than the connector notices a silence);
   * two processes killed at once (the exchange manager and the venue: both sides of the book).
 
 Each cell checks every invariant (see ``harness.py``); the expected state per cell is the LIVE
-column of the table in ``test_matrix.py``. The restart loop ending FATAL is in
+column of the table in ``test_3_matrix.py``. The restart loop ending FATAL is in
 ``test_2_restart_loop.py``.
 """
 
@@ -33,3 +34,10 @@ def test_supervisorctl_restart_exchange_manager_in_live(fault_harness: FaultHarn
 
 def test_kill9_exchange_manager_and_venue_at_once_in_live(fault_harness: FaultHarness) -> None:
     fault_harness.run_cell(_cell(("exchange_manager", "venue_sim"), "live", "kill9_pair"))
+
+
+def test_supervisorctl_restart_venue_in_live(fault_harness: FaultHarness) -> None:
+    """The venue comes back within a fraction of a second (a graceful stop, then a spawn): quicker
+    than the connector's heartbeat timeout. The exchange manager must still see a new venue (a new
+    epoch) and reconcile with it: the new venue holds none of our orders and positions."""
+    fault_harness.run_cell(_cell("venue_sim", "live", "restart"))

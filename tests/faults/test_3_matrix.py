@@ -42,7 +42,7 @@ import pytest
 
 from .harness import MATRIX_PROGRAMS, STATES, Cell, FaultHarness, expected
 
-FAST = {("live", "kill9"), ("live", "restart", "exchange_manager")}
+FAST = {("live", "kill9"), ("live", "restart", "exchange_manager"), ("live", "restart", "venue_sim")}
 
 
 def _cells() -> list[pytest.param]:
