@@ -4,6 +4,11 @@ Accepts requests from DEALER clients (``[identity, message]``) and REQ clients
 (``[identity, b"", message]``) and answers on the same route. A request that cannot be decoded is
 answered with an error (id ``""``), counted and logged; a request whose id was seen before gets
 the reply it already got, and its handler does not run again.
+
+Only replies of commands whose handler ran and that change something are kept for retries (a
+bounded cache): a query (``proto.QUERIES``) is simply run again, and a request refused before its
+handler (unknown command, bad arguments) would be refused again. So no flood of bad requests or of
+status polls can push out the reply of an order that really went, and be re-run on its retry.
 """
 
 from __future__ import annotations
@@ -109,43 +114,45 @@ class CommandServer:
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="request",
                                      sent_ns=env.ts_ns))
-        reply = self._run(cmd)
+        reply, ran = self._run(cmd)
         try:
             data = self._encode(reply)
         except Exception as exc:  # a handler's result that cannot be encoded is its bug: answer it
             self.handler_errors += 1
             log.error("command %s: result cannot be encoded: %r", cmd.name, exc)
             data = self._encode(proto.error(cmd.id, f"internal error in {cmd.name}: result cannot be encoded"))
-        self._cache[cmd.id] = data
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if ran and cmd.name not in proto.QUERIES:
+            self._cache[cmd.id] = data
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         self._send(route, data)
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
                                      sent_ns=env.ts_ns, ok=reply.ok, error=reply.error))
 
-    def _run(self, cmd: proto.Command) -> proto.Reply:
+    def _run(self, cmd: proto.Command) -> tuple[proto.Reply, bool]:
+        """The reply, and whether the handler ran (a refusal by the handler counts: it decided)."""
         handler = self._handlers.get(cmd.name)
         if handler is None:
             self._reject("unknown_command", cmd.name)
             return proto.error(cmd.id, f"unknown command {cmd.name!r}; this service serves: "
-                               + ", ".join(sorted(self._handlers)))
+                               + ", ".join(sorted(self._handlers))), False
         try:
             args = proto.parse_args(cmd.name, cmd.args)
         except proto.ProtocolError as exc:
             self._reject(exc.kind, str(exc))
-            return proto.error(cmd.id, str(exc))
+            return proto.error(cmd.id, str(exc)), False
         try:
             reply = proto.ok(cmd.id, **handler(args))
         except proto.CommandError as exc:
             self.refused += 1
-            return proto.error(cmd.id, str(exc))
+            return proto.error(cmd.id, str(exc)), True
         except Exception as exc:  # a handler bug must not take the service down; it is an error reply
             self.handler_errors += 1
             log.exception("command %s failed", cmd.name)
-            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}")
+            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}"), True
         self.handled += 1
-        return reply
+        return reply, True
 
     def _encode(self, reply: proto.Reply) -> bytes:
         self._seq += 1

@@ -1,7 +1,7 @@
 """The wire contract: every message, its envelope, and the one encoder/decoder (see envelope.py)."""
 
 from proto import topics
-from proto.commands import ARG_SCHEMAS, Args, CommandError, error, ok, parse_args
+from proto.commands import ARG_SCHEMAS, QUERIES, Args, CommandError, error, ok, parse_args
 from proto.envelope import MAX_MESSAGE_BYTES, SCHEMA_VERSION, Envelope, decode, encode, from_builtins, to_builtins
 from proto.errors import ProtocolError
 from proto.messages import (
@@ -27,7 +27,7 @@ from proto.messages import (
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 __all__ = [
-    "ARG_SCHEMAS", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
+    "ARG_SCHEMAS", "QUERIES", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Heartbeat", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",

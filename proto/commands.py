@@ -130,6 +130,14 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 }
 
 
+# Commands that change nothing: a repeated query is simply run again (a fresh answer), so servers
+# keep no reply of theirs for retries. Every other command runs at most once per command id.
+QUERIES: frozenset[str] = frozenset({
+    "status", "state", "stats", "positions", "orders", "reconciliation", "open_orders", "fills",
+})
+assert QUERIES <= ARG_SCHEMAS.keys()
+
+
 class CommandError(Exception):
     """Raised by a handler to refuse a command; the reason goes back to the caller verbatim."""
 

@@ -30,6 +30,7 @@ from bus import (
     make_socket,
 )
 from bus.command_server import Handler
+from bus.ratelimit import RateLimitedLog
 from bus.sockets import EndpointInUse, bind
 from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
@@ -85,6 +86,8 @@ class ServiceRuntime:
         self._stats = stats
 
         self._on_subscription = on_subscription
+        self.subscription_frames_rejected = 0
+        self._bad_log = RateLimitedLog(self.log)
         self._audit_topic = proto.topics.audit(name)
         self._pub_sock = self._bind_pub()
         self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes)
@@ -135,8 +138,15 @@ class ServiceRuntime:
     def _read_subscriptions(self, sock: zmq.Socket) -> None:
         assert self._on_subscription is not None
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frame = sock.recv(zmq.NOBLOCK)
-            if frame[:1] == b"\x01":  # 1 = subscribe, 0 = unsubscribe
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frame = frames[0]
+            # A subscription is one frame: 1 (subscribe) or 0 (unsubscribe), then the prefix.
+            # Anything else a peer sends to a PUB is garbage: counted, logged (rate-limited), dropped.
+            if len(frames) != 1 or frame[:1] not in (b"\x00", b"\x01"):
+                self.subscription_frames_rejected += 1
+                self._bad_log.warning("xpub", f"not a subscription on the PUB socket: {len(frames)} frame(s), "
+                                              f"{frame[:16].hex()}")
+            elif frame[:1] == b"\x01":
                 self._on_subscription(frame[1:].decode(errors="replace"))
 
     def _rebind(self) -> None:
@@ -210,7 +220,8 @@ class ServiceRuntime:
         return {
             "published": self.publisher.sent,
             "received": sum(sub.received for sub in subs),
-            "rejected": sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values()),
+            "rejected": (sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values())
+                         + self.subscription_frames_rejected),
             "gaps": sum(p.gaps for sub in subs for p in sub.peers.values()),
             "lost": sum(p.lost for sub in subs for p in sub.peers.values()),
             "commands": self.commands.handled,
@@ -226,7 +237,8 @@ class ServiceRuntime:
             "pid": os.getpid(),
             "epoch": self.epoch,
             "stats": self._status_stats(),
-            "bus": {"publisher": self.publisher.stats(), "commands": self.commands.stats(),
+            "bus": {"publisher": {**self.publisher.stats(), "rejected": self.subscription_frames_rejected},
+                    "commands": self.commands.stats(),
                     "subscriptions": {name: self._subscription_stats(sub) for name, sub in self._subscribers},
                     "loop_errors": self.reactor.callback_errors},
         }

@@ -90,11 +90,20 @@ class Settings(BaseSettings):
             if deadman <= 2 * beat:
                 out.append(f"{section}.deadman_timeout_s={deadman:g} must exceed two heartbeats "
                            f"(2 x bus.heartbeat_interval_s={beat:g}): it would trip between the orchestrator's words")
-        escalate = self.orchestrator.health.missing_escalate_after_s
+        health = self.orchestrator.health
+        if health.degraded_check_interval_s > self.orchestrator.health_check_interval_s:
+            out.append(f"orchestrator.health.degraded_check_interval_s={health.degraded_check_interval_s:g} is above "
+                       f"orchestrator.health_check_interval_s={self.orchestrator.health_check_interval_s:g}: a "
+                       f"DEGRADED session would be watched less often than a healthy one")
+        escalate = health.missing_escalate_after_s
         if escalate is not None and escalate <= missing:
             out.append(f"orchestrator.health.missing_escalate_after_s={escalate:g} must exceed the time a process "
                        f"takes to count as missing (bus.heartbeat_interval_s x bus.missed_heartbeats = {missing:g})")
         for c in self.exchange_manager.connectors:
+            if c.heartbeat_timeout_s <= 2 * beat:
+                out.append(f"exchange_manager.connectors[{c.name}].heartbeat_timeout_s={c.heartbeat_timeout_s:g} must "
+                           f"exceed two venue heartbeats (2 x bus.heartbeat_interval_s={beat:g}): the venue would "
+                           f"count as gone between two of them")
             if c.reconnect_max_s < c.reconnect_initial_s:
                 out.append(f"exchange_manager.connectors[{c.name}].reconnect_max_s={c.reconnect_max_s:g} is below "
                            f"reconnect_initial_s={c.reconnect_initial_s:g}")
@@ -103,8 +112,15 @@ class Settings(BaseSettings):
     def _limit_problems(self) -> list[str]:
         risk = self.exchange_manager.risk
         out = []
+        if risk.max_order_qty > 2 * risk.max_position:
+            out.append(f"exchange_manager.risk.max_order_qty={risk.max_order_qty:g} is above twice max_position="
+                       f"{risk.max_position:g}: the largest order that can pass flips -max_position to +max_position")
         for strategy in self.engine.strategies:
             qty = getattr(strategy, "qty", None)
+            own_max = getattr(strategy, "max_position", None)
+            if qty is not None and own_max is not None and qty > own_max:
+                out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above its max_position={own_max:g}: "
+                           f"it could never place an order")
             if qty is not None and qty > risk.max_order_qty:
                 out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_order_qty="
                            f"{risk.max_order_qty:g}: the gate would refuse every order it makes")

@@ -269,16 +269,45 @@ def test_idempotency_cache_is_bounded(ctx: zmq.Context, serve: StartServer) -> N
     dealer = raw_dealer(ctx, endpoint)
     try:
         for i in range(101):
-            dealer.send(command_frame(f"id-{i}", "status"))
+            dealer.send(command_frame(f"id-{i}", "open", {"reason": "x"}))
             recv(dealer)
-        dealer.send(command_frame("id-100", "status"))  # still remembered
+        dealer.send(command_frame("id-100", "open", {"reason": "x"}))  # still remembered
         recv(dealer)
-        dealer.send(command_frame("id-0", "status"))  # evicted: runs again
+        dealer.send(command_frame("id-0", "open", {"reason": "x"}))  # evicted: runs again
         recv(dealer)
     finally:
         dealer.close(linger=0)
     assert server.duplicates == 1
     assert len(rec.calls) == 102
+
+
+def test_queries_and_rejected_requests_never_push_a_command_out_of_the_cache(
+        ctx: zmq.Context, serve: StartServer) -> None:
+    """A flood of status polls or of bad requests, each with a fresh id, larger than the cache:
+    the order-like command before it is still answered from the cache on its retry."""
+    rec = Recorder()
+    server, endpoint = serve(rec.handlers(), cache_size=100)
+    dealer = raw_dealer(ctx, endpoint)
+    try:
+        dealer.send(command_frame("the-order", "open", {"reason": "x"}))
+        first = recv(dealer)
+        for i in range(150):
+            dealer.send(command_frame(f"poll-{i}", "status"))
+            recv(dealer)
+            dealer.send(command_frame(f"bad-{i}", "open", {"reason": 1}))  # wrong type: rejected
+            recv(dealer)
+            dealer.send(command_frame(f"unknown-{i}", "no_such_command"))
+            recv(dealer)
+        dealer.send(command_frame("poll-0", "status"))  # a repeated query runs again
+        assert reply_of(recv(dealer)).result["n"] == 152
+        dealer.send(command_frame("the-order", "open", {"reason": "x"}))
+        again = recv(dealer)
+    finally:
+        dealer.close(linger=0)
+    assert again == first
+    assert [name for name, _ in rec.calls].count("open") == 1
+    assert server.duplicates == 1
+    assert server.rejected == {"invalid": 150, "unknown_command": 150}
 
 
 def test_req_clients_are_answered_on_their_route(ctx: zmq.Context, serve: StartServer) -> None:
@@ -399,15 +428,15 @@ def test_slow_first_attempt_is_retried_and_answered_from_cache(
     client = make_client(endpoint, timeout_s=0.2, retries=2)
     calls: list[int] = []
 
-    def status(_args: proto.Args) -> dict[str, Any]:
+    def open_(_args: proto.Args) -> dict[str, Any]:
         calls.append(1)
         if len(calls) == 1:  # the first time, take longer than the client waits
             wait_until(lambda: client.timeouts >= 1, timeout=5.0)
         return {"call_no": len(calls)}
 
-    server, _ = serve({"status": status}, endpoint=endpoint)
+    server, _ = serve({"open": open_}, endpoint=endpoint)
 
-    reply = client.call("status")
+    reply = client.call("open", {"reason": "x"})
 
     assert reply.ok and reply.result == {"call_no": 1}
     assert calls == [1]
