@@ -106,23 +106,3 @@ def all_services() -> list[str]:
 def wait_routed(d: Daemon, symbol: str, timeout: float = 15.0) -> None:
     wait_until(lambda: symbol in ask(d, "data_router", "status")["stats"]["symbols"], timeout,
                ignore=(CommandTimeout,))
-
-
-def sum_named(tree: Any, name: str) -> int:
-    """The sum of every integer under a key ``name`` anywhere in a JSON-like tree (a counter
-    whatever its place in a status reply; a dict under that key is summed over its values)."""
-    total = 0
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key == name:
-                if isinstance(value, bool):
-                    continue
-                if isinstance(value, (int, float)):
-                    total += int(value)
-                elif isinstance(value, dict):
-                    total += sum(int(v) for v in value.values() if isinstance(v, (int, float)) and not isinstance(v, bool))
-            else:
-                total += sum_named(value, name)
-    elif isinstance(tree, list):
-        total += sum(sum_named(item, name) for item in tree)
-    return total
