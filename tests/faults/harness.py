@@ -112,8 +112,8 @@ class Figures:
         ]
         if self.uncounted_epoch_start:
             u = self.uncounted_epoch_start
-            out.append(f"PRODUCT BUG (bus.Subscriber): messages of a restarted exchange manager missed by a "
-                       f"subscriber and counted as no gap: fills {u.get('fills', 0)}, orders {u.get('orders', 0)} "
+            out.append(f"messages of a restarted exchange manager missed by a subscriber and counted as no gap "
+                       f"(bus.Subscriber bug, test_5_gap_accounting.py): fills {u.get('fills', 0)}, orders {u.get('orders', 0)} "
                        f"(venue fills found missing only for that reason: {u.get('missing_fills_explained', 0)})")
         if self.resync_s:
             times = [t for _, _, t in self.resync_s]
