@@ -281,7 +281,7 @@ def run(rounds: int = 2, step_s: float = 5.0, settle_s: float = 1.0, raw_s: floa
     if last["overdriven"] is not None:
         o = last["overdriven"]
         out(f"overdriven (last round, {o['offered']:,.0f}/s offered for {o['window_s']:.0f} s): lost " + ", ".join(
-            f"{k} {v:,}" for k, v in o["lost"].items()) + f"; delivered/s " + ", ".join(
+            f"{k} {v:,}" for k, v in o["lost"].items()) + "; delivered/s " + ", ".join(
             f"{s} {v:,.0f}" for s, v in o["delivered_per_s"].items()) + f"; router routed {o['routed_per_s']:,.0f}/s; "
             f"backlog drained in {o['drain_s']:.2f} s")
         out("  CPU % of one core at that step: " + ", ".join(f"{n} {v:.0f}" for n, v in sorted(o["cpu_pct"].items())))
