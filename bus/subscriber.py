@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -31,6 +31,7 @@ class PeerTrack:
     received: int = 0
     gaps: int = 0  # number of gap incidents
     lost: int = 0  # messages missing in those gaps
+    lost_by_topic: dict[str, int] = field(default_factory=dict)
     restarts: int = 0  # epoch changes seen after the first
     stale: int = 0  # messages from an older epoch or repeated sequence numbers
 
@@ -106,7 +107,11 @@ class Subscriber:
                 return False
             peer.epoch = env.epoch
             peer.restarts += 1
-            self._last_seq = {k: v for k, v in self._last_seq.items() if k[0] != env.source}
+            # The publisher's counters start again at 1. A stream we were following continues
+            # from 0, so what it published before we reconnected (a restarted exchange manager
+            # publishes its reconciled fills at once) counts as lost instead of vanishing; a
+            # stream first seen now sets its baseline as usual.
+            self._last_seq = {k: (0 if k[0] == env.source else v) for k, v in self._last_seq.items()}
         key = (env.source, topic)
         last = self._last_seq.get(key)
         self._last_seq[key] = max(env.seq, last or 0)
@@ -116,6 +121,7 @@ class Subscriber:
             lost = env.seq - last - 1
             peer.gaps += 1
             peer.lost += lost
+            peer.lost_by_topic[topic] = peer.lost_by_topic.get(topic, 0) + lost
             self._gap_log.warning(env.source, f"sequence gap from {env.source} on {topic}: {lost} message(s) lost")
             return True
         peer.stale += 1

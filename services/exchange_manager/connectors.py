@@ -64,6 +64,7 @@ class VenueSimConnector:
         self._sub: Subscriber | None = None
         self._connected = False
         self._heard: float | None = None
+        self._venue_epoch: int | None = None
         self._since = 0.0
         self._attempt = 0
         self._rng = random.Random()
@@ -120,10 +121,18 @@ class VenueSimConnector:
     def _on_message(self, _topic: str, env: proto.Envelope) -> None:
         self._heard = time.monotonic()
         self.received += 1
+        restarted = self._venue_epoch is not None and env.epoch > self._venue_epoch
+        self._venue_epoch = env.epoch if self._venue_epoch is None else max(self._venue_epoch, env.epoch)
         if not self._connected:
             self._connected = True
             self._attempt = 0
             log.info("connector %s: connected to %s", self.name, self._cfg.venue)
+            self._events.on_connected(self)
+        elif restarted:
+            # A venue back within heartbeat_timeout_s never looked disconnected, but it is a new
+            # session there: what it holds must be reconciled as after any reconnection.
+            self.reconnects += 1
+            log.warning("connector %s: %s restarted (new epoch): reconciling", self.name, self._cfg.venue)
             self._events.on_connected(self)
         body = env.body
         if isinstance(body, proto.Fill):

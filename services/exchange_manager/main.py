@@ -108,7 +108,10 @@ class ExchangeManager:
         record = self.book.orders.get(client_order_id)
         if record is None or not record.status.is_open:
             raise Refused(f"no open order {client_order_id}")
-        self._connector(record.connector).cancel(client_order_id)
+        try:
+            self._connector(record.connector).cancel(client_order_id)
+        except NotConnected as exc:
+            raise Refused(str(exc)) from None
         record.cancel_requested = True
 
     def cancel_all(self, symbol: str | None) -> int:

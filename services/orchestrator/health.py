@@ -2,12 +2,16 @@
 
 Each assessment returns the health events to publish and log, and the problems that call for
 DEGRADED (a process missing, every connector down, an engine error storm) or FAILSAFE (the daily
-loss limit). The orchestrator decides the transition; this module only judges.
+loss limit; every connector down for longer than ``connector_down_escalate_after_s``: no venue to
+trade with or to flatten at, which people must hear of). The orchestrator decides the transition;
+this module only judges.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import proto
@@ -19,19 +23,22 @@ from services.orchestrator.settings import HealthSettings
 class Assessment:
     events: list[proto.Message] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # each one calls for DEGRADED
-    loss_breach: str | None = None  # calls for FAILSAFE
+    # Calls for FAILSAFE: the daily loss limit, or every connector down for connector_down_escalate_after_s.
+    critical: str | None = None
     healthy_connectors: int = 0
 
     @property
     def healthy(self) -> bool:
-        return not self.problems and self.loss_breach is None
+        return not self.problems and self.critical is None
 
 
 class HealthMonitor:
-    def __init__(self, cfg: HealthSettings) -> None:
+    def __init__(self, cfg: HealthSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._cfg = cfg
+        self._clock = clock
         self._connector_errors: dict[str, int] = {}
         self._engine_errors: int | None = None
+        self._all_down_since: float | None = None  # time.monotonic()
 
     def assess(self, components: ComponentTracker) -> Assessment:
         out = Assessment()
@@ -71,8 +78,16 @@ class HealthMonitor:
                 messages_received=int(st.get("messages_received", 0)),
                 messages_dropped=int(st.get("messages_dropped", 0)), error_count=errors,
                 healthy=healthy, reason="; ".join(reasons)))
-        if connectors and not out.healthy_connectors:
-            out.problems.append("every connector is down or unhealthy")
+        if not connectors or out.healthy_connectors:
+            self._all_down_since = None
+            return
+        out.problems.append("every connector is down or unhealthy")
+        now = self._clock()
+        if self._all_down_since is None:
+            self._all_down_since = now
+        after = cfg.connector_down_escalate_after_s
+        if after is not None and now - self._all_down_since >= after and out.critical is None:
+            out.critical = f"every connector down or unhealthy for {now - self._all_down_since:.0f}s"
 
     def _engine(self, st: dict[str, Any], out: Assessment) -> None:
         cfg = self._cfg
@@ -93,4 +108,4 @@ class HealthMonitor:
     def _loss(self, st: dict[str, Any], out: Assessment) -> None:
         pnl = float(st.get("realized_pnl", 0.0)) + float(st.get("unrealized_pnl", 0.0))
         if pnl < -self._cfg.max_daily_loss:
-            out.loss_breach = f"loss limit: PnL {pnl:,.2f} beyond -{self._cfg.max_daily_loss:,.2f}"
+            out.critical = f"loss limit: PnL {pnl:,.2f} beyond -{self._cfg.max_daily_loss:,.2f}"

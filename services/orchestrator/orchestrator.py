@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import proto
 from bus import CommandClient, CommandTimeout
+from bus.endpoints import VENUE_NAMES
 from proto import OrchestratorState as S
 from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
@@ -200,7 +201,7 @@ class LiveTradingOrchestrator:
         archive = archive_logs(self._logs.files(), log_dir / "archive",
                                f"session_{self._counters.session_id}")
         self._logs.live(f"End-of-day report {json_path}; logs archived to {archive}", event="end_of_day",
-                        report=str(json_path), archive=str(archive))
+                        data={"report": str(json_path), "archive": str(archive)})
         return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
@@ -293,12 +294,13 @@ class LiveTradingOrchestrator:
                                  f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
         if restored is None:
             self._logs.live(f"New session {counters.session_id}: state {state.name}", event="session_start",
-                            session_id=counters.session_id, state=state.value)
+                            data={"session_id": counters.session_id, "state": state.value})
         else:
             self._logs.live(f"Restored session {counters.session_id} from journal: state {state.name}, "
                             f"{done} transition(s), restart #{counters.orchestrator_restarts}",
-                            event="session_restored", session_id=counters.session_id, state=state.value,
-                            transitions=done, restart=counters.orchestrator_restarts)
+                            event="session_restored", data={"session_id": counters.session_id, "state": state.value,
+                                                            "transitions": done,
+                                                            "restart": counters.orchestrator_restarts})
         self._note(f"orchestrator {'restored' if restored else 'started'} in {state.name}")
 
     def _serve(self) -> None:
@@ -363,7 +365,7 @@ class LiveTradingOrchestrator:
         self._runtime.publisher.publish(proto.topics.STATE, proto.StateChanged(
             old=old, new=new, reason=reason, transition_no=self._machine.transitions_done))
         self._logs.live(f"State transition: {old.name} → {new.name} ({reason})", event="state_transition",
-                        old=old.value, new=new.value, reason=reason)
+                        data={"old": old.value, "new": new.value, "reason": reason})
         self._note(f"{old.name} → {new.name}: {reason}")
         # Follow-up work runs on the next loop turn, after every callback of this transition.
         if new == S.FAILSAFE:
@@ -401,8 +403,8 @@ class LiveTradingOrchestrator:
         level = logging.INFO if report.ok else logging.ERROR
         summary = (f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
                    f"{'flat at the venue' if flat else 'NOT VERIFIED FLAT'}; incident report {json_path}")
-        self._logs.safety(summary, level, event="failsafe_sequence", trigger=trigger, ok=report.ok, flat=flat,
-                          incident_report=str(json_path))
+        self._logs.safety(summary, level, event="failsafe_sequence",
+                          data={"trigger": trigger, "ok": report.ok, "flat": flat, "incident_report": str(json_path)})
         self._note(summary)
         self._alerter.send({"event": "failsafe", "session_id": self._counters.session_id, "trigger": trigger,
                             "flat": flat, "ok": report.ok, "incident_report": str(json_path),
@@ -446,8 +448,8 @@ class LiveTradingOrchestrator:
         state = self.get_state()
         if state not in (S.LIVE, S.DEGRADED):
             return
-        if assessment.loss_breach:
-            self._escalate(assessment.loss_breach)
+        if assessment.critical:
+            self._escalate(assessment.critical)
             return
         if assessment.problems:
             self._healthy_since = None
@@ -493,18 +495,18 @@ class LiveTradingOrchestrator:
                               f"received={ev.messages_received} dropped={ev.messages_dropped} "
                               f"errors={ev.error_count} {ev.reason}".rstrip(),
                               logging.INFO if ev.healthy else logging.WARNING,
-                              event="connector_health", **proto.to_builtins(ev))
+                              event="connector_health", data=proto.to_builtins(ev))
             self._fan_out(self._connector_callbacks, ev)
         elif isinstance(ev, proto.EngineHealthEvent):
             self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
             if not ev.healthy:
                 self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING, event="engine_health",
-                                **proto.to_builtins(ev))
+                                data=proto.to_builtins(ev))
         elif isinstance(ev, proto.ProcessHealthEvent):
             self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
             if not ev.alive:
                 self._logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
-                                  logging.WARNING, event="process_health", **proto.to_builtins(ev))
+                                  logging.WARNING, event="process_health", data=proto.to_builtins(ev))
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
@@ -538,7 +540,8 @@ class LiveTradingOrchestrator:
             detail = f" {body.detail}" if body.detail else ""
             self._logs.governance(f"{env.source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
                                   logging.WARNING if body.kind.startswith("order_refused") else logging.INFO,
-                                  event="governance", source=env.source, **proto.to_builtins(body))
+                                  event="governance",
+                                  data={"source": env.source, **proto.to_builtins(body)})
 
     def _on_process_alert(self, _topic: str, env: proto.Envelope) -> None:
         """supervisord's word on a program: logged; a FATAL trading service fails the session safe,
@@ -550,18 +553,24 @@ class LiveTradingOrchestrator:
         level = logging.CRITICAL if alert.event == "fatal" else logging.WARNING
         self._logs.health(f"Process {alert.program}: {alert.event.upper()} under supervisord "
                           f"(from {alert.from_state}, pid {alert.pid})", level, event="process_alert",
-                          **proto.to_builtins(alert))
+                          data=proto.to_builtins(alert))
         self._note(f"supervisord: {alert.program} {alert.event}")
         self._fan_out(self._health_callbacks, alert)
-        if alert.event == "fatal" and self._components.mark_fatal(alert.program):
-            if self.get_state() in (S.LIVE, S.DEGRADED):
-                self._escalate(f"{alert.program} is FATAL under supervisord: missing for good")
+        if alert.event != "fatal":
+            return
+        ours = self._components.mark_fatal(alert.program)  # so `open` is refused while it is down
+        if self.get_state() not in (S.LIVE, S.DEGRADED):
+            return
+        if ours:
+            self._escalate(f"{alert.program} is FATAL under supervisord: missing for good")
+        elif alert.program in VENUE_NAMES:
+            self._escalate(f"venue {alert.program} is FATAL under supervisord: nothing to trade with or flatten at")
 
     def record_command(self, name: str, accepted: bool, detail: str) -> None:
         """Every operator command, accepted or refused, goes to the governance log."""
         self._logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
                               logging.INFO if accepted else logging.WARNING, event="operator_command",
-                              command=name, accepted=accepted, detail=detail)
+                              data={"command": name, "accepted": accepted, "detail": detail})
 
     def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
         """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""
@@ -570,7 +579,7 @@ class LiveTradingOrchestrator:
         self._safety_by_type[key] = self._safety_by_type.get(key, 0) + 1
         level = logging.CRITICAL if ev.severity is proto.Severity.CRITICAL else logging.WARNING
         self._logs.safety(f"{ev.severity.value.upper()} {ev.event_type.value} {ev.symbol}: {ev.message}", level,
-                          event="safety_event", **proto.to_builtins(ev))
+                          event="safety_event", data=proto.to_builtins(ev))
         self._note(f"safety {ev.severity.value} {ev.event_type.value} {ev.symbol}: {ev.message}")
         self._fan_out(self._safety_callbacks, ev)
         self._healthy_since = None

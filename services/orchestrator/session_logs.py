@@ -9,8 +9,9 @@
 Format of the four: ``2026-01-19 14:30:45,123 - LiveTradingOrchestrator - INFO - State transition: LIVE → DEGRADED``.
 Every line written to one of the specific logs is also written to the live_trading log. The JSON
 lines carry ``ts`` (epoch seconds), ``time``, ``level``, ``log`` (which of the four), ``event`` (a
-stable name: ``state_transition``, ``safety_event``, ``process_alert``, ...), ``message`` and the
-event's own fields, so an incident review can filter with ``jq`` instead of parsing prose.
+stable name: ``state_transition``, ``safety_event``, ``process_alert``, ...), ``message`` and
+``data``, the event's own fields, so an incident review can filter with ``jq`` instead of parsing
+prose (``jq 'select(.event == "safety_event") | .data.symbol'``).
 
 Each file rotates at ``max_bytes`` (``<name>.1`` is the previous part); ``files()`` lists every part.
 """
@@ -22,6 +23,7 @@ import logging
 import logging.handlers
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 LOGGER_NAME = "LiveTradingOrchestrator"
@@ -56,29 +58,29 @@ class SessionLogs:
         self.paths[kind] = path
         return logger
 
-    def live(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
+    def live(self, message: str, level: int = logging.INFO, event: str = "", data: Mapping[str, Any] | None = None) -> None:
         self._loggers["live_trading"].log(level, message)
-        self._event("live_trading", message, level, event, fields)
+        self._event("live_trading", message, level, event, data)
 
-    def safety(self, message: str, level: int = logging.WARNING, event: str = "", **fields: Any) -> None:
-        self._write("safety_events", message, level, event, fields)
+    def safety(self, message: str, level: int = logging.WARNING, event: str = "", data: Mapping[str, Any] | None = None) -> None:
+        self._write("safety_events", message, level, event, data)
 
-    def health(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
-        self._write("connector_health", message, level, event, fields)
+    def health(self, message: str, level: int = logging.INFO, event: str = "", data: Mapping[str, Any] | None = None) -> None:
+        self._write("connector_health", message, level, event, data)
 
-    def governance(self, message: str, level: int = logging.INFO, event: str = "", **fields: Any) -> None:
-        self._write("governance_events", message, level, event, fields)
+    def governance(self, message: str, level: int = logging.INFO, event: str = "", data: Mapping[str, Any] | None = None) -> None:
+        self._write("governance_events", message, level, event, data)
 
-    def _write(self, kind: str, message: str, level: int, event: str, fields: dict[str, Any]) -> None:
+    def _write(self, kind: str, message: str, level: int, event: str, data: Mapping[str, Any] | None) -> None:
         self._loggers[kind].log(level, message)
         self._loggers["live_trading"].log(level, message)
-        self._event(kind, message, level, event, fields)
+        self._event(kind, message, level, event, data)
 
-    def _event(self, kind: str, message: str, level: int, event: str, fields: dict[str, Any]) -> None:
+    def _event(self, kind: str, message: str, level: int, event: str, data: Mapping[str, Any] | None) -> None:
         now = time.time()
         record = {"ts": round(now, 6), "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
                   + f".{int(now % 1 * 1000):03d}Z", "level": logging.getLevelName(level), "log": kind,
-                  "event": event or kind, "message": message, **fields}
+                  "event": event or kind, "message": message, "data": dict(data or {})}
         self._events.info(json.dumps(record, default=str, ensure_ascii=False))
 
     def files(self) -> list[Path]:

@@ -69,6 +69,9 @@ class HealthSettings(BaseModel):
     # a DEGRADED session to FAILSAFE; null turns it off. A FATAL report from supervisord's event
     # listener escalates at once.
     missing_escalate_after_s: float | None = Field(default=60.0, gt=0)
+    # Every connector down (or unhealthy) this long goes to FAILSAFE: no venue to trade with or to
+    # flatten at, and the people on call must hear of it. Null: stay DEGRADED.
+    connector_down_escalate_after_s: float | None = Field(default=30.0, gt=0)
     # Daily realized plus unrealized loss beyond this goes to FAILSAFE.
     max_daily_loss: float = Field(default=5_000.0, gt=0)
 

@@ -103,7 +103,8 @@ class Safety:
         now = time.monotonic()
         self._raise("stale_feed", self.stale.check(now, self.session.state in TRADING_STATES), now)
         peer = self._em.peers.get("exchange_manager")
-        lost = peer.lost if peer else 0
+        # Order and fill streams only: a heartbeat missed across a restart is not an execution gap.
+        lost = sum(peer.lost_by_topic.get(t, 0) for t in (proto.topics.ORDERS, proto.topics.FILLS)) if peer else 0
         if lost > self._lost_seen:
             self._raise("sequence_gap", [proto.SafetyEvent(
                 event_type=proto.SafetyEventType.SEQUENCE_GAP, severity=proto.Severity.WARNING, symbol="*",

@@ -93,7 +93,7 @@ def logs(name: str | None, lines: int, keep_following: bool, pattern: str | None
       tradectl logs                           # which logs there are, with sizes
       tradectl logs safety_events -n 50       # the last 50 safety events
       tradectl logs live_trading -f           # follow the session as it happens
-      tradectl logs events --json | jq 'select(.event == "state_transition")'
+      tradectl logs events --json | jq 'select(.event == "state_transition") | .data'
       tradectl logs engine --grep ERROR
     """
     try:

@@ -94,9 +94,6 @@ class Figures:
     position_mismatches: int = 0
     boundary_losses: int = 0
     counted_gaps: int = 0
-    # messages a restarted exchange manager published before the test subscriber had reconnected,
-    # which the bus's Subscriber does not count (the product bug of test_5_gap_accounting.py)
-    uncounted_epoch_start: dict[str, int] = field(default_factory=dict)
     resync_s: list[tuple[str, str, float]] = field(default_factory=list)  # (program, state, seconds)
     failures: list[str] = field(default_factory=list)
 
@@ -110,11 +107,6 @@ class Figures:
             f"stream messages lost with a counted gap: {self.counted_gaps}; "
             f"lost in flight at a kill -9 of their publisher (new epoch, not a gap): {self.boundary_losses}",
         ]
-        if self.uncounted_epoch_start:
-            u = self.uncounted_epoch_start
-            out.append(f"messages of a restarted exchange manager missed by a subscriber and counted as no gap "
-                       f"(bus.Subscriber bug, test_5_gap_accounting.py): fills {u.get('fills', 0)}, orders {u.get('orders', 0)} "
-                       f"(venue fills found missing only for that reason: {u.get('missing_fills_explained', 0)})")
         if self.resync_s:
             times = [t for _, _, t in self.resync_s]
             worst = max(self.resync_s, key=lambda x: x[2])
@@ -157,10 +149,6 @@ class StreamCollector:
         self.fills: dict[str, int] = {}  # fill_id -> envelope ts_ns
         self.orders: dict[str, tuple[int, str, str]] = {}  # cid -> (first ts_ns, strategy, first status)
         self._peers: dict[str, dict[str, int]] = {}
-        # (epoch, topic) -> the first sequence number received: a publisher numbers each topic from
-        # 1 in every epoch, so a first number above 1 in a later epoch means messages were missed
-        self.first_seq: dict[tuple[int, str], int] = {}
-        self.epochs: list[int] = []
         self._thread = threading.Thread(target=self._run, name="faults-collector", daemon=True)
 
     def start(self, timeout: float = 20.0) -> "StreamCollector":
@@ -186,9 +174,6 @@ class StreamCollector:
         def keep(topic: str, env: proto.Envelope) -> None:
             body = env.body
             with self._lock:
-                if env.epoch not in self.epochs:
-                    self.epochs.append(env.epoch)
-                self.first_seq.setdefault((env.epoch, topic), env.seq)
                 if isinstance(body, proto.Heartbeat):
                     self._heard.set()
                 elif topic == proto.topics.FILLS and isinstance(body, proto.Fill):
@@ -210,15 +195,6 @@ class StreamCollector:
     def snapshot(self) -> tuple[dict[str, int], dict[str, tuple[int, str, str]], dict[str, int]]:
         with self._lock:
             return dict(self.fills), dict(self.orders), dict(self._peers.get(self._service, {}))
-
-    def missed_at_epoch_start(self) -> dict[str, int]:
-        """{"<epoch>/<topic>": messages missed before the first one received} for every epoch after
-        the first: what a restarted publisher sent before this subscriber had (re)connected. The
-        bus's Subscriber does not count these as a gap (nor as anything)."""
-        with self._lock:
-            later = set(self.epochs[1:])
-            return {f"{epoch}/{topic}": seq - 1 for (epoch, topic), seq in self.first_seq.items()
-                    if epoch in later and seq > 1 and topic in (proto.topics.ORDERS, proto.topics.FILLS)}
 
 
 # -- the venue's record, across its incarnations ------------------------------------------------------
@@ -803,41 +779,19 @@ class FaultHarness:
                 else:
                     missing_orders.append(cid)
         FIGURES.boundary_losses += boundary
+        missing = len(missing_fills) + len(missing_orders)
         lost = int(peer.get("lost", 0))
+        # A loss at the start of a restarted publisher's epoch is counted once the next message on
+        # that topic arrives (its sequence number is then above 1): give the strategies' trading the time.
+        deadline = time.monotonic() + 8.0
+        while missing > lost and time.monotonic() < deadline:
+            time.sleep(0.1)
+            lost = int(self.collector.snapshot()[2].get("lost", 0))
         FIGURES.counted_gaps = lost
-        # What a restarted exchange manager published before this subscriber had reconnected: the
-        # bus's Subscriber counts none of it (a product bug, see test_5_gap_accounting.py, which fails
-        # on it); counted here apart so that the matrix judges every other loss.
-        at_start = self.collector.missed_at_epoch_start()
-        if missing_fills or missing_orders:
-            # A loss at the start of a new epoch shows only once the next message on that topic
-            # arrives (its sequence number is then above 1): give the strategies' trading the time.
-            deadline = time.monotonic() + 8.0
-            while time.monotonic() < deadline:
-                at_start = self.collector.missed_at_epoch_start()
-                start_fills = sum(n for k, n in at_start.items() if k.endswith("/" + proto.topics.FILLS))
-                start_orders = sum(n for k, n in at_start.items() if k.endswith("/" + proto.topics.ORDERS))
-                if start_fills >= len(missing_fills) and start_orders >= len(missing_orders):
-                    break
-                time.sleep(0.1)
-        start_fills = sum(n for k, n in at_start.items() if k.endswith("/" + proto.topics.FILLS))
-        start_orders = sum(n for k, n in at_start.items() if k.endswith("/" + proto.topics.ORDERS))
-        explained_fills = min(len(missing_fills), start_fills)
-        explained_orders = min(len(missing_orders), start_orders)
-        FIGURES.uncounted_epoch_start = {"fills": start_fills, "orders": start_orders,
-                                         "missing_fills_explained": FIGURES.uncounted_epoch_start.get(
-                                             "missing_fills_explained", 0) + explained_fills}
-        for f in missing_fills[:explained_fills]:
-            self._verified_fills.add(f["fill_id"])
-        for cid in missing_orders[:explained_orders]:
-            self._verified_orders.add(cid)
-        unaccounted = len(missing_fills) - explained_fills + len(missing_orders) - explained_orders - lost
-        assert unaccounted <= 0, (
+        assert missing <= lost, (
             f"{len(missing_fills)} fill(s) and {len(missing_orders)} order(s) never reached the subscriber of "
-            f"the exchange manager's streams, {lost} counted as lost in gaps (peer {peer}); "
-            f"fills {missing_fills[:3]} orders {missing_orders[:3]}; messages of a restarted exchange manager "
-            f"sent before the subscriber had reconnected, counted nowhere: {self.collector.missed_at_epoch_start()}; "
-            f"relative to the exchange manager's "
+            f"the exchange manager's streams, only {lost} counted as lost in gaps (peer {peer}); "
+            f"fills {missing_fills[:3]} orders {missing_orders[:3]}; relative to the exchange manager's "
             f"kills/stops (s): {[[round((k - f['ts_ns']) / NS, 3) for k in self.em_down_ns] for f in missing_fills[:3]]}")
 
     @staticmethod

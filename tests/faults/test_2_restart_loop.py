@@ -25,9 +25,9 @@ from .harness import FIGURES, PEERS, FaultHarness, _ask
 FATAL_TO_FAILSAFE_S = 10.0
 
 
-def _loop_until_fatal(h: FaultHarness, program: str, timeout: float = 90.0) -> float:
+def _loop_until_fatal(h: FaultHarness, program: str, timeout: float = 90.0) -> tuple[float, int]:
     """kill -9 the program each time supervisord spawns it (it never lives to ``startsecs``);
-    return ``time.monotonic()`` when supervisord reported it FATAL."""
+    return ``time.monotonic()`` when supervisord reported it FATAL, and how many kills it took."""
     d = h.d
     h.settle([program])
     killed: set[int] = set()
@@ -39,7 +39,7 @@ def _loop_until_fatal(h: FaultHarness, program: str, timeout: float = 90.0) -> f
             time.sleep(0.02)
             continue
         if info["statename"] == "FATAL":
-            return time.monotonic()
+            return time.monotonic(), len(killed)
         pid = int(info["pid"])
         if info["statename"] in ("STARTING", "RUNNING") and pid > 0 and pid not in killed:
             try:
@@ -64,7 +64,7 @@ def _restart_loop_escalates(h: FaultHarness, program: str) -> None:
     ctx.cell.program, ctx.cell.fault = program, "restart loop"
     ctx.cell.allowed = ("failsafe",)
     try:
-        fatal_at = _loop_until_fatal(h, program)
+        fatal_at, kills = _loop_until_fatal(h, program)
         ctx.failsafe_at_ns = time.time_ns()  # at the latest: nothing may open from here on
         try:
             wait_until(lambda: h.state() == "failsafe", FATAL_TO_FAILSAFE_S, interval=0.05, ignore=(CommandTimeout,))
@@ -94,7 +94,7 @@ def _restart_loop_escalates(h: FaultHarness, program: str) -> None:
     for check in (h.check_no_duplicates, h.check_positions, h.check_streams):
         check(ctx)
         FIGURES.invariants += 1
-    FIGURES.faults_survived += 1
+    FIGURES.faults_survived += kills
 
 
 def test_restart_loop_of_the_engine_ends_fatal_and_the_session_fails_safe(fault_harness: FaultHarness) -> None:
@@ -115,7 +115,7 @@ def test_restart_loop_of_the_orchestrator_trading_stops_by_dead_man(fault_harnes
     FIGURES.cases += 1
     ctx = h.prepare("live")
     try:
-        _loop_until_fatal(h, "orchestrator")
+        _, kills = _loop_until_fatal(h, "orchestrator")
         stopped_at = time.time_ns()
         for peer in ("engine", "exchange_manager"):
             wait_until(lambda: not _ask(h.d, peer, "status")["stats"]["trading_allowed"], 5, interval=0.05)
@@ -137,4 +137,4 @@ def test_restart_loop_of_the_orchestrator_trading_stops_by_dead_man(fault_harnes
     # the restarted orchestrator restores the session (LIVE, DEGRADED for the missing peers' view)
     assert h.state() in ("live", "degraded"), h.state()
     FIGURES.invariants += 1
-    FIGURES.faults_survived += 1
+    FIGURES.faults_survived += kills

@@ -9,8 +9,10 @@ number N > 1 of a new epoch knows N - 1 messages were lost. The design (``../sha
 "Subscribers detect and count gaps; a restarted publisher (new epoch) is not a gap" — the restart
 itself is not, but messages of the new epoch that never arrived are: they must be counted.
 
-The matrix sees this in practice (the figure "messages of a restarted exchange manager missed by a
-subscriber and counted as no gap"); these tests pin it down deterministically on ``bus.Subscriber``.
+The matrix meets this in practice (a restarted exchange manager's first fills, missed by the
+test's subscriber, must show in its gap count); these tests pin it down deterministically on
+``bus.Subscriber``. A stream first seen in a new epoch (a subscription made after the restart) sets
+its baseline instead: nothing was lost from a stream nobody followed.
 """
 
 from __future__ import annotations

@@ -110,12 +110,12 @@ def test_the_event_log_has_one_json_object_per_line_with_the_fields(module_daemo
     records = wait_until(lambda: [json.loads(line) for line in open(path, encoding="utf-8")
                                   if '"operator_command"' in line or '"state_transition"' in line], 5)
     [ready] = [r for r in records if r["event"] == "state_transition"]
-    assert ready["old"] == "startup" and ready["new"] == "ready" and ready["log"] == "live_trading"
+    assert ready["data"]["old"] == "startup" and ready["data"]["new"] == "ready" and ready["log"] == "live_trading"
     assert ready["message"].startswith("State transition: STARTUP → READY")
     assert ready["level"] == "INFO" and isinstance(ready["ts"], float) and ready["time"].endswith("Z")
     [command] = wait_until(lambda: [json.loads(line) for line in open(path, encoding="utf-8")
                                     if '"operator_command"' in line], 5)
-    assert command["command"] == "recover" and command["accepted"] is False
+    assert command["data"]["command"] == "recover" and command["data"]["accepted"] is False
     assert command["log"] == "governance_events" and command["level"] == "WARNING"
 
 

@@ -339,3 +339,24 @@ def test_heartbeater_publishes_pid_interval_state_and_stats(link: tuple[zmq.Sock
         for i in (1, 2)
     ]
     assert [e.seq for _, e in got] == [1, 2]
+
+
+def test_a_restart_counts_what_a_followed_stream_missed_and_baselines_a_new_one() -> None:
+    """After a publisher's restart (new epoch) a stream we were following continues from 0, so its
+    first messages, sent before we reconnected, are lost; a topic first seen in the new epoch (a
+    subscription made later) starts its baseline: nothing was lost from a stream nobody followed."""
+    sub = Subscriber(zmq.Context.instance().socket(zmq.SUB))
+
+    def feed(epoch: int, topic: str, seq: int) -> bool:
+        env = proto.decode(proto.encode("exchange_manager", epoch, seq, time.time_ns(),
+                                        proto.Heartbeat(pid=1, interval_s=1.0)))
+        return sub._track(topic, env)  # noqa: SLF001 (the accounting alone, no sockets)
+
+    assert feed(100, "fills", 1) and feed(100, "fills", 2)
+    assert feed(200, "fills", 4)  # epoch 200's fills 1..3 went out before we reconnected
+    assert feed(200, "orders", 7)  # first heard in epoch 200: a baseline, not a loss
+    peer = sub.peers["exchange_manager"]
+    assert (peer.restarts, peer.gaps, peer.lost) == (1, 1, 3)
+    assert peer.lost_by_topic == {"fills": 3}
+    assert not feed(100, "fills", 3)  # the old epoch is stale now
+    sub.socket.close(linger=0)

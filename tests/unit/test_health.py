@@ -11,7 +11,7 @@ import pytest
 
 import proto
 from services.orchestrator.components import ComponentTracker
-from services.orchestrator.health import HealthMonitor
+from services.orchestrator.health import Assessment, HealthMonitor
 from services.orchestrator.orchestrator import PEERS
 from services.orchestrator.settings import HealthSettings
 from unit_support import wait_until
@@ -54,7 +54,7 @@ def of_type(assessment: Any, cls: type) -> list:
 
 def test_all_healthy() -> None:
     out = HealthMonitor(HealthSettings()).assess(tracker())
-    assert out.healthy and out.problems == [] and out.loss_breach is None
+    assert out.healthy and out.problems == [] and out.critical is None
     procs = of_type(out, proto.ProcessHealthEvent)
     assert {p.service for p in procs} == set(PEERS) and all(p.alive and p.reason == "" for p in procs)
     assert all(0 <= p.heartbeat_age_s < 5.0 for p in procs)
@@ -166,7 +166,7 @@ def test_engine_slow_decisions_are_unhealthy_but_not_a_problem() -> None:
 def test_loss_limit(realized: float, unrealized: float, breach: str | None) -> None:
     t = tracker(exchange_manager=exchange_stats(realized=realized, unrealized=unrealized))
     out = HealthMonitor(HealthSettings(max_daily_loss=5000.0)).assess(t)
-    assert out.loss_breach == breach
+    assert out.critical == breach
     assert out.healthy == (breach is None)
     assert out.problems == []
 
@@ -178,3 +178,27 @@ def test_a_restarted_process_is_counted() -> None:
     out = HealthMonitor(HealthSettings()).assess(t)
     (router,) = [e for e in of_type(out, proto.ProcessHealthEvent) if e.service == "data_router"]
     assert router.restarts == 1 and router.alive
+
+
+def test_every_connector_down_too_long_calls_for_failsafe() -> None:
+    """Down for less than connector_down_escalate_after_s: DEGRADED only; past it: FAILSAFE; a
+    connector back resets the clock."""
+    now = [1000.0]
+    monitor = HealthMonitor(HealthSettings(connector_down_escalate_after_s=30.0), clock=lambda: now[0])
+    down = {"sim": {"connected": False, "latency_ms": 0.0, "error_count": 0}}
+    up = {"sim": {"connected": True, "latency_ms": 1.0, "error_count": 0}}
+
+    def assess(connectors: dict) -> Assessment:
+        out = Assessment()
+        monitor._connectors(connectors, out)
+        return out
+
+    assert assess(down).critical is None
+    now[0] += 29.0
+    out = assess(down)
+    assert out.problems == ["every connector is down or unhealthy"] and out.critical is None
+    now[0] += 2.0
+    assert assess(down).critical == "every connector down or unhealthy for 31s"
+    assert assess(up).critical is None and assess(up).healthy
+    now[0] += 40.0
+    assert assess(down).critical is None  # the clock started again

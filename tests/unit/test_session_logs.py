@@ -15,10 +15,13 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestra
 
 def test_each_line_goes_to_its_log_the_live_log_and_the_event_log(tmp_path: Path) -> None:
     logs = SessionLogs(tmp_path)
+    # Fields named like the record's own keys stay the event's: they are under "data".
     logs.safety("CRITICAL price_jump BTC-USD: 9% in 1s", logging.CRITICAL, event="safety_event",
-                symbol="BTC-USD", severity="critical")
-    logs.governance("Operator command open: accepted: ok", event="operator_command", command="open", accepted=True)
-    logs.live("State transition: READY → LIVE (market open)", event="state_transition", old="ready", new="live")
+                data={"symbol": "BTC-USD", "severity": "critical", "message": "9% in 1s", "event": "x"})
+    logs.governance("Operator command open: accepted: ok", event="operator_command",
+                    data={"command": "open", "accepted": True})
+    logs.live("State transition: READY → LIVE (market open)", event="state_transition",
+              data={"old": "ready", "new": "live"})
     logs.close()
     text = {kind: logs.paths[kind].read_text(encoding="utf-8").splitlines() for kind in KINDS}
     assert len(text["safety_events"]) == 1 and len(text["governance_events"]) == 1
@@ -28,8 +31,9 @@ def test_each_line_goes_to_its_log_the_live_log_and_the_event_log(tmp_path: Path
     events = [json.loads(line) for line in logs.paths["events"].read_text(encoding="utf-8").splitlines()]
     assert [e["event"] for e in events] == ["safety_event", "operator_command", "state_transition"]
     assert [e["log"] for e in events] == ["safety_events", "governance_events", "live_trading"]
-    assert events[0]["level"] == "CRITICAL" and events[0]["symbol"] == "BTC-USD"
-    assert events[1]["accepted"] is True and events[2]["new"] == "live"
+    assert events[0]["level"] == "CRITICAL" and events[0]["data"]["symbol"] == "BTC-USD"
+    assert events[0]["message"] == "CRITICAL price_jump BTC-USD: 9% in 1s" and events[0]["data"]["event"] == "x"
+    assert events[1]["data"]["accepted"] is True and events[2]["data"]["new"] == "live"
     assert events[2]["message"] == "State transition: READY → LIVE (market open)"
     assert events[0]["ts"] <= events[1]["ts"] <= events[2]["ts"]
 
@@ -37,7 +41,7 @@ def test_each_line_goes_to_its_log_the_live_log_and_the_event_log(tmp_path: Path
 def test_logs_rotate_by_size_and_files_lists_every_part(tmp_path: Path) -> None:
     logs = SessionLogs(tmp_path, max_bytes=10_000, backups=3)
     for i in range(400):
-        logs.health(f"Connector sim: healthy latency_ms={i} " + "x" * 80, event="connector_health", n=i)
+        logs.health(f"Connector sim: healthy latency_ms={i} " + "x" * 80, event="connector_health", data={"n": i})
     logs.close()
     live = logs.paths["live_trading"]
     parts = [p for p in logs.files() if p.name.startswith(live.name)]
