@@ -22,11 +22,13 @@ run: $(STAMP)
 	mkdir -p logs/live
 	$(VENV)/bin/supervisord -c deploy/supervisord.conf
 
+# Two workers, one test file each at a time: a module's daemon stays in one worker, and every
+# daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-faults: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -100,9 +100,13 @@ class ExchangeManager:
         return record
 
     def _working(self, symbol: str, side: proto.Side, strategy: str | None = None) -> float:
-        """Quantity still working on one side of a symbol: open orders not being cancelled."""
-        return sum(o.qty - o.filled_qty for o in self.book.open_orders(symbol)
-                   if o.side == side and not o.cancel_requested and (strategy is None or o.strategy == strategy))
+        """Quantity still to reach the position on one side of a symbol: open orders not being
+        cancelled, and orders the venue reported filled whose fills are still on their way (without
+        them, a flatten between the report and the fill would flatten twice and reverse)."""
+        working = [o for o in self.book.open_orders(symbol) if not o.cancel_requested]
+        working += self.book.awaiting_fills(symbol)
+        return sum(o.qty - o.filled_qty for o in working
+                   if o.side == side and (strategy is None or o.strategy == strategy))
 
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)

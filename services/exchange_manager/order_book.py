@@ -66,6 +66,9 @@ class OrderBook:
         self._open: dict[str, OrderRecord] = {}
         self._closed: deque[str] = deque()
         self._keep_closed = keep_closed
+        # Reported filled by the venue before their fills arrived (reports and fills travel apart):
+        # their quantity is about to change a position, so flatten and the gate still count it.
+        self._awaiting_fills: dict[str, OrderRecord] = {}
         # Fill ids already applied: a bounded window, far larger than any replay of missed fills.
         self._fill_ids: set[str] = set()
         self._fill_order: deque[str] = deque()
@@ -118,6 +121,8 @@ class OrderBook:
             record.venue_order_id = update.venue_order_id
         # Fill progress is the fills' business (apply_fill); a report only moves the status on.
         self._move(record, update.status, update.reason)
+        if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
+            self._awaiting_fills[record.client_order_id] = record
         return record
 
     def apply_fill(self, fill: proto.Fill) -> OrderRecord | None:
@@ -141,6 +146,8 @@ class OrderBook:
         record.filled_qty = total
         filled = total >= record.qty - 1e-12
         self._move(record, OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED, "")
+        if filled:
+            self._awaiting_fills.pop(record.client_order_id, None)
         return record
 
     def _move(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
@@ -155,7 +162,13 @@ class OrderBook:
             self._open.pop(record.client_order_id, None)
             self._closed.append(record.client_order_id)
             if len(self._closed) > self._keep_closed:  # bounded memory: forget the oldest closed orders
-                self.orders.pop(self._closed.popleft(), None)
+                forgotten = self._closed.popleft()
+                self.orders.pop(forgotten, None)
+                self._awaiting_fills.pop(forgotten, None)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
+
+    def awaiting_fills(self, symbol: str | None = None) -> list[OrderRecord]:
+        """Orders reported filled whose fills have not all arrived yet."""
+        return [o for o in self._awaiting_fills.values() if symbol is None or o.symbol == symbol]

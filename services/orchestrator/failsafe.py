@@ -88,7 +88,11 @@ class FailsafeSequence:
         return False
 
     def _orders_in_flight(self) -> bool:
-        _, result = run_step(None, "orders", self._exchange, "orders")
+        """Whether the exchange manager has orders still on their way; with no answer, assume so
+        (keep waiting for the venue): going round again would flatten what may be landing now."""
+        step, result = run_step(None, "orders", self._exchange, "orders")
+        if not step.ok:
+            return True
         return any(o["status"] in ("new", "acknowledged", "partially_filled") for o in result.get("orders", []))
 
     def _await_runs(self, runs: dict[str, int], deadline: float) -> list[dict[str, Any]] | None:

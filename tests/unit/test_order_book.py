@@ -170,3 +170,23 @@ def test_closed_orders_are_bounded_by_keep_closed() -> None:
     assert len(book.orders) == 3
     assert set(book.orders) == {r.client_order_id for r in open_ones[-3:]}
     assert book.fills == 10 and book.rejected == 4
+
+
+def test_an_order_reported_filled_before_its_fills_still_counts_until_they_arrive() -> None:
+    """Reports and fills travel apart: between the venue's FILLED report and the fills, the order
+    is closed but the position has not moved. Flatten and the gate count it meanwhile
+    (``awaiting_fills``), or a flatten in that window would flatten twice."""
+    book = OrderBook("x")
+    rec = book.new(args("SOL-USD", Side.SELL, 0.5), "sim")
+    book.apply_update(update(rec.client_order_id, OrderStatus.FILLED, 0.5, symbol="SOL-USD", side=Side.SELL))
+    assert book.open_orders("SOL-USD") == []
+    assert book.awaiting_fills("SOL-USD") == [rec] and rec.qty - rec.filled_qty == 0.5
+    book.apply_fill(fill(rec.client_order_id, "f1", 0.2, side=Side.SELL))
+    assert book.awaiting_fills("SOL-USD") == [rec] and abs(rec.qty - rec.filled_qty - 0.3) < 1e-12
+    book.apply_fill(fill(rec.client_order_id, "f2", 0.3, side=Side.SELL))
+    assert book.awaiting_fills() == []
+    # An order whose fills came first is never awaiting.
+    other = book.new(args("SOL-USD", Side.BUY, 1.0), "sim")
+    book.apply_fill(fill(other.client_order_id, "f3", 1.0))
+    book.apply_update(update(other.client_order_id, OrderStatus.FILLED, 1.0, symbol="SOL-USD"))
+    assert book.awaiting_fills() == []
