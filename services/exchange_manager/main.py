@@ -30,6 +30,7 @@ from services.settings import Settings
 log = logging.getLogger("exchange_manager")
 # A quote older than this when its order leaves is a replayed one (historic timestamp), not latency.
 TICK_TO_ORDER_MAX_NS = 60 * 1_000_000_000
+RECONCILE_RETRY_S, RECONCILE_RETRY_MAX_S = 0.5, 5.0  # backing off while the venue keeps not answering
 
 
 class Refused(Exception):
@@ -48,6 +49,7 @@ class ExchangeManager:
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode))
         # Ids carry this process's start time, so a restart never reuses one.
+        self._reconcile_backoff: dict[str, float] = {}
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
@@ -189,11 +191,28 @@ class ExchangeManager:
         log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
                 outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
                 outcome.position_mismatches, outcome.error)
+        if outcome.ok:
+            self._reconcile_backoff.pop(outcome.connector, None)
+        else:
+            self._retry_reconciliation(outcome.connector)
         if outcome.adopted or outcome.resolved or outcome.position_mismatches or not outcome.ok:
             self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
                 kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
                 detail={"adopted": outcome.adopted, "resolved": outcome.resolved,
                         "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
+
+    def _retry_reconciliation(self, name: str) -> None:
+        """A reconciliation the venue did not fully answer (its command socket not yet connected
+        at start, a timeout) is tried again while the connector is up: until one passes the session
+        may not open, so giving up would keep it closed for good."""
+        def again() -> None:
+            connector = self.connectors.get(name)
+            if connector is not None and connector.is_connected_check():
+                self.reconciler.run(connector)
+
+        delay = self._reconcile_backoff.get(name, RECONCILE_RETRY_S)
+        self._reconcile_backoff[name] = min(2 * delay, RECONCILE_RETRY_MAX_S)
+        self.runtime.reactor.call_later(delay, again)
 
     def _record(self, record: OrderRecord) -> None:
         self.journal.save_order(record)

@@ -412,10 +412,10 @@ class FaultHarness:
         while time.monotonic() < deadline:
             state = self.state()
             if state == "live":
-                # The gate follows the session over the bus: under load it may still be in the
-                # previous state's mode for a moment. Wait until it applies LIVE's.
-                wait_until(lambda: _ask(d, "exchange_manager", "status")["stats"]["gate"]["mode"] == "normal",
-                           10, interval=0.05, ignore=(CommandTimeout,))
+                # The gate follows the session over the bus, and a restarted exchange manager is
+                # told to trade again within a second: under load either may lag. Wait for both.
+                wait_until(lambda: (st := _ask(d, "exchange_manager", "status")["stats"])["gate"]["mode"] == "normal"
+                           and st["trading_allowed"], 10, interval=0.05, ignore=(CommandTimeout,))
                 return
             if state == "failsafe":
                 wait_until(lambda: self.failsafe_pending() is None, 30, interval=0.1)
