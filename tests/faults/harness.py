@@ -429,6 +429,21 @@ class FaultHarness:
             time.sleep(0.1)
         raise AssertionError(f"not live within {timeout}s: {self.state()} (last reply {last})")
 
+    def _live_with_position_and_resting_orders(self, attempts: int = 3) -> None:
+        """LIVE, then the position and the resting orders. A restart in the previous cell can
+        degrade the session a moment later (the safety process counts the exchange manager's
+        messages its subscribers missed while reconnecting, a sequence gap): the gate then refuses
+        the orders as reduce-only, and the session is brought back to LIVE and the orders tried again."""
+        for attempt in range(attempts):
+            self.to_live()
+            try:
+                self.with_position_and_resting_orders()
+                return
+            except AssertionError as exc:
+                if "reduce-only" not in str(exc) and "trading is not enabled" not in str(exc) \
+                        or attempt == attempts - 1:
+                    raise
+
     def with_position_and_resting_orders(self) -> None:
         """LIVE with a position of our own (SOL-USD, which no strategy trades) and two limit
         orders far from the touch, resting at the venue."""
@@ -474,8 +489,7 @@ class FaultHarness:
         elif state == "failsafe_done" and self.state() == "failsafe" and not self.venue_positions():
             pass  # a previous cell left it there, sequence done and flat: the same state
         else:
-            self.to_live()
-            self.with_position_and_resting_orders()
+            self._live_with_position_and_resting_orders()
             if state == "degraded":
                 self.degrade()
             elif state == "failsafe_done":
