@@ -111,6 +111,10 @@ def render(
         "buffer_size=100",
         "autostart=true",
         "autorestart=true",
+        # As the programs: with bad settings it exits at once and ends FATAL (supervisord's default
+        # startsecs of 1 s is shorter than a start on a loaded machine: it would restart forever).
+        f"startsecs={startsecs}",
+        f"startretries={startretries}",
         "priority=10",
         f"stderr_logfile={log_dir}/{EVENT_LISTENER}.log",
         "stderr_logfile_maxbytes=10MB",

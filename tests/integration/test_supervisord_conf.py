@@ -107,6 +107,8 @@ def test_supervisord_runs_the_event_listener_on_process_state(server_options: Se
     assert pc.command == f"{here}/../.venv/bin/python -m {supervisord_conf.EVENT_LISTENER_MODULE}"
     assert importlib.util.find_spec(supervisord_conf.EVENT_LISTENER_MODULE) is not None
     assert pc.autorestart is RestartUnconditionally
+    programs = {p.name: p for g in server_options.process_group_configs for p in g.process_configs}
+    assert (pc.startsecs, pc.startretries) == (programs["engine"].startsecs, programs["engine"].startretries)
     # stdout is the listener protocol; only stderr is a log.
     assert pc.stderr_logfile == f"{here}/../logs/{supervisord_conf.EVENT_LISTENER}.log"
 
