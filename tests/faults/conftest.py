@@ -3,7 +3,8 @@ supervisord, shared by every test of the package (``fault_harness``, package sco
 the state each cell needs rather than started again; ``make_daemon`` for a test that needs its own.
 
 Every item is marked ``integration``; a failed test gets the tail of every program's log in its
-report; at the end of the session the suite's figures are printed (``harness.FIGURES``).
+report; at the end of the session the suite's figures are printed (``harness.FIGURES``, by
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from integration.e2e import attach_diagnostics, open_daemon, suite_fixtures
 
-from .harness import FAULT_CONFIG, FIGURES, FaultHarness
+from .harness import FAULT_CONFIG, FaultHarness
 
 HERE = Path(__file__).parent
 
@@ -54,11 +55,3 @@ def fault_harness() -> Iterator[FaultHarness]:
 
 
 module_daemon, make_daemon = suite_fixtures(FAULT_CONFIG)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES.cases == 0 and not FIGURES.faults:
-        return
-    terminalreporter.section("fault-injection figures")
-    for line in FIGURES.lines():
-        terminalreporter.write_line(line)

@@ -38,6 +38,7 @@ import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,19 @@ class Figures:
     counted_gaps: int = 0
     resync_s: list[tuple[str, str, float]] = field(default_factory=list)  # (program, state, seconds)
     failures: list[str] = field(default_factory=list)
+
+    def export(self) -> dict[str, Any]:
+        """Plain data, for an xdist worker to hand its figures to the controller."""
+        return dataclasses.asdict(self)
+
+    def absorb(self, other: dict[str, Any]) -> None:
+        """Add another worker's figures to these."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), other.get(f.name)
+            if isinstance(mine, list):
+                mine.extend(tuple(x) if isinstance(x, list) else x for x in theirs or [])
+            elif isinstance(mine, int):
+                setattr(self, f.name, mine + int(theirs or 0))
 
     def lines(self) -> list[str]:
         out = [

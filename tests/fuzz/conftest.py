@@ -22,7 +22,6 @@ import pytest
 from integration.daemon import Daemon
 from integration.e2e import attach_diagnostics, open_daemon
 
-from . import figures
 
 HERE = Path(__file__).parent
 
@@ -58,11 +57,3 @@ def fuzz_daemon() -> Iterator[Daemon]:
     finally:
         d.close()
     assert not d.leftover_processes(), "processes left behind"
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    out = figures.lines()
-    if out:
-        terminalreporter.section("fuzz and overload figures")
-        for line in out:
-            terminalreporter.write_line(line)

@@ -8,7 +8,7 @@ and whether the target's own counters matched what was sent, kind by kind.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -41,6 +41,21 @@ def record(target: str, inputs: int, *, crashes: int = 0, expected: Counter[str]
 
 def overload(line: str) -> None:
     OVERLOAD.append(line)
+
+
+def export() -> dict[str, object]:
+    """Plain data, for an xdist worker to hand its figures to the controller."""
+    return {"rows": {target: asdict(row) for target, row in ROWS.items()}, "overload": list(OVERLOAD)}
+
+
+def absorb(other: dict[str, object]) -> None:
+    """Add another worker's figures to these."""
+    for target, data in other.get("rows", {}).items():  # type: ignore[union-attr]
+        row = ROWS.setdefault(target, Row())
+        for key in ("inputs", "crashes", "counters_checked", "counters_matched", "dropped_by_transport"):
+            setattr(row, key, getattr(row, key) + data[key])
+        row.notes.extend(data["notes"])
+    OVERLOAD.extend(other.get("overload", []))  # type: ignore[arg-type]
 
 
 def lines() -> list[str]:

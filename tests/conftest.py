@@ -1,0 +1,41 @@
+"""The whole run: the figures the fault and fuzz suites print at its end.
+
+``make test`` runs in xdist workers, each with its own share of a suite's tests and so its own
+share of the figures: at the end each worker hands its figures to the controller
+(``workeroutput``), which adds them up and prints them once. In a plain run the same hooks print
+the figures of the one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from faults.harness import FIGURES as FAULT_FIGURES
+from fuzz import figures as fuzz_figures
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:  # an xdist worker
+        out["figures"] = {"faults": FAULT_FIGURES.export(), "fuzz": fuzz_figures.export()}
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    figures = getattr(node, "workeroutput", {}).get("figures")
+    if figures:
+        FAULT_FIGURES.absorb(figures["faults"])
+        fuzz_figures.absorb(figures["fuzz"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FAULT_FIGURES.cases or FAULT_FIGURES.faults:
+        terminalreporter.section("fault-injection figures")
+        for line in FAULT_FIGURES.lines():
+            terminalreporter.write_line(line)
+    fuzz_lines = fuzz_figures.lines()
+    if fuzz_lines:
+        terminalreporter.section("fuzz and overload figures")
+        for line in fuzz_lines:
+            terminalreporter.write_line(line)
