@@ -2,7 +2,17 @@
 
 from proto import topics
 from proto.commands import ARG_SCHEMAS, QUERIES, Args, CommandError, error, ok, parse_args
-from proto.envelope import MAX_MESSAGE_BYTES, SCHEMA_VERSION, Envelope, decode, encode, from_builtins, to_builtins
+from proto.envelope import (
+    MAX_MESSAGE_BYTES,
+    SCHEMA_VERSION,
+    Envelope,
+    Header,
+    decode,
+    decode_header,
+    encode,
+    from_builtins,
+    to_builtins,
+)
 from proto.errors import ProtocolError
 from proto.messages import (
     MESSAGE_TYPES,
@@ -28,8 +38,8 @@ from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Sever
 
 __all__ = [
     "ARG_SCHEMAS", "QUERIES", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
-    "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Heartbeat", "MAX_MESSAGE_BYTES",
+    "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
-    "Side", "StateChanged", "Trade", "decode", "encode", "error", "from_builtins", "ok", "parse_args", "to_builtins", "topics",
+    "Side", "StateChanged", "Trade", "decode", "decode_header", "encode", "error", "from_builtins", "ok", "parse_args", "to_builtins", "topics",
 ]

@@ -39,7 +39,10 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True):
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class _RawEnvelope(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Header(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """The envelope with its body left undecoded (``msgspec.Raw``): what a tool that only routes,
+    counts or records messages needs (``tradectl bus``), at a third of the cost of ``decode``."""
+
     v: int
     type: str
     source: str
@@ -59,7 +62,7 @@ def _registry() -> dict[str, msgspec.msgpack.Decoder]:
 
 
 _BODY_DECODERS = _registry()
-_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_RawEnvelope)
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(Header)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -68,14 +71,19 @@ def encode(source: str, epoch: int, seq: int, ts_ns: int, body: Message) -> byte
     return _ENCODER.encode(Envelope(SCHEMA_VERSION, body.TYPE, source, epoch, seq, ts_ns, body))
 
 
-def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
-    """Validate and decode one message; anything wrong raises ``ProtocolError`` and nothing else."""
+def decode_header(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Header:
+    """The envelope's fields without decoding the body; ``ProtocolError`` if it is not an envelope."""
     if len(data) > max_bytes:
         raise ProtocolError("oversized", f"{len(data)} bytes, limit {max_bytes}")
     try:
-        raw = _ENVELOPE_DECODER.decode(data)
+        return _ENVELOPE_DECODER.decode(data)
     except Exception as exc:  # msgspec raises DecodeError/ValidationError; be total on hostile input
         raise ProtocolError("malformed", str(exc)) from None
+
+
+def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
+    """Validate and decode one message; anything wrong raises ``ProtocolError`` and nothing else."""
+    raw = decode_header(data, max_bytes)
     if raw.v != SCHEMA_VERSION:
         raise ProtocolError("version", f"schema version {raw.v}, this build speaks {SCHEMA_VERSION}")
     body_decoder = _BODY_DECODERS.get(raw.type)

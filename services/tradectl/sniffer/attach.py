@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import zmq
 
 import proto
@@ -30,29 +29,15 @@ BATCH = 4096
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)  # plain ints: no enum work per call
 
 
-class Header(msgspec.Struct, array_like=True, frozen=True):
-    """The envelope without decoding the body: what record, hz, bw, topics and gaps need (a third of
-    the cost of ``proto.decode``). Same field order as ``proto.Envelope``."""
-
-    v: int
-    type: str
-    source: str
-    epoch: int
-    seq: int
-    ts_ns: int
-    body: msgspec.Raw
-
-
-_HEADER = msgspec.msgpack.Decoder(Header)
+Header = proto.Header
 
 
 def read_header(data: bytes) -> Header | None:
     """The envelope's header fields, or None when the frame is not an envelope at all."""
     try:
-        h = _HEADER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return proto.decode_header(data)
+    except proto.ProtocolError:
         return None
-    return h
 
 
 class Seen:
