@@ -83,9 +83,11 @@ def _restart_loop_escalates(h: FaultHarness, program: str) -> None:
         assert into[-2:] == [("live", "degraded"), ("degraded", "failsafe")], into
         FIGURES.invariants += 1
         print(f"{program}: FATAL -> FAILSAFE in {took:.2f}s ({reason})")
-        # the sequence runs without the dead process; no opening trade meanwhile
-        h.check_no_trade_in_failsafe(ctx)
-        FIGURES.invariants += 1
+        # the sequence runs without the dead process; no opening trade meanwhile (a dead venue
+        # trades nothing and cannot be asked: its successor is checked after the restart below)
+        if program != "venue_sim":
+            h.check_no_trade_in_failsafe(ctx)
+            FIGURES.invariants += 1
     finally:
         d = h.d
         d.supervisorctl("start", d.qualified(program), timeout=60)
