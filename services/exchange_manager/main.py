@@ -59,7 +59,7 @@ class ExchangeManager:
             log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
                      len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
-        self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=2.0,
+        self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}

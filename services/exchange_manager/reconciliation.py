@@ -107,7 +107,11 @@ class Reconciler:
                     avg_fill_price=record.avg_fill_price, reason="not open at the venue (reconciled)",
                     connector=connector, ts_ns=now))
             outcome.resolved[record.client_order_id] = record.status.value
-        venue_positions: dict[str, dict[str, float]] = replies["positions"]["positions"]
+        # The positions in the fills reply (when the venue gives them) are exactly those fills' sum:
+        # taken apart, a fill between the two answers would be in the positions and then applied
+        # again when its message arrives.
+        venue_positions: dict[str, dict[str, float]] = replies["fills"].get("positions",
+                                                                            replies["positions"]["positions"])
         outcome.venue_positions = {symbol: p.get("qty", 0.0) for symbol, p in venue_positions.items()}
         outcome.venue_open_orders = len(venue_open)
         for symbol in set(venue_positions) | set(self._positions):

@@ -44,6 +44,10 @@ class ExchangeManagerSettings(BaseModel):
     # Dead-man switch of the pre-trade gate: with no word from the orchestrator for this long,
     # the gate refuses orders that open or increase a position.
     deadman_timeout_s: float = Field(default=2.0, gt=0)
+    # An order of ours the venue neither holds nor has heard of is "lost in transit" only after
+    # this long: it must exceed the venue's worst acknowledgement time, or a slow venue's orders
+    # are written off while still on their way (and a flatten sent again on top of them).
+    in_flight_grace_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _default_exists(self) -> "ExchangeManagerSettings":

@@ -42,10 +42,13 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         return {"positions": {s: p.to_dict() for s, p in venue.matcher.positions.items()}}
 
     def fills(_: NoArgs) -> dict[str, Any]:
-        """``fills`` → ``ok(fills=[Fill], client_order_ids=[every id ever received], duplicate_ids=int)``."""
+        """``fills`` → ``ok(fills=[Fill], client_order_ids=[every id ever received], duplicate_ids=int,
+        positions={symbol: {...}})``: the positions those very fills add up to, in the same reply,
+        so a reconciliation can take them as the truth without a fill falling between two answers."""
         m = venue.matcher
         return {"fills": [proto.to_builtins(f) for f in m.fills[-10_000:]],
-                "client_order_ids": list(m.orders), "duplicate_ids": m.duplicate_ids}
+                "client_order_ids": list(m.orders), "duplicate_ids": m.duplicate_ids,
+                "positions": {s: p.to_dict() for s, p in m.positions.items()}}
 
     def fault(args: FaultArgs) -> dict[str, Any]:
         """``fault``: inject a fault (tests, demos). CLI: ``tradectl venue fault FAULT [...]``.

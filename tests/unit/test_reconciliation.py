@@ -192,3 +192,26 @@ def test_a_venue_that_does_not_answer_changes_nothing() -> None:
     assert outcome.error == "venue did not answer every reconciliation query"
     assert rig.book.orders[lost].status is OrderStatus.NEW
     assert outcome.venue_open_orders == -1 and outcome.venue_positions == {}
+
+
+def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
+    """The venue fills an order after answering ``fills`` and before answering ``positions``; its
+    fill message reaches us after the reconciliation. The positions taken as the truth are those of
+    the fills reply, so that fill is applied once, when its message comes, not twice."""
+    rig = Rig()
+    late: list[proto.Fill] = []
+    query = rig.connector.query
+
+    def racing_query(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
+        query(name, on_result)
+        if name == "fills":  # between the two answers: an order of ours fills at the venue
+            cid = rig.our_order(Side.BUY, 1.0, symbol="ETH-USD")
+            late.extend(f for f in rig.matcher.fills if f.client_order_id == cid)
+
+    rig.connector.query = racing_query  # type: ignore[method-assign]
+    outcome = rig.reconcile()
+    assert outcome.position_mismatches == {}
+    assert "ETH-USD" not in rig.positions or rig.positions["ETH-USD"].qty == 0.0
+    for fill in late:  # its message arrives now
+        rig.apply_fill(fill)
+    assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.positions["ETH-USD"].qty
