@@ -1,4 +1,5 @@
-"""The whole run: the figures the fault and fuzz suites print at its end.
+"""The whole run: the logs of a failed test's daemons in its report, and the figures the fault
+and fuzz suites print at the end.
 
 ``make test`` runs in xdist workers, each with its own share of a suite's tests and so its own
 share of the figures: at the end each worker hands its figures to the controller
@@ -14,6 +15,15 @@ import pytest
 
 from faults.harness import FIGURES as FAULT_FIGURES
 from fuzz import figures as fuzz_figures
+from integration.e2e import attach_diagnostics
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that used a daemon gets the tail of every program's log in its report."""
+    report = yield
+    attach_diagnostics(item, report)
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from integration.e2e import attach_diagnostics, open_daemon, suite_fixtures
+from integration.e2e import open_daemon, suite_fixtures
 
 from .harness import FAULT_CONFIG, FaultHarness
 
@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    attach_diagnostics(item, report)
+    # the daemons among the test's fixtures get theirs from tests/conftest.py; the harness holds one too
     if report.failed and report.when == "call" and "fault_harness" in getattr(item, "funcargs", {}):
         d = item.funcargs["fault_harness"].d
         if not d._closed:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from integration.daemon import Daemon
-from integration.e2e import attach_diagnostics, open_daemon
+from integration.e2e import open_daemon
 
 
 HERE = Path(__file__).parent
@@ -39,12 +39,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if HERE in Path(item.path).parents and "fuzz_daemon" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    attach_diagnostics(item, report)
-    return report
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import zmq
-from integration.e2e import attach_diagnostics, suite_fixtures
+from integration.e2e import suite_fixtures
 
 HERE = Path(__file__).parent
 
@@ -30,12 +30,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if Path(item.path) == HERE / "test_daemon.py":
             item.add_marker(pytest.mark.integration)
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    attach_diagnostics(item, report)
-    return report
 
 
 module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from integration.e2e import FAST_STRATEGIES, attach_diagnostics, suite_fixtures
+from integration.e2e import FAST_STRATEGIES, suite_fixtures
 
 HERE = Path(__file__).parent
 
@@ -33,12 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if HERE in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    attach_diagnostics(item, report)
-    return report
 
 
 module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)
