@@ -83,6 +83,7 @@ class ServiceRuntime:
         self._channels: list[CommandChannel] = []
         self._subscribers: list[tuple[str, Subscriber]] = []
         self._expiring = False
+        self._before_close: list[Callable[[], None]] = []
         self._stats = stats
 
         self._on_subscription = on_subscription
@@ -156,6 +157,11 @@ class ServiceRuntime:
         self.commands.attach(self._cmd_sock)
         self.reactor.add_reader(self._cmd_sock, self.commands.drain)
         self.log.warning("connections back")
+
+    def before_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the loop has stopped, before the sockets close (e.g. to let a worker
+        thread that uses some of them finish)."""
+        self._before_close.append(hook)
 
     def add_handlers(self, handlers: Mapping[str, Handler]) -> None:
         """Serve these commands. A service with more to say in ``status`` than ``process_status()``
@@ -254,6 +260,8 @@ class ServiceRuntime:
         try:
             self.reactor.run()
         finally:
+            for hook in self._before_close:
+                hook()
             self.close()
             self.log.info("%s stopped", self.name)
 

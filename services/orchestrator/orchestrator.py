@@ -40,6 +40,7 @@ from services.settings import Settings, load_settings
 log = logging.getLogger("orchestrator")
 
 PEERS = ("exchange_manager", "engine", "data_router", "safety")
+FAILSAFE_JOIN_S = 3.0
 SUPERVISOR = "supervisor"  # the source name of supervisord's event listener (deploy/event_listener.py)
 TRADING_PEERS = ("engine", "exchange_manager")
 T = TypeVar("T")
@@ -64,6 +65,7 @@ class LiveTradingOrchestrator:
         self._safety_events = 0
         self._safety_by_type: dict[tuple[str, str], int] = {}
         self._metrics: MetricsServer | None = None
+        self._failsafe_thread: threading.Thread | None = None
         self._process_alerts: dict[str, int] = {}
         self._last_trading_command: dict[str, float] = {}
 
@@ -279,6 +281,9 @@ class LiveTradingOrchestrator:
         failsafe_clients = {name: self._runtime.client(name, timeout_s=fs.step_timeout_s, retries=2)
                             for name in TRADING_PEERS}
         self._failsafe = FailsafeSequence(fs, failsafe_clients["engine"], failsafe_clients["exchange_manager"])
+        # Stopping in the middle of the sequence: give it a moment before its sockets close; if it
+        # has not finished, the journal still holds the trigger and the next start finishes it.
+        self._runtime.before_close(lambda: self._failsafe_thread and self._failsafe_thread.join(FAILSAFE_JOIN_S))
         self._alerter = Alerter(fs)
         self._health = HealthMonitor(oset.health)
         self._last_assessment = 0.0
@@ -386,16 +391,37 @@ class LiveTradingOrchestrator:
                                          f"(failsafe_degradation_count={oset.failsafe_degradation_count})")
 
     def _run_failsafe(self) -> None:
-        """Run the FAILSAFE sequence (see ``failsafe.py``), alert, and write the incident report.
+        """Start the FAILSAFE sequence (see ``failsafe.py``) in a thread of its own; when it ends,
+        alert and write the incident report (on the loop again).
 
+        Its steps wait on other processes (seconds each when one is dead), and meanwhile the
+        orchestrator must go on answering operators, publishing its state and heartbeats and
+        telling restarted processes not to trade. The sequence uses only its own command clients.
         The trigger stays journalled as pending until the sequence has finished, so an
         orchestrator killed in the middle finishes it after its restart."""
         trigger = self._counters.failsafe_pending
-        if trigger is None:
+        if trigger is None or self._failsafe_thread is not None:
             return
         report = IncidentReport(self._counters.session_id, trigger, time.time(),
                                 timeline=list(self._timeline)[-50:])
-        flat = self._failsafe.run(report)
+        runtime = self._runtime
+        assert runtime is not None
+
+        def sequence() -> None:
+            flat = False
+            try:
+                flat = self._failsafe.run(report)
+            except Exception:  # a step that broke: the report shows how far it got, and says not ok
+                log.exception("failsafe sequence failed")
+            finally:
+                if runtime.reactor.running:
+                    runtime.reactor.call_soon_threadsafe(lambda: self._failsafe_done(trigger, report, flat))
+
+        self._failsafe_thread = threading.Thread(target=sequence, name="failsafe", daemon=True)
+        self._failsafe_thread.start()
+
+    def _failsafe_done(self, trigger: str, report: IncidentReport, flat: bool) -> None:
+        self._failsafe_thread = None
         report.finished_at = time.time()
         json_path, md_path = report.write(self.settings.paths.log_dir / "incidents")
         self._counters.failsafe_pending = None

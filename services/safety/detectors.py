@@ -62,13 +62,20 @@ class StaleFeed:
         self._cfg = cfg
         self.last_update: dict[str, float] = {}
         self._since = now  # start of the current watch (construction or reset)
+        # When this process first saw the session trading: before the first quote ever arrives,
+        # "no data at all" counts from there, not from start-up (a feed still being subscribed to
+        # at the opening is not a dead one).
+        self._trading_since: float | None = None
 
     def on_update(self, symbol: str, now: float) -> None:
         self.last_update[symbol] = now
 
     def check(self, now: float, trading: bool) -> list[SafetyEvent]:
         if not trading:
+            self._trading_since = None
             return []
+        if self._trading_since is None:
+            self._trading_since = now
         limit = self._cfg.stale_feed_s
         found = []
         for symbol, seen in self.last_update.items():
@@ -76,10 +83,11 @@ class StaleFeed:
             if age >= limit:
                 found.append(event(SafetyEventType.STALE_FEED, Severity.WARNING, symbol,
                                    f"Stale feed: no update for {symbol} for {age:.1f}s", age_s=age, threshold_s=limit))
-        if not self.last_update and now - self._since >= limit:
+        silent = now - max(self._since, self._trading_since)
+        if not self.last_update and silent >= limit:
             found.append(event(SafetyEventType.STALE_FEED, Severity.WARNING, "*",
-                               f"Stale feed: no market data at all for {now - self._since:.1f}s",
-                               age_s=now - self._since, threshold_s=limit))
+                               f"Stale feed: no market data at all for {silent:.1f}s",
+                               age_s=silent, threshold_s=limit))
         return found
 
     def reset(self, now: float) -> None:

@@ -25,7 +25,8 @@ class SafetySettings(BaseModel):
     price_jump_pct_by_symbol: dict[str, float] = Field(default_factory=dict)
     rolling_window_s: float = Field(default=5.0, gt=0)
 
-    # stale feed: no update for a symbol for this long while the session is trading.
+    # stale feed: no update for a symbol for this long while the session is trading (no market
+    # data at all: counted from when trading began, or from start-up into a trading session).
     stale_feed_s: float = Field(default=5.0, gt=0)
 
     # execution: reject ratio over a window (once enough orders), fill price versus the touch,

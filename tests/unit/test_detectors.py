@@ -179,10 +179,27 @@ def test_stale_feed_only_while_trading() -> None:
 def test_no_market_data_at_all_is_a_stale_feed() -> None:
     """A safety process that starts while the feed is already dead has no symbol to watch."""
     sf = StaleFeed(SafetySettings(stale_feed_s=5.0), now=10.0)
+    assert sf.check(10.0, trading=True) == []  # restarted into a live session
     assert sf.check(14.9, trading=True) == []
     (ev,) = sf.check(15.0, trading=True)
     assert ev.symbol == "*" and ev.message == "Stale feed: no market data at all for 5.0s"
     assert sf.check(100.0, trading=False) == []
+
+
+def test_no_market_data_at_all_counts_from_the_opening() -> None:
+    """Before the first quote ever arrives, the silence counts from when trading began: a process
+    started long before the opening does not call a feed still being subscribed to dead."""
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0), now=0.0)
+    assert sf.check(50.0, trading=False) == []
+    assert sf.check(100.0, trading=True) == []
+    assert sf.check(104.9, trading=True) == []
+    (ev,) = sf.check(105.0, trading=True)
+    assert ev.symbol == "*" and ev.message == "Stale feed: no market data at all for 5.0s"
+    # closed and opened again: the watch starts again at the new opening
+    assert sf.check(200.0, trading=False) == []
+    assert sf.check(300.0, trading=True) == []
+    assert sf.check(304.9, trading=True) == []
+    assert len(sf.check(305.0, trading=True)) == 1
 
 
 # -- CrossedBook ---------------------------------------------------------------------------------
