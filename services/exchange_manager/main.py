@@ -165,6 +165,7 @@ class ExchangeManager:
         record = self.book.apply_fill(fill)
         if record is None:
             return  # already applied
+        self.reconciler.heard(record.connector, fill.fill_id)
         position = self.positions.setdefault(fill.symbol, Position())
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         self.journal.save_fill(fill, record, position)
@@ -252,6 +253,7 @@ class ExchangeManager:
             "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
+            "stale_reconciliation_answers": self.reconciler.stale_answers,
             "reconciled": bool(last and last.ok),
             "tick_to_order": self.tick_to_order.snapshot(),
         }

@@ -6,6 +6,13 @@ Asks the venue for its open orders, its fills and its positions, then:
     fills: filled, or cancelled; an order the venue never received is rejected as lost in transit
     (unless it was sent so recently that it may still be on its way);
   * a position that differs is reported as an execution anomaly and the venue is taken as truth.
+
+The answers come on the command session and the fills on the venue's stream, two sockets: an
+answer given just before a fill can arrive after it. So every fill heard while a reconciliation's
+questions are out must be in its answer; if one is not, the answer is older than what the book
+already knows, and nothing is taken from it but its fills (the run is reported stale, not ok, and
+retried). Taking its positions would put a position back that a fill has just closed, and the next
+flatten would reverse it.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class Outcome:
     # What the venue itself says, after this reconciliation: the failsafe's "verify flat".
     venue_positions: dict[str, float] = field(default_factory=dict)
     venue_open_orders: int = -1
+    # Orders the book holds open that the venue has not received yet (sent within the in-flight
+    # grace): "flat" is not verified while one of them may still land.
+    in_flight: int = 0
+    stale: bool = False  # answered before fills the book has since applied: nothing taken from it
 
 
 class Reconciler:
@@ -48,8 +59,17 @@ class Reconciler:
         self._apply_fill = apply_fill
         self._report = report
         self.runs = 0
+        self.stale_answers = 0
         self.last: Outcome | None = None
         self.outcomes: dict[str, Outcome] = {}  # the latest per connector
+        # run -> (connector, fill ids the book learnt while that run's questions were out)
+        self._heard: dict[int, tuple[str, set[str]]] = {}
+
+    def heard(self, connector: str, fill_id: str) -> None:
+        """The book has just applied this fill: the answer of every run still out must contain it."""
+        for name, fill_ids in self._heard.values():
+            if name == connector:
+                fill_ids.add(fill_id)
 
     def run(self, connector: Connector) -> int:
         """Start one reconciliation and return its run number; the outcome is reported when the
@@ -65,11 +85,13 @@ class Reconciler:
                     self._finish(connector.name, run, replies)
             return on_result
 
+        self._heard[run] = (connector.name, set())
         for name in ("open_orders", "fills", "positions"):
             connector.query(name, collect(name))
         return run
 
     def _finish(self, connector: str, run: int, replies: dict[str, dict[str, Any] | None]) -> None:
+        _, heard = self._heard.pop(run, (connector, set()))
         outcome = Outcome(connector, ok=all(r is not None for r in replies.values()), run=run,
                           finished_at=time.time())
         if not outcome.ok:
@@ -80,6 +102,14 @@ class Reconciler:
         venue_fills = [proto.from_builtins(f, proto.Fill) for f in replies["fills"]["fills"]]
         for fill in venue_fills:
             self._apply_fill(fill)  # idempotent per fill_id: only missed fills change anything
+        newer = heard - {f.fill_id for f in venue_fills}
+        if newer:
+            self.stale_answers += 1
+            outcome.ok, outcome.stale = False, True
+            outcome.error = (f"stale answer: the venue answered before {len(newer)} fill(s) the book has "
+                             f"since applied ({', '.join(sorted(newer)[:3])}); asking again")
+            self._done(outcome)
+            return
         for cid in open_before:
             record = self._book.orders.get(cid)
             if record is not None and not record.status.is_open:
@@ -97,7 +127,8 @@ class Reconciler:
                 continue
             if record.client_order_id not in known_ids:
                 if now - record.created_ns < self._grace_ns:
-                    continue  # may still be on its way to the venue
+                    outcome.in_flight += 1  # may still be on its way to the venue
+                    continue
                 self._book.reject(record, "lost in transit: the venue never received it")
             elif record.status.is_open:
                 self._book.apply_update(proto.OrderUpdate(

@@ -74,14 +74,24 @@ class FailsafeSequence:
             done = self._await_runs(runs, deadline)
             if done is None:
                 continue
+            stale = [o["error"] for o in done if o.get("stale")]
+            if stale:
+                # older than fills already applied: it says nothing about now; ask again
+                detail = stale[0]
+                time.sleep(0.02)
+                continue
             open_orders = sum(max(0, o["venue_open_orders"]) for o in done)
             positions = {s: q for o in done for s, q in o["venue_positions"].items() if abs(q) > 1e-9}
-            if all(o["ok"] for o in done) and open_orders == 0 and not positions:
+            # Orders sent that the venue has not received yet are invisible in its answer: a flatten
+            # landing after the verdict would reverse the position it has just confirmed flat.
+            in_flight = sum(o.get("in_flight", 0) for o in done)
+            if all(o["ok"] for o in done) and open_orders == 0 and not positions and in_flight == 0:
                 report.steps.append(Step(name, True, (time.perf_counter() - t0) * 1000,
                                          "venue confirms no open order and no position"))
                 return True
-            detail = f"venue still has {open_orders} open order(s) and positions {positions}"
-            if not self._orders_in_flight():
+            detail = (f"venue still has {open_orders} open order(s) and positions {positions}; "
+                      f"{in_flight} order(s) on their way to it")
+            if in_flight == 0 and not self._orders_in_flight():
                 break  # nothing of ours is still on its way to change that: go round again now
             time.sleep(0.005)
         report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000, detail))

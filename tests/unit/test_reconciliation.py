@@ -61,7 +61,9 @@ class Rig:
 
     def apply_fill(self, fill: proto.Fill) -> None:
         """What the exchange manager does with a fill (ExchangeManager.on_fill, minus publishing)."""
-        if self.book.apply_fill(fill) is not None:
+        record = self.book.apply_fill(fill)
+        if record is not None:
+            self.reconciler.heard(record.connector, fill.fill_id)
             self.positions.setdefault(fill.symbol, Position()).apply_fill(fill.side.sign, fill.qty, fill.price,
                                                                           fill.fee)
 
@@ -215,3 +217,52 @@ def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
     for fill in late:  # its message arrives now
         rig.apply_fill(fill)
     assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.positions["ETH-USD"].qty
+
+
+def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
+    """The venue answers, then fills our flatten, and the fill's message (on the venue's stream)
+    overtakes the answers (on the command session). Taking the answer's position would put back the
+    position the fill has just closed, and the next flatten would reverse it: the answer is reported
+    stale, nothing but its fills is taken, and the next reconciliation agrees."""
+    rig = Rig()
+    rig.our_order(Side.BUY, 1.0)
+    for fill in rig.matcher.fills:
+        rig.apply_fill(fill)
+    assert rig.positions["BTC-USD"].qty == pytest.approx(1.0)
+    held: list[tuple[Callable[[dict[str, Any] | None], None], dict[str, Any] | None]] = []
+    query = rig.connector.query
+
+    def answered_now_delivered_later(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
+        query(name, lambda result: held.append((on_result, result)))
+
+    rig.connector.query = answered_now_delivered_later  # type: ignore[method-assign]
+    rig.reconciler.run(rig.connector)
+    rig.connector.query = query  # type: ignore[method-assign]
+    closing = rig.our_order(Side.SELL, 1.0)  # the flatten fills at the venue after it answered
+    for fill in [f for f in rig.matcher.fills if f.client_order_id == closing]:
+        rig.apply_fill(fill)  # and its message arrives first
+    assert rig.positions["BTC-USD"].qty == pytest.approx(0.0)
+    for on_result, result in held:
+        on_result(result)
+    stale = rig.reports[-1]
+    assert not stale.ok and stale.stale and stale.error.startswith("stale answer: the venue answered before 1 fill")
+    assert stale.position_mismatches == {} and rig.reconciler.stale_answers == 1
+    assert rig.positions["BTC-USD"].qty == pytest.approx(0.0), "a stale answer put a closed position back"
+    fresh = rig.reconcile()
+    assert fresh.ok and not fresh.stale and fresh.position_mismatches == {}
+    assert abs(fresh.venue_positions.get("BTC-USD", 0.0)) < 1e-12
+
+
+def test_orders_sent_but_not_yet_at_the_venue_are_counted_in_flight() -> None:
+    """An order within the in-flight grace that the venue has not received is neither rejected nor
+    invisible: the failsafe does not call the venue flat while one may still land."""
+    rig = Rig(grace_s=60.0)
+    on_its_way = rig.our_order(Side.SELL, 1.0, send=False)
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.in_flight == 1 and outcome.venue_open_orders == 0
+    assert rig.book.orders[on_its_way].status is OrderStatus.NEW
+    rig.matcher.new_order(NewOrderArgs(client_order_id=on_its_way, symbol="BTC-USD", side=Side.SELL, qty=1.0,
+                                       order_type="market", limit_price=None))
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.in_flight == 0
+    assert rig.book.orders[on_its_way].status is OrderStatus.FILLED
