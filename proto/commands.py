@@ -61,6 +61,10 @@ class NewOrderArgs(Args):
     order_type: Literal["market", "limit"] = "market"
     limit_price: Positive | None = None
     origin_ts_ns: int = 0
+    # Execute only what reduces the position, at execution time; reject it if nothing would, cancel
+    # the rest once the position is closed (as venues' reduce-only flag does): a flatten racing a
+    # fill never reverses a position.
+    reduce_only: bool = False
 
 
 class CancelArgs(Args):

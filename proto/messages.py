@@ -213,6 +213,7 @@ class OrderUpdate(Message):
     strategy: str = ""
     connector: str = ""
     ts_ns: int = 0
+    reduce_only: bool = False
 
 
 class Fill(Message):

@@ -146,7 +146,7 @@ class VenueSimConnector:
         """Send a new order; raises ``NotConnected`` if it could not leave."""
         args = {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side.value,
                 "qty": order.qty, "order_type": order.order_type, "limit_price": order.limit_price,
-                "origin_ts_ns": origin_ts_ns}
+                "origin_ts_ns": origin_ts_ns, "reduce_only": order.reduce_only}
         cid = order.client_order_id
 
         def on_reply(reply: proto.Reply) -> None:

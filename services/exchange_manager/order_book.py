@@ -39,13 +39,15 @@ class OrderRecord:
     updated_ns: int = 0
     # A cancel was sent: the order no longer counts as exposure the gate must allow for.
     cancel_requested: bool = False
+    reduce_only: bool = False
 
     def message(self) -> proto.OrderUpdate:
         return proto.OrderUpdate(
             client_order_id=self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
             order_type=self.order_type, limit_price=self.limit_price, status=self.status,
             filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price, venue_order_id=self.venue_order_id,
-            reason=self.reason, strategy=self.strategy, connector=self.connector, ts_ns=self.updated_ns)
+            reason=self.reason, strategy=self.strategy, connector=self.connector, ts_ns=self.updated_ns,
+            reduce_only=self.reduce_only)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -98,7 +100,7 @@ class OrderBook:
         now = time.time_ns()
         record = OrderRecord(f"{self._prefix}-{next(self._numbers)}", args.symbol, args.side, args.qty,
                              args.order_type, args.limit_price, args.strategy, connector,
-                             created_ns=now, updated_ns=now)
+                             created_ns=now, updated_ns=now, reduce_only=args.reduce_only)
         self.orders[record.client_order_id] = record
         self._open[record.client_order_id] = record
         self.submitted += 1

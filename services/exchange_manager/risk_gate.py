@@ -68,11 +68,13 @@ class RiskGate:
             return self._refuse("reduce_only", f"reduce-only: {order.side.value} {order.qty:g} {order.symbol} "
                                                f"would not reduce the position {position:g}")
         price = order.limit_price if order.order_type == "limit" else mark
-        if price is None:
+        if price is None and not reduces:
             return self._refuse("no_price", f"no market price for {order.symbol} yet")
         if order.qty > limits.max_order_qty:
             return self._refuse("max_order_qty", f"quantity {order.qty:g} over max_order_qty {limits.max_order_qty:g}")
-        notional = order.qty * price
+        # A reducing market order with no price yet (an exchange manager restarted in FAILSAFE,
+        # before its first quote) can only lower exposure: it is not held back for its notional.
+        notional = order.qty * price if price is not None else 0.0
         if notional > limits.max_order_notional:
             return self._refuse("max_order_notional",
                                 f"notional {notional:,.2f} over max_order_notional {limits.max_order_notional:,.2f}")

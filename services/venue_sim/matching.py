@@ -1,5 +1,9 @@
 """The simulated venue's matching: market orders at the touch with slippage, resting limit orders
-filled when crossed, cancels, rejects, fees, and one account's positions."""
+filled when crossed, cancels, rejects, fees, and one account's positions.
+
+Reduce-only orders behave as on real venues: rejected when they would not reduce the position when
+they arrive, filled at most up to the position when they execute, the rest cancelled. Checked here,
+at execution, a flatten sent while a resting order of ours fills can never reverse the position."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from dataclasses import dataclass
 import proto
 from proto import OrderStatus, Side
 from proto.commands import NewOrderArgs
-from services.positions import Position
+from services.positions import EPSILON, Position
 from services.venue_sim.settings import VenueSimSettings
 
 Event = proto.OrderUpdate | proto.Fill
@@ -29,13 +33,15 @@ class VenueOrder:
     filled_qty: float = 0.0
     avg_fill_price: float = 0.0
     reason: str = ""
+    reduce_only: bool = False
 
     def update(self, venue: str) -> proto.OrderUpdate:
         return proto.OrderUpdate(
             client_order_id=self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
             order_type=self.order_type, limit_price=self.limit_price, status=self.status,
             filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price,
-            venue_order_id=self.venue_order_id, reason=self.reason, connector=venue, ts_ns=time.time_ns())
+            venue_order_id=self.venue_order_id, reason=self.reason, connector=venue, ts_ns=time.time_ns(),
+            reduce_only=self.reduce_only)
 
 
 class Matcher:
@@ -64,7 +70,7 @@ class Matcher:
             self.duplicate_ids += 1
             return [known.update(self.venue)]
         order = VenueOrder(args.client_order_id, f"{self._id_prefix}-{next(self._order_ids)}", args.symbol,
-                           args.side, args.qty, args.order_type, args.limit_price)
+                           args.side, args.qty, args.order_type, args.limit_price, reduce_only=args.reduce_only)
         self.orders[order.client_order_id] = order
         reason = self._refusal(order)
         if reason:
@@ -77,9 +83,9 @@ class Matcher:
         if order.order_type == "market":
             slip = self._s.slippage_bps / 1e4
             price = ask * (1 + slip) if order.side is Side.BUY else bid * (1 - slip)
-            events += self._fill(order, order.qty, price)
+            events += self._execute(order, order.qty, price)
         elif self._crosses(order, bid, ask):
-            events += self._fill(order, order.qty, ask if order.side is Side.BUY else bid)
+            events += self._execute(order, order.qty, ask if order.side is Side.BUY else bid)
         return events
 
     def _refusal(self, order: VenueOrder) -> str:
@@ -91,6 +97,9 @@ class Matcher:
             return f"quantity {order.qty:g} over the venue's maximum {self._s.max_order_qty:g}"
         if order.order_type == "limit" and order.limit_price is None:
             return "limit order without a limit price"
+        if order.reduce_only and self._reducible(order) <= EPSILON:
+            position = self.positions.get(order.symbol, Position()).qty
+            return f"reduce-only {order.side.value} would not reduce the position {position:g}"
         return ""
 
     def cancel(self, client_order_id: str) -> list[Event]:
@@ -115,7 +124,7 @@ class Matcher:
         events: list[Event] = []
         for order in list(self._open.get(symbol, {}).values()):
             if self._crosses(order, bid, ask):
-                events += self._fill(order, order.qty - order.filled_qty, order.limit_price or 0.0)
+                events += self._execute(order, order.qty - order.filled_qty, order.limit_price or 0.0)
         return events
 
     @staticmethod
@@ -123,6 +132,24 @@ class Matcher:
         if order.order_type != "limit" or order.limit_price is None:
             return False
         return ask <= order.limit_price if order.side is Side.BUY else bid >= order.limit_price
+
+    def _execute(self, order: VenueOrder, qty: float, price: float) -> list[Event]:
+        """Fill ``qty`` of ``order``; a reduce-only one only up to the position, the rest cancelled."""
+        if not order.reduce_only:
+            return self._fill(order, qty, price)
+        qty = min(qty, self._reducible(order))
+        events = self._fill(order, qty, price) if qty > EPSILON else []
+        if order.status.is_open and self._reducible(order) <= EPSILON:
+            order.status, order.reason = OrderStatus.CANCELLED, "reduce-only: the position is closed, the rest cancelled"
+            self._open.get(order.symbol, {}).pop(order.client_order_id, None)
+            events.append(order.update(self.venue))
+        return events
+
+    def _reducible(self, order: VenueOrder) -> float:
+        """How much of the position an order on this side would close."""
+        position = self.positions.get(order.symbol)
+        qty = position.qty if position is not None else 0.0
+        return abs(qty) if qty * order.side.sign < 0 else 0.0
 
     def _fill(self, order: VenueOrder, qty: float, price: float) -> list[Event]:
         fee = qty * price * self._s.fee_bps / 1e4

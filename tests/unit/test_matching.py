@@ -178,3 +178,46 @@ def test_positions_match_the_fills(ops: list[tuple[Side, float, float | None, fl
     for cid, order in m.orders.items():
         assert order.filled_qty == pytest.approx(per_order.get(cid, 0.0))
         assert (order.status is OrderStatus.FILLED) == (per_order.get(cid, 0.0) > 0)
+
+
+def reduce_only(m: Matcher, side: Side, qty: float, limit: float | None = None) -> list[proto.OrderUpdate | proto.Fill]:
+    return m.new_order(NewOrderArgs(client_order_id=f"r{next(_n)}", symbol="BTC-USD", side=side, qty=qty,
+                                    order_type="limit" if limit is not None else "market", limit_price=limit,
+                                    reduce_only=True))
+
+
+def test_a_reduce_only_order_fills_at_most_the_position_and_the_rest_is_cancelled() -> None:
+    """The race the flag is for: a resting sell of ours fills while our flatten (sized before that
+    fill) is on its way. The flatten closes the position and does not reverse it."""
+    m = matcher()
+    new(m, Side.BUY, 3.0)
+    new(m, Side.SELL, 1.0, limit=105.0)  # resting
+    m.on_quote("BTC-USD", 105.0, 106.0)  # ... and filled: the position is now 2
+    assert m.positions["BTC-USD"].qty == pytest.approx(2.0)
+    events = reduce_only(m, Side.SELL, 3.0)  # the flatten, sized for 3
+    assert [f.qty for f in fills(events)] == [pytest.approx(2.0)]
+    done = last_update(events)
+    assert done.status is OrderStatus.CANCELLED and done.filled_qty == pytest.approx(2.0) and done.reduce_only
+    assert done.reason == "reduce-only: the position is closed, the rest cancelled"
+    assert m.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []
+
+
+def test_a_reduce_only_order_that_would_not_reduce_is_rejected() -> None:
+    m = matcher()
+    (flat,) = reduce_only(m, Side.SELL, 1.0)
+    assert flat.status is OrderStatus.REJECTED and flat.reason == "reduce-only sell would not reduce the position 0"
+    new(m, Side.BUY, 1.0)
+    (same_side,) = reduce_only(m, Side.BUY, 1.0)
+    assert same_side.status is OrderStatus.REJECTED
+    assert m.positions["BTC-USD"].qty == pytest.approx(1.0)
+
+
+def test_a_resting_reduce_only_limit_stops_at_flat() -> None:
+    m = matcher()
+    new(m, Side.BUY, 1.0)
+    reduce_only(m, Side.SELL, 5.0, limit=110.0)  # rests: the bid is 100
+    new(m, Side.SELL, 0.5)  # the position shrinks to 0.5 meanwhile
+    events = m.on_quote("BTC-USD", 110.0, 111.0)
+    assert [f.qty for f in fills(events)] == [pytest.approx(0.5)]
+    assert last_update(events).status is OrderStatus.CANCELLED
+    assert m.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []

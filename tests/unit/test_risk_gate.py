@@ -112,6 +112,18 @@ def test_no_price_for_a_market_order_without_a_mark() -> None:
     assert gate.check(order(order_type="limit", limit_price=100.0), 0.0, 0.0, None, 0.0) is None
 
 
+def test_a_reducing_market_order_needs_no_mark_even_with_trading_disabled() -> None:
+    """An exchange manager restarted in FAILSAFE has no quote yet: its flatten must still go."""
+    gate, session = make()
+    session.trading = False
+    flatten = order(Side.SELL, 2.0, reduce_only=True)
+    assert gate.check(flatten, 2.0, 0.0, None, 0.0) is None
+    # past the position it is not reducing: refused as before (trading disabled comes first)
+    assert gate.check(order(Side.SELL, 3.0, reduce_only=True), 2.0, 0.0, None, 0.0)[0] == "trading_disabled"
+    session.trading = True
+    assert gate.check(order(Side.SELL, 3.0), 2.0, 0.0, None, 0.0)[0] == "no_price"
+
+
 def test_max_order_qty() -> None:
     gate, _ = make()
     assert gate.check(order(qty=10.5), 0.0, 0.0, 1.0, 0.0) == ("max_order_qty",
