@@ -62,7 +62,8 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
     def close(args: ReasonArgs) -> dict[str, Any]:
         """``close``: market close: flatten (``orchestrator.close_flatten``), end the session
-        (→ SHUTDOWN), write the end-of-day report and archive the session's logs.
+        (→ SHUTDOWN), write the end-of-day report and archive the session's logs. Refused while
+        a FAILSAFE sequence is still running.
 
         Wire: ``Command(name="close", args={"reason": str})`` → ``ok(state, report, report_md, archive)``.
         CLI: ``tradectl close``.
@@ -95,7 +96,8 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
     def shutdown(args: ReasonArgs) -> dict[str, Any]:
         """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
-        up; the next orchestrator start begins a new session.
+        up; the next orchestrator start begins a new session. Refused while a FAILSAFE sequence is
+        still running (it is bounded; halfway through it would leave positions open).
 
         Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
         """

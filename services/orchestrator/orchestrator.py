@@ -182,6 +182,7 @@ class LiveTradingOrchestrator:
         state = self.get_state()
         if not self._machine or not self._machine.can(S.SHUTDOWN):
             raise Refused(f"session is {state.value}; nothing to close")
+        self._refuse_while_failsafe_runs("close")
         flatten = "not requested"
         if state in (S.LIVE, S.DEGRADED) and self.settings.orchestrator.close_flatten:
             flatten = flatten_for_close(self._peers["engine"], self._peers["exchange_manager"],
@@ -207,7 +208,15 @@ class LiveTradingOrchestrator:
         return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
+        self._refuse_while_failsafe_runs("shutdown")
         self._transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
+
+    def _refuse_while_failsafe_runs(self, action: str) -> None:
+        # Ending the session halfway through cancel/flatten/verify would leave what it had not
+        # reached yet open; the sequence is bounded (steps × timeouts), so wait for it.
+        if self._counters.failsafe_pending is not None:
+            raise Refused(f"the failsafe sequence is still running; {action} once it has finished "
+                          f"(tradectl status shows failsafe_pending)")
 
     def trigger_failsafe(self, reason: str) -> None:
         state = self.get_state()

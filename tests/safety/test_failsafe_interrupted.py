@@ -6,6 +6,8 @@
   takes ``step_timeout_s`` x 3) so the kill lands in the middle for certain.
 * A slow venue (500 ms added to order handling, ``fault latency``), with and without that kill:
   the sequence must still end flat at the venue, not merely "done".
+* While the sequence waits on a hung process, the orchestrator goes on answering (state, status)
+  and refuses to end the session until the sequence has finished.
 
 Each test has its own daemon.
 """
@@ -110,3 +112,34 @@ def test_failsafe_with_a_slow_venue_ends_flat(make_daemon, kill_orchestrator: bo
         f"not flat at the venue after the failsafe: positions {position}; fills after it began {after}; "
         f"steps {[(s['name'], s['ok'], s['detail']) for s in report['steps']]}")
     assert report["ok"] is True, report["steps"]
+
+
+def test_the_orchestrator_answers_while_the_sequence_waits_on_a_hung_engine(make_daemon) -> None:
+    """The sequence runs beside the orchestrator's loop: held in its first step by a hung engine
+    (3 x 0.5 s), the orchestrator still answers ``status`` (which says the sequence is pending), and
+    refuses ``shutdown`` and ``close`` until the sequence is done; then the session ends normally."""
+    d: Daemon = make_daemon()
+    wait_trading_with_positions(d)
+    engine = d.pid_of("engine")
+    os.kill(engine, signal.SIGSTOP)
+    try:
+        reply = d.call("orchestrator", "failsafe", reason="hung engine")
+        assert reply.ok and reply.result["state"] == "failsafe", reply
+        time.sleep(0.2)  # inside the first step
+        status = d.call("orchestrator", "status", timeout_s=1.0).result  # no retry: the loop answers
+        assert status["state"] == "failsafe" and status["failsafe_pending"] == "hung engine", status
+        for command in ("shutdown", "close"):
+            refused = d.call("orchestrator", command, timeout_s=1.0, reason="operator")
+            assert not refused.ok and "failsafe sequence is still running" in refused.error, refused
+        assert orchestrator_status(d)["failsafe_pending"] == "hung engine", "the sequence ended too soon"
+        wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 20, message=lambda: d.diagnostics())
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    (json_path,), _ = incident_files(d)
+    report = json.loads(json_path.read_text())
+    assert report["trigger"] == "hung engine"
+    # the hung engine's step timed out (so the report is not ok); the gate's step closed the way
+    assert [s["ok"] for s in report["steps"][:2]] == [False, True] and report["ok"] is False, report["steps"]
+    wait_until(lambda: venue_positions(d) == {} and venue_open_orders(d) == [], 10, ignore=(CommandTimeout,))
+    assert d.call("orchestrator", "shutdown", reason="operator").ok
+    assert d.state() == "shutdown"
