@@ -11,6 +11,7 @@ from proto.envelope import (
     decode_header,
     encode,
     from_builtins,
+    restamp,
     to_builtins,
 )
 from proto.errors import ProtocolError
@@ -41,5 +42,6 @@ __all__ = [
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
-    "Side", "StateChanged", "Trade", "decode", "decode_header", "encode", "error", "from_builtins", "ok", "parse_args", "to_builtins", "topics",
+    "Side", "StateChanged", "Trade", "decode", "decode_header", "encode", "error", "from_builtins", "ok", "parse_args", "restamp",
+    "to_builtins", "topics",
 ]

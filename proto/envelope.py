@@ -81,6 +81,14 @@ def decode_header(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) 
         raise ProtocolError("malformed", str(exc)) from None
 
 
+def restamp(data: bytes | memoryview, epoch: int, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """The same message under another publisher ``epoch``, its body's bytes untouched. A recording
+    played again (``tradectl bus play --loop``) goes out as a restarted publisher would, not as
+    repeats that every subscriber drops as stale."""
+    h = decode_header(data, max_bytes)
+    return _ENCODER.encode(Header(h.v, h.type, h.source, epoch, h.seq, h.ts_ns, h.body))
+
+
 def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
     """Validate and decode one message; anything wrong raises ``ProtocolError`` and nothing else."""
     raw = decode_header(data, max_bytes)

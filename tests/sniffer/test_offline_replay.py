@@ -19,8 +19,9 @@ import pytest
 import zmq
 
 import proto
-from bus import BusSettings, Endpoints
-from services.tradectl.sniffer.recording import Writer
+from bus import BusSettings, Endpoints, Subscriber
+from services.tradectl.sniffer.playback import Player
+from services.tradectl.sniffer.recording import Reader, Writer
 
 from .support import sniffer
 
@@ -87,3 +88,36 @@ def test_a_recorded_price_jump_replayed_offline_makes_a_lone_safety_process_rais
         except subprocess.TimeoutExpired:
             safety.kill()
             safety.wait()
+
+
+def test_each_pass_of_a_looped_play_reaches_a_subscriber_as_a_restarted_publisher(tmp_path: Path) -> None:
+    """``play --loop``: the second pass goes out under a newer epoch (the body's bytes unchanged), so
+    a subscriber that saw the first pass takes it as a restarted data router, not stale repeats."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    n = _recording(tmp_path / "rec.tdbus")
+    bus = BusSettings()
+    player = Player(bus, run_dir, {"data_router"})
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sub = Subscriber(sock, bus.max_message_bytes)
+    sub.subscribe("md.")
+    sub.connect(Endpoints(bus, run_dir).pub("data_router"))
+    got: list[proto.Envelope] = []
+    try:
+        time.sleep(0.5)  # the SUB connects before the first frame goes out
+        player.play(Reader(tmp_path / "rec.tdbus"), rate=0, start_s=0, topics=(), loop=True,
+                    stop=lambda: player.sent >= 2 * n)
+        deadline = time.monotonic() + 5
+        while len(got) < 2 * n and time.monotonic() < deadline:
+            if sock.poll(100):
+                sub.drain(lambda _topic, env: got.append(env))
+    finally:
+        player.close()
+        sock.close(linger=0)
+        ctx.term()
+    assert len(got) == 2 * n, f"{len(got)} of {2 * n} delivered"
+    assert {e.epoch for e in got[:n]} == {1} and {e.epoch for e in got[n:]} == {2}
+    assert [e.seq for e in got[n:]] == [e.seq for e in got[:n]]
+    assert [e.body for e in got[n:]] == [e.body for e in got[:n]]
+    assert sub.peers["data_router"].restarts == 1 and sub.peers["data_router"].lost == 0

@@ -503,3 +503,12 @@ def test_protocol_error_carries_kind_and_detail() -> None:
     exc = proto.ProtocolError("invalid", "what was wrong")
     assert exc.kind == "invalid" and exc.detail == "what was wrong"
     assert "invalid" in str(exc) and "what was wrong" in str(exc)
+
+
+def test_restamp_changes_the_epoch_and_nothing_else() -> None:
+    quote = proto.Quote(symbol="BTC-USD", bid=1.0, ask=2.0, bid_size=3.0, ask_size=4.0, ts_ns=5)
+    data = proto.encode("data_router", 7, 42, 99, quote)
+    again = proto.decode(proto.restamp(data, 8))
+    assert (again.source, again.epoch, again.seq, again.ts_ns, again.body) == ("data_router", 8, 42, 99, quote)
+    with pytest.raises(proto.ProtocolError):
+        proto.restamp(b"\x00not an envelope", 8)

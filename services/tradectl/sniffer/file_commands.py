@@ -83,7 +83,7 @@ def record(file: Path, prefixes: tuple[str, ...], max_bytes: int | None, duratio
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rate", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Speed factor (2 = twice as fast; 0 = as fast as possible).")
-@click.option("--loop", is_flag=True, help="Start again at the end (until Ctrl-C).")
+@click.option("--loop", is_flag=True, help="Start again at the end (until Ctrl-C); each pass as a restarted publisher (newer epoch).")
 @click.option("--topics", "topic_prefixes", multiple=True, metavar="PREFIX", help="Only these topics (repeatable).")
 @click.option("--start", "start_s", type=click.FloatRange(0), default=0.0, help="Skip the first S seconds.")
 @click.option("--wait", type=click.FloatRange(0), default=1.0, show_default=True,

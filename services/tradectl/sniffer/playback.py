@@ -7,8 +7,9 @@ subscribes to the daemon's endpoints (``tradectl bus echo`` included) sees the r
 Binding an endpoint that a running process serves is refused (``bus.sockets.bind``): play never
 takes a live daemon's place.
 
-The frames keep their epochs and sequence numbers, so a subscriber treats a second pass of
-``--loop`` as repeats of what it has already seen (stale, dropped) unless it was restarted.
+The first pass sends the frames as recorded. Each further pass of ``--loop`` sends them under a
+newer publisher epoch (``proto.restamp``: the recorded epoch plus the pass number), so subscribers
+take it as a restarted publisher, not as repeats of what they have seen (stale, dropped).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import zmq
 
+import proto
 from bus.endpoints import PUBLISHERS, Endpoints
 from bus.settings import BusSettings
 from bus.sockets import bind
@@ -71,6 +73,7 @@ class Player:
         if first is None:
             return
         start_ns = first[0] + int(start_s * 1e9)
+        repeat = 0
         while True:
             t0 = time.perf_counter()
             base: int | None = None
@@ -84,6 +87,8 @@ class Player:
                 if sock is None:
                     self.skipped += 1
                     continue
+                if repeat:
+                    data = proto.restamp(data, h.epoch + repeat)
                 if base is None:
                     base = recv_ns
                 if rate > 0:
@@ -97,6 +102,7 @@ class Player:
                 self.sent += 1
             if not loop:
                 return
+            repeat += 1
 
     def close(self) -> None:
         for sock in self.sockets.values():
