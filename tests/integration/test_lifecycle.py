@@ -14,6 +14,7 @@ import select
 import subprocess
 import sys
 import time
+from typing import Any
 
 from bus import SERVICE_NAMES
 
@@ -153,10 +154,14 @@ def test_tradectl_logs_follows_the_running_session(module_daemon: Daemon) -> Non
                                  "logs", "governance_events", "-n", "0", "-f", "--json"],
                                 env=env, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let it open the file and seek to its end
-        assert d.tradectl("recover").returncode == 1  # refused: a governance line
         assert follower.stdout is not None
-        ready, _, _ = select.select([follower.stdout], [], [], 15)
+        # it prints only lines written after it has opened the file and sought to its end: write
+        # one (a refused recover is a governance line) until it shows one
+        deadline = time.monotonic() + 15
+        ready: list[Any] = []
+        while not ready and time.monotonic() < deadline:
+            assert d.tradectl("recover").returncode == 1
+            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
         assert ready, "tradectl logs -f printed nothing within 15 s"
         line = json.loads(follower.stdout.readline())
         assert line["log"] == "governance_events"
