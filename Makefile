@@ -23,12 +23,14 @@ run: $(STAMP)
 	$(VENV)/bin/supervisord -c deploy/supervisord.conf
 
 # Two workers, one test file each at a time: a module's daemon stays in one worker, and every
-# daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults.
+# daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults;
+# those that load both cores on purpose (marked alone) run there last, by themselves.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "not slow and not alone" -n 2 --dist loadfile
 
 test-faults: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "not alone" -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "alone"
 
 bench: $(STAMP)
 	$(PY) -m bench

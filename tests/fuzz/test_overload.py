@@ -163,6 +163,7 @@ def test_commands_at_the_hwm_are_answered_or_counted(fuzz_daemon: Daemon) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # 2 x 5,000 quotes/s and floods on every process: it starves any test beside it
 def test_memory_stays_bounded_under_sustained_overload() -> None:
     """~30 s at 2 x 5,000 quotes/s with a subscriber that never reads on the venue's and on the
     data router's PUB, and a sender of commands to every process that never reads its replies:
