@@ -58,6 +58,11 @@ class Publisher:
             return
         self.sent += 1
 
+    def last_seq(self, topic: str) -> int:
+        """The sequence number of the last message on ``topic`` (0: none yet in this epoch): a
+        snapshot taken now contains every message up to it (the Clone pattern)."""
+        return self._seqs.get(topic, 0)
+
     def stats(self) -> dict[str, int]:
         return {"topics": len(self._seqs), "sent": self.sent, "send_errors": self.send_errors,
                 "offline_drops": self.offline_drops, "oversized": self.oversized}

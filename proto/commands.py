@@ -119,6 +119,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "flatten": SymbolArgs,
     "positions": NoArgs,
     "orders": NoArgs,
+    "strategy_book": NoArgs,
     "set_mode": ModeArgs,
     "reconcile": NoArgs,
     "reconciliation": NoArgs,
@@ -137,7 +138,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 # Commands that change nothing: a repeated query is simply run again (a fresh answer), so servers
 # keep no reply of theirs for retries. Every other command runs at most once per command id.
 QUERIES: frozenset[str] = frozenset({
-    "status", "state", "stats", "positions", "orders", "reconciliation", "open_orders", "fills",
+    "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders", "fills",
 })
 assert QUERIES <= ARG_SCHEMAS.keys()
 

@@ -32,6 +32,7 @@ class SessionFollower:
         self._disabled_reason: str | None = None
         self._was_allowed = False
         self.deadman_trips = 0
+        self.openings = 0  # times trading became allowed: each is a fresh start for what follows it
         self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
         runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
                           self._on_message)
@@ -108,6 +109,7 @@ class SessionFollower:
             return
         self._was_allowed = allowed
         if allowed:
+            self.openings += 1
             log.info("trading enabled: session is %s", self.state.value if self.state else "?")
             return
         if self.orchestrator_age_s() >= self._deadman_timeout_s and self.state in TRADING_STATES:

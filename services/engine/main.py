@@ -20,6 +20,7 @@ from bus import NotConnected
 from proto.commands import OrderArgs
 from services.engine.handlers import build_handlers
 from services.engine.strategies import Intent, Strategy, build
+from services.engine.strategy_sync import StrategySync
 from services.latency import LatencyHistogram
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
@@ -51,7 +52,7 @@ class Engine:
         self.orders = self.runtime.channel("exchange_manager", timeout_s=cfg.order_timeout_s)
         self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
                                self._on_market_data)
-        self.runtime.subscribe(["exchange_manager"], [proto.topics.FILLS, proto.topics.ORDERS], self._on_execution)
+        self.sync = StrategySync(self.runtime, self.orders, self.strategies, self._on_execution, self._tell)
         self.runtime.add_handlers(build_handlers(self.session))
 
     # -- decisions -------------------------------------------------------------------------------
@@ -61,6 +62,8 @@ class Engine:
         if not isinstance(quote, proto.Quote):
             return
         now = time.monotonic()
+        # no decision on a book the strategies may not know (start, loss, trading resuming)
+        synced = self.sync.ready(self.session.openings)
         for strategy in self._by_symbol.get(quote.symbol, ()):
             if strategy.name in self.switched_off:
                 continue
@@ -74,6 +77,11 @@ class Engine:
             self._latency_ns.append(took)
             self.decision_latency.observe_ns(took)
             if not intents:
+                continue
+            if not synced:
+                self.suppressed += len(intents)
+                for intent in intents:
+                    self._tell(strategy, "on_refused", intent, "waiting for the book of record (resync)")
                 continue
             if not self.session.trading_allowed():
                 self.suppressed += len(intents)
@@ -160,6 +168,7 @@ class Engine:
             "error_count": sum(self.strategy_errors.values()) + self.order_timeouts,
             "orders_refused": self.orders_refused,
             "suppressed": self.suppressed,
+            "book_sync": self.sync.stats(),
             "strategies": {name: {"symbol": s.symbol, "position": s.position,
                                   "errors": self.strategy_errors[name], "on": name not in self.switched_off}
                            for name, s in self.strategies.items()},

@@ -63,6 +63,26 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         records = sorted(em.book.orders.values(), key=lambda o: (not o.status.is_open, -o.updated_ns))
         return {"orders": [o.to_dict() for o in records[:500]]}
 
+    def strategy_book(_: NoArgs) -> dict[str, Any]:
+        """``strategy_book``: what a (re)starting engine takes as its strategies' state (the Clone
+        pattern: it subscribes first, then asks this, then applies the streams after it).
+
+        Wire: ``Command(name="strategy_book")`` → ``ok(epoch, seqs={"orders": int, "fills": int},
+        strategies={name: {"positions": {symbol: qty}, "open_orders": [OrderUpdate]}})``: each strategy's
+        positions as the book attributes its fills (``strategy_positions.py``), its open orders, and
+        the last sequence number of the ``orders`` and ``fills`` streams in this ``epoch``: the
+        answer contains every message up to those.
+        """
+        books: dict[str, dict[str, Any]] = {name: {"positions": em.strategy_positions.of(name), "open_orders": []}
+                                            for name in em.strategy_positions.held}
+        for record in em.book.open_orders():
+            books.setdefault(record.strategy, {"positions": em.strategy_positions.of(record.strategy),
+                                               "open_orders": []})["open_orders"].append(
+                proto.to_builtins(record.message()))
+        publisher = em.runtime.publisher
+        return {"epoch": publisher.epoch, "strategies": books,
+                "seqs": {topic: publisher.last_seq(topic) for topic in (proto.topics.ORDERS, proto.topics.FILLS)}}
+
     def set_mode(args: ModeArgs) -> dict[str, Any]:
         """``set_mode``: the operator's mode for the gate: ``normal``, ``reduce_only`` or ``halt``.
         The stricter of this and the session's (``reduce_only`` while DEGRADED by default) applies."""
@@ -86,5 +106,6 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         return {"outcomes": {name: asdict(o) for name, o in em.reconciler.outcomes.items()}}
 
     return {"reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
-            "flatten": flatten, "positions": positions, "orders": orders, "set_mode": set_mode,
+            "flatten": flatten, "positions": positions, "orders": orders, "strategy_book": strategy_book,
+            "set_mode": set_mode,
             **trading_handlers(em.session)}

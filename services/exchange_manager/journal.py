@@ -1,4 +1,5 @@
-"""The book of record on disk: orders, positions and applied fill ids, in SQLite (WAL).
+"""The book of record on disk: orders, positions (the account's and each strategy's) and applied
+fill ids, in SQLite (WAL).
 
 Every order is written before it leaves for a venue, and every change after. A commit in WAL mode
 hands the data to the operating system, so a kill -9 of the exchange manager loses nothing;
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import proto
@@ -34,6 +36,8 @@ class OrderJournal:
                 record TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, position TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS fills (seq INTEGER PRIMARY KEY AUTOINCREMENT, fill_id TEXT UNIQUE NOT NULL);
+            CREATE TABLE IF NOT EXISTS strategy_positions (
+                strategy TEXT NOT NULL, symbol TEXT NOT NULL, qty REAL NOT NULL, PRIMARY KEY (strategy, symbol));
         """)
 
     def save_order(self, record: OrderRecord) -> None:
@@ -42,13 +46,18 @@ class OrderJournal:
             "open = excluded.open, updated_ns = excluded.updated_ns, record = excluded.record",
             (record.client_order_id, int(record.status.is_open), record.updated_ns, json.dumps(record.to_dict())))
 
-    def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position) -> None:
-        """The fill's id, its order and the position it changed, in one transaction."""
+    def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position,
+                  strategies: Mapping[tuple[str, str], float] | None = None) -> None:
+        """The fill's id, its order, the position and the strategies' positions it changed, in one
+        transaction."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO fills (fill_id) VALUES (?)", (fill.fill_id,))
             self.save_order(record)
             self.save_positions({fill.symbol: position})
+            self._db.executemany(
+                "INSERT INTO strategy_positions VALUES (?, ?, ?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
+                "qty = excluded.qty", [(strategy, symbol, qty) for (strategy, symbol), qty in (strategies or {}).items()])
 
     def save_positions(self, positions: dict[str, Position]) -> None:
         self._db.executemany(
@@ -64,6 +73,12 @@ class OrderJournal:
                      for symbol, data in self._db.execute("SELECT symbol, position FROM positions")}
         fill_ids = [row[0] for row in self._db.execute("SELECT fill_id FROM fills ORDER BY seq")]
         return orders, positions, fill_ids
+
+    def load_strategy_positions(self) -> dict[str, dict[str, float]]:
+        held: dict[str, dict[str, float]] = {}
+        for strategy, symbol, qty in self._db.execute("SELECT strategy, symbol, qty FROM strategy_positions"):
+            held.setdefault(strategy, {})[symbol] = qty
+        return held
 
     def _prune(self) -> None:
         with self._db:

@@ -21,6 +21,7 @@ from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
+from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
 from services.latency import LatencyHistogram
 from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
@@ -54,6 +55,7 @@ class ExchangeManager:
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
         orders, self.positions, fill_ids = self.journal.load()
+        self.strategy_positions = StrategyPositions(self.journal.load_strategy_positions())
         self.book.restore(orders, fill_ids)
         if orders:
             log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
@@ -130,7 +132,7 @@ class ExchangeManager:
                 log.warning("cancel_all: connector %s not connected", connector.name)
                 continue
             for record in self.book.open_orders(symbol):
-                if record.connector == connector.name and record.strategy != "flatten":
+                if record.connector == connector.name and record.strategy != FLATTEN:
                     record.cancel_requested = True
         return count
 
@@ -143,10 +145,10 @@ class ExchangeManager:
         for sym, pos in list(self.positions.items()):
             if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
                 side = proto.Side.SELL if pos.qty > 0 else proto.Side.BUY
-                qty = abs(pos.qty) - self._working(sym, side, strategy="flatten")
+                qty = abs(pos.qty) - self._working(sym, side, strategy=FLATTEN)
                 if qty <= 1e-9:
                     continue
-                record = self.submit(OrderArgs(symbol=sym, side=side, qty=qty, reduce_only=True, strategy="flatten"))
+                record = self.submit(OrderArgs(symbol=sym, side=side, qty=qty, reduce_only=True, strategy=FLATTEN))
                 sent.append(record.client_order_id)
         return sent
 
@@ -168,7 +170,9 @@ class ExchangeManager:
         self.reconciler.heard(record.connector, fill.fill_id)
         position = self.positions.setdefault(fill.symbol, Position())
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
-        self.journal.save_fill(fill, record, position)
+        strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
+                                                   account_after=position.qty)
+        self.journal.save_fill(fill, record, position, strategies)
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,

@@ -2,7 +2,9 @@
 
 A strategy is plain Python with no I/O: the engine calls it, sends what it asks for through the
 exchange manager's gate, and tells it what happened. It keeps its own view of its position from
-its fills. Exceptions it raises are caught, counted and isolated by the engine.
+its fills, and takes the book of record's view whenever the engine resyncs (``resync``: at start,
+after a loss on the streams, before trading resumes). Exceptions it raises are caught, counted and
+isolated by the engine.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class Strategy(ABC):
 
     def on_fill(self, fill: proto.Fill) -> None:
         self.position += fill.side.sign * fill.qty
+
+    def resync(self, position: float, open_orders: list[proto.OrderUpdate]) -> None:
+        """The book of record's view replaces this strategy's: its position, and its orders still
+        open (a strategy with order state rebuilds it from ``open_orders``)."""
+        self.position = position
 
     def order(self, side: proto.Side, qty: float, order_type: str = "market", limit_price: float | None = None) -> OrderArgs:
         return OrderArgs(symbol=self.symbol, side=side, qty=qty, order_type=order_type,  # type: ignore[arg-type]

@@ -31,12 +31,14 @@ class MarketMaker(Strategy):
         self._ref_mid: float | None = None
         self._live: dict[proto.Side, str] = {}  # side -> client order id of our resting quote
         self._pending: set[proto.Side] = set()  # sent, not yet accepted or refused
+        self._taken_over: list[str] = []  # open orders found in the book at a resync: cancelled at the next quote
 
     def on_quote(self, quote: proto.Quote, now: float) -> list[Intent]:
         mid = (quote.bid + quote.ask) / 2
         if self._pending:
             return []
-        intents: list[Intent] = []
+        intents: list[Intent] = [CancelArgs(client_order_id=cid) for cid in self._taken_over]
+        self._taken_over = []
         if self._ref_mid is not None and abs(mid / self._ref_mid - 1) * 1e4 >= self.cfg.requote_bps:
             intents += [CancelArgs(client_order_id=cid) for cid in self._live.values()]
             self._live.clear()
@@ -64,3 +66,10 @@ class MarketMaker(Strategy):
     def on_order_update(self, update: proto.OrderUpdate) -> None:
         if not update.status.is_open and self._live.get(update.side) == update.client_order_id:
             del self._live[update.side]
+
+    def resync(self, position: float, open_orders: list[proto.OrderUpdate]) -> None:
+        """Quotes of unknown price and number (a restart, a loss): cancel them all and quote anew.
+        Orders still unanswered are not in the book yet; their answer comes as usual."""
+        super().resync(position, open_orders)
+        self._taken_over = [o.client_order_id for o in open_orders]
+        self._live.clear()

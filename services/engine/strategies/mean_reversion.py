@@ -74,3 +74,7 @@ class MeanReversion(Strategy):
     def on_order_update(self, update: proto.OrderUpdate) -> None:
         if not update.status.is_open:
             self._open.pop(update.client_order_id, None)
+
+    def resync(self, position: float, open_orders: list[proto.OrderUpdate]) -> None:
+        super().resync(position, open_orders)
+        self._open = {o.client_order_id: o.side.sign * (o.qty - o.filled_qty) for o in open_orders}

@@ -49,3 +49,7 @@ class Probe(Strategy):
 
     def on_accepted(self, intent: OrderArgs, client_order_id: str) -> None:
         self._resting = client_order_id
+
+    def resync(self, position: float, open_orders: list[proto.OrderUpdate]) -> None:
+        super().resync(position, open_orders)
+        self._resting = open_orders[-1].client_order_id if open_orders else None
