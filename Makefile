@@ -23,10 +23,12 @@ run: $(STAMP)
 	$(VENV)/bin/supervisord -c deploy/supervisord.conf
 
 # Two workers, one test file each at a time: a module's daemon stays in one worker, and every
-# daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults;
-# those that load both cores on purpose (marked alone) run there last, by themselves.
+# daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults.
+# Cases that load both cores on purpose, or that supervisord's clock judges, are marked alone and
+# run last, by themselves.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not alone" -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "alone and not slow"
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m "not alone" -n 2 --dist loadfile
