@@ -393,6 +393,8 @@ class FaultHarness:
         wait_until(lambda: self.failsafe_pending() is None, timeout, interval=0.1,
                    message=lambda: d.diagnostics())
         d.wait_components_alive(timeout=timeout)
+        # a daemon just started serves before the orchestrator has heard from everyone (STARTUP)
+        wait_until(lambda: self.state() != "startup", timeout, interval=0.1, ignore=(CommandTimeout,))
         wait_until(lambda: self.em_stats()["reconciled"], timeout, interval=0.1, ignore=(CommandTimeout,),
                    message=lambda: d.diagnostics())
         self.reconcile_now()
