@@ -207,3 +207,30 @@ def test_mean_reversion_position_limit_holds_while_fills_are_in_flight() -> None
             sent.append(intent)
     assert sum(o.qty for o in sent if o.side is Side.BUY) <= 2.0, \
         f"{len(sent)} buys of 1 in flight against max_position 2"
+
+
+# -- resync from the book of record ---------------------------------------------------------------
+
+
+def test_a_market_maker_resynced_takes_the_books_position_and_replaces_the_quotes_it_finds() -> None:
+    """A restarted engine: the book says the strategy is long 1.0 with two quotes resting (one side
+    twice). It cancels all three, and quotes only the side its limit still allows."""
+    mm = maker()
+    mm.resync(1.0, [update("b1", Side.BUY, OrderStatus.ACKNOWLEDGED), update("b2", Side.BUY, OrderStatus.ACKNOWLEDGED),
+                    update("s1", Side.SELL, OrderStatus.ACKNOWLEDGED)])
+    assert mm.position == 1.0
+    intents = mm.on_quote(q(100.0, "ETH-USD"), now=0.0)
+    assert sorted(cancels(intents)) == ["b1", "b2", "s1"]
+    assert set(orders(intents)) == {Side.SELL}  # a buy would take it to 2 > max_position 1.5
+    assert cancels(mm.on_quote(q(100.0, "ETH-USD"), now=0.1)) == []  # cancelled once
+
+
+def test_a_mean_reversion_resynced_counts_the_books_open_orders_against_its_limit() -> None:
+    mr = meanrev()
+    mr.resync(1.0, [proto.OrderUpdate(client_order_id="o1", symbol="BTC-USD", side=Side.BUY, qty=1.0,
+                                      order_type="market", limit_price=None, status=OrderStatus.ACKNOWLEDGED,
+                                      filled_qty=0.0, avg_fill_price=0.0)])
+    assert mr.position == 1.0
+    for i, mid in enumerate((100.0, 100.0, 100.0, 100.0, 99.0)):  # 1 % under the mean: a buy signal
+        intents = mr.on_quote(q(mid), now=float(i) * 2)
+    assert intents == [], "position 1 + open 1 + another 1 would pass max_position 2"
