@@ -1,5 +1,5 @@
-"""The whole run: the logs of a failed test's daemons in its report, and the figures the fault
-and fuzz suites print at the end.
+"""The whole run: no test sees TRADING_* settings from the shell it runs in, the logs of a failed
+test's daemons in its report, and the figures the fault and fuzz suites print at the end.
 
 ``make test`` runs in xdist workers, each with its own share of a suite's tests and so its own
 share of the figures: at the end each worker hands its figures to the controller
@@ -9,6 +9,7 @@ the figures of the one process.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -16,6 +17,14 @@ import pytest
 from faults.harness import FIGURES as FAULT_FIGURES
 from fuzz import figures as fuzz_figures
 from integration.e2e import attach_diagnostics
+
+
+@pytest.fixture(autouse=True)
+def _clean_trading_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees (or leaks) TRADING_* settings from the environment it runs in."""
+    for key in list(os.environ):
+        if key.startswith("TRADING_"):
+            monkeypatch.delenv(key)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -34,7 +34,6 @@ import os
 import signal
 import sqlite3
 import statistics
-import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable
@@ -42,12 +41,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
 
 import proto
-from bus import SERVICE_NAMES, CommandTimeout, Subscriber, make_socket
+from bus import SERVICE_NAMES, CommandTimeout, Subscriber
 from integration.daemon import Daemon, WaitTimeout, program_names, wait_until
-from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, place_resting_orders, wait_routed
+from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, Collector, place_resting_orders, wait_routed
 
 EPS = 1e-9
 NS = 1_000_000_000
@@ -147,66 +145,38 @@ class InvariantBroken(AssertionError):
 # -- a subscriber on the exchange manager's order and fill streams -----------------------------------
 
 
-class StreamCollector:
-    """Every ``orders`` / ``fills`` message the exchange manager publishes, read in a background
-    thread across its restarts (the SUB socket reconnects by itself), with the subscriber's gap
-    counters readable at any time."""
+class StreamCollector(Collector):
+    """Every ``orders`` / ``fills`` message the exchange manager publishes (the first sighting of
+    each order and fill), read in a background thread across its restarts (the SUB socket
+    reconnects by itself), with the subscriber's gap counters readable at any time."""
 
     def __init__(self, d: Daemon, service: str = "exchange_manager") -> None:
-        self._endpoint = d.endpoints.pub(service)
-        self._bus = d.bus
+        super().__init__(d, service, [proto.topics.ORDERS, proto.topics.FILLS], timeout=20.0)
         self._service = service
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._heard = threading.Event()
         self.started_ns = 0
         self.fills: dict[str, int] = {}  # fill_id -> envelope ts_ns
         self.orders: dict[str, tuple[int, str, str]] = {}  # cid -> (first ts_ns, strategy, first status)
         self._peers: dict[str, dict[str, int]] = {}
-        self._thread = threading.Thread(target=self._run, name="faults-collector", daemon=True)
 
-    def start(self, timeout: float = 20.0) -> "StreamCollector":
-        self._thread.start()
-        if not self._heard.wait(timeout):
-            self.stop()
-            raise WaitTimeout(f"no heartbeat from {self._endpoint} within {timeout:g}s")
+    def start(self) -> "StreamCollector":
+        super().start()
         self.started_ns = time.time_ns()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def _keep(self, topic: str, env: proto.Envelope) -> None:
+        body = env.body
+        if topic == proto.topics.FILLS and isinstance(body, proto.Fill):
+            self.fills.setdefault(body.fill_id, env.ts_ns)
+        elif topic == proto.topics.ORDERS and isinstance(body, proto.OrderUpdate):
+            self.orders.setdefault(body.client_order_id, (env.ts_ns, body.strategy, body.status.value))
 
-    def _run(self) -> None:
-        ctx = zmq.Context()
-        sock = make_socket(ctx, zmq.SUB, self._bus)
-        sub = Subscriber(sock, self._bus.max_message_bytes)
-        for prefix in (proto.topics.ORDERS, proto.topics.FILLS, proto.topics.heartbeat(self._service)):
-            sub.subscribe(prefix)
-        sub.connect(self._endpoint)
+    def _drained(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._peers = {s: {"gaps": p.gaps, "lost": p.lost, "restarts": p.restarts, "stale": p.stale}
+                           for s, p in sub.peers.items()}
 
-        def keep(topic: str, env: proto.Envelope) -> None:
-            body = env.body
-            with self._lock:
-                if isinstance(body, proto.Heartbeat):
-                    self._heard.set()
-                elif topic == proto.topics.FILLS and isinstance(body, proto.Fill):
-                    self.fills.setdefault(body.fill_id, env.ts_ns)
-                elif topic == proto.topics.ORDERS and isinstance(body, proto.OrderUpdate):
-                    self.orders.setdefault(body.client_order_id, (env.ts_ns, body.strategy, body.status.value))
-
-        try:
-            while not self._stop.is_set():
-                if sock.poll(50, zmq.POLLIN):
-                    sub.drain(keep)
-                    with self._lock:
-                        self._peers = {s: {"gaps": p.gaps, "lost": p.lost, "restarts": p.restarts,
-                                           "stale": p.stale} for s, p in sub.peers.items()}
-        finally:
-            sock.close(linger=0)
-            ctx.term()
-
-    def snapshot(self) -> tuple[dict[str, int], dict[str, tuple[int, str, str]], dict[str, int]]:
+    def streams(self) -> tuple[dict[str, int], dict[str, tuple[int, str, str]], dict[str, int]]:
+        """Fills seen, orders seen, and the exchange manager's gap counters, as of now."""
         with self._lock:
             return dict(self.fills), dict(self.orders), dict(self._peers.get(self._service, {}))
 
@@ -733,7 +703,7 @@ class FaultHarness:
     def check_no_trade_in_failsafe(self, ctx: CellContext) -> None:
         if ctx.failsafe_at_ns is None:
             return
-        _, orders, _ = self.collector.snapshot()
+        _, orders, _ = self.collector.streams()
         since = ctx.failsafe_at_ns
         # no order accepted after FAILSAFE began other than the sequence's flatten orders. An order
         # the exchange manager already held at the cell's start was opened before: the collector,
@@ -784,7 +754,7 @@ class FaultHarness:
         or it was in flight at its publisher's kill -9 (counted apart)."""
         time.sleep(0.3)  # what the venue did just now has had the time to come through
         self.ledger.record(self.d)
-        fills_seen, orders_seen, peer = self.collector.snapshot()
+        fills_seen, orders_seen, peer = self.collector.streams()
         horizon = time.time_ns() - NS // 2
         start = self.collector.started_ns
         em_orders = {o["client_order_id"]: o for o in self.em_orders()}
@@ -823,7 +793,7 @@ class FaultHarness:
         deadline = time.monotonic() + 8.0
         while missing > lost and time.monotonic() < deadline:
             time.sleep(0.1)
-            lost = int(self.collector.snapshot()[2].get("lost", 0))
+            lost = int(self.collector.streams()[2].get("lost", 0))
         FIGURES.counted_gaps = lost
         assert missing <= lost, (
             f"{len(missing_fills)} fill(s) and {len(missing_orders)} order(s) never reached the subscriber of "

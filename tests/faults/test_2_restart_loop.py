@@ -129,7 +129,7 @@ def test_restart_loop_of_the_orchestrator_trading_stops_by_dead_man(fault_harnes
         FIGURES.invariants += 1
         time.sleep(1.0)
         ctx.failsafe_at_ns = stopped_at + 2_000_000_000  # dead-man timeout (1 s) plus in-flight orders
-        _, orders, _ = h.collector.snapshot()
+        _, orders, _ = h.collector.streams()
         opened = {cid: o for cid, o in orders.items() if o[0] >= ctx.failsafe_at_ns and o[1] != "flatten"}
         assert not opened, f"orders accepted with the orchestrator FATAL: {opened}"
         FIGURES.invariants += 1

@@ -128,6 +128,8 @@ class Collector:
     ``(topic, envelope)`` pairs to ``items``; read them with ``bodies()`` / ``snapshot()``. It also
     subscribes to the service's heartbeat, and ``start()`` returns once one has arrived: from then
     on the subscription is live (a PUB drops what it sends before a subscriber is connected).
+    A subclass keeps something else by overriding ``_keep`` (called under the lock) and
+    ``_drained`` (after each batch, with the subscriber's gap counters).
     """
 
     def __init__(self, d: Daemon, service: str, prefixes: Iterable[str], *, timeout: float = 10.0) -> None:
@@ -172,16 +174,23 @@ class Collector:
             if topic == self._heartbeat:
                 self._heard.set()
             with self._lock:
-                self.items.append((topic, env))
+                self._keep(topic, env)
 
         try:
             while not self._stop.is_set():
                 if sock.poll(50, zmq.POLLIN):
                     sub.drain(keep)
+                    self._drained(sub)
             self.subscriber_stats = sub.stats()
         finally:
             sock.close(linger=0)
             ctx.term()
+
+    def _keep(self, topic: str, env: proto.Envelope) -> None:
+        self.items.append((topic, env))
+
+    def _drained(self, sub: Subscriber) -> None:
+        pass
 
     def snapshot(self) -> list[tuple[str, proto.Envelope]]:
         with self._lock:

@@ -35,13 +35,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)
 
 
-@pytest.fixture(autouse=True)
-def _clean_trading_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TRADING_"):
-            monkeypatch.delenv(key)
-
-
 @pytest.fixture
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh, short, private run dir (ipc socket paths must stay under ~100 characters)."""

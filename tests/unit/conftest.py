@@ -1,21 +1,13 @@
-"""Shared fixtures for the unit tests: a clean TRADING_* environment, short ipc dirs, a zmq context."""
+"""Shared fixtures for the unit tests: short ipc dirs, a zmq context (the clean TRADING_*
+environment is every suite's, in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
-
-
-@pytest.fixture(autouse=True)
-def _clean_trading_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees (or leaks) TRADING_* settings from the environment it runs in."""
-    for key in list(os.environ):
-        if key.startswith("TRADING_"):
-            monkeypatch.delenv(key)
 
 
 @pytest.fixture
