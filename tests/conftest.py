@@ -1,5 +1,6 @@
-"""The whole run: no test sees TRADING_* settings from the shell it runs in, the logs of a failed
-test's daemons in its report, and the figures the fault and fuzz suites print at the end.
+"""The whole run: no test sees TRADING_* settings from the shell it runs in; short private ipc
+dirs and a zmq context for the suites that build sockets themselves; the logs of a failed test's
+daemons in its report; and the figures the fault and fuzz suites print at the end.
 
 ``make test`` runs in xdist workers, each with its own share of a suite's tests and so its own
 share of the figures: at the end each worker hands its figures to the controller
@@ -10,9 +11,12 @@ the figures of the one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from faults.harness import FIGURES as FAULT_FIGURES
 from fuzz import figures as fuzz_figures
@@ -25,6 +29,25 @@ def _clean_trading_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("TRADING_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def ipc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh, short, private directory for ipc:// endpoints (socket paths must stay under ~100
+    characters)."""
+    path = tmp_path_factory.mktemp("ipc")
+    os.chmod(path, 0o700)
+    assert len(str(path)) < 70, path
+    return path
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
 
 
 @pytest.hookimpl(wrapper=True)

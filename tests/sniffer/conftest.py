@@ -8,13 +8,10 @@ tests in ``test_daemon.py`` use one real daemon under supervisord for the module
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from integration.e2e import suite_fixtures
 
 HERE = Path(__file__).parent
@@ -36,18 +33,6 @@ module_daemon, make_daemon = suite_fixtures(BASE_CONFIG)
 
 
 @pytest.fixture
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh, short, private run dir (ipc socket paths must stay under ~100 characters)."""
-    path = tmp_path_factory.mktemp("snf")
-    os.chmod(path, 0o700)
-    assert len(str(path)) < 70, path
-    return path
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    try:
-        yield context
-    finally:
-        context.destroy(linger=0)
+def run_dir(ipc_dir: Path) -> Path:
+    """The run dir the CLI attaches to (``TRADING_PATHS__RUN_DIR``): a short private one."""
+    return ipc_dir
