@@ -49,9 +49,9 @@ class ExchangeManager:
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode))
-        # Ids carry this process's start time, so a restart never reuses one.
-        self._reconcile_backoff: dict[str, float] = {}
+        self._reconcile_backoff: dict[str, float] = {}  # connector -> next retry delay
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
+        # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
         orders, self.positions, fill_ids = self.journal.load()

@@ -55,10 +55,14 @@ def test_calls_shows_a_status_call_with_its_round_trip(module_daemon: Daemon) ->
     calls = subprocess.Popen([_tool("tradectl"), "bus", "calls", "orchestrator", "--json", "--timeout", "6"],
                              env=clean_environ({"TRADING_CONFIG": str(d.toml_path)}), cwd=d.root, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)  # attached (a CLI start and a connect) before the call is made
-    assert d.tradectl("status").returncode == 0
+    # calls go on until the sniffer ends (--timeout): those made before it had attached are not seen
+    while calls.poll() is None:
+        assert d.tradectl("status").returncode == 0
+        time.sleep(0.3)
     out, err = calls.communicate(timeout=30)
-    mine = [c for c in _lines(out) if c["command"] == "status" and c["caller"] == "tradectl"]
+    # a call whose request went out just before the sniffer attached shows its reply alone
+    mine = [c for c in _lines(out) if c["command"] == "status" and c["caller"] == "tradectl"
+            and c["server_ms"] is not None]
     assert mine, (out, err)
     c = mine[0]
     assert c["service"] == "orchestrator" and c["ok"] is True and not c["pending"]

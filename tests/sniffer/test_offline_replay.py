@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,9 +92,19 @@ def test_a_recorded_price_jump_replayed_offline_makes_a_lone_safety_process_rais
             safety.wait()
 
 
+def _drain_until(sock: zmq.Socket, sub: Subscriber, got: list[proto.Envelope], done: Callable[[], bool],
+                 timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        if sock.poll(50):
+            sub.drain(lambda _topic, env: got.append(env))
+
+
 def test_each_pass_of_a_looped_play_reaches_a_subscriber_as_a_restarted_publisher(tmp_path: Path) -> None:
-    """``play --loop``: the second pass goes out under a newer epoch (the body's bytes unchanged), so
-    a subscriber that saw the first pass takes it as a restarted data router, not stale repeats."""
+    """``play --loop``: each further pass goes out under a newer epoch (the body's bytes unchanged),
+    so a subscriber that saw the pass before takes it as a restarted data router, not stale repeats.
+    Played at 4x (0.3 s a pass), three passes: the first lets the SUB connect (a PUB drops what it
+    sends before), the second and third are judged."""
     run_dir = tmp_path / "run"
     run_dir.mkdir(mode=0o700)
     n = _recording(tmp_path / "rec.tdbus")
@@ -104,20 +116,23 @@ def test_each_pass_of_a_looped_play_reaches_a_subscriber_as_a_restarted_publishe
     sub.subscribe("md.")
     sub.connect(Endpoints(bus, run_dir).pub("data_router"))
     got: list[proto.Envelope] = []
+
+    def third_pass_in() -> bool:
+        return sum(1 for e in got if e.epoch == 3) >= n
+
+    reader = threading.Thread(target=lambda: _drain_until(sock, sub, got, third_pass_in, 15.0), daemon=True)
     try:
-        time.sleep(0.5)  # the SUB connects before the first frame goes out
-        player.play(Reader(tmp_path / "rec.tdbus"), rate=0, start_s=0, topics=(), loop=True,
-                    stop=lambda: player.sent >= 2 * n)
-        deadline = time.monotonic() + 5
-        while len(got) < 2 * n and time.monotonic() < deadline:
-            if sock.poll(100):
-                sub.drain(lambda _topic, env: got.append(env))
+        reader.start()
+        player.play(Reader(tmp_path / "rec.tdbus"), rate=4, start_s=0, topics=(), loop=True,
+                    stop=lambda: player.sent >= 3 * n)
+        reader.join(15)
     finally:
         player.close()
         sock.close(linger=0)
         ctx.term()
-    assert len(got) == 2 * n, f"{len(got)} of {2 * n} delivered"
-    assert {e.epoch for e in got[:n]} == {1} and {e.epoch for e in got[n:]} == {2}
-    assert [e.seq for e in got[n:]] == [e.seq for e in got[:n]]
-    assert [e.body for e in got[n:]] == [e.body for e in got[:n]]
-    assert sub.peers["data_router"].restarts == 1 and sub.peers["data_router"].lost == 0
+    passes = {epoch: [e for e in got if e.epoch == epoch] for epoch in (2, 3)}
+    for epoch, envs in passes.items():
+        assert [e.seq for e in envs] == list(range(1, n + 1)), f"pass {epoch}: {len(envs)} of {n} delivered"
+    assert [e.body for e in passes[3]] == [e.body for e in passes[2]]
+    assert {e.epoch for e in got} <= {1, 2, 3} and sub.peers["data_router"].restarts >= 1
+    assert sub.peers["data_router"].lost == 0
