@@ -22,6 +22,8 @@ class SafetyEventType(str, enum.Enum):
     STALE_FEED = "stale_feed"
     SEQUENCE_GAP = "sequence_gap"
     CROSSED_BOOK = "crossed_book"
+    # The host's disk: a journal that cannot be written (critical), space running low (warning).
+    STATE_DISK = "state_disk"
 
 
 class Severity(str, enum.Enum):

@@ -18,6 +18,7 @@ from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.journal import OrderJournal
+from services.exchange_manager.journal_writes import JournalWrites
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
@@ -54,6 +55,8 @@ class ExchangeManager:
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
+        self.writes = JournalWrites(self.journal.probe, self._journal_failed, self._journal_recovered)
+        self.journal_refusals = 0
         orders, self.positions, fill_ids = self.journal.load()
         self.strategy_positions = StrategyPositions(self.journal.load_strategy_positions())
         self.book.restore(orders, fill_ids)
@@ -67,6 +70,7 @@ class ExchangeManager:
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
         self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
         self.runtime.add_handlers(build_handlers(self))
+        self.runtime.reactor.call_every(1.0, lambda: self.writes.error is not None and self.writes.retry())
         for connector in self.connectors.values():
             connector.connect()
 
@@ -82,14 +86,18 @@ class ExchangeManager:
         same_side = self._working(args.symbol, args.side)
         refusal = self.gate.check(args, position, same_side, self.marks.get(args.symbol), self.gross_exposure())
         if refusal is not None:
-            kind, reason = refusal
-            self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
-                kind=f"order_refused.{kind}", reason=reason, symbol=args.symbol,
-                detail={"side": args.side.value, "qty": args.qty, "strategy": args.strategy}))
-            self.book.rejected += 1
-            raise Refused(reason)
-        record = self.book.new(args, name)
-        self.journal.save_order(record)  # on disk before it leaves: a restart knows it was sent
+            self._refuse(args, *refusal)
+        record = self.book.make(args, name)
+        # On disk before it enters the book and leaves: a restart knows it was sent. A disk that
+        # refuses the write refuses an opening order; a reducing one (a flatten) goes anyway.
+        reducing = self.gate.reduces(args, position, same_side)
+        key = ("order", record.client_order_id)
+        if not reducing and self.writes.failing:
+            self._refuse(args, "journal_unavailable", self._journal_refusal())
+        if not self.writes.write(key, lambda: self.journal.save_order(record)) and not reducing:
+            self.writes.discard(key)
+            self._refuse(args, "journal_unavailable", self._journal_refusal())
+        self.book.add(record)
         self._publish_order(record)
         if args.origin_ts_ns:
             since_tick = time.time_ns() - args.origin_ts_ns
@@ -102,6 +110,30 @@ class ExchangeManager:
             self._record(record)
             raise Refused(str(exc)) from None
         return record
+
+    def _refuse(self, args: OrderArgs, kind: str, reason: str) -> None:
+        self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
+            kind=f"order_refused.{kind}", reason=reason, symbol=args.symbol,
+            detail={"side": args.side.value, "qty": args.qty, "strategy": args.strategy}))
+        self.book.rejected += 1
+        if kind == "journal_unavailable":
+            self.journal_refusals += 1
+        raise Refused(reason)
+
+    def _journal_refusal(self) -> str:
+        return (f"the book of record cannot be written ({self.writes.error}): only orders that reduce a "
+                f"position are sent until the disk takes writes again")
+
+    def _journal_failed(self, error: str) -> None:
+        """Critical: the session must not trade on with a book it cannot keep (→ FAILSAFE, whose
+        flatten still goes: see ``journal_writes.py``)."""
+        self.runtime.publisher.publish(proto.topics.SAFETY, proto.SafetyEvent(
+            event_type=proto.SafetyEventType.STATE_DISK, severity=proto.Severity.CRITICAL, symbol="*",
+            message=f"the exchange manager's book of record cannot be written: {error}"))
+
+    def _journal_recovered(self, held: int) -> None:
+        self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
+            kind="journal_recovered", reason=f"book of record written again: {held} held write(s) on disk"))
 
     def _working(self, symbol: str, side: proto.Side, strategy: str | None = None) -> float:
         """Quantity still to reach the position on one side of a symbol: open orders not being
@@ -172,7 +204,7 @@ class ExchangeManager:
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        self.journal.save_fill(fill, record, position, strategies)
+        self.writes.write(("fill", fill.fill_id), lambda: self.journal.save_fill(fill, record, position, strategies))
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
@@ -191,7 +223,8 @@ class ExchangeManager:
             if cid in self.book.orders:
                 self._record(self.book.orders[cid])
         if outcome.position_mismatches:
-            self.journal.save_positions({s: self.positions[s] for s in outcome.position_mismatches})
+            corrected = {s: self.positions[s] for s in outcome.position_mismatches}
+            self.writes.write(("positions", ",".join(sorted(corrected))), lambda: self.journal.save_positions(corrected))
         level = logging.INFO if outcome.ok and not outcome.position_mismatches else logging.WARNING
         log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
                 outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
@@ -220,7 +253,7 @@ class ExchangeManager:
         self.runtime.reactor.call_later(delay, again)
 
     def _record(self, record: OrderRecord) -> None:
-        self.journal.save_order(record)
+        self.writes.write(("order", record.client_order_id), lambda: self.journal.save_order(record))
         self._publish_order(record)
 
     def _publish_order(self, record: OrderRecord) -> None:
@@ -258,6 +291,7 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
+            "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
             "reconciled": bool(last and last.ok),
             "tick_to_order": self.tick_to_order.snapshot(),
         }

@@ -96,14 +96,22 @@ class OrderBook:
             self._fill_ids.add(fill_id)
             self._fill_order.append(fill_id)
 
-    def new(self, args: OrderArgs, connector: str) -> OrderRecord:
+    def make(self, args: OrderArgs, connector: str) -> OrderRecord:
+        """A new order under a fresh client order id, not yet in the book: it enters with ``add``
+        once it is journalled, so a write that fails leaves no phantom order behind."""
         now = time.time_ns()
-        record = OrderRecord(f"{self._prefix}-{next(self._numbers)}", args.symbol, args.side, args.qty,
-                             args.order_type, args.limit_price, args.strategy, connector,
-                             created_ns=now, updated_ns=now, reduce_only=args.reduce_only)
+        return OrderRecord(f"{self._prefix}-{next(self._numbers)}", args.symbol, args.side, args.qty,
+                           args.order_type, args.limit_price, args.strategy, connector,
+                           created_ns=now, updated_ns=now, reduce_only=args.reduce_only)
+
+    def add(self, record: OrderRecord) -> None:
         self.orders[record.client_order_id] = record
         self._open[record.client_order_id] = record
         self.submitted += 1
+
+    def new(self, args: OrderArgs, connector: str) -> OrderRecord:
+        record = self.make(args, connector)
+        self.add(record)
         return record
 
     def reject(self, record: OrderRecord, reason: str) -> None:

@@ -9,6 +9,11 @@ Checks, in order (the first that fails is the refusal's reason):
      must reduce;
   3. max order quantity and notional; 4. max position per symbol (counting open orders on the same
      side); 5. max gross exposure; 6. order rate per second.
+
+An order that only reduces a position (the failsafe's and the operator's flatten) skips 3-6: those
+limits bound risk, and a step toward safety is never refused by the gate's own limits (a FAILSAFE
+whose flatten orders were refused by ``max_orders_per_s`` ended NOT SAFE with a position open). It
+still counts toward the order rate, so opening orders right after a flatten find the budget used.
 """
 
 from __future__ import annotations
@@ -53,12 +58,7 @@ class RiskGate:
         gross_exposure: float,
     ) -> tuple[str, str] | None:
         """None if the order may go; otherwise ``(kind, reason)``."""
-        limits = self._limits
-        signed = order.qty * order.side.sign
-        # Reducing: against the position, and not past zero counting the orders on the same side
-        # still working (several reducing orders in flight must not flip the position together).
-        reduces = (abs(position) > EPSILON and signed * position < 0
-                   and open_same_side + order.qty <= abs(position) + EPSILON)
+        reduces = self.reduces(order, position, open_same_side)
         if not self._trading_allowed() and not reduces:
             return self._refuse("trading_disabled", "trading is not enabled (session not live, disabled, "
                                                     "or no word from the orchestrator): only reducing orders pass")
@@ -67,33 +67,47 @@ class RiskGate:
         if (self.mode == "reduce_only" or order.reduce_only) and not reduces:
             return self._refuse("reduce_only", f"reduce-only: {order.side.value} {order.qty:g} {order.symbol} "
                                                f"would not reduce the position {position:g}")
-        price = order.limit_price if order.order_type == "limit" else mark
-        if price is None and not reduces:
-            return self._refuse("no_price", f"no market price for {order.symbol} yet")
-        if order.qty > limits.max_order_qty:
-            return self._refuse("max_order_qty", f"quantity {order.qty:g} over max_order_qty {limits.max_order_qty:g}")
-        # A reducing market order with no price yet (an exchange manager restarted in FAILSAFE,
-        # before its first quote) can only lower exposure: it is not held back for its notional.
-        notional = order.qty * price if price is not None else 0.0
-        if notional > limits.max_order_notional:
-            return self._refuse("max_order_notional",
-                                f"notional {notional:,.2f} over max_order_notional {limits.max_order_notional:,.2f}")
-        if not reduces:
-            worst = abs(position + (open_same_side + order.qty) * order.side.sign)
-            if worst > limits.max_position + EPSILON:
-                return self._refuse("max_position", f"position in {order.symbol} could reach {worst:g}, "
-                                                    f"over max_position {limits.max_position:g}")
-            if gross_exposure + notional > limits.max_gross_exposure:
-                return self._refuse("max_gross_exposure",
-                                    f"gross exposure would be {gross_exposure + notional:,.2f}, "
-                                    f"over max_gross_exposure {limits.max_gross_exposure:,.2f}")
         now = time.monotonic()
         while self._recent and now - self._recent[0] >= 1.0:
             self._recent.popleft()
-        if len(self._recent) >= limits.max_orders_per_s:
-            return self._refuse("max_orders_per_s", f"order rate over max_orders_per_s {limits.max_orders_per_s}")
+        if not reduces:
+            refusal = self._limits_refusal(order, position, open_same_side, mark, gross_exposure)
+            if refusal is not None:
+                return refusal
         self._recent.append(now)
         self.passed += 1
+        return None
+
+    @staticmethod
+    def reduces(order: OrderArgs, position: float, open_same_side: float) -> bool:
+        """Against the position, and not past zero counting the orders on the same side still
+        working (several reducing orders in flight must not flip the position together)."""
+        return (abs(position) > EPSILON and order.qty * order.side.sign * position < 0
+                and open_same_side + order.qty <= abs(position) + EPSILON)
+
+    def _limits_refusal(self, order: OrderArgs, position: float, open_same_side: float, mark: float | None,
+                        gross_exposure: float) -> tuple[str, str] | None:
+        """Checks 3-6, for an order that opens or increases a position."""
+        limits = self._limits
+        price = order.limit_price if order.order_type == "limit" else mark
+        if price is None:
+            return self._refuse("no_price", f"no market price for {order.symbol} yet")
+        if order.qty > limits.max_order_qty:
+            return self._refuse("max_order_qty", f"quantity {order.qty:g} over max_order_qty {limits.max_order_qty:g}")
+        notional = order.qty * price
+        if notional > limits.max_order_notional:
+            return self._refuse("max_order_notional",
+                                f"notional {notional:,.2f} over max_order_notional {limits.max_order_notional:,.2f}")
+        worst = abs(position + (open_same_side + order.qty) * order.side.sign)
+        if worst > limits.max_position + EPSILON:
+            return self._refuse("max_position", f"position in {order.symbol} could reach {worst:g}, "
+                                                f"over max_position {limits.max_position:g}")
+        if gross_exposure + notional > limits.max_gross_exposure:
+            return self._refuse("max_gross_exposure",
+                                f"gross exposure would be {gross_exposure + notional:,.2f}, "
+                                f"over max_gross_exposure {limits.max_gross_exposure:,.2f}")
+        if len(self._recent) >= limits.max_orders_per_s:
+            return self._refuse("max_orders_per_s", f"order rate over max_orders_per_s {limits.max_orders_per_s}")
         return None
 
     def _refuse(self, kind: str, reason: str) -> tuple[str, str]:

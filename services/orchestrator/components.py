@@ -18,6 +18,7 @@ class Component:
     restarts: int = 0  # new epochs seen after the first
     trading_enabled: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    stats_at: float | None = None  # time.monotonic() of the heartbeat that brought ``stats``
     # supervisord gave up on it (FATAL, from the event listener): missing for good until it is
     # heard from again with a new epoch (an operator started it).
     fatal: bool = False
@@ -46,6 +47,7 @@ class ComponentTracker:
             comp.pid = body.pid
             comp.trading_enabled = body.trading_enabled
             comp.stats = body.stats
+            comp.stats_at = comp.last_seen
 
     def mark_fatal(self, name: str) -> bool:
         """Record that supervisord gave up on ``name``; False if it is not a tracked process."""

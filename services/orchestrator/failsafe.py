@@ -6,7 +6,10 @@
   5. report (the orchestrator then alerts and writes the incident report).
 
 Every step is a command with a timeout and retries; a step that fails is recorded and the
-sequence goes on (stopping orders comes first and needs no other step to succeed).
+sequence goes on (stopping orders comes first and needs no other step to succeed). A sequence
+whose attempts all end not flat is not over: ``retry`` runs further rounds (stop new orders
+again, for a process restarted meanwhile; cancel; flatten; verify) until the venue confirms flat
+(``failsafe_runner.py`` paces them).
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ import time
 from typing import Any
 
 from bus import CommandClient, CommandTimeout
+from services.backoff import Backoff
 from services.orchestrator.incident import IncidentReport, Step
 from services.orchestrator.settings import FailsafeSettings
+
+# Waiting on the venue inside one verify step: asked again soon while an answer is about to come,
+# then less and less often (the venue is slow or holds something): never a spin.
+AWAIT_POLL_S = (0.002, 0.05)
+VERIFY_AGAIN_S = (0.005, 0.25)
 
 
 def run_step(report: IncidentReport | None, name: str, client: CommandClient, command: str,
@@ -29,7 +38,7 @@ def run_step(report: IncidentReport | None, name: str, client: CommandClient, co
         ok, detail, result = False, str(exc), {}
     step = Step(name, ok, (time.perf_counter() - t0) * 1000, detail)
     if report is not None:
-        report.steps.append(step)
+        report.add_step(step)
     return step, result
 
 
@@ -40,36 +49,57 @@ class FailsafeSequence:
         self._exchange = exchange
 
     def run(self, report: IncidentReport) -> bool:
-        """Run the whole sequence into ``report``; True when the venue confirmed flat."""
-        reason = {"reason": f"failsafe: {report.trigger}"}
+        """The first attempts, into ``report``; True when the venue confirmed flat."""
         report.before = self._book()
-        engine, _ = run_step(report, "stop new orders: disable engine", self._engine, "disable_trading", reason)
-        gate, _ = run_step(report, "stop new orders: close the gate", self._exchange, "disable_trading", reason)
+        engine, gate = self._stop_new_orders(report)
         flat = False
         for attempt in range(1, self._cfg.attempts + 1):
-            run_step(report, f"cancel every open order (attempt {attempt})", self._exchange, "cancel_all")
-            run_step(report, f"flatten every position (attempt {attempt})", self._exchange, "flatten")
-            flat = self._verify(report, attempt)
+            flat = self._round(report, str(attempt))
             if flat:
                 break
         report.after = self._book()
         report.ok = engine.ok and gate.ok and flat
         return flat
 
-    def _verify(self, report: IncidentReport, attempt: int) -> bool:
+    def retry(self, report: IncidentReport, round_no: int) -> bool:
+        """One more round after the first attempts left the venue not flat; True once it is.
+
+        New orders are stopped again first: a process restarted since the first round must hear it
+        from the sequence too, not only from its session follower."""
+        report.retry_rounds = round_no
+        engine, gate = self._stop_new_orders(report, f" (retry {round_no})")
+        flat = self._round(report, f"retry {round_no}")
+        report.after = self._book()
+        report.ok = report.ok or (engine.ok and gate.ok and flat)
+        return flat
+
+    def _stop_new_orders(self, report: IncidentReport, label: str = "") -> tuple[Step, Step]:
+        reason = {"reason": f"failsafe: {report.trigger}"}
+        engine, _ = run_step(report, f"stop new orders: disable engine{label}", self._engine, "disable_trading", reason)
+        gate, _ = run_step(report, f"stop new orders: close the gate{label}", self._exchange, "disable_trading", reason)
+        return engine, gate
+
+    def _round(self, report: IncidentReport, label: str) -> bool:
+        run_step(report, f"cancel every open order (attempt {label})", self._exchange, "cancel_all")
+        run_step(report, f"flatten every position (attempt {label})", self._exchange, "flatten")
+        return self._verify(report, label)
+
+    def _verify(self, report: IncidentReport, attempt: str) -> bool:
         """Reconcile the exchange manager with every venue, again and again, until the venues say
         flat or ``verify_timeout_s`` runs out: orders still on their way (a slow venue) get the time
-        to land instead of being flattened a second time."""
+        to land instead of being flattened a second time. Between asks it backs off, so a slow venue
+        is asked a few times a second, not a hundred."""
         t0 = time.perf_counter()
         name = f"verify flat at the venue (attempt {attempt})"
         deadline = time.monotonic() + self._cfg.verify_timeout_s
         detail = "no answer from the venue"
+        again = Backoff(*VERIFY_AGAIN_S)
         while time.monotonic() < deadline:
             step, started = run_step(None, name, self._exchange, "reconcile")
             runs: dict[str, int] = started.get("runs", {})
             if not step.ok or not runs:
                 detail = step.detail if not step.ok else "no venue connected to verify against"
-                time.sleep(0.01)
+                self._sleep(again.next(), deadline)
                 continue
             done = self._await_runs(runs, deadline)
             if done is None:
@@ -78,7 +108,7 @@ class FailsafeSequence:
             if stale:
                 # older than fills already applied: it says nothing about now; ask again
                 detail = stale[0]
-                time.sleep(0.02)
+                self._sleep(again.next(), deadline)
                 continue
             open_orders = sum(max(0, o["venue_open_orders"]) for o in done)
             positions = {s: q for o in done for s, q in o["venue_positions"].items() if abs(q) > 1e-9}
@@ -86,16 +116,20 @@ class FailsafeSequence:
             # landing after the verdict would reverse the position it has just confirmed flat.
             in_flight = sum(o.get("in_flight", 0) for o in done)
             if all(o["ok"] for o in done) and open_orders == 0 and not positions and in_flight == 0:
-                report.steps.append(Step(name, True, (time.perf_counter() - t0) * 1000,
-                                         "venue confirms no open order and no position"))
+                report.add_step(Step(name, True, (time.perf_counter() - t0) * 1000,
+                                     "venue confirms no open order and no position"))
                 return True
             detail = (f"venue still has {open_orders} open order(s) and positions {positions}; "
                       f"{in_flight} order(s) on their way to it")
             if in_flight == 0 and not self._orders_in_flight():
                 break  # nothing of ours is still on its way to change that: go round again now
-            time.sleep(0.005)
-        report.steps.append(Step(name, False, (time.perf_counter() - t0) * 1000, detail))
+            self._sleep(again.next(), deadline)
+        report.add_step(Step(name, False, (time.perf_counter() - t0) * 1000, detail))
         return False
+
+    @staticmethod
+    def _sleep(delay_s: float, deadline: float) -> None:
+        time.sleep(max(0.0, min(delay_s, deadline - time.monotonic())))
 
     def _orders_in_flight(self) -> bool:
         """Whether the exchange manager has orders still on their way; with no answer, assume so
@@ -107,13 +141,14 @@ class FailsafeSequence:
 
     def _await_runs(self, runs: dict[str, int], deadline: float) -> list[dict[str, Any]] | None:
         """The outcomes of the given reconciliation runs, once every one has finished."""
+        poll = Backoff(*AWAIT_POLL_S, factor=1.5)
         while time.monotonic() < deadline:
             _, result = run_step(None, "reconciliation", self._exchange, "reconciliation")
             outcomes = result.get("outcomes", {})
             done = [outcomes[c] for c in runs if outcomes.get(c, {}).get("run", 0) >= runs[c]]
             if len(done) == len(runs):
                 return done
-            time.sleep(0.002)
+            self._sleep(poll.next(), deadline)
         return None
 
     def _book(self) -> dict[str, Any]:

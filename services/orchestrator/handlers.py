@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import proto
 from bus.command_server import Handler
-from proto.commands import FailsafeArgs, NoArgs, ReasonArgs
+from proto.commands import FailsafeArgs, NoArgs, ReasonArgs, SymbolArgs
 from services.orchestrator.state_machine import IllegalTransition
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         return refusing("open", args.reason, lambda: orch.open_market(args.reason))
 
     def close(args: ReasonArgs) -> dict[str, Any]:
-        """``close``: market close: flatten (``orchestrator.close_flatten``), end the session
-        (→ SHUTDOWN), write the end-of-day report and archive the session's logs. Refused while
-        a FAILSAFE sequence is still running.
+        """``close``: market close: flatten (``orchestrator.close_flatten``; always in FAILSAFE),
+        end the session (→ SHUTDOWN), write the end-of-day report and archive the session's logs.
+        A FAILSAFE sequence still retrying finishes its round and stops.
 
         Wire: ``Command(name="close", args={"reason": str})`` → ``ok(state, report, report_md, archive)``.
         CLI: ``tradectl close``.
@@ -81,6 +81,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
     def failsafe(args: FailsafeArgs) -> dict[str, Any]:
         """``failsafe``: stop trading now (LIVE/DEGRADED → FAILSAFE) and run the failsafe sequence.
+        In FAILSAFE: a round of the sequence now (the venue not flat yet, or holding something again).
 
         Wire: ``Command(name="failsafe", args={"reason": str})``.
         CLI: ``tradectl failsafe --reason TEXT``.
@@ -88,7 +89,8 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         return refusing("failsafe", args.reason, lambda: orch.trigger_failsafe(args.reason))
 
     def reset(args: ReasonArgs) -> dict[str, Any]:
-        """``reset``: FAILSAFE → READY once the failsafe sequence has finished; then ``open`` again.
+        """``reset``: FAILSAFE → READY once the failsafe sequence has finished and the venue holds
+        no position and no open order (refused with what it holds otherwise); then ``open`` again.
 
         Wire: ``Command(name="reset", args={"reason": str})``.  CLI: ``tradectl reset``.
         """
@@ -96,14 +98,29 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
     def shutdown(args: ReasonArgs) -> dict[str, Any]:
         """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
-        up; the next orchestrator start begins a new session. Refused while a FAILSAFE sequence is
-        still running (it is bounded; halfway through it would leave positions open).
+        up; the next orchestrator start begins a new session. Never refused for a FAILSAFE sequence
+        under way: its current round finishes, no other follows, and the reason says what is left.
 
         Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
         """
         return refusing("shutdown", args.reason, lambda: orch.shutdown(args.reason))
 
+    def flatten(args: SymbolArgs) -> dict[str, Any]:
+        """``flatten``: in FAILSAFE, a round of the failsafe sequence now (stop new orders, cancel,
+        flatten, verify flat); otherwise the exchange manager cancels and flattens (all symbols, or
+        ``symbol``) while the strategies keep running.
+
+        Wire: ``Command(name="flatten", args={"symbol": str | None})`` → ``ok(state, failsafe_round=True)``
+        in FAILSAFE, else ``ok(state, orders=[client order ids sent])``.
+        CLI: ``tradectl flatten [--symbol S]``.
+        """
+        done: dict[str, Any] = {}
+        result = refusing("flatten", f"flatten {args.symbol or 'every symbol'}",
+                          lambda: done.update(orch.flatten(args.symbol)))
+        return {**result, **done}
+
     return {
+        "flatten": flatten,
         "state": state, "status": status, "stats": stats, "open": open_, "close": close,
         "recover": recover, "failsafe": failsafe, "reset": reset, "shutdown": shutdown,
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,11 @@ class Step:
     ok: bool
     duration_ms: float
     detail: str
+
+
+# A sequence that keeps retrying (the venue will not confirm flat) adds steps every round; the
+# report keeps the first ones (what happened at once) and the latest ones (what happens now).
+MAX_STEPS, KEEP_FIRST_STEPS = 200, 50
 
 
 @dataclass
@@ -33,6 +38,19 @@ class IncidentReport:
     # The sequence's outcome: new orders stopped in both places and the venue confirmed flat.
     # A step that failed and was retried successfully shows in ``steps`` but does not make it false.
     ok: bool = False
+    # Rounds of cancel/flatten/verify after the first attempts, while the venue was not flat.
+    retry_rounds: int = 0
+    steps_omitted: int = 0
+
+    def add_step(self, step: Step) -> None:
+        self.steps.append(step)
+        if len(self.steps) > MAX_STEPS:
+            del self.steps[KEEP_FIRST_STEPS]
+            self.steps_omitted += 1
+
+    def snapshot(self) -> "IncidentReport":
+        """A copy another thread may write out while the sequence goes on adding steps."""
+        return replace(self, steps=list(self.steps), timeline=list(self.timeline))
 
     def write(self, directory: Path) -> tuple[Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -56,6 +74,10 @@ class IncidentReport:
             f"- Outcome: {'trading stopped and flat at the venue' if self.ok else 'NOT SAFE: see the steps below'}"
             + (f" ({sum(not s.ok for s in self.steps)} step(s) failed and were retried)"
                if self.ok and not all(s.ok for s in self.steps) else ""),
+            *([f"- Retry rounds after the first attempts: {self.retry_rounds}"
+               + ("" if self.ok or self.finished_at is not None else " (still retrying)")] if self.retry_rounds else []),
+            *([f"- Steps not listed (between the first {KEEP_FIRST_STEPS} and the latest): {self.steps_omitted}"]
+              if self.steps_omitted else []),
             "",
             "## Steps",
             "",

@@ -2,6 +2,11 @@
 
 ``synchronous=FULL`` in WAL mode fsyncs the log on every commit, so when ``record`` returns the
 transition survives a kill -9 or a power cut, and only then is it acknowledged or published.
+
+``SessionJournal`` is the policy on top when the disk fails (full, read-only, gone): a transition
+toward safety (DEGRADED, FAILSAFE, SHUTDOWN) is never refused for it. It takes effect at once and
+its write is kept in memory and retried until it lands; a transition toward risk (READY, LIVE)
+needs its write to land, and nothing unwritten before it, or it is refused.
 """
 
 from __future__ import annotations
@@ -80,6 +85,14 @@ class Journal:
         with self._transaction():
             self._save(counters)
 
+    def record_all(self, transitions: list[Transition], counters: SessionCounters) -> None:
+        """Several transitions and the latest counters in one transaction (the writes a failing
+        disk held back)."""
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO transitions VALUES (?, ?, ?, ?, ?, ?)", [
+                (counters.session_id, t.no, t.ts, t.old.value, t.new.value, t.reason) for t in transitions])
+            self._save(counters)
+
     def transitions(self, session_id: str, last: int = 50) -> list[Transition]:
         rows = self._db.execute(
             "SELECT no, ts, old, new, reason FROM transitions WHERE session_id = ? ORDER BY no DESC LIMIT ?",
@@ -100,6 +113,86 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+
+TOWARD_SAFETY = frozenset({OrchestratorState.DEGRADED, OrchestratorState.FAILSAFE, OrchestratorState.SHUTDOWN})
+WRITE_ERRORS = (sqlite3.Error, OSError)
+
+
+class JournalUnavailable(Exception):
+    """A transition toward risk that could not be made durable; it did not happen."""
+
+
+class SessionJournal:
+    """The journal, failing closed: see the module docstring."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.error: str | None = None  # the latest write failure, while writes are held back
+        self.failures = 0
+        self._held: list[Transition] = []
+        self._counters: SessionCounters | None = None  # the latest counters not yet written
+
+    @property
+    def held(self) -> int:
+        """Writes held back: transitions, plus one for the counters (kept with every held write)."""
+        return len(self._held) + (self._counters is not None)
+
+    def record(self, transition: Transition, counters: SessionCounters) -> bool:
+        """Journal a transition; True once durable. A transition toward safety that could not be
+        written is held for ``retry`` (False); one toward risk raises ``JournalUnavailable``."""
+        safe = transition.new in TOWARD_SAFETY
+        if self.held and not safe and not self.retry():
+            raise JournalUnavailable(f"the journal cannot be written ({self.error}); "
+                                     f"{self.held} write(s) still held back")
+        try:
+            if self.held:
+                self.journal.record_all([*self._held, transition], counters)
+            else:
+                self.journal.record(transition, counters)
+        except WRITE_ERRORS as exc:
+            self._failed(exc)
+            if not safe:
+                raise JournalUnavailable(f"the journal cannot be written: {exc}") from None
+            self._held.append(transition)
+            self._counters = counters
+            return False
+        self._written()
+        return True
+
+    def save_counters(self, counters: SessionCounters) -> bool:
+        try:
+            if self.held:
+                self.journal.record_all(self._held, counters)
+            else:
+                self.journal.save_counters(counters)
+        except WRITE_ERRORS as exc:
+            self._failed(exc)
+            self._counters = counters
+            return False
+        self._written()
+        return True
+
+    def retry(self) -> bool:
+        """Write what was held back; True when nothing is held any more."""
+        if self._counters is None:  # set with every held write: nothing is held
+            return True
+        try:
+            self.journal.record_all(self._held, self._counters)
+        except WRITE_ERRORS as exc:
+            self._failed(exc)
+            return False
+        self._written()
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.error = f"{type(exc).__name__}: {exc}"
+
+    def _written(self) -> None:
+        self._held.clear()
+        self._counters = None
+        self.error = None
 
 
 class _Tx:

@@ -25,12 +25,14 @@ from bus.endpoints import VENUE_NAMES
 from proto import OrchestratorState as S
 from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
+from services.orchestrator.disk_watch import MIB, DiskWatch
 from services.orchestrator.end_of_day import archive_logs, ask, build_report, flatten_for_close, write_report
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.failsafe import FailsafeSequence, run_step
+from services.orchestrator.failsafe_runner import FailsafeRunner
 from services.orchestrator.health import Assessment, HealthMonitor
 from services.orchestrator.incident import IncidentReport
-from services.orchestrator.journal import Journal, SessionCounters
+from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
 from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
@@ -65,9 +67,13 @@ class LiveTradingOrchestrator:
         self._safety_events = 0
         self._safety_by_type: dict[tuple[str, str], int] = {}
         self._metrics: MetricsServer | None = None
-        self._failsafe_thread: threading.Thread | None = None
         self._process_alerts: dict[str, int] = {}
         self._last_trading_command: dict[str, float] = {}
+        self._disk_problems: list[str] = []
+        self._last_disk_check = 0.0
+        self._journal_alerted = False
+        self._holdings_since: float | None = None
+        self._flat_verified_at: float | None = None  # time.monotonic() of the latest flat verify
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -166,6 +172,7 @@ class LiveTradingOrchestrator:
         if missing:
             raise Refused(f"open: not healthy: missing {', '.join(missing)}")
         self._require_reconciled("open")
+        self._require_storage("open")
         self._transition(S.LIVE, reason)
 
     def _reconciled(self) -> bool:
@@ -176,17 +183,43 @@ class LiveTradingOrchestrator:
         if not self._reconciled():
             raise Refused(f"{action}: the exchange manager has not reconciled with its venues yet")
 
+    def _require_storage(self, action: str) -> None:
+        """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
+        if self._disk_problems:
+            raise Refused(f"{action}: {'; '.join(self._disk_problems)}")
+        if self._session_journal.held and not self._session_journal.retry():
+            raise Refused(f"{action}: the session journal cannot be written ({self._session_journal.error})")
+        book = self._components.components["exchange_manager"].stats.get("journal", {})
+        if book.get("error"):
+            raise Refused(f"{action}: the exchange manager's book of record cannot be written ({book['error']})")
+
+    def _venue_holdings(self) -> str | None:
+        """What the book of record (reconciled with the venues) still holds, or None when flat. A
+        heartbeat older than the failsafe's latest "venue verified flat" says nothing newer than it."""
+        em = self._components.components["exchange_manager"]
+        if self._flat_verified_at is not None and (em.stats_at or 0.0) <= self._flat_verified_at:
+            return None
+        stats = em.stats
+        positions = {s: q for s, q in stats.get("positions", {}).items() if abs(q) > 1e-9}
+        open_orders = stats.get("open_orders", 0)
+        if not positions and not open_orders:
+            return None
+        return f"positions {positions} and {open_orders} open order(s)"
+
     def close_market(self, reason: str = "market close") -> dict[str, Any]:
         """Market close: flatten (if set), end the session, write the end-of-day report, archive
         the session's logs. Returns where the report and archive are."""
         state = self.get_state()
         if not self._machine or not self._machine.can(S.SHUTDOWN):
             raise Refused(f"session is {state.value}; nothing to close")
-        self._refuse_while_failsafe_runs("close")
         flatten = "not requested"
-        if state in (S.LIVE, S.DEGRADED) and self.settings.orchestrator.close_flatten:
+        # In FAILSAFE a close flattens whatever the sequence has not got flat yet (its own rounds
+        # and this flatten are both sized from what is still working: together they never reverse).
+        if state in (S.LIVE, S.DEGRADED, S.FAILSAFE) and (self.settings.orchestrator.close_flatten
+                                                           or state == S.FAILSAFE):
             flatten = flatten_for_close(self._peers["engine"], self._peers["exchange_manager"],
                                         self.settings.orchestrator.close_flatten_timeout_s)
+        self._end_failsafe_rounds()
         self._transition(S.SHUTDOWN, f"{reason} (flatten: {flatten})")
         return self._end_of_day()
 
@@ -208,20 +241,35 @@ class LiveTradingOrchestrator:
         return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
-        self._refuse_while_failsafe_runs("shutdown")
+        """End the session. Never refused for a FAILSAFE sequence under way: its current round
+        (cancel, flatten, verify) still finishes, no round follows, and the reason says so."""
+        if self.get_state() != S.SHUTDOWN and self._end_failsafe_rounds():
+            reason += f" (failsafe sequence stopped before the venue was verified flat: {self._venue_holdings() or 'book flat'})"
         self._transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
 
-    def _refuse_while_failsafe_runs(self, action: str) -> None:
-        # Ending the session halfway through cancel/flatten/verify would leave what it had not
-        # reached yet open; the sequence is bounded (steps × timeouts), so wait for it.
-        if self._counters.failsafe_pending is not None:
-            raise Refused(f"the failsafe sequence is still running; {action} once it has finished "
-                          f"(tradectl status shows failsafe_pending)")
+    def _end_failsafe_rounds(self) -> bool:
+        """No further failsafe round (the session is ending); True if one was still going on."""
+        running = self._runner.running
+        self._runner.stop()
+        return running
+
+    def flatten(self, symbol: str | None) -> dict[str, Any]:
+        """In FAILSAFE: a round of the failsafe sequence now (stop new orders, cancel, flatten,
+        verify), whether its retries are pausing or it had finished. Otherwise: the exchange
+        manager flattens (cancel, then reduce-only market orders); strategies keep running."""
+        if self.get_state() == S.FAILSAFE:
+            self._failsafe_again("operator flatten")
+            return {"failsafe_round": True}
+        step, result = run_step(None, "flatten", self._peers["exchange_manager"], "flatten", {"symbol": symbol})
+        if not step.ok:
+            raise Refused(f"flatten: {step.detail}")
+        return {"orders": result.get("orders", [])}
 
     def trigger_failsafe(self, reason: str) -> None:
         state = self.get_state()
         if state == S.FAILSAFE:
-            raise Refused("session is already in failsafe")
+            self._failsafe_again(f"failsafe again: {reason}")  # try again now: never refused
+            return
         if state not in (S.LIVE, S.DEGRADED):
             raise Refused(f"session is {state.value}: nothing is trading; failsafe applies in live or degraded")
         if state == S.LIVE:
@@ -229,9 +277,16 @@ class LiveTradingOrchestrator:
         self._transition(S.FAILSAFE, reason)
 
     def reset(self, reason: str = "operator reset") -> None:
+        """FAILSAFE → READY, only once the sequence has finished and the venue holds nothing."""
         self._require(S.FAILSAFE, "reset")
-        if self._counters.failsafe_pending is not None:
-            raise Refused("the failsafe sequence has not finished; reset once it has (see the incident report)")
+        if self._counters.failsafe_pending is not None or self._runner.running:
+            raise Refused("the failsafe sequence has not finished (the venue is not verified flat yet); reset once "
+                          "it has (tradectl status: failsafe_pending; tradectl flatten tries again now)")
+        holdings = self._venue_holdings()
+        if holdings is not None:
+            raise Refused(f"reset: the venue still holds {holdings}; flatten first (tradectl flatten)")
+        self._require_reconciled("reset")
+        self._require_storage("reset")
         self._transition(S.READY, reason)
 
     def recover(self, reason: str = "operator recover") -> None:
@@ -245,6 +300,7 @@ class LiveTradingOrchestrator:
         if assessment.healthy_connectors == 0:
             raise Refused("no connector is healthy")
         self._require_reconciled("recover")
+        self._require_storage("recover")
         step, _ = run_step(None, "reset safety", self._safety, "reset", {"reason": reason})
         if not step.ok:
             raise Refused(f"safety reset failed: {step.detail}")
@@ -255,13 +311,13 @@ class LiveTradingOrchestrator:
     def _build(self) -> None:
         settings = self.settings
         self._journal = Journal(settings.paths.state_dir / settings.orchestrator.journal_file)
+        self._session_journal = SessionJournal(self._journal)
         restored = self._journal.restore()
         if restored is None:
             state, done, counters = S.STARTUP, 0, SessionCounters()
         else:
             state, done, counters = restored.state, restored.transitions_done, restored.counters
             counters.orchestrator_restarts += 1
-        self._journal.save_counters(counters)
         self._counters = counters
         self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
                                  backups=settings.orchestrator.session_log_backups)
@@ -289,11 +345,16 @@ class LiveTradingOrchestrator:
         fs = oset.failsafe
         failsafe_clients = {name: self._runtime.client(name, timeout_s=fs.step_timeout_s, retries=2)
                             for name in TRADING_PEERS}
-        self._failsafe = FailsafeSequence(fs, failsafe_clients["engine"], failsafe_clients["exchange_manager"])
-        # Stopping in the middle of the sequence: give it a moment before its sockets close; if it
-        # has not finished, the journal still holds the trigger and the next start finishes it.
-        self._runtime.before_close(lambda: self._failsafe_thread and self._failsafe_thread.join(FAILSAFE_JOIN_S))
+        self._runner = FailsafeRunner(
+            FailsafeSequence(fs, failsafe_clients["engine"], failsafe_clients["exchange_manager"]), fs, self._post)
+        # Stopping in the middle of the sequence: give its round a moment before its sockets close;
+        # the journal still holds the trigger and the next start goes on with it.
+        self._runtime.before_close(self._stop_failsafe_for_exit)
         self._alerter = Alerter(fs)
+        self._save_counters()
+        self._disk = DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
+                               int(oset.min_free_disk_mb * MIB))
+        self._runtime.reactor.call_every(1.0, self._retry_journal)
         self._health = HealthMonitor(oset.health)
         self._last_assessment = 0.0
         self._healthy_since: float | None = None
@@ -359,7 +420,8 @@ class LiveTradingOrchestrator:
         return self._machine.transition(new, reason)
 
     def _record(self, transition: Transition) -> None:
-        """Journal the transition with the counters it changes, fsynced, before it takes effect."""
+        """Journal the transition with the counters it changes, fsynced, before it takes effect.
+        A transition toward safety takes effect even when the disk refuses it (written later)."""
         counters = dataclasses.replace(self._counters, degradations=list(self._counters.degradations))
         if transition.new == S.FAILSAFE:
             counters.failsafe_activations += 1
@@ -371,8 +433,65 @@ class LiveTradingOrchestrator:
                 counters.degradations = []  # an operator reset starts the count afresh
         elif transition.new == S.LIVE:
             counters.auto_open_pending = False
-        self._journal.record(transition, counters)
+        try:
+            written = self._session_journal.record(transition, counters)
+        except JournalUnavailable as exc:
+            raise Refused(f"{transition.old.value} → {transition.new.value} refused: {exc}") from None
         self._counters = counters
+        if not written:
+            self._journal_failed()
+
+    def _save_counters(self) -> None:
+        if not self._session_journal.save_counters(self._counters):
+            self._journal_failed()
+
+    def _journal_failed(self) -> None:
+        """The journal cannot be written: a critical STATE_DISK event (→ FAILSAFE, whose own
+        transitions are held in memory too) and an alert, once per episode; writes are retried."""
+        if self._journal_alerted:
+            return
+        self._journal_alerted = True
+        error = self._session_journal.error
+        self._alerter.send({"event": "state_disk", "session_id": self._counters.session_id,
+                            "detail": f"the session journal cannot be written: {error}"})
+        # On the next loop turn: this may run inside a transition that is still being made.
+        self._post(lambda: self._raise_disk_event(proto.Severity.CRITICAL,
+                                                  f"the session journal cannot be written: {error}"))
+
+    def _retry_journal(self) -> None:
+        held = self._session_journal.held
+        if held and self._session_journal.retry():
+            self._journal_alerted = False
+            self._logs.safety(f"Session journal written again ({held} held write(s) now on disk)", logging.WARNING,
+                              event="state_disk_recovered", data={"held": held})
+
+    def _check_disk(self) -> None:
+        """Free space on the state and log directories: low → a STATE_DISK warning (DEGRADED)."""
+        interval = self.settings.orchestrator.disk_check_interval_s
+        if time.monotonic() - self._last_disk_check < interval:
+            return
+        self._last_disk_check = time.monotonic()
+        problems, before = self._disk.problems(), self._disk_problems
+        self._disk_problems = problems
+        if problems and not before:
+            self._alerter.send({"event": "disk_space", "session_id": self._counters.session_id, "detail": problems})
+            self._raise_disk_event(proto.Severity.WARNING, "; ".join(problems))
+        elif before and not problems:
+            self._logs.safety("Disk space back above orchestrator.min_free_disk_mb", logging.WARNING,
+                              event="disk_space_recovered")
+
+    def _raise_disk_event(self, severity: proto.Severity, message: str) -> None:
+        """Published on ``safety`` like any detector's event, and handled here as one."""
+        assert self._runtime is not None
+        ev = proto.SafetyEvent(event_type=proto.SafetyEventType.STATE_DISK, severity=severity, symbol="*",
+                               message=message)
+        self._runtime.publisher.publish(proto.topics.SAFETY, ev)
+        self._on_safety_event(ev)
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop's next turn (from any thread); dropped once the loop has stopped."""
+        if self._runtime is not None and self._runtime.reactor.running:
+            self._runtime.reactor.call_soon_threadsafe(fn)
 
     def _on_transition(self, old: S, new: S, reason: str) -> None:
         assert self._runtime is not None and self._machine is not None
@@ -400,67 +519,78 @@ class LiveTradingOrchestrator:
                                          f"(failsafe_degradation_count={oset.failsafe_degradation_count})")
 
     def _run_failsafe(self) -> None:
-        """Start the FAILSAFE sequence (see ``failsafe.py``) in a thread of its own; when it ends,
-        alert and write the incident report (on the loop again).
-
-        Its steps wait on other processes (seconds each when one is dead), and meanwhile the
-        orchestrator must go on answering operators, publishing its state and heartbeats and
-        telling restarted processes not to trade. The sequence uses only its own command clients.
-        The trigger stays journalled as pending until the sequence has finished, so an
-        orchestrator killed in the middle finishes it after its restart."""
+        """Start the FAILSAFE sequence (``failsafe.py``, run by ``failsafe_runner.py`` beside the
+        loop) for the journalled trigger. The trigger stays journalled as pending until the venue
+        is verified flat, so an orchestrator killed in the middle goes on with it after its restart."""
         trigger = self._counters.failsafe_pending
-        if trigger is None or self._failsafe_thread is not None:
+        if trigger is None or self._runner.running:
             return
-        report = IncidentReport(self._counters.session_id, trigger, time.time(),
-                                timeline=list(self._timeline)[-50:])
-        runtime = self._runtime
-        assert runtime is not None
+        report = IncidentReport(self._counters.session_id, trigger, time.time(), timeline=list(self._timeline)[-50:])
+        self._runner.start(report, self._failsafe_round)
 
-        def sequence() -> None:
-            flat = False
-            try:
-                flat = self._failsafe.run(report)
-            except Exception:  # a step that broke: the report shows how far it got, and says not ok
-                log.exception("failsafe sequence failed")
-            finally:
-                if runtime.reactor.running:
-                    runtime.reactor.call_soon_threadsafe(lambda: self._failsafe_done(trigger, report, flat))
+    def _failsafe_again(self, reason: str) -> None:
+        """A round now: wake the running sequence, or begin a new one (a new incident report)."""
+        self._note(f"failsafe round requested: {reason}")
+        if self._runner.running:
+            self._runner.wake()
+            return
+        self._counters.failsafe_pending = reason
+        self._save_counters()
+        self._run_failsafe()
 
-        self._failsafe_thread = threading.Thread(target=sequence, name="failsafe", daemon=True)
-        self._failsafe_thread.start()
-
-    def _failsafe_done(self, trigger: str, report: IncidentReport, flat: bool) -> None:
-        self._failsafe_thread = None
-        report.finished_at = time.time()
-        json_path, md_path = report.write(self.settings.paths.log_dir / "incidents")
-        self._counters.failsafe_pending = None
-        self._journal.save_counters(self._counters)
-        level = logging.INFO if report.ok else logging.ERROR
-        summary = (f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {trigger}; "
-                   f"{'flat at the venue' if flat else 'NOT VERIFIED FLAT'}; incident report {json_path}")
-        self._logs.safety(summary, level, event="failsafe_sequence",
-                          data={"trigger": trigger, "ok": report.ok, "flat": flat, "incident_report": str(json_path)})
+    def _failsafe_round(self, report: IncidentReport, flat: bool, round_no: int, last: bool) -> None:
+        """A round of the sequence has ended (on the loop): write the incident report, log, alert
+        on the first round and at the end; clear the pending trigger once flat."""
+        if last:
+            report.finished_at = time.time()
+        try:
+            json_path, md_path = report.write(self.settings.paths.log_dir / "incidents")
+        except OSError as exc:  # a full log disk: the alert below still carries the outcome
+            json_path = md_path = f"not written: {exc}"
+        if flat:
+            self._flat_verified_at = time.monotonic()
+        if flat or (last and self.get_state() != S.FAILSAFE):
+            self._counters.failsafe_pending = None
+            self._save_counters()
+        steps = report.steps[-1].detail if report.steps else ""
+        if round_no > 1 and not last:
+            self._logs.safety(f"FAILSAFE retry {round_no - 1}: the venue is still not flat ({steps}); trying again",
+                              logging.ERROR, event="failsafe_retry", data={"round": round_no, "detail": steps})
+            return
+        outcome = ("flat at the venue" if flat else "NOT VERIFIED FLAT, retrying until it is" if not last
+                   else f"NOT VERIFIED FLAT, stopped: the session is {self.get_state().value}")
+        summary = (f"FAILSAFE sequence {'completed' if report.ok else 'INCOMPLETE'}: {report.trigger}; {outcome}"
+                   f"{f' after {round_no - 1} retry round(s)' if round_no > 1 else ''}; incident report {json_path}")
+        self._logs.safety(summary, logging.INFO if report.ok else logging.ERROR, event="failsafe_sequence",
+                          data={"trigger": report.trigger, "ok": report.ok, "flat": flat, "round": round_no,
+                                "retrying": not last, "incident_report": str(json_path)})
         self._note(summary)
-        self._alerter.send({"event": "failsafe", "session_id": self._counters.session_id, "trigger": trigger,
-                            "flat": flat, "ok": report.ok, "incident_report": str(json_path),
-                            "incident_report_md": str(md_path),
+        self._alerter.send({"event": "failsafe", "session_id": self._counters.session_id, "trigger": report.trigger,
+                            "flat": flat, "ok": report.ok, "retrying": not last, "retry_rounds": round_no - 1,
+                            "incident_report": str(json_path), "incident_report_md": str(md_path),
                             "steps": [{"name": st.name, "ok": st.ok, "ms": round(st.duration_ms, 3)}
-                                      for st in report.steps]})
+                                      for st in report.steps[-20:]]})
+
+    def _stop_failsafe_for_exit(self) -> None:
+        self._runner.stop()
+        self._runner.join(FAILSAFE_JOIN_S)
 
     def _tick(self) -> None:
+        self._check_disk()
         state = self.get_state()
-        if state == S.STARTUP and not self._components.not_alive():
-            self._transition(S.READY, "all processes heard from")
+        risk_ok = not self._session_journal.held and not self._disk_problems
+        if state == S.STARTUP and not self._components.not_alive() and risk_ok:
+            self._automatic(S.READY, "all processes heard from")
         elif state == S.READY and self._counters.auto_open_pending:
             if not self.settings.orchestrator.auto_open:
                 self._counters.auto_open_pending = False
-                self._journal.save_counters(self._counters)
-            elif self._market_open() and self._reconciled():
-                self._transition(S.LIVE, "market open (auto_open at start-up)")
+                self._save_counters()
+            elif self._market_open() and self._reconciled() and risk_ok:
+                self._automatic(S.LIVE, "market open (auto_open at start-up)")
         elif state in (S.LIVE, S.DEGRADED) and not self._market_open():
             self.close_market("scheduled market close")
-        elif state == S.FAILSAFE and self._counters.failsafe_pending is not None:
-            self._run_failsafe()  # resumed after a restart in the middle of the sequence
+        elif state == S.FAILSAFE:
+            self._watch_failsafe()
         elif state == S.LIVE and self._components.missing():
             # The heartbeat watchdog runs on every tick, not only at the (slower) assessment.
             self._degrade(f"process missing: {', '.join(self._components.missing())}")
@@ -473,6 +603,35 @@ class LiveTradingOrchestrator:
                     else self.settings.orchestrator.health_check_interval_s)
         if time.monotonic() - self._last_assessment >= interval:
             self._assess()
+
+    def _automatic(self, new: S, reason: str) -> None:
+        """A transition toward risk the loop makes by itself; refused (a journal write failing at
+        that moment) it is simply tried again on a later tick."""
+        try:
+            self._transition(new, reason)
+        except Refused as exc:
+            log.warning("%s not yet: %s", new.value, exc)
+
+    def _watch_failsafe(self) -> None:
+        """In FAILSAFE the venue must end flat: a sequence pending after a restart goes on, and the
+        book of record holding anything again (an order placed behind our back, a late fill) for
+        longer than ``holdings_grace_s`` (heartbeats lag a fresh flat by a moment) starts a round."""
+        if self._runner.running:
+            self._holdings_since = None
+            return
+        if self._counters.failsafe_pending is not None:
+            self._run_failsafe()  # resumed after a restart in the middle of the sequence
+            return
+        holdings = self._venue_holdings()
+        if holdings is None:
+            self._holdings_since = None
+            return
+        now = time.monotonic()
+        if self._holdings_since is None:
+            self._holdings_since = now
+        elif now - self._holdings_since >= self.settings.orchestrator.failsafe.holdings_grace_s:
+            self._holdings_since = None
+            self._failsafe_again(f"in FAILSAFE the venue holds {holdings}")
 
     def _assess(self) -> None:
         """The overall health assessment: publish and log health events, then react."""
@@ -618,6 +777,10 @@ class LiveTradingOrchestrator:
         self._note(f"safety {ev.severity.value} {ev.event_type.value} {ev.symbol}: {ev.message}")
         self._fan_out(self._safety_callbacks, ev)
         self._healthy_since = None
+        if self.get_state() == S.FAILSAFE and ev.event_type is proto.SafetyEventType.EXECUTION_ANOMALY:
+            # The venue holds or did something the book did not send: get flat again at once.
+            self._failsafe_again(f"in FAILSAFE: {ev.message}")
+            return
         if self.get_state() not in (S.LIVE, S.DEGRADED):
             return
         if ev.severity is proto.Severity.CRITICAL:
@@ -692,6 +855,10 @@ class LiveTradingOrchestrator:
             "state": self.get_state().value,
             "session_id": self._counters.session_id,
             "failsafe_pending": self._counters.failsafe_pending,
+            "failsafe_running": self._runner.running,
+            "journal": {"ok": not self._session_journal.held, "error": self._session_journal.error,
+                        "held_writes": self._session_journal.held, "failures": self._session_journal.failures},
+            "disk": self._disk_problems,
             "alerts": list(self._alerter.outcomes),
             "session_logs": {kind: str(path) for kind, path in self._logs.paths.items()},
             "components": self._components_snapshot(),

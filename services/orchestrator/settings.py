@@ -84,10 +84,23 @@ class FailsafeSettings(BaseModel):
     attempts: int = Field(default=3, ge=1)
     # How long to wait for the venue to confirm no open order and no position, per attempt.
     verify_timeout_s: float = Field(default=2.0, gt=0)
+    # After ``attempts`` rounds the venue still not flat: further rounds until it is, the pause
+    # between them doubling from retry_initial_s to retry_max_s (``tradectl flatten`` runs one now).
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    # A FAILSAFE whose sequence has finished flat that finds the book holding a position or an
+    # order again for this long (an order placed at the venue behind our back) runs a round again.
+    holdings_grace_s: float = Field(default=3.0, gt=0)
     # Alert sinks: an HTTP webhook (POST, JSON body) and a local command (JSON on stdin).
     webhook_url: str | None = None
     alert_command: list[str] | None = None
     alert_timeout_s: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _retry_pause_grows(self) -> "FailsafeSettings":
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(f"retry_initial_s {self.retry_initial_s:g} must not exceed retry_max_s {self.retry_max_s:g}")
+        return self
 
 
 class OrchestratorSettings(BaseModel):
@@ -109,6 +122,10 @@ class OrchestratorSettings(BaseModel):
     command_timeout_s: float = Field(default=0.5, gt=0)
     command_retries: int = Field(default=3, ge=0)
     journal_file: str = "orchestrator.sqlite"
+    # Free space watched on the state and log directories: below this the session degrades with an
+    # alert (and may not open or recover), before a full disk stops the journals and the logs.
+    min_free_disk_mb: float = Field(default=100.0, ge=0)
+    disk_check_interval_s: float = Field(default=5.0, gt=0)
     # The session logs (logs/live/) rotate at this size, keeping this many previous parts each.
     session_log_max_bytes: int = Field(default=50 << 20, ge=10_000)
     session_log_backups: int = Field(default=10, ge=1)

@@ -273,7 +273,7 @@ def recover(as_json: bool) -> None:
 @JSON_OPTION
 def failsafe(reason: str, as_json: bool) -> None:
     """Stop trading now: FAILSAFE, disable trading everywhere, cancel every order, flatten every
-    position, write an incident report.
+    position, write an incident report. In FAILSAFE: run the sequence's round again now.
 
     \b
     Example:
@@ -283,9 +283,25 @@ def failsafe(reason: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--symbol", default=None, help="Only this symbol (outside FAILSAFE; default: every symbol).")
+@JSON_OPTION
+def flatten(symbol: str | None, as_json: bool) -> None:
+    """Flatten positions. In FAILSAFE: a round of the failsafe sequence now (cancel every order,
+    flatten, verify flat at the venue), e.g. when it has not got the venue flat yet. Otherwise the
+    exchange manager cancels and flattens; the strategies keep running.
+
+    \b
+    Example:
+      tradectl flatten && tradectl positions
+    """
+    _control("flatten", as_json, symbol=symbol)
+
+
+@cli.command()
 @JSON_OPTION
 def reset(as_json: bool) -> None:
-    """FAILSAFE → READY once the failsafe sequence has finished; then `tradectl open`.
+    """FAILSAFE → READY once the failsafe sequence has finished and the venue holds nothing
+    (refused with what it holds otherwise); then `tradectl open`.
 
     \b
     Example:

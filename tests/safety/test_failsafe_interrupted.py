@@ -116,8 +116,9 @@ def test_failsafe_with_a_slow_venue_ends_flat(make_daemon, kill_orchestrator: bo
 
 def test_the_orchestrator_answers_while_the_sequence_waits_on_a_hung_engine(make_daemon) -> None:
     """The sequence runs beside the orchestrator's loop: held in its first step by a hung engine
-    (3 x 0.5 s), the orchestrator still answers ``status`` (which says the sequence is pending), and
-    refuses ``shutdown`` and ``close`` until the sequence is done; then the session ends normally."""
+    (3 x 0.5 s), the orchestrator still answers ``status`` (which says the sequence is pending) and
+    refuses ``reset`` (toward risk) until the sequence is done; ``failsafe`` again is accepted (a
+    step toward safety is never refused); then the session ends normally."""
     d: Daemon = make_daemon()
     wait_trading_with_positions(d)
     engine = d.pid_of("engine")
@@ -128,9 +129,10 @@ def test_the_orchestrator_answers_while_the_sequence_waits_on_a_hung_engine(make
         time.sleep(0.2)  # inside the first step
         status = d.call("orchestrator", "status", timeout_s=1.0).result  # no retry: the loop answers
         assert status["state"] == "failsafe" and status["failsafe_pending"] == "hung engine", status
-        for command in ("shutdown", "close"):
-            refused = d.call("orchestrator", command, timeout_s=1.0, reason="operator")
-            assert not refused.ok and "failsafe sequence is still running" in refused.error, refused
+        refused = d.call("orchestrator", "reset", timeout_s=1.0, reason="operator")
+        assert not refused.ok and "has not finished" in refused.error, refused
+        again = d.call("orchestrator", "failsafe", timeout_s=1.0, reason="operator: again")
+        assert again.ok and again.result["state"] == "failsafe", again
         assert orchestrator_status(d)["failsafe_pending"] == "hung engine", "the sequence ended too soon"
         wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 20, message=lambda: d.diagnostics())
     finally:

@@ -199,3 +199,21 @@ def test_refusals_are_counted_by_kind() -> None:
     assert gate.check(order(), 0.0, 0.0, 1.0, 0.0) is None
     assert gate.refusals == {"max_order_qty": 2, "no_price": 1, "trading_disabled": 1}
     assert gate.passed == 1
+
+
+def test_a_reducing_order_is_never_refused_by_the_gates_limits() -> None:
+    """Issue 11, item 0: with max_orders_per_s spent (a FAILSAFE right after a burst of orders), and a
+    position larger than max_order_qty and max_order_notional allow in one order, the flatten still
+    passes; it is counted in the rate window, so opening orders after it find the budget used."""
+    gate, _ = make(RiskLimits(max_order_qty=1.0, max_order_notional=100.0, max_position=1.0,
+                              max_gross_exposure=100.0, max_orders_per_s=2))
+    for _ in range(2):
+        assert gate.check(order(qty=0.5), 0.0, 0.0, 100.0, 0.0) is None
+    assert gate.check(order(qty=0.5), 0.0, 0.0, 100.0, 0.0)[0] == "max_orders_per_s"
+    # position 25 (reached before the limits were lowered, or adopted from the venue): one flatten
+    flatten = order(Side.SELL, 25.0, reduce_only=True, strategy="flatten")
+    for _ in range(5):
+        assert gate.check(flatten, 25.0, 0.0, 30_000.0, 750_000.0) is None
+    assert gate.check(order(Side.SELL, 25.0, order_type="limit", limit_price=1e6), 25.0, 0.0, None, 0.0) is None
+    assert gate.check(order(qty=0.5), 0.0, 0.0, 100.0, 0.0)[0] == "max_orders_per_s"
+    assert gate.refusals == {"max_orders_per_s": 2}
