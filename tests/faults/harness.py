@@ -94,6 +94,8 @@ class Figures:
     boundary_losses: int = 0
     counted_gaps: int = 0
     resync_s: list[tuple[str, str, float]] = field(default_factory=list)  # (program, state, seconds)
+    # (fault, reaction, seconds): from the fault to the session's reaction (FAILSAFE, DEGRADED, ...)
+    reactions: list[tuple[str, str, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def export(self) -> dict[str, Any]:
@@ -130,6 +132,8 @@ class Figures:
                     by_program.setdefault(program, []).append(t)
             out.append("  per program (outside FAILSAFE mid-sequence): " + ", ".join(
                 f"{p} p50={statistics.median(v):.2f}s max={max(v):.2f}s" for p, v in sorted(by_program.items())))
+        for fault, reaction, seconds in sorted(self.reactions):
+            out.append(f"reaction: {fault} -> {reaction} in {seconds:.2f}s")
         for failure in self.failures:
             out.append(f"FAILED: {failure}")
         return out
