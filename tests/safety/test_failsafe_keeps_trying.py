@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 import proto
 from bus import CommandTimeout
 from integration.daemon import Daemon, wait_until
 from integration.e2e import (
+    SHARED_DATA,
     Collector,
     ask,
     em_stats,
@@ -143,3 +146,34 @@ def test_shutdown_while_retrying_is_accepted_and_says_what_is_left(make_daemon) 
     assert "failsafe sequence stopped before the venue was verified flat" in log, log[-2000:]
     assert "NOT VERIFIED FLAT, stopped: the session is shutdown" in _safety_log(d)
     assert venue_positions(d) and not venue_open_orders(d)  # the resting orders were cancelled
+
+
+BARS = SHARED_DATA / "btc-perp_2021-12-31_2022-01-15_1m.csv"
+
+
+@pytest.mark.skipif(not BARS.exists(), reason=f"recorded data not found at {BARS} (../shared/data is absent)")
+def test_real_btc_bars_with_a_tight_order_rate_still_end_flat(make_daemon) -> None:
+    """The issue's reproduction on real data: recorded BTC bars at 600x, both demo strategies
+    trading them, ``max_orders_per_s`` 4 (the strategies keep the budget spent), then a FAILSAFE
+    with positions open: before the fix the flatten was refused by the rate (3 runs in 4 ended NOT
+    SAFE); now the venue ends flat and the report says so."""
+    symbol = "BTC-PERP"
+    d: Daemon = make_daemon({
+        "exchange_manager": {"risk": {"max_orders_per_s": 4}},
+        "venue_sim": {"source": "replay", "replay_files": [{"path": str(BARS), "symbol": symbol}],
+                      "replay_speed": 600.0, "spread_bps": 2.0},
+        "engine": {"strategies": [
+            {"kind": "mean_reversion", "name": "meanrev", "symbol": symbol, "window": 8, "entry_bps": 2.0,
+             "min_interval_s": 0.05, "qty": 0.01, "max_position": 0.08},
+            {"kind": "market_maker", "name": "mm", "symbol": symbol, "half_spread_bps": 1.0,
+             "requote_bps": 1.0, "qty": 0.01, "max_position": 0.08},
+        ]},
+    })
+    d.wait_state("live", timeout=30)
+    wait_until(lambda: venue_positions(d).get(symbol) and em_stats(d)["gate"]["refusals"].get("max_orders_per_s"),
+               60, interval=0.1, ignore=(CommandTimeout,), message=lambda: str(em_stats(d)["gate"]))
+    _failsafe(d, "real bars, rate budget spent")
+    wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 30, ignore=(CommandTimeout,))
+    wait_venue_flat(d)
+    report = json.loads(incident_files(d)[0][-1].read_text())
+    assert report["ok"] is True and report["retry_rounds"] == 0, report["steps"]
