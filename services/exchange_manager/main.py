@@ -17,6 +17,7 @@ from bus import NotConnected
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
+from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
@@ -46,9 +47,11 @@ class ExchangeManager:
                                       trading_enabled=lambda: self.session.trading_allowed())
         self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
         degraded_mode = settings.orchestrator.health.degraded_mode
+        self.instruments = InstrumentRegistry(self.runtime.reactor, [c.name for c in cfg.connectors],
+                                              cfg.default_connector)
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
-            else degraded_mode))
+            else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol))
         self._reconcile_backoff: dict[str, float] = {}  # connector -> next retry delay
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         # Ids carry this process's start time, so a restart never reuses one.
@@ -180,6 +183,7 @@ class ExchangeManager:
         self._publish_order(record)
 
     def on_connected(self, connector: Connector) -> None:
+        self.instruments.load(connector)
         self.reconciler.run(connector)
 
     def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
@@ -258,7 +262,10 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
-            "reconciled": bool(last and last.ok),
+            # what must be known before the session may open: the book agrees with the venues, and
+            # every venue's instrument list is loaded since its latest connection
+            "reconciled": bool(last and last.ok) and self.instruments.ready(),
+            "instruments": self.instruments.stats(),
             "tick_to_order": self.tick_to_order.snapshot(),
         }
 

@@ -15,14 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 import proto
 from proto.commands import CancelArgs, OrderArgs
 from services.engine.strategies.base import Intent, Strategy
+from services.setting_fields import NameField, SymbolField
 
 
 class ProbeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["probe"] = "probe"
-    name: str = "probe"
-    symbol: str = "BTC-USD"
+    name: NameField = "probe"
+    symbol: SymbolField = "BTC-USD"
     every_n: int = Field(default=10, ge=1)
     offset_pct: float = Field(default=50.0, gt=0, lt=100)
     qty: float = Field(default=0.001, gt=0)
