@@ -91,9 +91,9 @@ def test_refused_while_trading_is_disabled_before_the_open(module_daemon: Daemon
 @pytest.mark.parametrize(("kind", "symbol", "side", "qty", "extra", "words"), [
     ("max_order_qty", "SOL-USD", "buy", 1.5, {}, "quantity 1.5 over max_order_qty 1"),
     ("max_order_notional", "BTC-USD", "buy", 1.0, {}, "over max_order_notional 30,000.00"),
-    # a limit order's notional is taken at its limit price
-    ("max_order_notional", "ETH-USD", "buy", 1.0, {"order_type": "limit", "limit_price": 40_000.0},
-     "notional 40,000.00 over max_order_notional"),
+    # a limit order's notional is taken at its limit price (0.74 BTC at the market is about 29,600)
+    ("max_order_notional", "BTC-USD", "buy", 0.74, {"order_type": "limit", "limit_price": 41_000.0},
+     "notional 30,340.00 over max_order_notional"),
     ("reduce_only", "SOL-USD", "sell", 0.5, {"reduce_only": True}, "would not reduce the position"),
 ])
 def test_order_limits_are_refused_with_their_reason(live: Daemon, governance: Collector, kind: str, symbol: str,
