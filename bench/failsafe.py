@@ -80,6 +80,7 @@ failsafe_degradation_count = 1000
 
 [venue_sim]
 symbols = {{{symbols}}}
+price_band_pct = 100.0
 jump_probability_per_s = 0.0
 latency_ms = 0.0
 

@@ -57,6 +57,7 @@ auto_open = true
 
 [venue_sim]
 symbols = {{"BTC-USD" = 40000.0}}
+price_band_pct = 100.0
 quotes_per_s = {rate}
 jump_probability_per_s = 0.0
 

@@ -70,10 +70,11 @@ def notional_problem(spec: Instrument, qty: float, price: float) -> Problem:
     return None
 
 
-def collar_problem(symbol: str, price: float, mark: float, collar_pct: float) -> Problem:
+def collar_problem(symbol: str, price: float, mark: float, collar_pct: float, kind: str = "price_collar") -> Problem:
     """A limit price further than ``collar_pct`` from the mark (a fat finger, a unit mistake)."""
     away = abs(price / mark - 1) * 100
     if away > collar_pct:
-        return "price_collar", (f"limit price {price:.12g} is {away:,.1f}% from the mark {mark:.12g} of {symbol}: "
-                                f"outside the {collar_pct:g}% price collar")
+        what = "price collar" if kind == "price_collar" else "venue's price band"
+        return kind, (f"limit price {price:.12g} is {away:,.1f}% from the mark {mark:.12g} of {symbol}: "
+                      f"outside the {collar_pct:g}% {what}")
     return None

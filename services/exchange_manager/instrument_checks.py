@@ -3,7 +3,8 @@
 Called from ``RiskGate.check`` before the session and limit checks, so a nonsense order is refused
 for what it is. In order (the first that fails is the refusal):
 
-  1. numbers: quantity finite and in (0, 1e12]; a limit order's price finite and in (0, 1e12];
+  1. numbers: quantity finite and in (0, 1e12]; a limit order's price finite and in (0, 1e12], a
+     market order without one;
   2. the symbol: known to the order's venue (its instrument list, loaded from the venue on every
      connection). While that list is still loading an opening order is refused;
   3. the instrument: quantity ≥ minimum, a multiple of the lot size, ≤ maximum; limit price a
@@ -36,7 +37,9 @@ def instrument_refusal(order: OrderArgs, spec: Instrument | None, listed: bool, 
     venue's list is loaded and current, so that a missing ``spec`` means an unknown symbol."""
     if not (math.isfinite(order.qty) and 0 < order.qty <= QTY_MAX):
         return "bad_quantity", f"quantity {order.qty!r} is not a finite number in (0, {QTY_MAX:g}]"
-    limit = order.limit_price if order.order_type == "limit" else None
+    limit = order.limit_price
+    if order.order_type == "market" and limit is not None:
+        return "bad_price", f"a market order takes no limit price (got {limit!r})"
     if order.order_type == "limit" and (limit is None or not (math.isfinite(limit) and 0 < limit <= PRICE_MAX)):
         return "bad_price", f"limit price {limit!r} is not a finite number in (0, {PRICE_MAX:g}]"
     if spec is None:

@@ -2,8 +2,9 @@
 filled when crossed, cancels, rejects, fees, and one account's positions.
 
 Orders are checked against the instrument of their symbol as a real venue does (``instruments.py``):
-an unknown symbol, a quantity off the lot grid or below the minimum, a limit price off the tick grid,
-a notional below the minimum are rejected with the reason.
+an unknown symbol, a quantity off the lot grid or below the minimum, a limit price off the tick grid
+or further than ``price_band_pct`` from the touch, a notional below the minimum are rejected with the
+reason.
 
 Reduce-only orders behave as on real venues: rejected when they would not reduce the position when
 they arrive, filled at most up to the position when they execute, the rest cancelled. Checked here,
@@ -19,7 +20,7 @@ import proto
 from proto import OrderStatus, Side
 from proto.commands import NewOrderArgs
 from proto.instruments import Instrument
-from services.instruments import notional_problem, price_problem, quantity_problem
+from services.instruments import collar_problem, notional_problem, price_problem, quantity_problem
 from services.positions import EPSILON, Position
 from services.venue_sim.instruments import venue_instruments
 from services.venue_sim.settings import VenueSimSettings
@@ -111,6 +112,8 @@ class Matcher:
             return f"quantity {order.qty:g} over the venue's maximum {self._s.max_order_qty:g}"
         if order.order_type == "limit" and order.limit_price is None:
             return "limit order without a limit price"
+        if order.order_type == "market" and order.limit_price is not None:
+            return "market order with a limit price"
         if order.reduce_only and self._reducible(order) <= EPSILON:
             position = self.positions.get(order.symbol, Position()).qty
             return f"reduce-only {order.side.value} would not reduce the position {position:g}"
@@ -124,10 +127,12 @@ class Matcher:
         problem = quantity_problem(spec, order.qty)
         if problem is not None and problem[0] == "min_qty" and order.reduce_only:
             problem = None
+        bid, ask = self.touch[order.symbol]
         if problem is None and order.limit_price is not None:
-            problem = price_problem(spec, order.limit_price)
+            problem = (price_problem(spec, order.limit_price)
+                       or collar_problem(order.symbol, order.limit_price, (bid + ask) / 2, self._s.price_band_pct,
+                                         kind="price_band"))
         if problem is None and not order.reduce_only:
-            bid, ask = self.touch[order.symbol]
             price = order.limit_price if order.limit_price is not None else (ask if order.side is Side.BUY else bid)
             problem = notional_problem(spec, order.qty, price)
         return problem

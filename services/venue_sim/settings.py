@@ -78,3 +78,6 @@ class VenueSimSettings(BaseModel):
     fee_bps: float = Field(default=1.0, ge=0)
     latency_ms: float = Field(default=0.0, ge=0)
     max_order_qty: float = Field(default=1_000_000.0, gt=0)
+    # A limit price further than this from the touch's mid is rejected, as venues' percent-price
+    # filters do (wider than the gate's own collar, exchange_manager.risk.price_collar_pct).
+    price_band_pct: float = Field(default=20.0, gt=0)
