@@ -14,6 +14,7 @@ from typing import Any
 
 import proto
 from bus import NotConnected
+from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
@@ -64,6 +65,8 @@ class ExchangeManager:
             log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
                      len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
+        self.foreign_rejects = 0
+        self._foreign_log = RateLimitedLog(log)
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled)
         self.connectors: dict[str, Connector] = {
@@ -164,6 +167,14 @@ class ExchangeManager:
     # -- what the venues report (ConnectorEvents) ------------------------------------------------
 
     def on_order_update(self, update: proto.OrderUpdate) -> None:
+        if update.status is proto.OrderStatus.REJECTED and update.client_order_id not in self.book.orders:
+            # Rejected at the venue, never sent by this book (which holds every order of ours
+            # before it leaves): a peer's order, behind our back. It holds nothing, so it is not
+            # adopted: the book, and the safety process's reject ratio, are about our orders.
+            self.foreign_rejects += 1
+            self._foreign_log.warning("foreign_reject", f"the venue rejected an order this book never sent: "
+                                                        f"{update.client_order_id} {update.symbol}: {update.reason}")
+            return
         self._record(self.book.apply_update(update))
 
     def on_fill(self, fill: proto.Fill) -> None:
@@ -252,6 +263,7 @@ class ExchangeManager:
             **self.session.summary(),
             "orders_submitted": self.book.submitted,
             "orders_rejected": self.book.rejected,
+            "foreign_rejects": self.foreign_rejects,
             "fills": self.book.fills,
             "open_orders": len(self.book.open_orders()),
             "positions": {s: p.qty for s, p in self.positions.items()},

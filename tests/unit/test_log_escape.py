@@ -36,7 +36,7 @@ PROGRAM_LINE = re.compile(r"\A\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \S+ (DEBUG|IN
 
 def lines_of(text: str) -> list[str]:
     """Lines as every reader may split them (``str.splitlines`` splits on more than ``\\n``)."""
-    by_newline = text.split("\n")
+    by_newline = text.split("\n") if text else []
     if text.endswith("\n"):
         by_newline.pop()
     assert text.splitlines() == by_newline, "a line break other than \\n"
