@@ -31,13 +31,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zmq
 
 import proto
 from bus import CommandTimeout, make_socket
 from integration.daemon import Daemon, wait_until
-from integration.e2e import Collector, ask, em_positions, em_stats, submit, venue_positions, wait_routed
+from integration.e2e import (
+    Collector,
+    ask,
+    em_positions,
+    em_stats,
+    ensure_live,
+    submit,
+    venue_positions,
+    wait_routed,
+)
 
 from .harness import FIGURES
 
@@ -197,6 +207,27 @@ def test_a_reducing_flatten_passes_below_the_minimums(live: Daemon) -> None:
     FIGURES.invariants += 2
 
 
+def test_the_instruments_come_from_the_venue_on_every_connection(live: Daemon) -> None:
+    """The exchange manager serves the venue's own list, asks for it again when the link comes back
+    (a venue may return with other markets), and reports itself reconciled only with it; the engine
+    has taken it from the exchange manager."""
+    d = live
+    venue_list = msgspec.convert(ask(d, "venue_sim", "instruments"), proto.InstrumentList)
+    book = msgspec.convert(ask(d, "exchange_manager", "instruments"), proto.InstrumentBook)
+    assert book.pending == [] and book.connectors[book.default_connector] == venue_list
+    assert {s.symbol for s in venue_list.instruments} == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    wait_until(lambda: ask(d, "engine", "status")["stats"]["instruments"]["loaded"], 10)
+    loads = em_stats(d)["instruments"]["loads"]
+    assert ask(d, "venue_sim", "fault", fault="drop_connection", duration_s=1.0)
+    wait_until(lambda: (s := em_stats(d))["instruments"]["loads"] > loads and not s["instruments"]["pending"]
+               and s["reconciled"], 20, ignore=(CommandTimeout,), message=lambda: str(em_stats(d)))
+    ensure_live(d)
+    FIGURES.cases += 1
+    FIGURES.faults += 1
+    FIGURES.faults_survived += 1
+    FIGURES.invariants += 3
+
+
 # -- hostile strings ---------------------------------------------------------------------------------
 
 SESSION_LINE = re.compile(r"\A\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestrator - "
@@ -284,6 +315,8 @@ def test_no_value_forges_a_log_line(live: Daemon) -> None:
     """Runs last: it takes the session through FAILSAFE, reset, open, close and a new session's
     shutdown, each with a hostile reason."""
     d = live
+    ensure_live(d)
+    wait_until(lambda: em_stats(d)["trading_allowed"] and em_stats(d)["gate"]["mode"] == "normal", 15)
     sent = sum(_send_hostile_fields(d, value) for value in HOSTILE_TEXT) + 5  # and the session's five below
     _hold(d, "SOL-USD", 0.006)  # a position below the minimum notional, for the failsafe to flatten
 
