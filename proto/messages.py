@@ -109,7 +109,7 @@ class SafetyEvent(Message):
 
 class ConnectorHealthEvent(Message):
     TYPE: ClassVar[str] = "connector_health"
-    connector: str
+    connector: Name
     connected: bool
     latency_ms: float
     messages_received: int

@@ -217,6 +217,10 @@ def test_the_instruments_come_from_the_venue_on_every_connection(live: Daemon) -
     assert book.pending == [] and book.connectors[book.default_connector] == venue_list
     assert {s.symbol for s in venue_list.instruments} == {"BTC-USD", "ETH-USD", "SOL-USD"}
     wait_until(lambda: ask(d, "engine", "status")["stats"]["instruments"]["loaded"], 10)
+    cli = d.tradectl("instruments", "--json")
+    assert cli.returncode == 0 and msgspec.convert(json.loads(cli.stdout), proto.InstrumentBook) == book, cli.stderr
+    table = d.tradectl("instruments")
+    assert table.returncode == 0 and "SOL-USD" in table.stdout and "0.001" in table.stdout, table.stdout
     loads = em_stats(d)["instruments"]["loads"]
     assert ask(d, "venue_sim", "fault", fault="drop_connection", duration_s=1.0)
     wait_until(lambda: (s := em_stats(d))["instruments"]["loads"] > loads and not s["instruments"]["pending"]
