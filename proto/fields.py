@@ -26,7 +26,9 @@ SYMBOL_MAX = 64
 ID_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}\Z"
 # Names of strategies, connectors and venues; ``""`` is allowed (the default, "none"/"the default").
 NAME_PATTERN = r"\A[A-Za-z0-9._:-]{0,64}\Z"
-# Free text (reasons, messages): bounded, never patterned; every log line escapes it (services/log_escape.py).
+# Free text in command arguments (reasons): bounded, never patterned; every log line escapes it
+# (services/log_escape.py). Free text in published messages is not bounded here: what our own
+# processes say must never be dropped for its length (a frame is bounded by max_message_bytes).
 TEXT_MAX = 1_000
 # Sane bounds of any quantity or price on the wire: far beyond any real market, far below the
 # magnitudes (1e308, inf) that overflow a notional. A quantity too small for its market is the

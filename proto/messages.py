@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol, SymbolOrAll, Text
+from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol, SymbolOrAll
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 
@@ -103,7 +103,7 @@ class SafetyEvent(Message):
     event_type: SafetyEventType
     severity: Severity
     symbol: SymbolOrAll  # "*": the whole feed
-    message: Text
+    message: str
     evidence: dict[str, float] = {}
 
 
@@ -189,8 +189,8 @@ class BadMarketData(Message):
 
     TYPE: ClassVar[str] = "bad_market_data"
     symbol: SymbolOrAll
-    reason: Text
-    detail: Text
+    reason: str
+    detail: str
 
 
 # --- orders and fills ---------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class OrderUpdate(Message):
     filled_qty: float
     avg_fill_price: float
     venue_order_id: OptionalId = ""
-    reason: Text = ""
+    reason: str = ""
     strategy: Name = ""
     connector: Name = ""
     ts_ns: int = 0
@@ -236,7 +236,7 @@ class GovernanceEvent(Message):
 
     TYPE: ClassVar[str] = "governance_event"
     kind: str
-    reason: Text
+    reason: str
     symbol: SymbolOrAll = ""
     detail: dict[str, Any] = {}
 
