@@ -72,12 +72,15 @@ EPS = 1e-9
 
 def _toml() -> str:
     symbols = ", ".join(f'"{s}" = {p}' for s, p in SYMBOLS.items())
+    # a fine grid for every symbol: the book is built with quantities and prices rounded to 6 and 8 places
+    instruments = "\n".join(f'[venue_sim.instruments."{s}"]\ntick_size = 1.0e-8\nlot_size = 1.0e-6\n' for s in SYMBOLS)
     return f"""[orchestrator]
 auto_open = true
 failsafe_degradation_count = 1000
 
 [venue_sim]
 symbols = {{{symbols}}}
+price_band_pct = 100.0
 jump_probability_per_s = 0.0
 latency_ms = 0.0
 
@@ -90,10 +93,13 @@ max_position = 1.0e9
 max_gross_exposure = 1.0e15
 max_order_notional = 1.0e12
 max_order_qty = 1.0e9
+# the resting orders rest 50 to 54 % below the market
+price_collar_pct = 100.0
 
 [safety]
 order_rate_per_s = 1000000.0
-"""
+
+{instruments}"""
 
 
 class Wire:

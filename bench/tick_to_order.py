@@ -57,6 +57,7 @@ auto_open = true
 
 [venue_sim]
 symbols = {{"BTC-USD" = 40000.0}}
+price_band_pct = 100.0
 quotes_per_s = {rate}
 jump_probability_per_s = 0.0
 
@@ -64,15 +65,23 @@ jump_probability_per_s = 0.0
 kind = "probe"
 symbol = "BTC-USD"
 every_n = {every_n}
+offset_pct = 50.0
 
 [exchange_manager.risk]
 max_orders_per_s = 1000000
 max_position = 1000000.0
 max_gross_exposure = 1.0e15
 max_order_notional = 1.0e12
+# the probes rest 50 % below the market
+price_collar_pct = 60.0
 
 [safety]
 order_rate_per_s = 1000000.0
+
+# a grid as fine as the probe's own rounding (8 places): the probe's price identifies its quote
+[venue_sim.instruments."BTC-USD"]
+tick_size = 1.0e-8
+lot_size = 1.0e-5
 """
 
 

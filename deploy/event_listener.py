@@ -32,7 +32,8 @@ from supervisor.childutils import get_headers
 import proto
 from bus import Endpoints, Heartbeater, Publisher, ensure_private_dir, make_socket
 from bus.sockets import bind
-from services.runtime import LOG_FORMAT, load_settings_or_exit
+from services.log_escape import escape
+from services.runtime import configure_logging, load_settings_or_exit
 
 NAME = "supervisor"
 ALERT_LOG = "process_alerts.log"
@@ -114,7 +115,7 @@ class Listener:
         line = describe(alert)
         log.log(logging.CRITICAL if alert.event == "fatal" else logging.WARNING, "%s", line)
         with self._alert_log.open("a") as out:
-            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {line}\n")
+            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {escape(line)}\n")
 
     def _send(self, text: str) -> None:
         self._stdout.write(text)
@@ -125,7 +126,7 @@ class Listener:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging()  # stderr, one escaped line per record (stdout is supervisord's protocol)
     settings = load_settings_or_exit("event_listener")
     ctx = zmq.Context()
     endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))

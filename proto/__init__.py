@@ -15,6 +15,7 @@ from proto.envelope import (
     to_builtins,
 )
 from proto.errors import ProtocolError
+from proto.instruments import Instrument, InstrumentBook, InstrumentList
 from proto.messages import (
     MESSAGE_TYPES,
     BadMarketData,
@@ -39,7 +40,7 @@ from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Sever
 
 __all__ = [
     "ARG_SCHEMAS", "QUERIES", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
-    "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "MAX_MESSAGE_BYTES",
+    "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "Instrument", "InstrumentBook", "InstrumentList", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
     "Side", "StateChanged", "Trade", "decode", "decode_header", "encode", "error", "from_builtins", "ok", "parse_args", "restamp",

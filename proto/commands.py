@@ -12,10 +12,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from proto.errors import ProtocolError
+from proto.fields import Name, OrderId, Price, Quantity, Symbol, Text
 from proto.messages import Reply
 from proto.session import Side
-
-Positive = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class Args(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -27,25 +26,25 @@ class NoArgs(Args):
 
 
 class ReasonArgs(Args):
-    reason: str = "operator request"
+    reason: Text = "operator request"
 
 
 class FailsafeArgs(Args):
-    reason: str
+    reason: Text
 
 
 class OrderArgs(Args):
     """An order intent, as the engine (or an operator) asks the exchange manager for it."""
 
-    symbol: str
+    symbol: Symbol
     side: Side
-    qty: Positive
+    qty: Quantity
     order_type: Literal["market", "limit"] = "market"
-    limit_price: Positive | None = None
-    strategy: str = ""
+    limit_price: Price | None = None
+    strategy: Name = ""
     # Refuse if it would open or increase a position (used to flatten).
     reduce_only: bool = False
-    connector: str = ""  # "" = the default connector
+    connector: Name = ""  # "" = the default connector
     # The venue timestamp of the market data that triggered this order (0: none), carried to the
     # venue so tick-to-order latency is measured on every order.
     origin_ts_ns: int = 0
@@ -54,12 +53,12 @@ class OrderArgs(Args):
 class NewOrderArgs(Args):
     """An order as the exchange manager sends it to a venue, under its unique client order id."""
 
-    client_order_id: str
-    symbol: str
+    client_order_id: OrderId
+    symbol: Symbol
     side: Side
-    qty: Positive
+    qty: Quantity
     order_type: Literal["market", "limit"] = "market"
-    limit_price: Positive | None = None
+    limit_price: Price | None = None
     origin_ts_ns: int = 0
     # Execute only what reduces the position, at execution time; reject it if nothing would, cancel
     # the rest once the position is closed (as venues' reduce-only flag does): a flatten racing a
@@ -68,27 +67,27 @@ class NewOrderArgs(Args):
 
 
 class CancelArgs(Args):
-    client_order_id: str
+    client_order_id: OrderId
 
 
 class SymbolArgs(Args):
-    symbol: str | None = None  # None = every symbol
+    symbol: Symbol | None = None  # None = every symbol
 
 
 class SymbolsArgs(Args):
-    symbols: list[str]
+    symbols: Annotated[list[Symbol], msgspec.Meta(max_length=1_000)]
 
 
 class ModeArgs(Args):
     mode: Literal["normal", "reduce_only", "halt"]
-    reason: str = ""
+    reason: Text = ""
 
 
 class FaultArgs(Args):
     """Venue simulator fault injection, for tests and demos."""
 
     fault: Literal["drop_connection", "stop_feed", "resume_feed", "latency", "reject_all", "jump_price", "clear"]
-    symbol: str | None = None
+    symbol: Symbol | None = None
     value: float = 0.0  # latency in ms, jump in percent
     duration_s: float = 0.0  # drop_connection: how long the venue stays away
 
@@ -123,6 +122,8 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "set_mode": ModeArgs,
     "reconcile": NoArgs,
     "reconciliation": NoArgs,
+    # exchange manager and venue: the instrument specifications (proto.instruments)
+    "instruments": NoArgs,
     # venue (simulator): order entry and fault injection
     "new_order": NewOrderArgs,
     "open_orders": NoArgs,
@@ -139,6 +140,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 # keep no reply of theirs for retries. Every other command runs at most once per command id.
 QUERIES: frozenset[str] = frozenset({
     "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders", "fills",
+    "instruments",
 })
 assert QUERIES <= ARG_SCHEMAS.keys()
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol, SymbolOrAll
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 
@@ -101,14 +102,14 @@ class SafetyEvent(Message):
     TYPE: ClassVar[str] = "safety_event"
     event_type: SafetyEventType
     severity: Severity
-    symbol: str
+    symbol: SymbolOrAll  # "*": the whole feed
     message: str
     evidence: dict[str, float] = {}
 
 
 class ConnectorHealthEvent(Message):
     TYPE: ClassVar[str] = "connector_health"
-    connector: str
+    connector: Name
     connected: bool
     latency_ms: float
     messages_received: int
@@ -164,30 +165,30 @@ class Quote(Message):
     """Top of book. ``ts_ns`` is the venue's event time; ``venue_seq`` counts per symbol at the venue."""
 
     TYPE: ClassVar[str] = "quote"
-    symbol: str
+    symbol: Symbol
     bid: float
     ask: float
     bid_size: float
     ask_size: float
     ts_ns: int
-    venue: str = ""
+    venue: Name = ""
 
 
 class Trade(Message):
     TYPE: ClassVar[str] = "trade"
-    symbol: str
+    symbol: Symbol
     price: float
     size: float
     side: Side
     ts_ns: int
-    venue: str = ""
+    venue: Name = ""
 
 
 class BadMarketData(Message):
     """Published by the data router for every update it refused to pass on, with the reason."""
 
     TYPE: ClassVar[str] = "bad_market_data"
-    symbol: str
+    symbol: SymbolOrAll
     reason: str
     detail: str
 
@@ -199,35 +200,35 @@ class OrderUpdate(Message):
     """One step in an order's life, as the exchange manager's book of record (or a venue) sees it."""
 
     TYPE: ClassVar[str] = "order_update"
-    client_order_id: str
-    symbol: str
+    client_order_id: OrderId
+    symbol: Symbol
     side: Side
-    qty: float
-    order_type: str  # "market" | "limit"
-    limit_price: float | None
+    qty: Quantity
+    order_type: Literal["market", "limit"]
+    limit_price: Price | None
     status: OrderStatus
     filled_qty: float
     avg_fill_price: float
-    venue_order_id: str = ""
+    venue_order_id: OptionalId = ""
     reason: str = ""
-    strategy: str = ""
-    connector: str = ""
+    strategy: Name = ""
+    connector: Name = ""
     ts_ns: int = 0
     reduce_only: bool = False
 
 
 class Fill(Message):
     TYPE: ClassVar[str] = "fill"
-    fill_id: str
-    client_order_id: str
-    symbol: str
+    fill_id: OrderId
+    client_order_id: OrderId
+    symbol: Symbol
     side: Side
-    qty: float
-    price: float
+    qty: Quantity
+    price: Price
     fee: float
     ts_ns: int
-    strategy: str = ""
-    connector: str = ""
+    strategy: Name = ""
+    connector: Name = ""
 
 
 class GovernanceEvent(Message):
@@ -236,7 +237,7 @@ class GovernanceEvent(Message):
     TYPE: ClassVar[str] = "governance_event"
     kind: str
     reason: str
-    symbol: str = ""
+    symbol: SymbolOrAll = ""
     detail: dict[str, Any] = {}
 
 

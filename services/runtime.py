@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +33,7 @@ from bus import (
 from bus.command_server import Handler
 from bus.ratelimit import RateLimitedLog
 from bus.sockets import EndpointInUse, bind
+from services.log_escape import EscapingFormatter
 from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -53,8 +55,22 @@ def load_settings_or_exit(service: str) -> Settings:
 
 
 def configure_logging() -> None:
-    # Each program writes to stderr; supervisord puts it in logs/<program>.log and rotates it.
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    """Each program writes to stderr; supervisord puts it in logs/<program>.log and rotates it.
+    Every record is one escaped line (``services/log_escape.py``), warnings and uncaught exceptions
+    included, so nothing a peer sends can forge a line of a program's log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.captureWarnings(True)
+    crash_log = logging.getLogger("uncaught")
+
+    def log_uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        crash_log.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+    sys.excepthook = log_uncaught
+    threading.excepthook = lambda args: crash_log.critical(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 class ServiceRuntime:

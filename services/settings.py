@@ -124,6 +124,10 @@ class Settings(BaseSettings):
             if qty is not None and qty > risk.max_order_qty:
                 out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_order_qty="
                            f"{risk.max_order_qty:g}: the gate would refuse every order it makes")
+            offset = getattr(strategy, "offset_pct", None)
+            if offset is not None and offset > risk.price_collar_pct:
+                out.append(f"engine.strategies[{strategy.name}].offset_pct={offset:g} is outside exchange_manager.risk."
+                           f"price_collar_pct={risk.price_collar_pct:g}: the gate would refuse every order it makes")
             if qty is not None and qty > risk.max_position:
                 out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_position="
                            f"{risk.max_position:g}: no order of it could ever open a position")

@@ -19,6 +19,7 @@ import proto
 from bus import NotConnected
 from proto.commands import OrderArgs
 from services.engine.handlers import build_handlers
+from services.engine.instrument_guard import InstrumentGuard
 from services.engine.strategies import Intent, Strategy, build
 from services.engine.strategy_sync import StrategySync
 from services.latency import LatencyHistogram
@@ -53,6 +54,10 @@ class Engine:
         self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
                                self._on_market_data)
         self.sync = StrategySync(self.runtime, self.orders, self.strategies, self._on_execution, self._tell)
+        # The engine's own check of every order against its instrument (asked at every resync).
+        self.instruments = InstrumentGuard(self.runtime.reactor, self.orders,
+                                           settings.exchange_manager.risk.price_collar_pct)
+        self.sync.on_resync.append(self.instruments.refresh)
         self.runtime.add_handlers(build_handlers(self.session))
 
     # -- decisions -------------------------------------------------------------------------------
@@ -88,14 +93,21 @@ class Engine:
                 for intent in intents:
                     self._tell(strategy, "on_refused", intent, "trading is not enabled")
                 continue
+            mid = (quote.bid + quote.ask) / 2
             for intent in intents:
+                wire: Intent = intent
                 if isinstance(intent, OrderArgs):
                     intent = msgspec.structs.replace(intent, origin_ts_ns=quote.ts_ns)
-                if self._restricted(strategy, intent):
+                    checked, problem = self.instruments.prepare(intent, mid)
+                    if checked is None:
+                        self._tell(strategy, "on_refused", intent, problem)
+                        continue
+                    wire = checked
+                if self._restricted(strategy, wire):
                     self.suppressed += 1
                     self._tell(strategy, "on_refused", intent, f"session is degraded ({self._degraded_mode})")
                 else:
-                    self._send(strategy, intent)
+                    self._send(strategy, intent, wire)
 
     def _restricted(self, strategy: Strategy, intent: Intent) -> bool:
         """While DEGRADED, only what reduces the strategy's position goes out (the gate checks the
@@ -108,7 +120,9 @@ class Engine:
             return True
         return not (strategy.position * intent.side.sign < 0 and intent.qty <= abs(strategy.position) + 1e-12)
 
-    def _send(self, strategy: Strategy, intent: Intent) -> None:
+    def _send(self, strategy: Strategy, intent: Intent, wire: Intent) -> None:
+        """Send ``wire`` (the intent on its instrument's grid); the strategy hears of ``intent``, what
+        it asked for, so its own bookkeeping stays in its own terms."""
         self.decisions_made += 1
         is_order = isinstance(intent, OrderArgs)
 
@@ -125,7 +139,7 @@ class Engine:
 
         name = "submit_order" if is_order else "cancel_order"
         try:
-            self.orders.send(name, proto.to_builtins(intent), on_reply, on_timeout)
+            self.orders.send(name, proto.to_builtins(wire), on_reply, on_timeout)
         except NotConnected:
             on_timeout("")
 
@@ -169,6 +183,7 @@ class Engine:
             "orders_refused": self.orders_refused,
             "suppressed": self.suppressed,
             "book_sync": self.sync.stats(),
+            "instruments": self.instruments.stats(),
             "strategies": {name: {"symbol": s.symbol, "position": s.position,
                                   "errors": self.strategy_errors[name], "on": name not in self.switched_off}
                            for name, s in self.strategies.items()},

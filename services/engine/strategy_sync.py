@@ -54,6 +54,8 @@ class StrategySync:
         self._covered: tuple[int, dict[str, int]] | None = None  # the last snapshot's epoch and seqs
         self._lost_seen = 0
         self._openings = 0
+        # Also refreshed at every resync (e.g. the instrument specifications, instrument_guard.py).
+        self.on_resync: list[Callable[[], None]] = []
         self.snapshots = 0
         self.failed_asks = 0
         runtime.reactor.call_later(0.0, self.resync)
@@ -71,6 +73,8 @@ class StrategySync:
         """Hold the streams back and ask for a snapshot (once at a time)."""
         if self._held is None:
             self._held = deque(maxlen=MAX_HELD)
+        for hook in self.on_resync:
+            hook()
         if self._asking:
             self._again = True
             return

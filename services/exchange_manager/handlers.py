@@ -91,6 +91,17 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
             kind="gate_mode", reason=args.reason or f"mode set to {args.mode}", detail={"mode": args.mode}))
         return {"mode": em.gate.mode}
 
+    def instruments(_: NoArgs) -> dict[str, Any]:
+        """``instruments``: each venue's instrument specifications as last loaded (on every
+        connection), what the gate checks orders against. The engine asks it to check and round
+        its strategies' orders. CLI: ``tradectl instruments [--json]``.
+
+        Wire: ``Command(name="instruments")`` → ``ok(**InstrumentBook)``: ``default_connector``,
+        ``connectors={name: InstrumentList(venue, instruments=[Instrument])}``, ``pending=[names
+        whose list is not loaded since their latest connection]`` (``proto/instruments.py``).
+        """
+        return proto.to_builtins(em.instruments.book())
+
     def reconcile(_: NoArgs) -> dict[str, Any]:
         """``reconcile``: start a reconciliation with every connected venue → ``ok(runs={connector: run})``.
         Follow it with ``reconciliation``."""
@@ -105,7 +116,7 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         adopted, resolved, position_mismatches, error}})``: the latest outcome per connector."""
         return {"outcomes": {name: asdict(o) for name, o in em.reconciler.outcomes.items()}}
 
-    return {"reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
+    return {"instruments": instruments, "reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
             "flatten": flatten, "positions": positions, "orders": orders, "strategy_book": strategy_book,
             "set_mode": set_mode,
             **trading_handlers(em.session)}

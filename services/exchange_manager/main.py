@@ -14,9 +14,11 @@ from typing import Any
 
 import proto
 from bus import NotConnected
+from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
+from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.journal_writes import JournalWrites
 from services.exchange_manager.order_book import OrderBook, OrderRecord
@@ -47,9 +49,11 @@ class ExchangeManager:
                                       trading_enabled=lambda: self.session.trading_allowed())
         self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
         degraded_mode = settings.orchestrator.health.degraded_mode
+        self.instruments = InstrumentRegistry(self.runtime.reactor, [c.name for c in cfg.connectors],
+                                              cfg.default_connector)
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
-            else degraded_mode))
+            else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol))
         self._reconcile_backoff: dict[str, float] = {}  # connector -> next retry delay
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         # Ids carry this process's start time, so a restart never reuses one.
@@ -64,6 +68,8 @@ class ExchangeManager:
             log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
                      len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
+        self.foreign_rejects = 0
+        self._foreign_log = RateLimitedLog(log)
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled)
         self.connectors: dict[str, Connector] = {
@@ -193,6 +199,14 @@ class ExchangeManager:
     # -- what the venues report (ConnectorEvents) ------------------------------------------------
 
     def on_order_update(self, update: proto.OrderUpdate) -> None:
+        if update.status is proto.OrderStatus.REJECTED and update.client_order_id not in self.book.orders:
+            # Rejected at the venue, never sent by this book (which holds every order of ours
+            # before it leaves): a peer's order, behind our back. It holds nothing, so it is not
+            # adopted: the book, and the safety process's reject ratio, are about our orders.
+            self.foreign_rejects += 1
+            self._foreign_log.warning("foreign_reject", f"the venue rejected an order this book never sent: "
+                                                        f"{update.client_order_id} {update.symbol}: {update.reason}")
+            return
         self._record(self.book.apply_update(update))
 
     def on_fill(self, fill: proto.Fill) -> None:
@@ -212,6 +226,7 @@ class ExchangeManager:
         self._publish_order(record)
 
     def on_connected(self, connector: Connector) -> None:
+        self.instruments.load(connector)
         self.reconciler.run(connector)
 
     def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
@@ -281,6 +296,7 @@ class ExchangeManager:
             **self.session.summary(),
             "orders_submitted": self.book.submitted,
             "orders_rejected": self.book.rejected,
+            "foreign_rejects": self.foreign_rejects,
             "fills": self.book.fills,
             "open_orders": len(self.book.open_orders()),
             "positions": {s: p.qty for s, p in self.positions.items()},
@@ -292,7 +308,10 @@ class ExchangeManager:
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
             "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
-            "reconciled": bool(last and last.ok),
+            # what must be known before the session may open: the book agrees with the venues, and
+            # every venue's instrument list is loaded since its latest connection
+            "reconciled": bool(last and last.ok) and self.instruments.ready(),
+            "instruments": self.instruments.stats(),
             "tick_to_order": self.tick_to_order.snapshot(),
         }
 

@@ -1,6 +1,8 @@
 """The pre-trade risk gate: the last hop before any venue. Every order passes here or nowhere.
 
 Checks, in order (the first that fails is the refusal's reason):
+  0. the instrument (``instrument_checks.py``): finite numbers, a symbol the venue lists, its tick
+     and lot grid and minimums, a mark and the price collar; reducing orders only for meaning;
   1. trading allowed: the session is LIVE (or DEGRADED) as last heard from the orchestrator, that
      word is fresh (dead-man switch), and the orchestrator has not disabled trading. Otherwise only
      orders that reduce a position pass (so a failsafe can still flatten);
@@ -24,17 +26,23 @@ from collections.abc import Callable
 from typing import Literal
 
 from proto.commands import OrderArgs
+from proto.instruments import Instrument
+from services.exchange_manager.instrument_checks import instrument_refusal
 from services.exchange_manager.settings import RiskLimits
 from services.positions import EPSILON
 
 Mode = Literal["normal", "reduce_only", "halt"]
 _STRICTNESS = {"normal": 0, "reduce_only": 1, "halt": 2}
+# The order's instrument at its venue and whether that venue's list is loaded (instrument_checks.py).
+InstrumentLookup = Callable[[OrderArgs], tuple[Instrument | None, bool]]
 
 
 class RiskGate:
     def __init__(self, limits: RiskLimits, trading_allowed: Callable[[], bool],
-                 session_mode: Callable[[], Mode]) -> None:
+                 session_mode: Callable[[], Mode], instruments: InstrumentLookup | None = None) -> None:
         self._limits = limits
+        # None only in tests of the other checks: the exchange manager always gives its instruments.
+        self._instruments = instruments
         self._trading_allowed = trading_allowed
         # The mode the session asks for (reduce_only while DEGRADED, by default); it is derived from
         # the session state each time, so a restarted exchange manager applies it at once.
@@ -59,6 +67,11 @@ class RiskGate:
     ) -> tuple[str, str] | None:
         """None if the order may go; otherwise ``(kind, reason)``."""
         reduces = self.reduces(order, position, open_same_side)
+        if self._instruments is not None:
+            spec, listed = self._instruments(order)
+            problem = instrument_refusal(order, spec, listed, mark, reduces, self._limits.price_collar_pct)
+            if problem is not None:
+                return self._refuse(*problem)
         if not self._trading_allowed() and not reduces:
             return self._refuse("trading_disabled", "trading is not enabled (session not live, disabled, "
                                                     "or no word from the orchestrator): only reducing orders pass")

@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.setting_fields import NameField
+
 
 class ConnectorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "sim"
+    name: NameField = "sim"
     kind: Literal["venue_sim"] = "venue_sim"
     venue: str = "venue_sim"  # whose endpoints to use (bus endpoint naming)
     request_timeout_s: float = Field(default=1.0, gt=0)
@@ -30,12 +32,17 @@ class RiskLimits(BaseModel):
     max_gross_exposure: float = Field(default=1_000_000.0, gt=0)  # sum of |qty| x mark
     max_orders_per_s: int = Field(default=20, ge=1)
 
+    # Instrument checks (services/exchange_manager/instrument_checks.py): a limit price further than
+    # this from the mark (last quote's mid or trade) is refused, as is an opening order with no mark.
+    # The engine applies the same collar to its strategies' orders before they leave.
+    price_collar_pct: float = Field(default=10.0, gt=0, le=1_000)
+
 
 class ExchangeManagerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     connectors: list[ConnectorSettings] = Field(default_factory=lambda: [ConnectorSettings()])
-    default_connector: str = "sim"
+    default_connector: NameField = "sim"
     risk: RiskLimits = RiskLimits()
     # The book of record on disk (in paths.state_dir). Written through to the operating system
     # before an order leaves (survives kill -9); fsync_per_order also survives a power cut.

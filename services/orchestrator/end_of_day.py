@@ -3,6 +3,7 @@
 Report: JSON (for tools) and Markdown (for people) under ``logs/reports/``: orders, fills, volume,
 fees and realized PnL per symbol, safety events, and every state change of the session.
 Archive: the session's logs (``logs/live/*_<ts>.log``) as one tar.gz under ``logs/archive/``.
+Text from outside (a transition's reason) is escaped in the Markdown, one line each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import CommandClient, CommandTimeout
+from services.log_escape import escape, md_cell
 from services.orchestrator.failsafe import run_step
 from services.orchestrator.state_machine import Transition
 
@@ -77,16 +79,16 @@ def write_report(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
     json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
     json_path.write_text(json.dumps(report, indent=2, default=str))
     totals = report["totals"]
-    lines = [f"# End of day, session {report['session_id']}", "",
-             *[f"- {key.replace('_', ' ')}: {value}" for key, value in totals.items()], "",
+    lines = [f"# End of day, session {escape(str(report['session_id']))}", "",
+             *[f"- {key.replace('_', ' ')}: {escape(str(value))}" for key, value in totals.items()], "",
              "## Per symbol", "", "| symbol | orders | filled | rejected | volume | fees | realized PnL | final qty |",
              "|---|---|---|---|---|---|---|---|"]
     for symbol, row in sorted(report["per_symbol"].items()):
-        lines.append(f"| {symbol} | {row['orders']} | {row['filled_orders']} | {row['rejected']} | "
+        lines.append(f"| {md_cell(symbol)} | {row['orders']} | {row['filled_orders']} | {row['rejected']} | "
                      f"{row.get('volume', 0):,.2f} | {row.get('fees', 0):,.2f} | {row.get('realized_pnl', 0):,.2f} | "
                      f"{row.get('final_qty', 0):g} |")
     lines += ["", "## State changes", ""]
-    lines += [f"- {time.strftime('%H:%M:%S', time.localtime(c['ts']))} {c['from']} → {c['to']}: {c['reason']}"
+    lines += [f"- {time.strftime('%H:%M:%S', time.localtime(c['ts']))} {c['from']} → {c['to']}: {escape(c['reason'])}"
               for c in report["state_changes"]]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path

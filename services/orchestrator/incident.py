@@ -1,6 +1,8 @@
 """Incident reports: what triggered a FAILSAFE, what led to it, and what each step did.
 
-Written as JSON (for tools) and Markdown (for people) under ``logs/incidents/``.
+Written as JSON (for tools) and Markdown (for people) under ``logs/incidents/``. Text from outside
+(a trigger's reason, a step's detail) is escaped in the Markdown, one line each
+(``services/log_escape.py``); the JSON blocks are ``json.dumps`` in ASCII.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from services.log_escape import escape, md_cell
 
 
 @dataclass
@@ -68,7 +72,7 @@ class IncidentReport:
         lines = [
             f"# FAILSAFE incident, session {self.session_id}",
             "",
-            f"- Trigger: {self.trigger}",
+            f"- Trigger: {escape(self.trigger)}",
             f"- Started: {when(self.started_at)}",
             f"- Finished: {when(self.finished_at)}",
             f"- Outcome: {'trading stopped and flat at the venue' if self.ok else 'NOT SAFE: see the steps below'}"
@@ -83,11 +87,12 @@ class IncidentReport:
             "",
             "| step | ok | ms | detail |",
             "|---|---|---|---|",
-            *[f"| {s.name} | {'yes' if s.ok else 'NO'} | {s.duration_ms:.1f} | {s.detail} |" for s in self.steps],
+            *[f"| {md_cell(s.name)} | {'yes' if s.ok else 'NO'} | {s.duration_ms:.1f} | {md_cell(s.detail)} |"
+              for s in self.steps],
             "",
             "## Timeline (latest state changes and events)",
             "",
-            *[f"- {when(e.get('ts'))} {e.get('what', '')}" for e in self.timeline],
+            *[f"- {when(e.get('ts'))} {escape(str(e.get('what', '')))}" for e in self.timeline],
             "",
             "## Before",
             "",

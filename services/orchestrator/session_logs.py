@@ -14,17 +14,22 @@ stable name: ``state_transition``, ``safety_event``, ``process_alert``, ...), ``
 prose (``jq 'select(.event == "safety_event") | .data.symbol'``).
 
 Each file rotates at ``max_bytes`` (``<name>.1`` is the previous part); ``files()`` lists every part.
+
+Every line is escaped where it is made, for all five files (``services/log_escape.py``): a symbol,
+a reason or any other value holding a newline or a control character stays inside its own line, so
+no peer or operator can write a line that looks like the orchestrator's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import time
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
+
+from services.log_escape import EscapingFormatter, json_line
 
 LOGGER_NAME = "LiveTradingOrchestrator"
 FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
@@ -38,12 +43,12 @@ class SessionLogs:
         self.dir = log_dir / "live"
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(started or time.time()))
-        formatter = logging.Formatter(FORMAT)
+        formatter = EscapingFormatter(FORMAT)
         self.paths: dict[str, Path] = {}
         self._loggers: dict[str, logging.Logger] = {}
         for kind in KINDS:
             self._loggers[kind] = self._logger(self.dir / f"{kind}_{stamp}.log", kind, formatter, max_bytes, backups)
-        self._events = self._logger(self.dir / f"{EVENTS}_{stamp}.jsonl", EVENTS, logging.Formatter("%(message)s"),
+        self._events = self._logger(self.dir / f"{EVENTS}_{stamp}.jsonl", EVENTS, EscapingFormatter("%(message)s"),
                                     max_bytes, backups)
 
     def _logger(self, path: Path, kind: str, formatter: logging.Formatter, max_bytes: int,
@@ -81,7 +86,7 @@ class SessionLogs:
         record = {"ts": round(now, 6), "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
                   + f".{int(now % 1 * 1000):03d}Z", "level": logging.getLevelName(level), "log": kind,
                   "event": event or kind, "message": message, "data": dict(data or {})}
-        self._events.info(json.dumps(record, default=str, ensure_ascii=False))
+        self._events.info(json_line(record))
 
     def files(self) -> list[Path]:
         """Every file of this session, rotated parts included (oldest part last)."""

@@ -165,6 +165,31 @@ def positions(as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the exchange manager's InstrumentBook.")
+def instruments(as_json: bool) -> None:
+    """Each venue's instrument specifications, as the exchange manager last loaded them (the
+    tick and lot sizes and minimums the gate checks orders against).
+
+    \b
+    Examples:
+      tradectl instruments
+      tradectl instruments --json | jq '.connectors.sim.instruments[] | select(.symbol == "BTC-USD")'
+    """
+    result = Daemon("exchange_manager").call("instruments")
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=f"instruments (pending: {', '.join(result['pending']) or 'none'})")
+    for column in ("connector", "symbol", "tick", "lot", "min qty", "max qty", "min notional"):
+        table.add_column(column, justify="right")
+    for name, listed in sorted(result["connectors"].items()):
+        for i in sorted(listed["instruments"], key=lambda i: i["symbol"]):
+            table.add_row(name, i["symbol"], f"{i['tick_size']:g}", f"{i['lot_size']:g}", f"{i['min_qty']:g}",
+                          "-" if i["max_qty"] is None else f"{i['max_qty']:g}", f"{i['min_notional']:g}")
+    Console().print(table)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of orders.")
 @click.option("--all", "show_all", is_flag=True, help="Closed orders too (default: open orders only).")
 def orders(as_json: bool, show_all: bool) -> None:

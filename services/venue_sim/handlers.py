@@ -50,6 +50,13 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
                 "client_order_ids": list(m.orders), "duplicate_ids": m.duplicate_ids,
                 "positions": {s: p.to_dict() for s, p in m.positions.items()}}
 
+    def instruments(_: NoArgs) -> dict[str, Any]:
+        """``instruments`` → ``ok(**InstrumentList)``: ``venue`` and ``instruments=[Instrument]``, the
+        specification of every symbol it trades (``proto/instruments.py``), which its matching
+        enforces. The exchange manager loads it on every connection."""
+        m = venue.matcher
+        return proto.to_builtins(proto.InstrumentList(venue=m.venue, instruments=list(m.instruments.values())))
+
     def fault(args: FaultArgs) -> dict[str, Any]:
         """``fault``: inject a fault (tests, demos). CLI: ``tradectl venue fault FAULT [...]``.
 
@@ -69,5 +76,5 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
             venue.tick_to_order_ns.clear()
         return result
 
-    return {"latency": latency, "new_order": new_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
+    return {"instruments": instruments, "latency": latency, "new_order": new_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
             "open_orders": open_orders, "positions": positions, "fills": fills, "fault": fault}

@@ -18,6 +18,7 @@ from proto.commands import FaultArgs, NewOrderArgs
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
+from services.venue_sim.instruments import venue_instruments
 from services.venue_sim.matching import Event, Matcher
 from services.venue_sim.prices import make_source
 
@@ -27,8 +28,9 @@ class Venue:
         self.settings = settings.venue_sim
         self.runtime = ServiceRuntime("venue_sim", settings, stats=self.stats,
                                       on_subscription=self._on_subscription)
-        self.matcher = Matcher(self.settings, self.runtime.epoch)
         self.source = make_source(self.settings, time.monotonic())
+        self.matcher = Matcher(self.settings, self.runtime.epoch,
+                               venue_instruments(self.settings, self.source.reference_prices()))
         self.feed_on = True
         self.extra_latency_ms = 0.0
         self.quotes_published = 0

@@ -1,6 +1,11 @@
 """The simulated venue's matching: market orders at the touch with slippage, resting limit orders
 filled when crossed, cancels, rejects, fees, and one account's positions.
 
+Orders are checked against the instrument of their symbol as a real venue does (``instruments.py``):
+an unknown symbol, a quantity off the lot grid or below the minimum, a limit price off the tick grid
+or further than ``price_band_pct`` from the touch, a notional below the minimum are rejected with the
+reason.
+
 Reduce-only orders behave as on real venues: rejected when they would not reduce the position when
 they arrive, filled at most up to the position when they execute, the rest cancelled. Checked here,
 at execution, a flatten sent while a resting order of ours fills can never reverse the position."""
@@ -14,7 +19,10 @@ from dataclasses import dataclass
 import proto
 from proto import OrderStatus, Side
 from proto.commands import NewOrderArgs
+from proto.instruments import Instrument
+from services.instruments import collar_problem, notional_problem, price_problem, quantity_problem
 from services.positions import EPSILON, Position
+from services.venue_sim.instruments import venue_instruments
 from services.venue_sim.settings import VenueSimSettings
 
 Event = proto.OrderUpdate | proto.Fill
@@ -45,9 +53,13 @@ class VenueOrder:
 
 
 class Matcher:
-    def __init__(self, settings: VenueSimSettings, epoch: int) -> None:
+    def __init__(self, settings: VenueSimSettings, epoch: int,
+                 instruments: dict[str, Instrument] | None = None) -> None:
+        """``instruments``: what each symbol's orders must respect (default: the settings' own,
+        priced from ``settings.symbols``)."""
         self._s = settings
         self.venue = settings.venue
+        self.instruments = instruments if instruments is not None else venue_instruments(settings, settings.symbols)
         self._order_ids = itertools.count(1)
         self._fill_ids = itertools.count(1)
         self._id_prefix = f"{epoch // 1_000_000:x}"  # a restarted venue never reuses an id
@@ -91,16 +103,39 @@ class Matcher:
     def _refusal(self, order: VenueOrder) -> str:
         if self.reject_all:
             return "venue is rejecting every order (fault injected)"
+        spec = self.instruments.get(order.symbol)
+        if spec is None:
+            return f"unknown symbol {order.symbol}"
         if order.symbol not in self.touch:
-            return f"unknown symbol {order.symbol} (no market)"
+            return f"no market in {order.symbol} yet"
         if order.qty > self._s.max_order_qty:
             return f"quantity {order.qty:g} over the venue's maximum {self._s.max_order_qty:g}"
         if order.order_type == "limit" and order.limit_price is None:
             return "limit order without a limit price"
+        if order.order_type == "market" and order.limit_price is not None:
+            return "market order with a limit price"
         if order.reduce_only and self._reducible(order) <= EPSILON:
             position = self.positions.get(order.symbol, Position()).qty
             return f"reduce-only {order.side.value} would not reduce the position {position:g}"
-        return ""
+        problem = self._spec_problem(spec, order)
+        return f"{problem[0]}: {problem[1]}" if problem else ""
+
+    def _spec_problem(self, spec: Instrument, order: VenueOrder) -> tuple[str, str] | None:
+        """The instrument's grid and limits. A reduce-only order is held to the grid but not to the
+        minimums (as on venues that exempt reduce-only orders): a position smaller than the minimum
+        must still be closable."""
+        problem = quantity_problem(spec, order.qty)
+        if problem is not None and problem[0] == "min_qty" and order.reduce_only:
+            problem = None
+        bid, ask = self.touch[order.symbol]
+        if problem is None and order.limit_price is not None:
+            problem = (price_problem(spec, order.limit_price)
+                       or collar_problem(order.symbol, order.limit_price, (bid + ask) / 2, self._s.price_band_pct,
+                                         kind="price_band"))
+        if problem is None and not order.reduce_only:
+            price = order.limit_price if order.limit_price is not None else (ask if order.side is Side.BUY else bid)
+            problem = notional_problem(spec, order.qty, price)
+        return problem
 
     def cancel(self, client_order_id: str) -> list[Event]:
         order = self.orders.get(client_order_id)

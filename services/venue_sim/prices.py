@@ -33,6 +33,10 @@ class PriceSource(Protocol):
 
     def jump(self, symbol: str, percent: float) -> None: ...
 
+    def reference_prices(self) -> dict[str, float]:
+        """Each symbol this source trades, with its first price (the instruments are derived from it)."""
+        ...
+
     @property
     def finished(self) -> bool: ...
 
@@ -43,6 +47,7 @@ class SyntheticPrices:
     def __init__(self, settings: VenueSimSettings, start: float) -> None:
         self._rng = random.Random(settings.seed)
         self._mid = dict(settings.symbols)
+        self._start_mid = dict(settings.symbols)
         self._rate = settings.quotes_per_s
         dt = 1.0 / self._rate
         self._sigma_step = settings.volatility_bps_per_sqrt_s / 1e4 * math.sqrt(dt)
@@ -58,6 +63,9 @@ class SyntheticPrices:
 
     def begin(self, now: float) -> None:
         pass  # a synthetic market runs whether or not anyone listens
+
+    def reference_prices(self) -> dict[str, float]:
+        return dict(self._start_mid)
 
     def due(self, now: float) -> list[Tick]:
         self._carry += (now - self._last) * self._rate
@@ -94,6 +102,7 @@ class ReplayPrices:
             events += [(e.ts, spec.symbol, e) for e in load(spec.path, spec.format, settings.spread_bps)]
         events.sort(key=lambda item: item[0])
         self._events = events
+        self._files = settings.replay_files
         self._speed = settings.replay_speed
         self._loop = settings.replay_loop
         self._start: float | None = None if settings.replay_wait_for_subscriber else start
@@ -103,6 +112,14 @@ class ReplayPrices:
     @property
     def finished(self) -> bool:
         return not self._loop and self._i >= len(self._events)
+
+    def reference_prices(self) -> dict[str, float]:
+        first: dict[str, float] = {}
+        for _ts, symbol, e in self._events:
+            if symbol not in first:
+                first[symbol] = (e.bid + e.ask) / 2 if e.kind == "quote" else e.price
+        # a file with no usable row still names a symbol the venue lists (priced 1: a fine grid)
+        return {spec.symbol: first.get(spec.symbol, 1.0) for spec in self._files} | first
 
     def begin(self, now: float) -> None:
         """Start the replay clock (once): the first market-data subscriber has connected."""

@@ -9,26 +9,56 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.setting_fields import NameField, SymbolField
 
 
 class ReplayFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path
-    symbol: str
+    symbol: SymbolField
     # auto: recognised from the header (bars, quotes, histdata, tardis); see services/venue_sim/replay.py
     format: Literal["auto", "bars", "quotes", "histdata", "tardis"] = "auto"
+
+
+class InstrumentSettings(BaseModel):
+    """One market's specification at the simulated venue (``proto.Instrument``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tick_size: float = Field(gt=0, le=1e6)
+    lot_size: float = Field(gt=0, le=1e6)
+    min_qty: float | None = Field(default=None, gt=0)  # None: one lot
+    max_qty: float | None = Field(default=None, gt=0)
+    min_notional: float = Field(default=1.0, ge=0)  # quantity x price, in the quote currency
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InstrumentSettings":
+        if self.min_qty is not None and self.min_qty < self.lot_size:
+            raise ValueError(f"min_qty={self.min_qty:g} is below lot_size={self.lot_size:g}")
+        if self.max_qty is not None and self.max_qty < (self.min_qty or self.lot_size):
+            raise ValueError(f"max_qty={self.max_qty:g} is below the minimum quantity")
+        return self
 
 
 class VenueSimSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    venue: str = "SIM"
+    venue: NameField = "SIM"
     # price source: a synthetic random walk (default) or a replay of recorded files
     source: Literal["synthetic", "replay"] = "synthetic"
-    symbols: dict[str, float] = Field(default_factory=lambda: {"BTC-USD": 40_000.0, "ETH-USD": 3_000.0,
-                                                               "SOL-USD": 150.0})
+    symbols: dict[SymbolField, float] = Field(default_factory=lambda: {"BTC-USD": 40_000.0, "ETH-USD": 3_000.0,
+                                                                       "SOL-USD": 150.0})
+    # What an order must respect per symbol (services/venue_sim/instruments.py), served by the
+    # ``instruments`` command. A symbol it trades without an entry here gets one derived from its
+    # first price: about six significant digits of tick, a lot worth about a tenth of a quote unit.
+    instruments: dict[SymbolField, InstrumentSettings] = Field(default_factory=lambda: {
+        "BTC-USD": InstrumentSettings(tick_size=0.01, lot_size=0.00001),
+        "ETH-USD": InstrumentSettings(tick_size=0.01, lot_size=0.0001),
+        "SOL-USD": InstrumentSettings(tick_size=0.01, lot_size=0.001),
+    })
     quotes_per_s: float = Field(default=5.0, gt=0, le=200_000)  # per symbol
     volatility_bps_per_sqrt_s: float = Field(default=4.0, ge=0)
     jump_probability_per_s: float = Field(default=0.002, ge=0, le=1)
@@ -48,3 +78,6 @@ class VenueSimSettings(BaseModel):
     fee_bps: float = Field(default=1.0, ge=0)
     latency_ms: float = Field(default=0.0, ge=0)
     max_order_qty: float = Field(default=1_000_000.0, gt=0)
+    # A limit price further than this from the touch's mid is rejected, as venues' percent-price
+    # filters do (wider than the gate's own collar, exchange_manager.risk.price_collar_pct).
+    price_band_pct: float = Field(default=20.0, gt=0)

@@ -45,7 +45,7 @@ REJECT_KINDS = ("malformed", "version", "unknown_type", "invalid", "not_a_comman
 def _valid_value(t: msgspec.inspect.Type) -> Any:
     mi = msgspec.inspect
     if isinstance(t, mi.StrType):
-        return "fz"
+        return "FZ" if t.pattern else "fz"  # "FZ" is a valid symbol, id and name (proto/fields.py)
     if isinstance(t, mi.BoolType):
         return True
     if isinstance(t, mi.IntType):

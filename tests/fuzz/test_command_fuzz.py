@@ -339,8 +339,8 @@ def _venue_orders(d: Daemon, client_order_id: str) -> list[dict[str, Any]]:
 
 
 def _resting_order(strategy: str) -> dict[str, Any]:
-    # far below the touch (SOL-USD about 150): it rests at the venue until cancelled
-    return {"symbol": "SOL-USD", "side": "buy", "qty": 0.01, "order_type": "limit", "limit_price": 75.0,
+    # below the touch (SOL-USD about 150, inside the gate's price collar): it rests at the venue until cancelled
+    return {"symbol": "SOL-USD", "side": "buy", "qty": 0.01, "order_type": "limit", "limit_price": 140.0,
             "strategy": strategy}
 
 
@@ -400,7 +400,7 @@ def test_replayed_venue_new_order_runs_once(fuzz_daemon: Daemon) -> None:
     rng = random.Random("venue")
     coid = f"fz-venue-{rng.getrandbits(64):016x}"
     args = {"client_order_id": coid, "symbol": "SOL-USD", "side": "buy", "qty": 0.01, "order_type": "limit",
-            "limit_price": 75.0}
+            "limit_price": 140.0}
     cid = garbage.new_id(rng)
     frame = garbage.command("new_order", args, cid=cid)
     before = ask(d, "venue_sim", "status")

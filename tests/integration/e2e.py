@@ -345,10 +345,11 @@ def incident_files(d: Daemon) -> tuple[list[Path], list[Path]]:
 
 
 def place_resting_orders(d: Daemon) -> list[str]:
-    """Two SOL-USD limit orders (about 150) far from the touch, one each side, placed through the
-    exchange manager; they rest at the venue until cancelled. Returns their client order ids."""
+    """Two SOL-USD limit orders (about 150) away from the touch, one each side (inside the gate's
+    10 % price collar), placed through the exchange manager; they rest at the venue until cancelled.
+    Returns their client order ids."""
     ids = []
-    for symbol, side, price in (("SOL-USD", "buy", 75.0), ("SOL-USD", "sell", 300.0)):
+    for symbol, side, price in (("SOL-USD", "buy", 140.0), ("SOL-USD", "sell", 160.0)):
         wait_routed(d, symbol)
         reply = submit(d, symbol, side, 1.0, order_type="limit", limit_price=price, strategy="itest")
         assert reply.ok, reply.error

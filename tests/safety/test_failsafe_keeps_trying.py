@@ -57,12 +57,12 @@ def test_the_gates_rate_limit_never_refuses_the_failsafes_flatten(make_daemon) -
     d.wait_state("live", timeout=30)
     wait_routed(d, "SOL-USD")
     # the strategies spend most of the budget: the test's own orders wait for room in the window
-    for order in ({"qty": 0.5}, {"qty": 1.0, "order_type": "limit", "limit_price": 75.0}):
+    for order in ({"qty": 0.5}, {"qty": 1.0, "order_type": "limit", "limit_price": 140.0}):
         wait_until(lambda: submit(d, "SOL-USD", "buy", strategy="itest", **order).ok, 10)
     wait_until(lambda: venue_positions(d).get("SOL-USD"), 5)
     # spend the rate budget just before the failsafe, as the strategies did in the reproduction
     for _ in range(6):
-        submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=75.0, strategy="itest")
+        submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=140.0, strategy="itest")
     _failsafe(d, "rate budget spent")
     wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 20, ignore=(CommandTimeout,))
     wait_venue_flat(d)

@@ -91,9 +91,9 @@ def test_refused_while_trading_is_disabled_before_the_open(module_daemon: Daemon
 @pytest.mark.parametrize(("kind", "symbol", "side", "qty", "extra", "words"), [
     ("max_order_qty", "SOL-USD", "buy", 1.5, {}, "quantity 1.5 over max_order_qty 1"),
     ("max_order_notional", "BTC-USD", "buy", 1.0, {}, "over max_order_notional 30,000.00"),
-    # a limit order's notional is taken at its limit price
-    ("max_order_notional", "ETH-USD", "buy", 1.0, {"order_type": "limit", "limit_price": 40_000.0},
-     "notional 40,000.00 over max_order_notional"),
+    # a limit order's notional is taken at its limit price (0.74 BTC at the market is about 29,600)
+    ("max_order_notional", "BTC-USD", "buy", 0.74, {"order_type": "limit", "limit_price": 41_000.0},
+     "notional 30,340.00 over max_order_notional"),
     ("reduce_only", "SOL-USD", "sell", 0.5, {"reduce_only": True}, "would not reduce the position"),
 ])
 def test_order_limits_are_refused_with_their_reason(live: Daemon, governance: Collector, kind: str, symbol: str,
@@ -123,20 +123,20 @@ def test_order_rate_is_limited(live: Daemon, governance: Collector) -> None:
     ids = []
     t0 = time.monotonic()
     for _ in range(LIMITS["max_orders_per_s"]):
-        # resting sells far above the touch, each reducing the long SOL position: they pass every
-        # other check
-        reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=1_000.0)
+        # resting sells above the touch (inside the price collar), each reducing the long SOL
+        # position: they pass every other check
+        reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=160.0)
         assert reply.ok, reply.error
         ids.append(reply.result["client_order_id"])
     reason = _refused(d, governance, "max_orders_per_s", "SOL-USD", "sell", 0.01, order_type="limit",
-                      limit_price=1_000.0)
+                      limit_price=160.0)
     assert time.monotonic() - t0 < 1.0, "too slow to test the rate limit"
     assert "order rate over max_orders_per_s 5" in reason, reason
     # the ones that passed reached the venue, and rest there
     wait_until(lambda: set(ids) <= {o["client_order_id"] for o in venue_open_orders(d)}, 5)
     # the next second lets orders through again
     time.sleep(1.1)
-    reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=1_000.0)
+    reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=160.0)
     assert reply.ok, reply.error
     assert ask(d, "exchange_manager", "cancel_all")
     wait_until(lambda: not venue_open_orders(d), 5)

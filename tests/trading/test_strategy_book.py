@@ -38,7 +38,7 @@ def test_a_restarted_engine_takes_its_strategies_positions_from_the_book(module_
     wait_until(lambda: abs(_engine_position(d) - 0.02) < 1e-9, 10, ignore=(CommandTimeout,))
     assert _book(d)["quiet"]["positions"] == {"BTC-USD": 0.02}
     resting = d.call("exchange_manager", "submit_order", timeout_s=2, symbol="BTC-USD", side="buy", qty=0.001,
-                     order_type="limit", limit_price=1000.0, strategy="quiet")
+                     order_type="limit", limit_price=37_000.0, strategy="quiet")
     assert resting.ok, resting.error
     wait_until(lambda: [o["client_order_id"] for o in _book(d)["quiet"]["open_orders"]]
                == [resting.result["client_order_id"]], 5, ignore=(CommandTimeout,))

@@ -47,7 +47,7 @@ def _valid_value(t: msgspec.inspect.Type) -> Any:
     """A valid (non-default-looking) value for a msgspec field type, for types without a sample."""
     mi = msgspec.inspect
     if isinstance(t, mi.StrType):
-        return "abc"
+        return "ABC" if t.pattern else "abc"  # "ABC" is a valid symbol, id and name (proto/fields.py)
     if isinstance(t, mi.BoolType):
         return True
     if isinstance(t, mi.IntType):

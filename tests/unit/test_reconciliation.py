@@ -99,14 +99,14 @@ def test_reconcile_resolves_adopts_and_takes_venue_positions() -> None:
     book.orders[elsewhere].created_ns = time.time_ns() - 10_000_000_000
     # an order at the venue the book never heard of
     rig.matcher.new_order(NewOrderArgs(client_order_id="stranger-1", symbol="BTC-USD", side=Side.SELL, qty=0.5,
-                                       order_type="limit", limit_price=130.0))
+                                       order_type="limit", limit_price=120.0))
 
     outcome = rig.reconcile()
 
     assert outcome.ok and outcome.connector == "sim" and outcome.run == 1 and outcome.error == ""
     assert outcome.adopted == ["stranger-1"]
     assert book.orders["stranger-1"].status is OrderStatus.ACKNOWLEDGED and book.adopted == 1
-    assert book.orders["stranger-1"].limit_price == 130.0 and book.orders["stranger-1"].side is Side.SELL
+    assert book.orders["stranger-1"].limit_price == 120.0 and book.orders["stranger-1"].side is Side.SELL
     assert book.orders[resting].status is OrderStatus.ACKNOWLEDGED  # the venue's report was applied
     assert book.orders[filled].status is OrderStatus.FILLED
     assert book.orders[filled].filled_qty == 2.0 and book.orders[filled].avg_fill_price == 101.0

@@ -10,14 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 import proto
 from proto.commands import CancelArgs, OrderArgs
 from services.engine.strategies.base import Intent, Strategy
+from services.setting_fields import NameField, SymbolField
 
 
 class MarketMakerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["market_maker"] = "market_maker"
-    name: str = "mm"
-    symbol: str = "ETH-USD"
+    name: NameField = "mm"
+    symbol: SymbolField = "ETH-USD"
     half_spread_bps: float = Field(default=3.0, gt=0)
     requote_bps: float = Field(default=5.0, gt=0)  # mid move that cancels and replaces both quotes
     qty: float = Field(default=0.1, gt=0)

@@ -10,14 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 import proto
 from proto.commands import OrderArgs
 from services.engine.strategies.base import Intent, Strategy
+from services.setting_fields import NameField, SymbolField
 
 
 class MeanReversionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["mean_reversion"] = "mean_reversion"
-    name: str = "meanrev"
-    symbol: str = "BTC-USD"
+    name: NameField = "meanrev"
+    symbol: SymbolField = "BTC-USD"
     window: int = Field(default=20, ge=2)  # quotes in the rolling mean
     entry_bps: float = Field(default=3.0, gt=0)  # distance from the mean that triggers an order
     qty: float = Field(default=0.01, gt=0)

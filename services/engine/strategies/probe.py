@@ -1,7 +1,8 @@
 """Latency probe: measures tick-to-order on the live path without trading.
 
-Every ``every_n`` quotes it sends one minimal limit order priced ``offset_pct`` away from the
-market (so it never fills) and cancels the previous probe. Each order carries the triggering
+Every ``every_n`` quotes it sends one minimal limit order priced ``offset_pct`` below the bid (so
+it practically never fills; within the gate's price collar, ``exchange_manager.risk.price_collar_pct``,
+else the gate refuses it) and cancels the previous probe. Each order carries the triggering
 quote's timestamp, so the venue measures tick-to-order on it. Off by default; used by the
 benchmark and by operators who want the figure from a running system.
 """
@@ -15,16 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 import proto
 from proto.commands import CancelArgs, OrderArgs
 from services.engine.strategies.base import Intent, Strategy
+from services.setting_fields import NameField, SymbolField
 
 
 class ProbeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["probe"] = "probe"
-    name: str = "probe"
-    symbol: str = "BTC-USD"
+    name: NameField = "probe"
+    symbol: SymbolField = "BTC-USD"
     every_n: int = Field(default=10, ge=1)
-    offset_pct: float = Field(default=50.0, gt=0, lt=100)
+    offset_pct: float = Field(default=5.0, gt=0, lt=100)
     qty: float = Field(default=0.001, gt=0)
 
 

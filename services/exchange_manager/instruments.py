@@ -1,0 +1,89 @@
+"""Each venue's instrument list, loaded on every (re)connection: what the gate checks orders against.
+
+A connector that (re)connects may lead to a venue that restarted with other markets, so its list is
+asked again each time and the connector counts as *pending* until the answer is in. While any
+connector is pending the exchange manager does not report itself reconciled, so the session cannot
+open (``_require_reconciled`` in the orchestrator); the previous list, if any, still serves the gate
+meanwhile (an opening order for a symbol it lacks is refused until the new list says otherwise).
+A venue that does not answer, or answers something that is not an ``InstrumentList``, is asked
+again with backoff while the connector is up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from bus import Reactor
+from proto.instruments import Instrument, InstrumentBook, InstrumentList
+from services.exchange_manager.connectors import Connector
+
+log = logging.getLogger(__name__)
+RETRY_S, RETRY_MAX_S = 0.5, 5.0
+
+
+class InstrumentRegistry:
+    def __init__(self, reactor: Reactor, connectors: Iterable[str], default_connector: str) -> None:
+        self._reactor = reactor
+        self._default = default_connector
+        self._lists: dict[str, InstrumentList] = {}
+        self._specs: dict[str, dict[str, Instrument]] = {}
+        self._pending: set[str] = set(connectors)
+        self._backoff: dict[str, float] = {}
+        self._asking: dict[str, int] = {}  # connector -> the number of its latest request
+        self.loads = 0
+        self.failures = 0
+
+    def load(self, connector: Connector) -> None:
+        """Ask the venue for its list (on every connection); the connector is pending until it answers."""
+        name = connector.name
+        self._pending.add(name)
+        request = self._asking[name] = self._asking.get(name, 0) + 1
+
+        def on_result(result: dict[str, Any] | None) -> None:
+            if request != self._asking.get(name):
+                return  # a newer request is out (a reconnection meanwhile): its answer counts
+            self._received(connector, result)
+
+        connector.query("instruments", on_result)
+
+    def _received(self, connector: Connector, result: dict[str, Any] | None) -> None:
+        name = connector.name
+        try:
+            if result is None:
+                raise ValueError("no answer")
+            answer = msgspec.convert(result, InstrumentList)
+        except (ValueError, msgspec.ValidationError) as exc:
+            self.failures += 1
+            delay = self._backoff.get(name, RETRY_S)
+            self._backoff[name] = min(2 * delay, RETRY_MAX_S)
+            log.warning("instruments from %s: %s; asking again in %.1fs", name, exc, delay)
+            self._reactor.call_later(delay, lambda: connector.is_connected_check() and self.load(connector))
+            return
+        self._lists[name] = answer
+        self._specs[name] = {spec.symbol: spec for spec in answer.instruments}
+        self._pending.discard(name)
+        self._backoff.pop(name, None)
+        self.loads += 1
+        log.info("instruments from %s (%s): %s", name, answer.venue, ", ".join(sorted(self._specs[name])) or "none")
+
+    def lookup(self, connector: str, symbol: str) -> tuple[Instrument | None, bool]:
+        """The instrument (None if not listed) and whether the venue's current list is loaded."""
+        connector = connector or self._default
+        specs = self._specs.get(connector, {})
+        return specs.get(symbol), connector in self._specs and connector not in self._pending
+
+    def ready(self) -> bool:
+        """Every connector's list is loaded since its latest connection."""
+        return not self._pending
+
+    def book(self) -> InstrumentBook:
+        return InstrumentBook(default_connector=self._default, connectors=dict(self._lists),
+                              pending=sorted(self._pending))
+
+    def stats(self) -> dict[str, Any]:
+        return {"loaded": {name: len(specs) for name, specs in self._specs.items()},
+                "pending": sorted(self._pending), "loads": self.loads, "failures": self.failures}
