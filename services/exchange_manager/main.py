@@ -3,7 +3,8 @@ PnL, and the pre-trade risk gate (the last hop before any venue).
 
 Top to bottom: bind sockets; follow the session (fail closed); connect every configured venue;
 mark positions from the router's market data; serve order commands through the gate; apply the
-venues' execution reports and fills; reconcile on every (re)connection.
+venues' execution reports and fills; reconcile on every (re)connection and continuously after
+(``venue_watch.py``): what a venue holds that this system did not send is an execution anomaly.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.journal import OrderJournal
-from services.exchange_manager.order_book import OrderBook, OrderRecord
+from services.exchange_manager.order_book import FOREIGN, OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
 from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
+from services.exchange_manager.venue_watch import VenueWatch
 from services.latency import LatencyHistogram
 from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
@@ -31,7 +33,6 @@ from services.settings import Settings
 log = logging.getLogger("exchange_manager")
 # A quote older than this when its order leaves is a replayed one (historic timestamp), not latency.
 TICK_TO_ORDER_MAX_NS = 60 * 1_000_000_000
-RECONCILE_RETRY_S, RECONCILE_RETRY_MAX_S = 0.5, 5.0  # backing off while the venue keeps not answering
 
 
 class Refused(Exception):
@@ -49,7 +50,6 @@ class ExchangeManager:
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode))
-        self._reconcile_backoff: dict[str, float] = {}  # connector -> next retry delay
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
@@ -62,9 +62,13 @@ class ExchangeManager:
                      len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
-                                     apply_fill=self.on_fill, report=self._on_reconciled)
+                                     apply_fill=self.on_fill, report=self._on_reconciled,
+                                     page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
+                                     save_cursor=self.journal.save_cursor)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
+        self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
+                                      foreign_positions=lambda: self.strategy_positions.of(FOREIGN))
         self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
         self.runtime.add_handlers(build_handlers(self))
         for connector in self.connectors.values():
@@ -161,30 +165,38 @@ class ExchangeManager:
     # -- what the venues report (ConnectorEvents) ------------------------------------------------
 
     def on_order_update(self, update: proto.OrderUpdate) -> None:
+        known = update.client_order_id in self.book.orders
         self._record(self.book.apply_update(update))
+        if not known:
+            self.venue_watch.foreign_order(update)
 
     def on_fill(self, fill: proto.Fill) -> None:
+        known = self.book.orders.get(fill.client_order_id)
         record = self.book.apply_fill(fill)
+        connector = self.connectors.get(fill.connector)
+        self.reconciler.heard(fill.connector, connector.venue_session if connector else None, fill)
         if record is None:
             return  # already applied
-        self.reconciler.heard(record.connector, fill.fill_id)
         position = self.positions.setdefault(fill.symbol, Position())
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        self.journal.save_fill(fill, record, position, strategies)
+        self.journal.save_fill(fill, record, position, strategies,
+                               cursor=(fill.connector, self.reconciler.cursor(fill.connector)) if fill.venue_seq else None)
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
             connector=record.connector))
         self._publish_order(record)
+        if known is None or known.strategy == FOREIGN:
+            self.venue_watch.foreign_fill(fill)
 
     def on_connected(self, connector: Connector) -> None:
-        self.reconciler.run(connector)
+        self.venue_watch.request(connector)
 
     def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
         log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
-        self.reconciler.run(connector)
+        self.venue_watch.request(connector)
 
     def _on_reconciled(self, outcome: Outcome) -> None:
         for cid in outcome.adopted + list(outcome.resolved):
@@ -192,32 +204,20 @@ class ExchangeManager:
                 self._record(self.book.orders[cid])
         if outcome.position_mismatches:
             self.journal.save_positions({s: self.positions[s] for s in outcome.position_mismatches})
-        level = logging.INFO if outcome.ok and not outcome.position_mismatches else logging.WARNING
-        log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
-                outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
-                outcome.position_mismatches, outcome.error)
-        if outcome.ok:
-            self._reconcile_backoff.pop(outcome.connector, None)
-        else:
-            self._retry_reconciliation(outcome.connector)
-        if outcome.adopted or outcome.resolved or outcome.position_mismatches or not outcome.ok:
+        changed = bool(outcome.adopted or outcome.resolved or outcome.position_mismatches)
+        # A clean periodic run is not news; a stale answer is a race, counted and asked again.
+        level = logging.WARNING if outcome.position_mismatches or not (outcome.ok or outcome.stale) else (
+            logging.INFO if changed or outcome.run == 1 else logging.DEBUG)
+        log.log(level, "reconciliation %d with %s: ok=%s adopted=%s resolved=%s position mismatches=%s "
+                "in %.1f ms (%d fill page(s), largest answer %d bytes) %s", outcome.run, outcome.connector,
+                outcome.ok, outcome.adopted, outcome.resolved, outcome.position_mismatches, outcome.duration_ms,
+                outcome.fill_pages, outcome.largest_reply_bytes, outcome.error)
+        self.venue_watch.on_outcome(outcome)
+        if changed or not (outcome.ok or outcome.stale):
             self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
                 kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
                 detail={"adopted": outcome.adopted, "resolved": outcome.resolved,
                         "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
-
-    def _retry_reconciliation(self, name: str) -> None:
-        """A reconciliation the venue did not fully answer (its command socket not yet connected
-        at start, a timeout) is tried again while the connector is up: until one passes the session
-        may not open, so giving up would keep it closed for good."""
-        def again() -> None:
-            connector = self.connectors.get(name)
-            if connector is not None and connector.is_connected_check():
-                self.reconciler.run(connector)
-
-        delay = self._reconcile_backoff.get(name, RECONCILE_RETRY_S)
-        self._reconcile_backoff[name] = min(2 * delay, RECONCILE_RETRY_MAX_S)
-        self.runtime.reactor.call_later(delay, again)
 
     def _record(self, record: OrderRecord) -> None:
         self.journal.save_order(record)
@@ -259,6 +259,9 @@ class ExchangeManager:
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
             "reconciled": bool(last and last.ok),
+            "reconciliation": self.venue_watch.stats(),
+            # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.
+            "venue_unknown": self.venue_watch.venue_unknown(),
             "tick_to_order": self.tick_to_order.snapshot(),
         }
 

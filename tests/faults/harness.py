@@ -45,7 +45,7 @@ from typing import Any
 import proto
 from bus import SERVICE_NAMES, CommandTimeout, Subscriber
 from integration.daemon import Daemon, WaitTimeout, program_names, wait_until
-from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, Collector, place_resting_orders, wait_routed
+from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, Collector, place_resting_orders, venue_record, wait_routed
 
 EPS = 1e-9
 NS = 1_000_000_000
@@ -201,8 +201,9 @@ class VenueLedger:
         self.incarnations: dict[int, VenueIncarnation] = {}
 
     def record(self, d: Daemon) -> VenueIncarnation:
+        """Read the venue's whole record, a page at a time (``fills_since``, ``orders_received``)."""
         status = _ask(d, "venue_sim", "status")
-        result = _ask(d, "venue_sim", "fills")
+        result = venue_record(lambda service, command, **args: _ask(d, service, command, **args))
         inc = self.incarnations.setdefault(status["epoch"], VenueIncarnation(status["epoch"]))
         inc.cids = list(result["client_order_ids"])
         inc.duplicate_ids = int(result["duplicate_ids"])

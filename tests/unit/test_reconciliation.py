@@ -1,9 +1,9 @@
 """services.exchange_manager.reconciliation.Reconciler against a real venue Matcher.
 
-The connector below is the smallest real thing that answers reconciliation's three queries: it asks
-the venue simulator's own command handlers (services.venue_sim.handlers, over a real Matcher), and
-passes each answer through the wire encoding (proto.encode/decode of the Reply) as the real
-connector would receive it. Orders are placed on the venue with Matcher.new_order and the market
+The connector below is the smallest real thing that answers reconciliation's queries (mass status,
+fills since a number, order status): it asks the venue simulator's own command handlers
+(services.venue_sim.handlers, over a real Matcher), and passes each answer through the wire encoding
+(proto.encode/decode of the Reply, then proto.parse_result) as the real connector would receive it. Orders are placed on the venue with Matcher.new_order and the market
 moved with Matcher.on_quote; the exchange manager's book and positions are the real objects, and
 missed reports are simulated simply by not telling the book.
 """
@@ -19,7 +19,7 @@ import pytest
 
 import proto
 from proto import OrderStatus, Side
-from proto.commands import NewOrderArgs, NoArgs, OrderArgs
+from proto.commands import NewOrderArgs, OrderArgs, parse_args
 from services.exchange_manager.order_book import OrderBook
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.positions import Position
@@ -29,23 +29,40 @@ from services.venue_sim.settings import VenueSimSettings
 
 
 class MatcherConnector:
-    """Implements ``Connector.query`` by asking the venue simulator's handlers over a real Matcher."""
+    """Implements the ``Connector`` queries by asking the venue simulator's handlers over a real Matcher."""
 
     def __init__(self, name: str, matcher: Matcher) -> None:
         self.name = name
         self.matcher = matcher
+        self.venue_session: int | None = matcher.session
+        self.last_reply_bytes = 0
+        self.asked: list[tuple[str, dict[str, Any]]] = []
         self._handlers = build_handlers(SimpleNamespace(matcher=matcher))  # type: ignore[arg-type]
         self._seq = 0
         self.answering = True
 
-    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
+    def mass_status(self, on_result: Callable[[Any], None]) -> None:
+        self.query("mass_status", {}, proto.MassStatus, on_result)
+
+    def fills_since(self, after_seq: int, limit: int, on_result: Callable[[Any], None]) -> None:
+        self.query("fills_since", {"after_seq": after_seq, "limit": limit}, proto.FillPage, on_result)
+
+    def order_status(self, client_order_ids: list[str], on_result: Callable[[Any], None]) -> None:
+        self.query("order_status", {"client_order_ids": client_order_ids}, proto.OrderStatusReports, on_result)
+
+    def query(self, name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        self.asked.append((name, args))
         if not self.answering:
             on_result(None)  # what the real connector reports on a timeout or a refused query
             return
         self._seq += 1
-        reply = proto.ok(f"q{self._seq}", **self._handlers[name](NoArgs()))
-        env = proto.decode(proto.encode("venue_sim", 1, self._seq, time.time_ns(), reply))
-        on_result(env.body.result)
+        reply = proto.ok(f"q{self._seq}", **self._handlers[name](parse_args(name, args)))
+        data = proto.encode("venue_sim", 1, self._seq, time.time_ns(), reply)
+        self.last_reply_bytes = len(data)
+        report = proto.parse_result(proto.decode(data).body.result, report_type)
+        for message in getattr(report, "fills", []) + getattr(report, "open_orders", []):
+            message.connector = self.name  # as the real connector stamps its own name
+        on_result(report)
 
 
 class Rig:
@@ -62,8 +79,8 @@ class Rig:
     def apply_fill(self, fill: proto.Fill) -> None:
         """What the exchange manager does with a fill (ExchangeManager.on_fill, minus publishing)."""
         record = self.book.apply_fill(fill)
+        self.reconciler.heard("sim", self.matcher.session, fill)
         if record is not None:
-            self.reconciler.heard(record.connector, fill.fill_id)
             self.positions.setdefault(fill.symbol, Position()).apply_fill(fill.side.sign, fill.qty, fill.price,
                                                                           fill.fee)
 
@@ -197,26 +214,43 @@ def test_a_venue_that_does_not_answer_changes_nothing() -> None:
 
 
 def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
-    """The venue fills an order after answering ``fills`` and before answering ``positions``; its
-    fill message reaches us after the reconciliation. The positions taken as the truth are those of
-    the fills reply, so that fill is applied once, when its message comes, not twice."""
+    """The venue fills an order after its mass status (positions at fill number S) and before it
+    sends the fills the book missed; that fill's message reaches us after the reconciliation. Only
+    fills up to S are taken from the page, the positions compared are those at S, and the late fill
+    is applied once, when its message comes, not twice."""
     rig = Rig()
+    missed = rig.our_order(Side.BUY, 2.0)  # filled at the venue; the book missed it (fill 1)
     late: list[proto.Fill] = []
+    racing: list[str] = []
     query = rig.connector.query
 
-    def racing_query(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        query(name, on_result)
-        if name == "fills":  # between the two answers: an order of ours fills at the venue
-            cid = rig.our_order(Side.BUY, 1.0, symbol="ETH-USD")
-            late.extend(f for f in rig.matcher.fills if f.client_order_id == cid)
+    def racing_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name != "mass_status":
+            return query(name, args, report_type, on_result)
+        answers: list[Any] = []
+        query(name, args, report_type, answers.append)  # the snapshot, at fill 1
+        racing.append(rig.our_order(Side.BUY, 1.0, symbol="ETH-USD"))  # then an order of ours fills: fill 2
+        late.extend(f for f in rig.matcher.fills if f.client_order_id == racing[0])
+        on_result(answers[0])
 
     rig.connector.query = racing_query  # type: ignore[method-assign]
     outcome = rig.reconcile()
-    assert outcome.position_mismatches == {}
+    assert outcome.ok and outcome.position_mismatches == {}, outcome
+    assert ("fills_since", {"after_seq": 0, "limit": 500}) in rig.connector.asked
+    assert outcome.fill_pages == 1 and outcome.fills_fetched == 1  # fill 2 was in the page, not taken
+    # the racing order is in doubt (open in the book, not in the snapshot): the venue reports it filled,
+    # and the book waits for its fill rather than inventing one
+    assert outcome.resolved == {missed: "filled", racing[0]: "filled"}
+    assert [o.client_order_id for o in rig.book.awaiting_fills()] == racing
+    assert rig.positions["BTC-USD"].qty == pytest.approx(2.0)
     assert "ETH-USD" not in rig.positions or rig.positions["ETH-USD"].qty == 0.0
+    assert late and late[0].venue_seq == 2
     for fill in late:  # its message arrives now
         rig.apply_fill(fill)
     assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.positions["ETH-USD"].qty
+    assert rig.reconciler.cursor("sim").applied == 2
+    again = rig.reconcile()
+    assert again.ok and again.position_mismatches == {} and again.fill_pages == 0
 
 
 def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
@@ -229,11 +263,12 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     for fill in rig.matcher.fills:
         rig.apply_fill(fill)
     assert rig.positions["BTC-USD"].qty == pytest.approx(1.0)
-    held: list[tuple[Callable[[dict[str, Any] | None], None], dict[str, Any] | None]] = []
+    held: list[tuple[Callable[[Any], None], Any]] = []
     query = rig.connector.query
 
-    def answered_now_delivered_later(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        query(name, lambda result: held.append((on_result, result)))
+    def answered_now_delivered_later(name: str, args: dict[str, Any], report_type: type,
+                                     on_result: Callable[[Any], None]) -> None:
+        query(name, args, report_type, lambda result: held.append((on_result, result)))
 
     rig.connector.query = answered_now_delivered_later  # type: ignore[method-assign]
     rig.reconciler.run(rig.connector)
