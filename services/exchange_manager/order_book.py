@@ -172,9 +172,9 @@ class OrderBook:
                 self.orders.pop(forgotten, None)
                 self._awaiting_fills.pop(forgotten, None)
 
-    def foreign_open(self) -> int:
+    def foreign_open(self) -> list[OrderRecord]:
         """Open orders this system did not send."""
-        return sum(1 for o in self._open.values() if o.strategy == FOREIGN)
+        return [o for o in self._open.values() if o.strategy == FOREIGN]
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]

@@ -14,6 +14,7 @@ execution anomaly.
     ``EXECUTION_ANOMALY`` safety event on the ``safety`` topic (the orchestrator degrades the session
     in LIVE). At most one per kind and symbol per second: the rest are counted and summed up in one
     more event at the end of that second, so a flood at the venue cannot flood the session.
+    While the venue still holds any of it, the event is published again every ``REMIND_S``.
   * **What the orchestrator reads** (``venue_unknown`` in the heartbeat's stats): the open orders the
     venue holds that this system did not send, and the positions their fills built up.
 """
@@ -36,6 +37,10 @@ from services.runtime import ServiceRuntime
 log = logging.getLogger(__name__)
 RETRY_S, RETRY_MAX_S = 0.5, 5.0  # backing off while the venue keeps not answering (or answers stale)
 ANOMALY_WINDOW_S = 1.0
+# While the venue holds what the system did not send, the anomaly is published again this often: an
+# event published before a subscriber (re)connected (a restarted exchange manager reconciles within
+# milliseconds, ZeroMQ reconnects after 100 ms) is lost, and the session must not trade on meanwhile.
+REMIND_S = 5.0
 
 
 @dataclass
@@ -66,6 +71,7 @@ class VenueWatch:
         self._foreign_positions = foreign_positions
         self._schedules: dict[str, _Schedule] = {}
         self._bursts: dict[tuple[str, str], _Burst] = {}
+        self._reminded = time.monotonic()
         self.anomalies: dict[str, int] = {}  # kind -> events published
         self.suppressed = 0
         self.largest_reply_bytes = 0
@@ -113,6 +119,14 @@ class VenueWatch:
             sched = self._schedules.get(connector.name)
             if connector.is_connected_check() and (sched is None or (sched.running is None and not sched.timer)):
                 self.request(connector)
+        orders, positions = self._book.foreign_open(), self._foreign_positions()
+        now = time.monotonic()
+        if (orders or positions) and now - self._reminded >= REMIND_S:
+            self._reminded = now
+            ids = ", ".join(o.client_order_id for o in orders[:5]) + (", ..." if len(orders) > 5 else "")
+            self.anomaly("venue_holds", "*", f"The venue still holds what this system did not send: "
+                         f"{len(orders)} open order(s) [{ids}], positions {positions}",
+                         orders=float(len(orders)), **{f"position.{s}": q for s, q in positions.items()})
 
     def on_outcome(self, outcome: Outcome) -> None:
         """A run ended: start the one asked for meanwhile, or retry a failed one with backoff; report
@@ -192,7 +206,7 @@ class VenueWatch:
     def venue_unknown(self) -> dict[str, Any]:
         """What the venue holds that this system did not send: the orchestrator refuses to reset or
         open while there is any."""
-        return {"orders": self._book.foreign_open(), "positions": self._foreign_positions()}
+        return {"orders": len(self._book.foreign_open()), "positions": self._foreign_positions()}
 
     def stats(self) -> dict[str, Any]:
         last = self._reconciler.last

@@ -95,6 +95,7 @@ class Figures:
     counted_gaps: int = 0
     resync_s: list[tuple[str, str, float]] = field(default_factory=list)  # (program, state, seconds)
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a suite's own figures, one line each
 
     def export(self) -> dict[str, Any]:
         """Plain data, for an xdist worker to hand its figures to the controller."""
@@ -130,6 +131,7 @@ class Figures:
                     by_program.setdefault(program, []).append(t)
             out.append("  per program (outside FAILSAFE mid-sequence): " + ", ".join(
                 f"{p} p50={statistics.median(v):.2f}s max={max(v):.2f}s" for p, v in sorted(by_program.items())))
+        out += self.notes
         for failure in self.failures:
             out.append(f"FAILED: {failure}")
         return out
