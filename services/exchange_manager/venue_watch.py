@@ -46,7 +46,7 @@ REMIND_S = 5.0
 @dataclass
 class _Schedule:
     running: int | None = None  # the run out now
-    queued: bool = False  # a request came while it was out: run again when it ends
+    queued: bool = False  # a run is wanted (asked for meanwhile, or a retry) once allowed
     started: float = float("-inf")  # monotonic time the latest run started
     timer: bool = False  # a start (queued or a retry) is already scheduled
     backoff: float = RETRY_S
@@ -76,7 +76,7 @@ class VenueWatch:
         self.suppressed = 0
         self.largest_reply_bytes = 0
         self.slowest_ms = 0.0
-        runtime.reactor.call_every(cfg.reconcile_interval_s, self._periodic)
+        runtime.reactor.call_every(cfg.reconcile_interval_s, self._periodic, first_in_s=cfg.reconcile_interval_s)
 
     # -- when to reconcile -----------------------------------------------------------------------
 
@@ -109,7 +109,14 @@ class VenueWatch:
         def start() -> None:
             sched.timer = False
             connector = self._connectors.get(name)
-            if sched.running is None and connector is not None and connector.is_connected_check():
+            if not sched.queued or sched.running is not None or connector is None:
+                return  # started meanwhile, or it will start when the run out now ends
+            if not connector.is_connected_check():
+                return  # the (re)connection starts one
+            wait = sched.started + self._min_gap_s - time.monotonic()
+            if wait > 0:
+                self._start_later(name, wait)
+            else:
                 self._start(connector)
 
         self._runtime.reactor.call_later(delay, start)
@@ -144,6 +151,7 @@ class VenueWatch:
             delay = max(sched.started + self._min_gap_s - time.monotonic(), 0.0)
             if not outcome.ok and not sched.queued:
                 delay, sched.backoff = max(delay, sched.backoff), min(2 * sched.backoff, RETRY_MAX_S)
+            sched.queued = True
             self._start_later(outcome.connector, delay)
         for cid in outcome.adopted:
             order = self._book.orders.get(cid)
