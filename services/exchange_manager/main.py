@@ -243,7 +243,7 @@ class ExchangeManager:
                 for s, p in self.positions.items()}
 
     def stats(self) -> dict[str, Any]:
-        last = self.reconciler.last
+        verdict = self.reconciler.verdict
         return {
             **self.session.summary(),
             "orders_submitted": self.book.submitted,
@@ -258,7 +258,7 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
-            "reconciled": bool(last and last.ok),
+            "reconciled": bool(verdict and verdict.ok),
             "reconciliation": self.venue_watch.stats(),
             # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.
             "venue_unknown": self.venue_watch.venue_unknown(),

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import proto
 from proto.venue_reports import MAX_ORDER_STATUS_IDS
@@ -58,8 +59,11 @@ class Outcome:
     # grace): "flat" is not verified while one of them may still land.
     in_flight: int = 0
     stale: bool = False  # answered before fills the book has since applied: nothing taken from it
-    # Its cost: from the first question to the verdict, the fill pages it needed and its largest answer.
+    # Its cost: from the first question to the verdict, the time its own work held the exchange
+    # manager's loop (the rest is waiting for the venue, when the loop serves orders), the fill pages
+    # it needed and its largest answer.
     duration_ms: float = 0.0
+    loop_ms: float = 0.0
     fill_pages: int = 0
     fills_fetched: int = 0
     largest_reply_bytes: int = 0
@@ -70,6 +74,7 @@ class _Run:
     connector: Connector
     outcome: Outcome
     started: float
+    entered: float = 0.0  # when the callback now running began (perf_counter)
     status: proto.MassStatus | None = None
     statuses: dict[str, proto.OrderStatusReport] = field(default_factory=dict)
     asked: int = 0  # order status questions still out
@@ -91,6 +96,9 @@ class Reconciler:
         self.runs = 0
         self.stale_answers = 0
         self.last: Outcome | None = None
+        # The latest run that reached a verdict: a stale answer says nothing new (the book knows more
+        # than it), so it neither confirms nor withdraws the one before (``reconciled`` reads this).
+        self.verdict: Outcome | None = None
         self.outcomes: dict[str, Outcome] = {}  # the latest per connector
 
     def cursor(self, connector: str) -> FillCursor:
@@ -114,8 +122,17 @@ class Reconciler:
         if connector.venue_session is not None and cursor.session != connector.venue_session:
             cursor.reset(connector.venue_session)
             self._save_cursor(connector.name, cursor)
-        connector.mass_status(lambda status: self._on_status(state, status))
+        connector.mass_status(lambda status: self._timed(state, self._on_status, status))
         return state.outcome.run
+
+    def _timed(self, state: _Run, step: Callable[[_Run, Any], None], answer: Any) -> None:
+        """Run one step on an answer, adding the time it holds the loop to the run's ``loop_ms``
+        (a step that ends the run adds its share in ``_done``, before the outcome is reported)."""
+        state.entered = time.perf_counter()
+        step(state, answer)
+        if state.entered:
+            state.outcome.loop_ms += (time.perf_counter() - state.entered) * 1000
+            state.entered = 0.0
 
     # -- the questions, in order -----------------------------------------------------------------
 
@@ -138,7 +155,8 @@ class Reconciler:
         if cursor.applied >= state.status.fill_seq:
             return self._ask_orders_in_doubt(state)
         state.outcome.fill_pages += 1
-        state.connector.fills_since(cursor.applied, self._page_size, lambda page: self._on_page(state, page))
+        state.connector.fills_since(cursor.applied, self._page_size,
+                                    lambda page: self._timed(state, self._on_page, page))
 
     def _on_page(self, state: _Run, page: proto.FillPage | None) -> None:
         assert state.status is not None
@@ -173,7 +191,7 @@ class Reconciler:
             return self._finish(state)
         state.asked = len(chunks)
         for chunk in chunks:
-            state.connector.order_status(chunk, lambda reports: self._on_order_status(state, reports))
+            state.connector.order_status(chunk, lambda reports: self._timed(state, self._on_order_status, reports))
 
     def _on_order_status(self, state: _Run, reports: proto.OrderStatusReports | None) -> None:
         self._measure(state)
@@ -261,9 +279,15 @@ class Reconciler:
     def _done(self, state: _Run) -> None:
         outcome = state.outcome
         outcome.finished_at = time.time()
-        outcome.duration_ms = (time.perf_counter() - state.started) * 1000
+        now = time.perf_counter()
+        outcome.duration_ms = (now - state.started) * 1000
+        if state.entered:
+            outcome.loop_ms += (now - state.entered) * 1000
+            state.entered = 0.0
         latest = self.outcomes.get(outcome.connector)
         if latest is None or outcome.run >= latest.run:  # a run overtaken by a later one is not "the latest"
             self.last = outcome
             self.outcomes[outcome.connector] = outcome
+            if not outcome.stale:
+                self.verdict = outcome
         self._report(outcome)

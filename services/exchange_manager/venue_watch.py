@@ -76,6 +76,7 @@ class VenueWatch:
         self.suppressed = 0
         self.largest_reply_bytes = 0
         self.slowest_ms = 0.0
+        self.longest_loop_ms = 0.0
         runtime.reactor.call_every(cfg.reconcile_interval_s, self._periodic, first_in_s=cfg.reconcile_interval_s)
 
     # -- when to reconcile -----------------------------------------------------------------------
@@ -143,6 +144,7 @@ class VenueWatch:
             sched.running = None
         self.largest_reply_bytes = max(self.largest_reply_bytes, outcome.largest_reply_bytes)
         self.slowest_ms = max(self.slowest_ms, outcome.duration_ms)
+        self.longest_loop_ms = max(self.longest_loop_ms, outcome.loop_ms)
         if outcome.ok:
             sched.backoff = RETRY_S
         if sched.running is None and (sched.queued or not outcome.ok):
@@ -223,6 +225,8 @@ class VenueWatch:
             "anomalies_suppressed": self.suppressed,
             "last_ms": round(last.duration_ms, 3) if last else None,
             "slowest_ms": round(self.slowest_ms, 3),
+            "last_loop_ms": round(last.loop_ms, 3) if last else None,
+            "longest_loop_ms": round(self.longest_loop_ms, 3),
             "largest_reply_bytes": self.largest_reply_bytes,
             "fill_cursors": {name: {"session": c.session, "applied": c.applied}
                              for name, c in self._reconciler.cursors.items()},

@@ -199,9 +199,11 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     stale = rig.reports[-1]
     assert not stale.ok and stale.stale and stale.error.startswith("stale answer: the venue answered before 1 fill")
     assert stale.position_mismatches == {} and rig.reconciler.stale_answers == 1
+    assert rig.reconciler.verdict is None  # a stale answer is no verdict: not reconciled yet
     assert rig.positions["BTC-USD"].qty == pytest.approx(0.0), "a stale answer put a closed position back"
     fresh = rig.reconcile()
     assert fresh.ok and not fresh.stale and fresh.position_mismatches == {}
+    assert rig.reconciler.verdict is fresh
     assert abs(fresh.venue_positions.get("BTC-USD", 0.0)) < 1e-12
 
 
