@@ -44,11 +44,6 @@ class Connector(Protocol):
 
     def disconnect(self, reason: str) -> None: ...
 
-    @property
-    def venue_session(self) -> int | None:
-        """The simulator numbers its fills per process: its session is its publisher's epoch."""
-        return self._venue_epoch
-
     def is_connected_check(self) -> bool: ...
 
     def get_stats(self) -> dict[str, Any]: ...
