@@ -53,6 +53,7 @@ class CommandChannel:
         self.timeouts = 0
         self.not_connected = 0
         self.last_rtt_s: float | None = None
+        self.last_reply_bytes = 0  # the size of the latest reply, as it came off the socket
 
     def send(self, name: str, args: dict[str, Any], on_reply: ReplyCallback,
              on_timeout: TimeoutCallback | None = None, *, command_id: str | None = None) -> str:
@@ -88,6 +89,7 @@ class CommandChannel:
             if pending is None:
                 continue  # a reply after its deadline: the timeout already reported it
             self.last_rtt_s = time.monotonic() - pending.sent_at
+            self.last_reply_bytes = len(frames[-1])
             pending.on_reply(reply)
         return n
 

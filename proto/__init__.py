@@ -37,9 +37,20 @@ from proto.messages import (
     Trade,
 )
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
+from proto.venue_reports import (
+    FillPage,
+    MassStatus,
+    OrderIdPage,
+    OrderStatusReport,
+    OrderStatusReports,
+    PositionReport,
+    parse_result,
+    result_of,
+)
 
 __all__ = [
-    "ARG_SCHEMAS", "QUERIES", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
+    "ARG_SCHEMAS", "QUERIES", "FillPage", "MassStatus", "OrderIdPage", "OrderStatusReport", "OrderStatusReports",
+    "PositionReport", "parse_result", "result_of", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "Instrument", "InstrumentBook", "InstrumentList", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",

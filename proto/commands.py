@@ -15,6 +15,7 @@ from proto.errors import ProtocolError
 from proto.fields import Name, OrderId, Price, Quantity, Symbol, Text
 from proto.messages import Reply
 from proto.session import Side
+from proto.venue_reports import MAX_FILL_PAGE, MAX_ORDER_ID_PAGE, MAX_ORDER_STATUS_IDS
 
 
 class Args(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +93,26 @@ class FaultArgs(Args):
     duration_s: float = 0.0  # drop_connection: how long the venue stays away
 
 
+class FillsSinceArgs(Args):
+    """A venue's fills after the number ``after_seq`` (``proto.venue_reports.FillPage``)."""
+
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_FILL_PAGE)] = 500
+
+
+class OrderStatusArgs(Args):
+    """The fate of these client order ids at a venue (``proto.venue_reports.OrderStatusReports``)."""
+
+    client_order_ids: Annotated[list[str], msgspec.Meta(max_length=MAX_ORDER_STATUS_IDS)]
+
+
+class OrdersReceivedArgs(Args):
+    """The client order ids a venue received, after arrival index ``after`` (``OrderIdPage``)."""
+
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_ORDER_ID_PAGE)] = MAX_ORDER_ID_PAGE
+
+
 class LatencyArgs(Args):
     reset: bool = False  # clear the samples after reading them
 
@@ -127,7 +148,10 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     # venue (simulator): order entry and fault injection
     "new_order": NewOrderArgs,
     "open_orders": NoArgs,
-    "fills": NoArgs,
+    "mass_status": NoArgs,
+    "fills_since": FillsSinceArgs,
+    "order_status": OrderStatusArgs,
+    "orders_received": OrdersReceivedArgs,
     "fault": FaultArgs,
     "latency": LatencyArgs,
     # data router
@@ -139,8 +163,8 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 # Commands that change nothing: a repeated query is simply run again (a fresh answer), so servers
 # keep no reply of theirs for retries. Every other command runs at most once per command id.
 QUERIES: frozenset[str] = frozenset({
-    "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders", "fills",
-    "instruments",
+    "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders",
+    "instruments", "mass_status", "fills_since", "order_status", "orders_received",
 })
 assert QUERIES <= ARG_SCHEMAS.keys()
 

@@ -229,6 +229,9 @@ class Fill(Message):
     ts_ns: int
     strategy: Name = ""
     connector: Name = ""
+    # The venue's number for this fill (from 1 in each venue session; 0: not numbered): the
+    # exchange manager asks a venue only for the fills after the last number it has applied.
+    venue_seq: int = 0
 
 
 class GovernanceEvent(Message):

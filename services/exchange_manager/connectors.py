@@ -12,7 +12,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 import proto
 from bus import CommandChannel, NotConnected, Subscriber
@@ -20,6 +22,7 @@ from services.exchange_manager.settings import ConnectorSettings
 from services.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=msgspec.Struct)  # a venue report, or its instrument list
 
 
 class ConnectorEvents(Protocol):
@@ -34,6 +37,10 @@ class ConnectorEvents(Protocol):
 
 class Connector(Protocol):
     name: str
+    # The venue session its fills are numbered in (None before anything was heard from it), and the
+    # size of the latest answer to a query (reconciliation's figures).
+    venue_session: int | None
+    last_reply_bytes: int
 
     def connect(self) -> None: ...
 
@@ -49,7 +56,15 @@ class Connector(Protocol):
 
     def cancel_all(self, symbol: str | None) -> None: ...
 
-    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None: ...
+    # The venue's reports (proto.venue_reports); on_result(None) when it did not answer.
+    def mass_status(self, on_result: Callable[[proto.MassStatus | None], None]) -> None: ...
+
+    def fills_since(self, after_seq: int, limit: int, on_result: Callable[[proto.FillPage | None], None]) -> None: ...
+
+    def order_status(self, client_order_ids: list[str],
+                     on_result: Callable[[proto.OrderStatusReports | None], None]) -> None: ...
+
+    def instruments(self, on_result: Callable[[proto.InstrumentList | None], None]) -> None: ...
 
 
 class VenueSimConnector:
@@ -73,6 +88,7 @@ class VenueSimConnector:
         self.received = 0
         self._dropped_before = 0
         self._latency_ms = 0.0
+        self.last_reply_bytes = 0
         runtime.reactor.call_every(0.25, self._watch)
 
     # -- the link --------------------------------------------------------------------------------
@@ -98,6 +114,11 @@ class VenueSimConnector:
         if self._connected:
             log.warning("connector %s: disconnected: %s", self.name, reason)
         self._connected = False
+
+    @property
+    def venue_session(self) -> int | None:
+        """The simulator numbers its fills per process: its session is its publisher's epoch."""
+        return self._venue_epoch
 
     def is_connected_check(self) -> bool:
         return self._connected and self._heard is not None and time.monotonic() - self._heard < self._cfg.heartbeat_timeout_s
@@ -135,10 +156,12 @@ class VenueSimConnector:
             log.warning("connector %s: %s restarted (new epoch): reconciling", self.name, self._cfg.venue)
             self._events.on_connected(self)
         body = env.body
-        if isinstance(body, proto.Fill):
-            self._events.on_fill(body)
-        elif isinstance(body, proto.OrderUpdate):
-            self._events.on_order_update(body)
+        if isinstance(body, (proto.Fill, proto.OrderUpdate)):
+            body.connector = self.name  # the venue names itself; the book names its connector
+            if isinstance(body, proto.Fill):
+                self._events.on_fill(body)
+            else:
+                self._events.on_order_update(body)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -169,14 +192,40 @@ class VenueSimConnector:
     def cancel_all(self, symbol: str | None) -> None:
         self._send("cancel_all", {"symbol": symbol}, lambda _r: self._track_latency(), None)
 
-    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        """Ask the venue (``open_orders``, ``positions``, ``fills``); ``on_result(None)`` on failure."""
+    def mass_status(self, on_result: Callable[[proto.MassStatus | None], None]) -> None:
+        self._query("mass_status", {}, proto.MassStatus, on_result)
+
+    def fills_since(self, after_seq: int, limit: int, on_result: Callable[[proto.FillPage | None], None]) -> None:
+        self._query("fills_since", {"after_seq": after_seq, "limit": limit}, proto.FillPage, on_result)
+
+    def order_status(self, client_order_ids: list[str],
+                     on_result: Callable[[proto.OrderStatusReports | None], None]) -> None:
+        self._query("order_status", {"client_order_ids": client_order_ids}, proto.OrderStatusReports, on_result)
+
+    def instruments(self, on_result: Callable[[proto.InstrumentList | None], None]) -> None:
+        self._query("instruments", {}, proto.InstrumentList, on_result)
+
+    def _query(self, name: str, args: dict[str, Any], report_type: type[R], on_result: Callable[[R | None], None]) -> None:
+        """Ask the venue for one report; ``on_result(None)`` on a refusal, a timeout or a bad answer."""
         def on_reply(reply: proto.Reply) -> None:
             self._track_latency()
-            on_result(reply.result if reply.ok else None)
+            self.last_reply_bytes = self._channel.last_reply_bytes if self._channel is not None else 0
+            if not reply.ok:
+                on_result(None)
+                return
+            try:
+                report = proto.parse_result(reply.result, report_type)
+            except proto.ProtocolError as exc:
+                self.errors += 1
+                log.warning("connector %s: bad %s answer: %s", self.name, name, exc)
+                on_result(None)
+                return
+            for message in _messages(report):
+                message.connector = self.name
+            on_result(report)
 
         try:
-            self._send(name, {}, on_reply, lambda _id: on_result(None))
+            self._send(name, args, on_reply, lambda _id: on_result(None))
         except NotConnected:
             on_result(None)
 
@@ -209,6 +258,17 @@ class VenueSimConnector:
             "error_count": self.errors + (self._channel.timeouts if self._channel else 0),
             "reconnects": self.reconnects,
         }
+
+
+def _messages(report: proto.venue_reports.Report) -> list[proto.Fill | proto.OrderUpdate]:
+    """The fills and orders a report carries."""
+    if isinstance(report, proto.FillPage):
+        return list(report.fills)
+    if isinstance(report, proto.MassStatus):
+        return list(report.open_orders)
+    if isinstance(report, proto.OrderStatusReports):
+        return [r.order for r in report.reports if r.order is not None]
+    return []
 
 
 CONNECTOR_KINDS = {"venue_sim": VenueSimConnector}

@@ -103,17 +103,16 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         return proto.to_builtins(em.instruments.book())
 
     def reconcile(_: NoArgs) -> dict[str, Any]:
-        """``reconcile``: start a reconciliation with every connected venue → ``ok(runs={connector: run})``.
-        Follow it with ``reconciliation``."""
-        runs = {}
-        for name, connector in em.connectors.items():
-            if connector.is_connected_check():
-                runs[name] = em.reconciler.run(connector)
-        return {"runs": runs}
+        """``reconcile``: reconcile with every connected venue → ``ok(runs={connector: run})``, the
+        run whose outcome answers this request (one already out is not started twice: the request
+        joins the next run). Follow it with ``reconciliation`` until ``outcomes[c]["run"] >= run``."""
+        return {"runs": {name: em.venue_watch.request(connector) for name, connector in em.connectors.items()
+                         if connector.is_connected_check()}}
 
     def reconciliation(_: NoArgs) -> dict[str, Any]:
-        """``reconciliation`` → ``ok(outcomes={connector: {run, ok, venue_positions, venue_open_orders,
-        adopted, resolved, position_mismatches, error}})``: the latest outcome per connector."""
+        """``reconciliation`` → ``ok(outcomes={connector: {run, ok, stale, venue_positions,
+        venue_open_orders, in_flight, adopted, resolved, position_mismatches, error, duration_ms,
+        fill_pages, fills_fetched, largest_reply_bytes}})``: the latest outcome per connector."""
         return {"outcomes": {name: asdict(o) for name, o in em.reconciler.outcomes.items()}}
 
     return {"instruments": instruments, "reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,

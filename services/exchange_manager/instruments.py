@@ -15,8 +15,6 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from bus import Reactor
 from proto.instruments import Instrument, InstrumentBook, InstrumentList
 from services.exchange_manager.connectors import Connector
@@ -43,24 +41,20 @@ class InstrumentRegistry:
         self._pending.add(name)
         request = self._asking[name] = self._asking.get(name, 0) + 1
 
-        def on_result(result: dict[str, Any] | None) -> None:
+        def on_result(answer: InstrumentList | None) -> None:
             if request != self._asking.get(name):
                 return  # a newer request is out (a reconnection meanwhile): its answer counts
-            self._received(connector, result)
+            self._received(connector, answer)
 
-        connector.query("instruments", on_result)
+        connector.instruments(on_result)
 
-    def _received(self, connector: Connector, result: dict[str, Any] | None) -> None:
+    def _received(self, connector: Connector, answer: InstrumentList | None) -> None:
         name = connector.name
-        try:
-            if result is None:
-                raise ValueError("no answer")
-            answer = msgspec.convert(result, InstrumentList)
-        except (ValueError, msgspec.ValidationError) as exc:
+        if answer is None:  # no answer, or one that was not a valid list (the connector logged which)
             self.failures += 1
             delay = self._backoff.get(name, RETRY_S)
             self._backoff[name] = min(2 * delay, RETRY_MAX_S)
-            log.warning("instruments from %s: %s; asking again in %.1fs", name, exc, delay)
+            log.warning("instruments from %s: no valid answer; asking again in %.1fs", name, delay)
             self._reactor.call_later(delay, lambda: connector.is_connected_check() and self.load(connector))
             return
         self._lists[name] = answer

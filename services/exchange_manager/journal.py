@@ -1,5 +1,6 @@
-"""The book of record on disk: orders, positions (the account's and each strategy's) and applied
-fill ids, in SQLite (WAL).
+"""The book of record on disk: orders, positions (the account's and each strategy's), applied
+fill ids and, per connector, the venue fill number up to which every fill was applied (the fill
+cursor: a reconciliation asks the venue only for what follows), in SQLite (WAL).
 
 Every order is written before it leaves for a venue, and every change after. A commit in WAL mode
 hands the data to the operating system, so a kill -9 of the exchange manager loses nothing;
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import proto
+from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.order_book import OrderRecord
 from services.positions import Position
 
@@ -40,6 +42,8 @@ class OrderJournal:
             CREATE TABLE IF NOT EXISTS strategy_positions (
                 strategy TEXT NOT NULL, symbol TEXT NOT NULL, qty REAL NOT NULL, PRIMARY KEY (strategy, symbol));
             CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS fill_cursors (
+                connector TEXT PRIMARY KEY, session INTEGER NOT NULL, applied INTEGER NOT NULL);
         """)
 
     def save_order(self, record: OrderRecord) -> None:
@@ -49,12 +53,15 @@ class OrderJournal:
             (record.client_order_id, int(record.status.is_open), record.updated_ns, json.dumps(record.to_dict())))
 
     def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position,
-                  strategies: Mapping[tuple[str, str], float] | None = None) -> None:
-        """The fill's id, its order, the position and the strategies' positions it changed, in one
-        transaction."""
+                  strategies: Mapping[tuple[str, str], float] | None = None,
+                  cursor: tuple[str, FillCursor] | None = None) -> None:
+        """The fill's id, its order, the position and the strategies' positions it changed, and its
+        connector's fill cursor, in one transaction."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO fills (fill_id) VALUES (?)", (fill.fill_id,))
+            if cursor is not None:
+                self.save_cursor(*cursor)
             self.save_order(record)
             self.save_positions({fill.symbol: position})
             self._db.executemany(
@@ -69,6 +76,15 @@ class OrderJournal:
         self._db.executemany(
             "INSERT INTO positions VALUES (?, ?) ON CONFLICT(symbol) DO UPDATE SET position = excluded.position",
             [(symbol, json.dumps(p.to_dict())) for symbol, p in positions.items()])
+
+    def save_cursor(self, connector: str, cursor: FillCursor) -> None:
+        self._db.execute(
+            "INSERT INTO fill_cursors VALUES (?, ?, ?) ON CONFLICT(connector) DO UPDATE SET "
+            "session = excluded.session, applied = excluded.applied", (connector, cursor.session, cursor.applied))
+
+    def load_cursors(self) -> dict[str, FillCursor]:
+        return {connector: FillCursor(session, applied)
+                for connector, session, applied in self._db.execute("SELECT connector, session, applied FROM fill_cursors")}
 
     def load(self) -> tuple[list[OrderRecord], dict[str, Position], list[str]]:
         """Orders (open ones and the latest closed), positions, and the applied fill ids."""

@@ -3,7 +3,8 @@ PnL, and the pre-trade risk gate (the last hop before any venue).
 
 Top to bottom: bind sockets; follow the session (fail closed); connect every configured venue;
 mark positions from the router's market data; serve order commands through the gate; apply the
-venues' execution reports and fills; reconcile on every (re)connection.
+venues' execution reports and fills; reconcile on every (re)connection and continuously after
+(``venue_watch.py``): what a venue holds that this system did not send is an execution anomaly.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.journal_writes import JournalWrites
-from services.exchange_manager.order_book import OrderBook, OrderRecord
+from services.exchange_manager.order_book import FOREIGN, OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
 from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
+from services.exchange_manager.venue_watch import VenueWatch
 from services.latency import LatencyHistogram
 from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
@@ -34,7 +36,6 @@ from services.settings import Settings
 log = logging.getLogger("exchange_manager")
 # A quote older than this when its order leaves is a replayed one (historic timestamp), not latency.
 TICK_TO_ORDER_MAX_NS = 60 * 1_000_000_000
-RECONCILE_RETRY_S, RECONCILE_RETRY_MAX_S = 0.5, 5.0  # backing off while the venue keeps not answering
 
 
 class Refused(Exception):
@@ -54,7 +55,6 @@ class ExchangeManager:
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol))
-        self._reconcile_backoff: dict[str, float] = {}  # connector -> next retry delay
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
@@ -71,9 +71,13 @@ class ExchangeManager:
         self.foreign_rejects = 0
         self._foreign_log = RateLimitedLog(log)
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
-                                     apply_fill=self.on_fill, report=self._on_reconciled)
+                                     apply_fill=self.on_fill, report=self._on_reconciled,
+                                     page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
+                                     save_cursor=self.journal.save_cursor)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
+        self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
+                                      foreign_positions=lambda: self.strategy_positions.of(FOREIGN))
         self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
         self.runtime.add_handlers(build_handlers(self))
         self.runtime.reactor.call_every(1.0, lambda: self.writes.error is not None and self.writes.retry())
@@ -207,31 +211,40 @@ class ExchangeManager:
             self._foreign_log.warning("foreign_reject", f"the venue rejected an order this book never sent: "
                                                         f"{update.client_order_id} {update.symbol}: {update.reason}")
             return
+        known = update.client_order_id in self.book.orders
         self._record(self.book.apply_update(update))
+        if not known:
+            self.venue_watch.foreign_order(update)
 
     def on_fill(self, fill: proto.Fill) -> None:
+        known = self.book.orders.get(fill.client_order_id)
         record = self.book.apply_fill(fill)
+        connector = self.connectors.get(fill.connector)
+        self.reconciler.heard(fill.connector, connector.venue_session if connector else None, fill)
         if record is None:
             return  # already applied
-        self.reconciler.heard(record.connector, fill.fill_id)
         position = self.positions.setdefault(fill.symbol, Position())
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        self.writes.write(("fill", fill.fill_id), lambda: self.journal.save_fill(fill, record, position, strategies))
+        cursor = (fill.connector, self.reconciler.cursor(fill.connector)) if fill.venue_seq else None
+        self.writes.write(("fill", fill.fill_id),
+                          lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor))
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
             connector=record.connector))
         self._publish_order(record)
+        if known is None or known.strategy == FOREIGN:
+            self.venue_watch.foreign_fill(fill)
 
     def on_connected(self, connector: Connector) -> None:
         self.instruments.load(connector)
-        self.reconciler.run(connector)
+        self.venue_watch.request(connector)
 
     def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
         log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
-        self.reconciler.run(connector)
+        self.venue_watch.request(connector)
 
     def _on_reconciled(self, outcome: Outcome) -> None:
         for cid in outcome.adopted + list(outcome.resolved):
@@ -240,32 +253,20 @@ class ExchangeManager:
         if outcome.position_mismatches:
             corrected = {s: self.positions[s] for s in outcome.position_mismatches}
             self.writes.write(("positions", ",".join(sorted(corrected))), lambda: self.journal.save_positions(corrected))
-        level = logging.INFO if outcome.ok and not outcome.position_mismatches else logging.WARNING
-        log.log(level, "reconciliation with %s: ok=%s adopted=%s resolved=%s position mismatches=%s %s",
-                outcome.connector, outcome.ok, outcome.adopted, outcome.resolved,
-                outcome.position_mismatches, outcome.error)
-        if outcome.ok:
-            self._reconcile_backoff.pop(outcome.connector, None)
-        else:
-            self._retry_reconciliation(outcome.connector)
-        if outcome.adopted or outcome.resolved or outcome.position_mismatches or not outcome.ok:
+        changed = bool(outcome.adopted or outcome.resolved or outcome.position_mismatches)
+        # A clean periodic run is not news; a stale answer is a race, counted and asked again.
+        level = logging.WARNING if outcome.position_mismatches or not (outcome.ok or outcome.stale) else (
+            logging.INFO if changed or outcome.run == 1 else logging.DEBUG)
+        log.log(level, "reconciliation %d with %s: ok=%s adopted=%s resolved=%s position mismatches=%s "
+                "in %.1f ms (%d fill page(s), largest answer %d bytes) %s", outcome.run, outcome.connector,
+                outcome.ok, outcome.adopted, outcome.resolved, outcome.position_mismatches, outcome.duration_ms,
+                outcome.fill_pages, outcome.largest_reply_bytes, outcome.error)
+        self.venue_watch.on_outcome(outcome)
+        if changed or not (outcome.ok or outcome.stale):
             self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
                 kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
                 detail={"adopted": outcome.adopted, "resolved": outcome.resolved,
                         "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
-
-    def _retry_reconciliation(self, name: str) -> None:
-        """A reconciliation the venue did not fully answer (its command socket not yet connected
-        at start, a timeout) is tried again while the connector is up: until one passes the session
-        may not open, so giving up would keep it closed for good."""
-        def again() -> None:
-            connector = self.connectors.get(name)
-            if connector is not None and connector.is_connected_check():
-                self.reconciler.run(connector)
-
-        delay = self._reconcile_backoff.get(name, RECONCILE_RETRY_S)
-        self._reconcile_backoff[name] = min(2 * delay, RECONCILE_RETRY_MAX_S)
-        self.runtime.reactor.call_later(delay, again)
 
     def _record(self, record: OrderRecord) -> None:
         self.writes.write(("order", record.client_order_id), lambda: self.journal.save_order(record))
@@ -291,7 +292,7 @@ class ExchangeManager:
                 for s, p in self.positions.items()}
 
     def stats(self) -> dict[str, Any]:
-        last = self.reconciler.last
+        verdict = self.reconciler.verdict
         return {
             **self.session.summary(),
             "orders_submitted": self.book.submitted,
@@ -310,8 +311,11 @@ class ExchangeManager:
             "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
             # what must be known before the session may open: the book agrees with the venues, and
             # every venue's instrument list is loaded since its latest connection
-            "reconciled": bool(last and last.ok) and self.instruments.ready(),
+            "reconciled": bool(verdict and verdict.ok) and self.instruments.ready(),
             "instruments": self.instruments.stats(),
+            "reconciliation": self.venue_watch.stats(),
+            # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.
+            "venue_unknown": self.venue_watch.venue_unknown(),
             "tick_to_order": self.tick_to_order.snapshot(),
         }
 

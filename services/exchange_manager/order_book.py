@@ -16,6 +16,10 @@ import proto
 from proto import OrderStatus, Side
 from proto.commands import OrderArgs
 
+# The strategy of an adopted order: one the venue holds or filled that this system did not send
+# (placed at the venue behind its back). Its fills are attributed to it, never to a strategy.
+FOREIGN = "foreign"
+
 _RANK = {OrderStatus.NEW: 0, OrderStatus.ACKNOWLEDGED: 1, OrderStatus.PARTIALLY_FILLED: 2,
          OrderStatus.FILLED: 3, OrderStatus.CANCELLED: 3, OrderStatus.REJECTED: 3}
 
@@ -122,7 +126,7 @@ class OrderBook:
         record = self.orders.get(update.client_order_id)
         if record is None:
             record = OrderRecord(update.client_order_id, update.symbol, update.side, update.qty, update.order_type,
-                                 update.limit_price, update.strategy, update.connector,
+                                 update.limit_price, FOREIGN, update.connector,
                                  created_ns=update.ts_ns, updated_ns=update.ts_ns)
             self.orders[record.client_order_id] = record
             self._open[record.client_order_id] = record
@@ -147,7 +151,7 @@ class OrderBook:
         record = self.orders.get(fill.client_order_id)
         if record is None:
             record = OrderRecord(fill.client_order_id, fill.symbol, fill.side, fill.qty, "market", None,
-                                 fill.strategy, fill.connector, created_ns=fill.ts_ns)
+                                 FOREIGN, fill.connector, created_ns=fill.ts_ns)
             self.orders[record.client_order_id] = record
             self._open[record.client_order_id] = record
             self.adopted += 1
@@ -175,6 +179,10 @@ class OrderBook:
                 forgotten = self._closed.popleft()
                 self.orders.pop(forgotten, None)
                 self._awaiting_fills.pop(forgotten, None)
+
+    def foreign_open(self) -> list[OrderRecord]:
+        """Open orders this system did not send."""
+        return [o for o in self._open.values() if o.strategy == FOREIGN]
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
         return [o for o in self._open.values() if symbol is None or o.symbol == symbol]

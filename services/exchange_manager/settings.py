@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from proto.venue_reports import MAX_FILL_PAGE
 from services.setting_fields import NameField
 
 
@@ -55,6 +56,15 @@ class ExchangeManagerSettings(BaseModel):
     # this long: it must exceed the venue's worst acknowledgement time, or a slow venue's orders
     # are written off while still on their way (and a flatten sent again on top of them).
     in_flight_grace_s: float = Field(default=5.0, gt=0)
+    # Continuous reconciliation: open orders and positions are compared with every connected venue
+    # this often (and at once on a fill or an order the book did not send). One comparison is one
+    # question when nothing was missed; its answers never grow with the session's history.
+    reconcile_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    # Fills asked per page when the book has missed some (each ~200 bytes on the wire).
+    reconcile_page_size: int = Field(default=500, ge=1, le=MAX_FILL_PAGE)
+    # Reconciliations asked for back to back (a failsafe verifying flat) start at most this often
+    # per venue; a request meanwhile joins the next run instead of starting one of its own.
+    reconcile_min_gap_s: float = Field(default=0.05, ge=0, le=10)
 
     @model_validator(mode="after")
     def _default_exists(self) -> "ExchangeManagerSettings":

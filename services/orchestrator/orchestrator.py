@@ -172,6 +172,7 @@ class LiveTradingOrchestrator:
         if missing:
             raise Refused(f"open: not healthy: missing {', '.join(missing)}")
         self._require_reconciled("open")
+        self._require_nothing_foreign("open")
         self._require_storage("open")
         self._transition(S.LIVE, reason)
 
@@ -182,6 +183,13 @@ class LiveTradingOrchestrator:
     def _require_reconciled(self, action: str) -> None:
         if not self._reconciled():
             raise Refused(f"{action}: the exchange manager has not reconciled with its venues yet")
+
+    def _require_nothing_foreign(self, action: str) -> None:
+        """The venue holds nothing this system did not send (an order placed behind its back)."""
+        unknown = self._components.components["exchange_manager"].stats.get("venue_unknown", {})
+        if unknown.get("orders") or unknown.get("positions"):
+            raise Refused(f"{action}: the venue holds what this system did not send: {unknown.get('orders', 0)} "
+                          f"order(s), positions {unknown.get('positions', {})}; cancel and flatten first")
 
     def _require_storage(self, action: str) -> None:
         """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
@@ -202,9 +210,12 @@ class LiveTradingOrchestrator:
         stats = em.stats
         positions = {s: q for s, q in stats.get("positions", {}).items() if abs(q) > 1e-9}
         open_orders = stats.get("open_orders", 0)
-        if not positions and not open_orders:
+        unknown = stats.get("venue_unknown", {})
+        foreign = (f" (not sent by this system: {unknown.get('orders', 0)} order(s), positions "
+                   f"{unknown.get('positions', {})})" if unknown.get("orders") or unknown.get("positions") else "")
+        if not positions and not open_orders and not foreign:
             return None
-        return f"positions {positions} and {open_orders} open order(s)"
+        return f"positions {positions} and {open_orders} open order(s){foreign}"
 
     def close_market(self, reason: str = "market close") -> dict[str, Any]:
         """Market close: flatten (if set), end the session, write the end-of-day report, archive

@@ -72,7 +72,9 @@ class Safety:
             self._last_fill = now
             self._raise("execution", self.execution.on_fill(body), now)
         elif isinstance(body, proto.GovernanceEvent) and body.kind == "reconciliation":
-            self._on_reconciliation(body, now)
+            # The exchange manager corrected its book from the venue (a position it took as the truth
+            # is an execution anomaly it publishes itself): start the fill sum afresh from its positions.
+            self._positions_adopted = False
         elif isinstance(body, proto.Heartbeat):
             positions = body.stats.get("positions", {})
             if env.epoch != self._em_epoch:
@@ -86,18 +88,6 @@ class Safety:
                 self._positions_adopted = True
             else:
                 self._raise("execution", self.execution.check_positions(positions, now - self._last_fill > 1.0), now)
-
-    def _on_reconciliation(self, ev: proto.GovernanceEvent, now: float) -> None:
-        """The exchange manager found its positions differ from the venue's and took the venue's:
-        an execution anomaly. The fill sum starts again from its corrected positions."""
-        mismatches = ev.detail.get("position_mismatches", {})
-        events = [proto.SafetyEvent(
-            event_type=proto.SafetyEventType.EXECUTION_ANOMALY, severity=proto.Severity.WARNING, symbol=symbol,
-            message=f"Reconciliation: exchange manager held {ours:g}, the venue holds {theirs:g}",
-            evidence={"exchange_manager": float(ours), "venue": float(theirs)})
-            for symbol, (ours, theirs) in mismatches.items()]
-        self._raise("execution", events, now)
-        self._positions_adopted = False
 
     def _periodic(self) -> None:
         now = time.monotonic()

@@ -6,7 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 import proto
 from bus.command_server import Handler
-from proto.commands import CancelArgs, FaultArgs, LatencyArgs, NewOrderArgs, NoArgs, SymbolArgs
+from proto.commands import (
+    CancelArgs,
+    FaultArgs,
+    FillsSinceArgs,
+    LatencyArgs,
+    NewOrderArgs,
+    NoArgs,
+    OrdersReceivedArgs,
+    OrderStatusArgs,
+    SymbolArgs,
+)
+from proto.venue_reports import MAX_OPEN_ORDERS
 
 if TYPE_CHECKING:
     from services.venue_sim.main import Venue
@@ -34,21 +45,62 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         return {"cancelled": venue.cancel_all(args.symbol)}
 
     def open_orders(_: NoArgs) -> dict[str, Any]:
-        """``open_orders`` → ``ok(orders=[OrderUpdate])``: what the venue holds open, for reconciliation."""
-        return {"orders": [proto.to_builtins(o.update(venue.matcher.venue)) for o in venue.matcher.open_orders()]}
+        """``open_orders`` → ``ok(orders=[OrderUpdate], fill_seq)``: what the venue holds open
+        (tests and benchmarks read it; reconciliation asks ``mass_status``)."""
+        return {"orders": [proto.to_builtins(o.update(venue.matcher.venue)) for o in venue.matcher.open_orders()],
+                "fill_seq": len(venue.matcher.fills)}
 
     def positions(_: NoArgs) -> dict[str, Any]:
-        """``positions`` → ``ok(positions={symbol: {qty, avg_price, realized_pnl, fees, volume}})``."""
-        return {"positions": {s: p.to_dict() for s, p in venue.matcher.positions.items()}}
+        """``positions`` → ``ok(positions={symbol: {qty, avg_price, realized_pnl, fees, volume}}, fill_seq)``:
+        the positions include exactly the fills up to ``fill_seq``."""
+        return {"positions": {s: p.to_dict() for s, p in venue.matcher.positions.items()},
+                "fill_seq": len(venue.matcher.fills)}
 
-    def fills(_: NoArgs) -> dict[str, Any]:
-        """``fills`` → ``ok(fills=[Fill], client_order_ids=[every id ever received], duplicate_ids=int,
-        positions={symbol: {...}})``: the positions those very fills add up to, in the same reply,
-        so a reconciliation can take them as the truth without a fill falling between two answers."""
+    def mass_status(_: NoArgs) -> dict[str, Any]:
+        """``mass_status`` → ``ok(MassStatus)``: open orders (at most ``MAX_OPEN_ORDERS``, with their
+        total) and positions in one snapshot, with ``fill_seq``, the number of the last fill the
+        positions include. Its size follows what is open now, never the session's history."""
         m = venue.matcher
-        return {"fills": [proto.to_builtins(f) for f in m.fills[-10_000:]],
-                "client_order_ids": list(m.orders), "duplicate_ids": m.duplicate_ids,
-                "positions": {s: p.to_dict() for s, p in m.positions.items()}}
+        open_orders = m.open_orders()
+        return proto.result_of(proto.MassStatus(
+            session=m.session, fill_seq=len(m.fills),
+            open_orders=[o.update(m.venue) for o in open_orders[:MAX_OPEN_ORDERS]],
+            open_orders_total=len(open_orders),
+            positions=[proto.PositionReport(symbol=s, **p.to_dict()) for s, p in m.positions.items()]))
+
+    def fills_since(args: FillsSinceArgs) -> dict[str, Any]:
+        """``fills_since`` → ``ok(FillPage)``: at most ``limit`` fills numbered after ``after_seq``,
+        in order; ``more`` when others follow.
+
+        Wire: ``Command(name="fills_since", args={after_seq=0, limit=500})``.
+        """
+        m = venue.matcher
+        page = m.fills[args.after_seq:args.after_seq + args.limit]  # fill n is m.fills[n - 1]
+        return proto.result_of(proto.FillPage(session=m.session, fills=page, last_seq=len(m.fills),
+                                              more=args.after_seq + len(page) < len(m.fills)))
+
+    def order_status(args: OrderStatusArgs) -> dict[str, Any]:
+        """``order_status`` → ``ok(OrderStatusReports)``: each given client order id's order as the
+        venue holds it, or ``known=False`` if it never received that id.
+
+        Wire: ``Command(name="order_status", args={client_order_ids=[...] (at most 1,000)})``.
+        """
+        m = venue.matcher
+        reports = []
+        for cid in args.client_order_ids:
+            order = m.orders.get(cid)
+            reports.append(proto.OrderStatusReport(client_order_id=cid, known=order is not None,
+                                                   order=order.update(m.venue) if order is not None else None))
+        return proto.result_of(proto.OrderStatusReports(session=m.session, reports=reports))
+
+    def orders_received(args: OrdersReceivedArgs) -> dict[str, Any]:
+        """``orders_received`` → ``ok(OrderIdPage)``: the client order ids received after arrival
+        index ``after``, oldest first, a page at a time (an audit: the tests' record of what reached
+        the venue; with ``status``'s ``duplicate_ids``, proof that no id was sent twice)."""
+        received = venue.matcher.received
+        ids = received[args.after:args.after + args.limit]
+        return proto.result_of(proto.OrderIdPage(ids=ids, next_after=args.after + len(ids),
+                                                 more=args.after + len(ids) < len(received)))
 
     def instruments(_: NoArgs) -> dict[str, Any]:
         """``instruments`` → ``ok(**InstrumentList)``: ``venue`` and ``instruments=[Instrument]``, the
@@ -76,5 +128,7 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
             venue.tick_to_order_ns.clear()
         return result
 
-    return {"instruments": instruments, "latency": latency, "new_order": new_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
-            "open_orders": open_orders, "positions": positions, "fills": fills, "fault": fault}
+    return {"instruments": instruments, "latency": latency, "new_order": new_order, "cancel_order": cancel_order,
+            "cancel_all": cancel_all, "open_orders": open_orders, "positions": positions, "mass_status": mass_status,
+            "fills_since": fills_since, "order_status": order_status, "orders_received": orders_received,
+            "fault": fault}

@@ -63,8 +63,10 @@ class Matcher:
         self._order_ids = itertools.count(1)
         self._fill_ids = itertools.count(1)
         self._id_prefix = f"{epoch // 1_000_000:x}"  # a restarted venue never reuses an id
+        self.session = epoch  # fills are numbered from 1 in each session (Fill.venue_seq)
         self.touch: dict[str, tuple[float, float]] = {}
         self.orders: dict[str, VenueOrder] = {}
+        self.received: list[str] = []  # client order ids in arrival order (the orders_received audit)
         # Open orders by symbol: a quote is matched against these only, not every order ever seen.
         self._open: dict[str, dict[str, VenueOrder]] = {}
         self.positions: dict[str, Position] = {}
@@ -84,6 +86,7 @@ class Matcher:
         order = VenueOrder(args.client_order_id, f"{self._id_prefix}-{next(self._order_ids)}", args.symbol,
                            args.side, args.qty, args.order_type, args.limit_price, reduce_only=args.reduce_only)
         self.orders[order.client_order_id] = order
+        self.received.append(order.client_order_id)
         reason = self._refusal(order)
         if reason:
             self.rejected += 1
@@ -190,7 +193,7 @@ class Matcher:
         fee = qty * price * self._s.fee_bps / 1e4
         fill = proto.Fill(fill_id=f"{self._id_prefix}-F{next(self._fill_ids)}", client_order_id=order.client_order_id,
                           symbol=order.symbol, side=order.side, qty=qty, price=price, fee=fee,
-                          ts_ns=time.time_ns(), connector=self.venue)
+                          ts_ns=time.time_ns(), connector=self.venue, venue_seq=len(self.fills) + 1)
         self.fills.append(fill)
         self.positions.setdefault(order.symbol, Position()).apply_fill(order.side.sign, qty, price, fee)
         total = order.filled_qty + qty

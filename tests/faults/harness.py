@@ -45,7 +45,7 @@ from typing import Any
 import proto
 from bus import SERVICE_NAMES, CommandTimeout, Subscriber
 from integration.daemon import Daemon, WaitTimeout, program_names, wait_until
-from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, Collector, place_resting_orders, wait_routed
+from integration.e2e import FAST_STRATEGIES, OPEN_STATUSES, Collector, place_resting_orders, venue_record, wait_routed
 
 EPS = 1e-9
 NS = 1_000_000_000
@@ -97,6 +97,7 @@ class Figures:
     # (fault, reaction, seconds): from the fault to the session's reaction (FAILSAFE, DEGRADED, ...)
     reactions: list[tuple[str, str, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a suite's own figures, one line each
 
     def export(self) -> dict[str, Any]:
         """Plain data, for an xdist worker to hand its figures to the controller."""
@@ -134,6 +135,7 @@ class Figures:
                 f"{p} p50={statistics.median(v):.2f}s max={max(v):.2f}s" for p, v in sorted(by_program.items())))
         for fault, reaction, seconds in sorted(self.reactions):
             out.append(f"reaction: {fault} -> {reaction} in {seconds:.2f}s")
+        out += self.notes
         for failure in self.failures:
             out.append(f"FAILED: {failure}")
         return out
@@ -205,8 +207,9 @@ class VenueLedger:
         self.incarnations: dict[int, VenueIncarnation] = {}
 
     def record(self, d: Daemon) -> VenueIncarnation:
+        """Read the venue's whole record, a page at a time (``fills_since``, ``orders_received``)."""
         status = _ask(d, "venue_sim", "status")
-        result = _ask(d, "venue_sim", "fills")
+        result = venue_record(lambda service, command, **args: _ask(d, service, command, **args))
         inc = self.incarnations.setdefault(status["epoch"], VenueIncarnation(status["epoch"]))
         inc.cids = list(result["client_order_ids"])
         inc.duplicate_ids = int(result["duplicate_ids"])

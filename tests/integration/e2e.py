@@ -302,7 +302,33 @@ def venue_open_orders(d: Daemon) -> list[dict[str, Any]]:
 
 
 def venue_fills(d: Daemon) -> dict[str, Any]:
-    return ask(d, "venue_sim", "fills")
+    """Everything the venue received and filled: ``{fills: [Fill], client_order_ids: [every id, in
+    arrival order], duplicate_ids: int, session}``, read a page at a time (``fills_since``,
+    ``orders_received``): no answer of the venue carries its whole history."""
+    return venue_record(lambda service, command, **args: ask(d, service, command, **args))
+
+
+def venue_record(ask_venue: Any) -> dict[str, Any]:
+    """``venue_fills`` with the caller's way of asking (``ask_venue(service, command, **args)``)."""
+    fills: list[dict[str, Any]] = []
+    session = None
+    while True:
+        page = ask_venue("venue_sim", "fills_since", after_seq=len(fills), limit=proto.venue_reports.MAX_FILL_PAGE)
+        if session is not None and page["session"] != session:  # the venue restarted meanwhile: start again
+            fills, session = [], page["session"]
+            continue
+        session = page["session"]
+        fills += page["fills"]
+        if not page["more"]:
+            break
+    ids: list[str] = []
+    while True:
+        page = ask_venue("venue_sim", "orders_received", after=len(ids))
+        ids += page["ids"]
+        if not page["more"]:
+            break
+    duplicates = ask_venue("venue_sim", "status")["stats"]["duplicate_ids"]
+    return {"fills": fills, "client_order_ids": ids, "duplicate_ids": duplicates, "session": session}
 
 
 def em_positions(d: Daemon) -> dict[str, dict[str, Any]]:

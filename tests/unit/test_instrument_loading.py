@@ -4,7 +4,7 @@ something malformed), and the engine's guard takes the exchange manager's book o
 channel, then checks and rounds its strategies' orders against it.
 
 The venue side is the simulator's own ``instruments`` handler over a real Matcher, its answer
-passed through the wire encoding (``MatcherConnector`` from test_reconciliation.py).
+passed through the wire encoding (``MatcherConnector`` from venue_rig.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from services.engine.instrument_guard import InstrumentGuard
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.venue_sim.matching import Matcher
 from services.venue_sim.settings import VenueSimSettings
-from test_reconciliation import MatcherConnector
+from venue_rig import MatcherConnector
 from unit_support import reactor_thread, wait_until
 
 
@@ -37,17 +37,23 @@ class VenueLink(MatcherConnector):
     def __init__(self, name: str, matcher: Matcher) -> None:
         super().__init__(name, matcher)
         self.garbage = False
-        self.asked = 0
+        self.instrument_asks = 0
 
     def is_connected_check(self) -> bool:
         return True
 
-    def query(self, name: str, on_result: Any) -> None:
-        self.asked += 1
+    def instruments(self, on_result: Any) -> None:
+        self.instrument_asks += 1
         if self.garbage:
-            on_result({"venue": "SIM", "instruments": [{"symbol": "BTC-USD", "tick_size": -1, "lot_size": 1}]})
-            return
-        super().query(name, on_result)
+            # what the real connector does with an answer that is not a valid list: logs it, None
+            try:
+                proto.parse_result({"venue": "SIM", "instruments": [{"symbol": "BTC-USD", "tick_size": -1,
+                                                                     "lot_size": 1}]}, proto.InstrumentList)
+            except proto.ProtocolError:
+                on_result(None)
+                return
+            raise AssertionError("a negative tick size must not parse")
+        super().instruments(on_result)
 
 
 def _venue() -> Matcher:
@@ -89,7 +95,7 @@ def test_a_malformed_list_is_refused_and_asked_again() -> None:
     try:
         with reactor_thread(reactor):
             reactor.call_soon_threadsafe(lambda: registry.load(link))
-            wait_until(lambda: link.asked >= 2, timeout=5.0)
+            wait_until(lambda: link.instrument_asks >= 2, timeout=5.0)
             assert not registry.ready() and registry.failures >= 1 and registry.lookup("sim", "BTC-USD") == (None, False)
             link.garbage = False
             wait_until(registry.ready, timeout=5.0)

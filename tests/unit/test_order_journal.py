@@ -80,3 +80,31 @@ def test_an_order_saved_before_sending_survives_kill_9(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     orders, _, _ = OrderJournal(path, fsync_per_order=False).load()
     assert [(o.client_order_id, o.status) for o in orders] == [(cid, OrderStatus.NEW)]
+
+
+def test_the_fill_cursor_is_journalled_with_each_fill(tmp_path: Path) -> None:
+    """The venue fill number up to which every fill was applied is written in the same transaction
+    as the fill itself: after a kill -9 the book and the number agree, and a reconciliation asks the
+    venue only for the fills after it."""
+    from services.exchange_manager.fill_cursor import FillCursor
+
+    path = tmp_path / "em.sqlite"
+    journal = OrderJournal(path, fsync_per_order=False)
+    book = OrderBook("a")
+    record = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    journal.save_order(record)
+    cursor = FillCursor(session=42)
+    position = Position()
+    for n in (1, 2):
+        f = proto.Fill(fill_id=f"F{n}", client_order_id=record.client_order_id, symbol="BTC-USD", side=Side.BUY,
+                       qty=1.0, price=100.0, fee=0.0, ts_ns=1, venue_seq=n)
+        applied = book.apply_fill(f)
+        assert applied is not None
+        cursor.advance(n, f.fill_id)
+        position.apply_fill(1, 1.0, 100.0, 0.0)
+        journal.save_fill(f, applied, position, cursor=("sim", cursor))
+    journal.save_cursor("other", FillCursor(session=5, applied=9))
+    journal.close()
+
+    cursors = OrderJournal(path, fsync_per_order=False).load_cursors()
+    assert {name: (c.session, c.applied) for name, c in cursors.items()} == {"sim": (42, 2), "other": (5, 9)}

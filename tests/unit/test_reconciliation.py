@@ -1,88 +1,22 @@
-"""services.exchange_manager.reconciliation.Reconciler against a real venue Matcher.
-
-The connector below is the smallest real thing that answers reconciliation's three queries: it asks
-the venue simulator's own command handlers (services.venue_sim.handlers, over a real Matcher), and
-passes each answer through the wire encoding (proto.encode/decode of the Reply) as the real
-connector would receive it. Orders are placed on the venue with Matcher.new_order and the market
-moved with Matcher.on_quote; the exchange manager's book and positions are the real objects, and
-missed reports are simulated simply by not telling the book.
-"""
+"""services.exchange_manager.reconciliation.Reconciler against a real venue Matcher (the rig is in
+``venue_rig.py``: the venue simulator's own handlers behind the smallest real connector, the
+exchange manager's real book and positions; missed reports are simulated by not telling the book)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from venue_rig import Rig
 
 import proto
 from proto import OrderStatus, Side
-from proto.commands import NewOrderArgs, NoArgs, OrderArgs
-from services.exchange_manager.order_book import OrderBook
-from services.exchange_manager.reconciliation import Outcome, Reconciler
+from proto.commands import NewOrderArgs
+from proto.venue_reports import MAX_OPEN_ORDERS
+from services.exchange_manager.fill_cursor import FillCursor
 from services.positions import Position
-from services.venue_sim.handlers import build_handlers
-from services.venue_sim.matching import Matcher
-from services.venue_sim.settings import VenueSimSettings
-
-
-class MatcherConnector:
-    """Implements ``Connector.query`` by asking the venue simulator's handlers over a real Matcher."""
-
-    def __init__(self, name: str, matcher: Matcher) -> None:
-        self.name = name
-        self.matcher = matcher
-        self._handlers = build_handlers(SimpleNamespace(matcher=matcher))  # type: ignore[arg-type]
-        self._seq = 0
-        self.answering = True
-
-    def query(self, name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        if not self.answering:
-            on_result(None)  # what the real connector reports on a timeout or a refused query
-            return
-        self._seq += 1
-        reply = proto.ok(f"q{self._seq}", **self._handlers[name](NoArgs()))
-        env = proto.decode(proto.encode("venue_sim", 1, self._seq, time.time_ns(), reply))
-        on_result(env.body.result)
-
-
-class Rig:
-    def __init__(self, grace_s: float = 2.0) -> None:
-        self.matcher = Matcher(VenueSimSettings(fee_bps=1.0, slippage_bps=0.0), epoch=time.time_ns())
-        self.matcher.on_quote("BTC-USD", 100.0, 101.0)
-        self.matcher.on_quote("ETH-USD", 10.0, 10.1)
-        self.connector = MatcherConnector("sim", self.matcher)
-        self.book = OrderBook("em")
-        self.positions: dict[str, Position] = {}
-        self.reports: list[Outcome] = []
-        self.reconciler = Reconciler(self.book, self.positions, grace_s, self.apply_fill, self.reports.append)
-
-    def apply_fill(self, fill: proto.Fill) -> None:
-        """What the exchange manager does with a fill (ExchangeManager.on_fill, minus publishing)."""
-        record = self.book.apply_fill(fill)
-        if record is not None:
-            self.reconciler.heard(record.connector, fill.fill_id)
-            self.positions.setdefault(fill.symbol, Position()).apply_fill(fill.side.sign, fill.qty, fill.price,
-                                                                          fill.fee)
-
-    def our_order(self, side: Side, qty: float, symbol: str = "BTC-USD", limit: float | None = None,
-                  connector: str = "sim", send: bool = True) -> str:
-        """An order in our book; ``send`` places it at the venue too (its reports are not seen)."""
-        args = OrderArgs(symbol=symbol, side=side, qty=qty, order_type="limit" if limit else "market",
-                         limit_price=limit)
-        record = self.book.new(args, connector)
-        if send:
-            self.matcher.new_order(NewOrderArgs(client_order_id=record.client_order_id, symbol=symbol, side=side,
-                                                qty=qty, order_type=args.order_type, limit_price=limit))
-        return record.client_order_id
-
-    def reconcile(self) -> Outcome:
-        before = len(self.reports)
-        self.reconciler.run(self.connector)
-        assert len(self.reports) == before + 1, "the outcome is reported once the venue has answered"
-        return self.reports[-1]
 
 
 def test_reconcile_resolves_adopts_and_takes_venue_positions() -> None:
@@ -197,26 +131,43 @@ def test_a_venue_that_does_not_answer_changes_nothing() -> None:
 
 
 def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
-    """The venue fills an order after answering ``fills`` and before answering ``positions``; its
-    fill message reaches us after the reconciliation. The positions taken as the truth are those of
-    the fills reply, so that fill is applied once, when its message comes, not twice."""
+    """The venue fills an order after its mass status (positions at fill number S) and before it
+    sends the fills the book missed; that fill's message reaches us after the reconciliation. Only
+    fills up to S are taken from the page, the positions compared are those at S, and the late fill
+    is applied once, when its message comes, not twice."""
     rig = Rig()
+    missed = rig.our_order(Side.BUY, 2.0)  # filled at the venue; the book missed it (fill 1)
     late: list[proto.Fill] = []
+    racing: list[str] = []
     query = rig.connector.query
 
-    def racing_query(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        query(name, on_result)
-        if name == "fills":  # between the two answers: an order of ours fills at the venue
-            cid = rig.our_order(Side.BUY, 1.0, symbol="ETH-USD")
-            late.extend(f for f in rig.matcher.fills if f.client_order_id == cid)
+    def racing_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name != "mass_status":
+            return query(name, args, report_type, on_result)
+        answers: list[Any] = []
+        query(name, args, report_type, answers.append)  # the snapshot, at fill 1
+        racing.append(rig.our_order(Side.BUY, 1.0, symbol="ETH-USD"))  # then an order of ours fills: fill 2
+        late.extend(f for f in rig.matcher.fills if f.client_order_id == racing[0])
+        on_result(answers[0])
 
     rig.connector.query = racing_query  # type: ignore[method-assign]
     outcome = rig.reconcile()
-    assert outcome.position_mismatches == {}
+    assert outcome.ok and outcome.position_mismatches == {}, outcome
+    assert ("fills_since", {"after_seq": 0, "limit": 500}) in rig.connector.asked
+    assert outcome.fill_pages == 1 and outcome.fills_fetched == 1  # fill 2 was in the page, not taken
+    # the racing order is in doubt (open in the book, not in the snapshot): the venue reports it filled,
+    # and the book waits for its fill rather than inventing one
+    assert outcome.resolved == {missed: "filled", racing[0]: "filled"}
+    assert [o.client_order_id for o in rig.book.awaiting_fills()] == racing
+    assert rig.positions["BTC-USD"].qty == pytest.approx(2.0)
     assert "ETH-USD" not in rig.positions or rig.positions["ETH-USD"].qty == 0.0
+    assert late and late[0].venue_seq == 2
     for fill in late:  # its message arrives now
         rig.apply_fill(fill)
     assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.positions["ETH-USD"].qty
+    assert rig.reconciler.cursor("sim").applied == 2
+    again = rig.reconcile()
+    assert again.ok and again.position_mismatches == {} and again.fill_pages == 0
 
 
 def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
@@ -229,11 +180,12 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     for fill in rig.matcher.fills:
         rig.apply_fill(fill)
     assert rig.positions["BTC-USD"].qty == pytest.approx(1.0)
-    held: list[tuple[Callable[[dict[str, Any] | None], None], dict[str, Any] | None]] = []
+    held: list[tuple[Callable[[Any], None], Any]] = []
     query = rig.connector.query
 
-    def answered_now_delivered_later(name: str, on_result: Callable[[dict[str, Any] | None], None]) -> None:
-        query(name, lambda result: held.append((on_result, result)))
+    def answered_now_delivered_later(name: str, args: dict[str, Any], report_type: type,
+                                     on_result: Callable[[Any], None]) -> None:
+        query(name, args, report_type, lambda result: held.append((on_result, result)))
 
     rig.connector.query = answered_now_delivered_later  # type: ignore[method-assign]
     rig.reconciler.run(rig.connector)
@@ -247,9 +199,11 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     stale = rig.reports[-1]
     assert not stale.ok and stale.stale and stale.error.startswith("stale answer: the venue answered before 1 fill")
     assert stale.position_mismatches == {} and rig.reconciler.stale_answers == 1
+    assert rig.reconciler.verdict is None  # a stale answer is no verdict: not reconciled yet
     assert rig.positions["BTC-USD"].qty == pytest.approx(0.0), "a stale answer put a closed position back"
     fresh = rig.reconcile()
     assert fresh.ok and not fresh.stale and fresh.position_mismatches == {}
+    assert rig.reconciler.verdict is fresh
     assert abs(fresh.venue_positions.get("BTC-USD", 0.0)) < 1e-12
 
 
@@ -266,3 +220,124 @@ def test_orders_sent_but_not_yet_at_the_venue_are_counted_in_flight() -> None:
     outcome = rig.reconcile()
     assert outcome.ok and outcome.in_flight == 0
     assert rig.book.orders[on_its_way].status is OrderStatus.FILLED
+
+
+# -- bounded: only what changed is asked ---------------------------------------------------------------
+
+
+def _missed_fills(rig: Rig, n: int, symbol: str = "ETH-USD") -> list[str]:
+    """``n`` orders of ours filled at the venue, alternately bought and sold; the book saw none of it."""
+    return [rig.our_order(Side.BUY if i % 2 == 0 else Side.SELL, 1.0, symbol=symbol) for i in range(n)]
+
+
+def test_missed_fills_are_fetched_page_by_page_after_the_last_number_applied() -> None:
+    rig = Rig(page_size=2)
+    _missed_fills(rig, 5)
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.position_mismatches == {}
+    fills_asked = [args for name, args in rig.connector.asked if name == "fills_since"]
+    assert fills_asked == [{"after_seq": 0, "limit": 2}, {"after_seq": 2, "limit": 2}, {"after_seq": 4, "limit": 2}]
+    assert outcome.fill_pages == 3 and outcome.fills_fetched == 5 and rig.book.fills == 5
+    assert rig.reconciler.cursor("sim").applied == 5
+    assert rig.saved["sim"] == (rig.matcher.session, 5)  # journalled
+    assert rig.positions["ETH-USD"].qty == pytest.approx(1.0)
+
+    _missed_fills(rig, 1)  # one more missed fill: only it is asked for
+    rig.connector.asked.clear()
+    again = rig.reconcile()
+    assert again.ok and again.fill_pages == 1 and again.fills_fetched == 1
+    assert [a for n, a in rig.connector.asked if n == "fills_since"] == [{"after_seq": 5, "limit": 2}]
+    rig.connector.asked.clear()
+    quiet = rig.reconcile()  # nothing missed: one question, no page
+    assert quiet.ok and quiet.fill_pages == 0 and [n for n, _ in rig.connector.asked] == ["mass_status"]
+
+
+def test_a_restarted_exchange_manager_asks_only_after_its_journalled_number() -> None:
+    """The book and its fill cursor come back from the journal together: nothing before the cursor is
+    asked again, however many fills the venue has made."""
+    first = Rig()
+    _missed_fills(first, 40)
+    first.reconcile()
+    session, applied = first.saved["sim"]
+    restarted = Rig(cursors={"sim": FillCursor(session, applied)}, matcher=first.matcher, book_prefix="em2")
+    restarted.positions.update(first.positions)
+    _missed_fills(restarted, 3)  # made while it was down
+    outcome = restarted.reconcile()
+    assert outcome.ok and outcome.position_mismatches == {} and outcome.fills_fetched == 3
+    assert [a for n, a in restarted.connector.asked if n == "fills_since"] == [{"after_seq": 40, "limit": 500}]
+
+
+def test_a_new_venue_session_restarts_the_numbering() -> None:
+    """A cursor of an earlier venue session is worth nothing: the new venue's fills are asked from 1."""
+    rig = Rig(cursors={"sim": FillCursor(session=1, applied=10_000)})
+    _missed_fills(rig, 2)
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.fills_fetched == 2
+    assert rig.reconciler.cursor("sim").session == rig.matcher.session
+    assert [a for n, a in rig.connector.asked if n == "fills_since"] == [{"after_seq": 0, "limit": 500}]
+
+
+def test_only_the_orders_in_doubt_are_asked_about() -> None:
+    """The order status question names the orders the book holds open that the venue's snapshot does
+    not: never every id ever sent."""
+    rig = Rig()
+    for _ in range(20):  # closed long ago, known to both
+        rig.our_order(Side.BUY, 0.1)
+    rig.reconcile()
+    resting = rig.our_order(Side.BUY, 1.0, limit=90.0)
+    doubt = rig.our_order(Side.SELL, 1.0, limit=120.0)
+    rig.matcher.cancel(doubt)
+    rig.connector.asked.clear()
+    outcome = rig.reconcile()
+    assert [a for n, a in rig.connector.asked if n == "order_status"] == [{"client_order_ids": [doubt]}]
+    assert outcome.resolved == {doubt: "cancelled"} and rig.book.orders[resting].status is OrderStatus.ACKNOWLEDGED
+
+
+def test_more_open_orders_than_one_answer_carries_is_not_reconciled() -> None:
+    rig = Rig()
+    for i in range(MAX_OPEN_ORDERS + 1):
+        rig.matcher.new_order(NewOrderArgs(client_order_id=f"x{i}", symbol="BTC-USD", side=Side.BUY, qty=0.1,
+                                           order_type="limit", limit_price=90.0))
+    outcome = rig.reconcile()
+    assert not outcome.ok and f"holds {MAX_OPEN_ORDERS + 1} open orders" in outcome.error
+    assert outcome.adopted == [] and rig.book.adopted == 0  # nothing taken from an incomplete answer
+
+
+def test_a_venue_that_leaves_out_fills_is_not_reconciled() -> None:
+    """A page that does not move the book's number on (fills missing at the venue) fails the run
+    rather than compare positions the book cannot have."""
+    rig = Rig()
+    _missed_fills(rig, 3)
+    del rig.matcher.fills[:]  # the venue forgets its fills but keeps the positions they made
+    query = rig.connector.query
+
+    def lying_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name == "mass_status":
+            query(name, args, report_type, lambda st: on_result(st.__class__(
+                session=st.session, fill_seq=3, open_orders=st.open_orders,
+                open_orders_total=st.open_orders_total, positions=st.positions)))
+        else:
+            query(name, args, report_type, on_result)
+
+    rig.connector.query = lying_query  # type: ignore[method-assign]
+    outcome = rig.reconcile()
+    assert not outcome.ok and "fills after number 0 are missing" in outcome.error
+    assert outcome.position_mismatches == {} and "ETH-USD" not in rig.positions
+
+
+def test_answers_do_not_grow_with_the_sessions_history() -> None:
+    """A reconciliation at 1,000 and at 50,000 fills (the book up to date): the same questions, the
+    same answer sizes."""
+    sizes = {}
+    for n in (1_000, 50_000):
+        rig = Rig()
+        for i in range(n):
+            rig.our_order(Side.BUY if i % 2 == 0 else Side.SELL, 0.1, symbol="ETH-USD")
+        rig.reconciler.cursor("sim").reset(rig.matcher.session)
+        for fill in rig.matcher.fills:
+            rig.apply_fill(fill)
+        rig.connector.asked.clear()
+        outcome = rig.reconcile()
+        assert outcome.ok and outcome.fill_pages == 0 and [q for q, _ in rig.connector.asked] == ["mass_status"]
+        sizes[n] = outcome.largest_reply_bytes
+    assert abs(sizes[50_000] - sizes[1_000]) <= 16, sizes  # a few more digits in the numbers at most
