@@ -73,7 +73,8 @@ class ExchangeManager:
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled,
                                      page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
-                                     save_cursor=self.journal.save_cursor)
+                                     save_cursor=lambda name, cursor: self.writes.write(
+                                         ("cursor", name), lambda: self.journal.save_cursor(name, cursor)))
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,

@@ -45,6 +45,7 @@ from integration.e2e import (
     em_stats,
     ensure_live,
     submit,
+    venue_fills,
     venue_positions,
     wait_routed,
 )
@@ -123,7 +124,7 @@ def _invalid_count(d: Daemon, service: str) -> int:
 
 def _world(d: Daemon) -> dict[str, Any]:
     """What no refused order may change."""
-    fills = ask(d, "venue_sim", "fills")
+    fills = venue_fills(d)
     stats = ask(d, "orchestrator", "stats")
     return {"venue fills": len(fills["fills"]), "venue positions": venue_positions(d),
             "orders submitted at the gate": em_stats(d)["orders_submitted"],
@@ -166,7 +167,7 @@ def test_a_nonsense_order_is_refused_at_the_gate_and_at_the_venue(
 
     after = _world(d)
     assert after == before, f"{name}: something changed: {before} -> {after}"
-    assert all(f["client_order_id"] != cid for f in ask(d, "venue_sim", "fills")["fills"])
+    assert all(f["client_order_id"] != cid for f in venue_fills(d)["fills"])
     FIGURES.cases += 1
     FIGURES.faults += 2
     FIGURES.faults_survived += 2

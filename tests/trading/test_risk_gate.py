@@ -123,20 +123,25 @@ def test_order_rate_is_limited(live: Daemon, governance: Collector) -> None:
     ids = []
     t0 = time.monotonic()
     for _ in range(LIMITS["max_orders_per_s"]):
-        # resting sells above the touch (inside the price collar), each reducing the long SOL
-        # position: they pass every other check
-        reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=160.0)
+        # resting buys below the touch (inside the price collar), each opening a small long BTC
+        # position: they pass every other check. (Reducing orders are never refused by the rate:
+        # a flatten must always go out, see test_failsafe_keeps_trying.py.)
+        reply = submit(d, "BTC-USD", "buy", 0.001, order_type="limit", limit_price=38_000.0)
         assert reply.ok, reply.error
         ids.append(reply.result["client_order_id"])
-    reason = _refused(d, governance, "max_orders_per_s", "SOL-USD", "sell", 0.01, order_type="limit",
-                      limit_price=160.0)
+    reason = _refused(d, governance, "max_orders_per_s", "BTC-USD", "buy", 0.001, order_type="limit",
+                      limit_price=38_000.0)
     assert time.monotonic() - t0 < 1.0, "too slow to test the rate limit"
     assert "order rate over max_orders_per_s 5" in reason, reason
+    # a reducing order still passes with the budget spent
+    reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=160.0)
+    assert reply.ok, reply.error
+    ids.append(reply.result["client_order_id"])
     # the ones that passed reached the venue, and rest there
     wait_until(lambda: set(ids) <= {o["client_order_id"] for o in venue_open_orders(d)}, 5)
     # the next second lets orders through again
     time.sleep(1.1)
-    reply = submit(d, "SOL-USD", "sell", 0.01, order_type="limit", limit_price=160.0)
+    reply = submit(d, "BTC-USD", "buy", 0.001, order_type="limit", limit_price=38_000.0)
     assert reply.ok, reply.error
     assert ask(d, "exchange_manager", "cancel_all")
     wait_until(lambda: not venue_open_orders(d), 5)
