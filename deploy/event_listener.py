@@ -81,6 +81,9 @@ def describe(alert: proto.ProcessAlert) -> str:
     return f"{name} {what} (from {alert.from_state}{pid})"
 
 
+ORCHESTRATOR = "orchestrator"
+HUNG_ORCHESTRATOR_TOLD_S = 60.0  # how long the heartbeat carries "the orchestrator was killed as hung"
+
 # What the listener needs of supervisord's XML-RPC: a fresh ``supervisor`` namespace per use.
 RpcFactory = Callable[[], Any]
 RPC_ERRORS = (OSError, xmlrpc.client.Error, ValueError)
@@ -99,6 +102,9 @@ class HungRestarter:
         self.check_interval_s = min(1.0, watch.after_s / 4)
         self.killed = 0
         self.rpc_errors = 0
+        # The orchestrator cannot hear that it was killed as hung: its successor learns it from this,
+        # carried in the listener's heartbeat for a while (supervision.py, orchestrator side).
+        self.hung_orchestrator: dict[str, Any] | None = None
 
     def drain(self) -> None:
         self.sub.drain(self._on_message)
@@ -123,8 +129,20 @@ class HungRestarter:
                 log.warning("could not kill hung %s (pid %d): %s", hung.namespec, hung.pid, exc)
                 continue
             self.killed += 1
+            if hung.program == ORCHESTRATOR:
+                self.hung_orchestrator = {"pid": hung.pid, "at": time.time(), "silent_s": round(hung.silent_s, 3),
+                                          "detail": detail}
             self._report(proto.ProcessAlert(program=hung.program, group=hung.group, event="hung",
                                             from_state=hung.statename, pid=hung.pid, detail=detail))
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"hung_killed": self.killed, "rpc_errors": self.rpc_errors}
+        hung = self.hung_orchestrator
+        if hung is not None and time.time() - hung["at"] > HUNG_ORCHESTRATOR_TOLD_S:
+            self.hung_orchestrator = hung = None
+        if hung is not None:
+            out["hung_orchestrator"] = hung
+        return out
 
 
 class Listener:
@@ -200,10 +218,10 @@ class Listener:
         self._stdout.write(text)
         self._stdout.flush()
 
-    def stats(self) -> dict[str, int]:
-        out = {"events": self.events, "alerts": self.alerts}
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts}
         if self._hung is not None:
-            out.update(hung_killed=self._hung.killed, rpc_errors=self._hung.rpc_errors)
+            out.update(self._hung.stats())
         return out
 
 

@@ -602,6 +602,8 @@ class LiveTradingOrchestrator:
         without it is trading blind; an orphaned one degrades it (``supervision.py``)."""
         self._components.heard(env)  # the listener's heartbeat: the supervisor is a component
         alert = env.body
+        if isinstance(alert, proto.Heartbeat) and env.source == SUPERVISOR:
+            self._supervision.listener_heartbeat(alert.stats)
         if not isinstance(alert, proto.ProcessAlert):
             return
         self._process_alerts[alert.event] = self._process_alerts.get(alert.event, 0) + 1

@@ -18,11 +18,17 @@
   long as the trading processes' dead-man timeout takes LIVE to DEGRADED: their switches tripped
   and nobody watched, so going back to LIVE is an explicit step (``recover``, or the automatic
   recovery after a healthy spell).
+- **A hung orchestrator** is killed by the event listener and restarted by supervisord; it cannot
+  hear that itself, so the listener's heartbeat carries it (``hung_orchestrator``: pid, when,
+  how long silent) for a minute. The successor, started after that kill, writes it in its session
+  logs and, as for a stall, takes a LIVE session to DEGRADED.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,12 +58,13 @@ class Supervision:
         self._deadman_s = deadman_s
         self.stalls = 0
         self.longest_stall_s = 0.0
+        self._started = time.time()
+        self._predecessor_told = False
 
     def supervisor_lost(self, reason: str) -> None:
         """The orchestrator's own parent, supervisord, is gone."""
         line = f"Supervisor lost: {reason}; trading processes stop opening positions by themselves"
-        self._logs.health(line, logging.CRITICAL, event="supervisor_lost", data={"reason": reason})
-        self._logs.live(line, logging.CRITICAL, event="supervisor_lost", data={"reason": reason})
+        self._logs.health(line, logging.CRITICAL, event="supervisor_lost", data={"reason": reason})  # + live log
         self._note(f"supervisord gone: {reason}")
         self._alert({"event": "supervisor_lost", "reason": reason, "state": self._state().value})
         self._degrade(f"supervisord is gone: nothing restarts a process that dies ({reason})")
@@ -86,6 +93,26 @@ class Supervision:
         self._note(f"orchestrator stalled {stalled_s:.1f}s")
         if tripped:
             self._degrade(f"orchestrator stalled {stalled_s:.1f}s: the peers' dead-man switches tripped, nobody watched")
+
+    def listener_heartbeat(self, stats: Mapping[str, Any]) -> None:
+        """What the event listener's heartbeat says: was this orchestrator's predecessor killed as hung?"""
+        hung = stats.get("hung_orchestrator")
+        if self._predecessor_told or not isinstance(hung, Mapping) or hung.get("pid") == os.getpid():
+            return
+        try:
+            pid, at, silent_s = int(hung["pid"]), float(hung["at"]), float(hung["silent_s"])
+        except (KeyError, TypeError, ValueError):
+            return
+        if not at - 1.0 <= self._started <= at + 60.0:
+            return  # a kill long before this process started: not its predecessor's
+        self._predecessor_told = True
+        detail = str(hung.get("detail", ""))
+        self._logs.health(f"Process orchestrator: HUNG under supervisord (pid {pid}): {detail}", logging.CRITICAL,
+                          event="process_alert", data={"program": "orchestrator", "event": "hung", "pid": pid,
+                                                       "silent_s": silent_s, "detail": detail})
+        self._note(f"predecessor (pid {pid}) was hung {silent_s:.1f}s")
+        self._degrade(f"orchestrator was hung {silent_s:.1f}s and restarted: the peers' dead-man switches tripped, "
+                      f"nobody watched")
 
     def stats(self) -> dict[str, Any]:
         return {"loop_stalls": self.stalls, "longest_loop_stall_s": round(self.longest_stall_s, 3)}
