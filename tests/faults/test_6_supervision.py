@@ -32,7 +32,7 @@ import pytest
 
 from bus import CommandTimeout
 from integration.daemon import PYTHON, Daemon, clean_environ, wait_until
-from integration.e2e import open_daemon
+from integration.e2e import open_daemon, open_position, place_resting_orders
 from services.settings import Settings
 
 from .harness import (
@@ -194,6 +194,32 @@ def _orphaned_session(h: FaultHarness, ctx: CellContext, orphans: dict[str, int]
     wait_until(lambda: not any(alive(pid) for pid in orphans.values()), 20, interval=0.05)
     figure("orphans stopped with SIGTERM", time.monotonic() - t1)
     h._after_down(["exchange_manager", "venue_sim"], stop_ns)
+
+
+@pytest.mark.slow
+def test_supervisord_missing_for_long_escalates_to_failsafe_and_the_orphans_flatten(make_daemon) -> None:
+    """Nobody answered: a supervisor missing for ``health.missing_escalate_after_s`` (3 s here, 60 s
+    by default) takes the DEGRADED session to FAILSAFE, and the orphaned exchange manager still
+    cancels and flattens (reducing orders pass its closed gate): flat at the venue."""
+    d = make_daemon({"orchestrator": {"health": {"missing_escalate_after_s": 3.0}}})
+    wait_until(lambda: d.state() == "live", 30, ignore=(CommandTimeout,))
+    wait_until(lambda: _ask(d, "exchange_manager", "status")["stats"]["trading_allowed"], 10, ignore=(CommandTimeout,))
+    open_position(d)
+    place_resting_orders(d)
+    assert d.proc is not None
+    t0 = time.monotonic()
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(10)
+    wait_until(lambda: d.state() == "failsafe", 20, interval=0.05, ignore=(CommandTimeout,))
+    figure("kill -9 supervisord -> FAILSAFE (missing_escalate_after_s=3)", time.monotonic() - t0)
+    wait_until(lambda: d.status()["failsafe_pending"] is None, 40, interval=0.1, ignore=(CommandTimeout,))
+    figure("kill -9 supervisord -> FAILSAFE sequence done", time.monotonic() - t0)
+    venue = _ask(d, "venue_sim", "positions")["positions"]
+    assert all(abs(p["qty"]) < 1e-9 for p in venue.values()), venue
+    assert not _ask(d, "venue_sim", "open_orders")["orders"]
+    reports = sorted(d.incidents_dir.glob("*.json"))
+    assert reports and '"ok": true' in reports[-1].read_text(), reports
+    assert "process missing for good: supervisor" in session_logs(d)
 
 
 # -- hung processes --------------------------------------------------------------------------------
