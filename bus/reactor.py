@@ -42,6 +42,7 @@ class Reactor:
         # Loop stalls (see on_stall): hooks, and when the last poll returned.
         self._stall_hooks: list[tuple[float, Callable[[float], object]]] = []
         self._turned_at: float | None = None
+        self._stall_floor_s = float("inf")
         self.longest_stall_s = 0.0
 
     def add_reader(self, sock: zmq.Socket, callback: Callable[[], object]) -> None:
@@ -64,6 +65,7 @@ class Reactor:
         loop turns again, before any socket, call or timer is handled, so a process learns that it
         was away before it acts on what queued up meanwhile."""
         self._stall_hooks.append((threshold_s, callback))
+        self._stall_floor_s = min(threshold_s for threshold_s, _ in self._stall_hooks)
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         self._calls.append(callback)
@@ -101,7 +103,7 @@ class Reactor:
             timeout_ms = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
         if self._calls:
             timeout_ms = 0
-        polled_at = time.monotonic()
+        polled_at = time.monotonic() if self._stall_hooks else 0.0
         events = self._poller.poll(timeout_ms)
         if self._stall_hooks:
             self._measure_stall(polled_at, timeout_ms)
@@ -130,9 +132,9 @@ class Reactor:
         overdue = 0.0 if timeout_ms is None else now - polled_at - timeout_ms / 1000
         self._turned_at = now
         stalled = max(busy, overdue)
-        if stalled <= 0:
-            return
         self.longest_stall_s = max(self.longest_stall_s, stalled)
+        if stalled < self._stall_floor_s:
+            return
         for threshold_s, callback in self._stall_hooks:
             if stalled >= threshold_s:
                 self._guard(lambda: callback(stalled))
