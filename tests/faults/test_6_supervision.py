@@ -305,7 +305,10 @@ def test_short_sigstop_is_not_restarted_and_the_stall_is_logged(fault_harness: F
         assert re.search(r"Orchestrator loop stalled \d+\.\ds: the peers' dead-man switches tripped", session_logs(d))
     else:
         assert "process missing" in reason and program in reason, rows
-        wait_until(lambda: "loop stalled" in d.program_log(program).read_text(errors="replace"), 5)
+        # the stopped process re-learns the session: its follower forgot the state (the dead-man
+        # timeout passed while it was stopped) and heard it again before trading
+        wait_until(lambda: re.search(r"loop stalled \d+\.\ds: forgetting the session state",
+                                     d.program_log(program).read_text(errors="replace")), 5)
     # not restarted: same pid well past the hung setting, and no hung alert for it
     time.sleep(max(0.0, t0 + HUNG_AFTER_S + 1.5 - time.monotonic()))
     assert d.pid_of(program) == pid and alive(pid)
