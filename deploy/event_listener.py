@@ -112,6 +112,10 @@ class HungRestarter:
     def _on_message(self, _topic: str, env: proto.Envelope) -> None:
         if isinstance(env.body, proto.Heartbeat):
             self.watch.heard(env.source, env.body.pid)
+            hung = self.hung_orchestrator
+            if (env.source == ORCHESTRATOR and hung is not None and "successor_pid" not in hung
+                    and env.body.pid != hung["pid"]):
+                hung["successor_pid"] = env.body.pid  # the one to tell: no later orchestrator
 
     def check(self) -> None:
         try:

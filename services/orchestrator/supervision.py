@@ -19,16 +19,16 @@
   and nobody watched, so going back to LIVE is an explicit step (``recover``, or the automatic
   recovery after a healthy spell).
 - **A hung orchestrator** is killed by the event listener and restarted by supervisord; it cannot
-  hear that itself, so the listener's heartbeat carries it (``hung_orchestrator``: pid, when,
-  how long silent) for a minute. The successor, started after that kill, writes it in its session
-  logs and, as for a stall, takes a LIVE session to DEGRADED.
+  hear that itself, so the listener's heartbeat carries it (``hung_orchestrator``: pid, how long
+  silent, and the successor's pid: the first new orchestrator the listener heard) for a minute.
+  That successor, and no later orchestrator, writes it in its session logs and, as for a stall,
+  takes a LIVE session to DEGRADED.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,7 +58,6 @@ class Supervision:
         self._deadman_s = deadman_s
         self.stalls = 0
         self.longest_stall_s = 0.0
-        self._started = time.time()
         self._predecessor_told = False
 
     def supervisor_lost(self, reason: str) -> None:
@@ -97,14 +96,13 @@ class Supervision:
     def listener_heartbeat(self, stats: Mapping[str, Any]) -> None:
         """What the event listener's heartbeat says: was this orchestrator's predecessor killed as hung?"""
         hung = stats.get("hung_orchestrator")
-        if self._predecessor_told or not isinstance(hung, Mapping) or hung.get("pid") == os.getpid():
+        # only the first orchestrator the listener heard after the kill is the successor
+        if self._predecessor_told or not isinstance(hung, Mapping) or hung.get("successor_pid") != os.getpid():
             return
         try:
-            pid, at, silent_s = int(hung["pid"]), float(hung["at"]), float(hung["silent_s"])
+            pid, silent_s = int(hung["pid"]), float(hung["silent_s"])
         except (KeyError, TypeError, ValueError):
             return
-        if not at - 1.0 <= self._started <= at + 60.0:
-            return  # a kill long before this process started: not its predecessor's
         self._predecessor_told = True
         detail = str(hung.get("detail", ""))
         self._logs.health(f"Process orchestrator: HUNG under supervisord (pid {pid}): {detail}", logging.CRITICAL,

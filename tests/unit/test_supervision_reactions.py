@@ -73,11 +73,12 @@ def test_supervisor_lost_is_critical_alerted_and_degrades(rig: Rig) -> None:
 
 
 def test_the_successor_of_a_hung_orchestrator_writes_it_and_degrades_once(rig: Rig) -> None:
-    hung = {"pid": os.getpid() + 1, "at": time.time() - 2.0, "silent_s": 5.3, "detail": "trading:orchestrator hung"}
+    hung = {"pid": os.getpid() + 1, "at": time.time() - 2.0, "silent_s": 5.3, "detail": "trading:orchestrator hung",
+            "successor_pid": os.getpid()}
     rig.sup.listener_heartbeat({"events": 3})
-    rig.sup.listener_heartbeat({"hung_orchestrator": {**hung, "pid": os.getpid()}})  # about this very process
-    rig.sup.listener_heartbeat({"hung_orchestrator": {**hung, "at": time.time() - 600}})  # long before it started
-    rig.sup.listener_heartbeat({"hung_orchestrator": {"pid": "x"}})  # garbage
+    rig.sup.listener_heartbeat({"hung_orchestrator": {**hung, "successor_pid": os.getpid() + 2}})  # another one's
+    rig.sup.listener_heartbeat({"hung_orchestrator": {k: v for k, v in hung.items() if k != "successor_pid"}})
+    rig.sup.listener_heartbeat({"hung_orchestrator": {"successor_pid": os.getpid(), "pid": "x"}})  # garbage
     assert rig.degraded == []
     rig.sup.listener_heartbeat({"hung_orchestrator": hung})
     rig.sup.listener_heartbeat({"hung_orchestrator": hung})  # every heartbeat carries it: told once
