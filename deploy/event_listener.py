@@ -70,9 +70,9 @@ def parse_alert(headers: dict[str, str], payload: str) -> proto.ProcessAlert | N
 
 
 def describe(alert: proto.ProcessAlert) -> str:
-    name = alert.program if alert.group == alert.program else f"{alert.group}:{alert.program}"
     if alert.detail:
         return alert.detail
+    name = alert.program if alert.group == alert.program else f"{alert.group}:{alert.program}"
     what = {"exited": "exited unexpectedly", "backoff": "exited before it was up; supervisord retries",
             "fatal": "FATAL: supervisord gave up; start it again with `supervisorctl start`",
             "hung": "hung: killed for supervisord to restart it",
@@ -131,6 +131,7 @@ class HungRestarter:
                 supervisor.signalProcess(hung.namespec, "KILL")
             except RPC_ERRORS as exc:  # it ended meanwhile (a Fault says so), or supervisord is going
                 log.warning("could not kill hung %s (pid %d): %s", hung.namespec, hung.pid, exc)
+                self.watch.kill_failed(hung.pid)
                 continue
             self.killed += 1
             if hung.program == ORCHESTRATOR:

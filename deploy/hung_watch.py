@@ -87,3 +87,7 @@ class HungWatch:
         self._first_seen = {key: t for key, t in self._first_seen.items() if key in running}
         self._killed &= {pid for _, pid in running}
         return hung
+
+    def kill_failed(self, pid: int) -> None:
+        """The kill of a reported pid did not go through: judge it again at the next look."""
+        self._killed.discard(pid)

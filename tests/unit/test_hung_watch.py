@@ -68,3 +68,13 @@ def test_forgets_processes_that_are_gone() -> None:
     assert [h.pid for h in watch.judge([info("engine", 199)])] == [199]
     watch.judge([info("engine", 200)])
     assert watch._killed == set() and len(watch._first_seen) == 1
+
+
+def test_a_kill_that_did_not_go_through_is_judged_again() -> None:
+    clock = Clock()
+    watch = HungWatch(["engine"], after_s=1.0, start_grace_s=1.0, clock=clock)
+    watch.heard("engine", 10)
+    clock.now += 2
+    assert [h.pid for h in watch.judge([info("engine", 10)])] == [10]
+    watch.kill_failed(10)
+    assert [h.pid for h in watch.judge([info("engine", 10)])] == [10]
