@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 
 from bus import CommandTimeout
+from deploy.settings import SupervisionSettings
 from integration.daemon import PYTHON, Daemon, clean_environ, wait_until
 from integration.e2e import open_daemon, open_position, place_resting_orders
-from services.settings import Settings
 
 from .harness import (
     FAULT_CONFIG,
@@ -50,7 +50,7 @@ from .harness import (
     _ask,
 )
 
-HUNG_AFTER_S = Settings().supervision.hung_restart_after_s or 0.0  # the shared daemon keeps the default
+HUNG_AFTER_S = SupervisionSettings().hung_restart_after_s or 0.0  # the shared daemon keeps the default
 DEADMAN_S = FAULT_CONFIG["engine"]["deadman_timeout_s"]
 FAIL_CLOSED_BOUND_S = 5.0  # generous for a loaded 2-core machine; the figure is in the docs
 SHORT_STOP_S = 2.0  # above the dead-man timeout (1 s here), below the hung setting (5 s)
