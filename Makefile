@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	mkdir -p -m 0700 run
 	mkdir -p logs/live
-	$(VENV)/bin/supervisord -c deploy/supervisord.conf
+	@# deploy/launch.py refuses (one line naming the pids) while processes of an earlier daemon still
+	@# run on run/, then execs supervisord
+	$(PY) -m deploy.launch -c deploy/supervisord.conf
 
 # Two workers, one test file each at a time: a module's daemon stays in one worker, and every
 # daemon has its own temp dirs and ports. Long cases are marked slow and run by test-faults.

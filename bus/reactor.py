@@ -39,6 +39,11 @@ class Reactor:
         self._running = False
         self._stopping = False
         self.callback_errors = 0
+        # Loop stalls (see on_stall): hooks, and when the last poll returned.
+        self._stall_hooks: list[tuple[float, Callable[[float], object]]] = []
+        self._turned_at: float | None = None
+        self._stall_floor_s = float("inf")
+        self.longest_stall_s = 0.0
 
     def add_reader(self, sock: zmq.Socket, callback: Callable[[], object]) -> None:
         self._readers[sock] = callback
@@ -53,6 +58,14 @@ class Reactor:
 
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._order), None, callback))
+
+    def on_stall(self, threshold_s: float, callback: Callable[[float], object]) -> None:
+        """Call ``callback(seconds)`` when the loop could not turn for longer than ``threshold_s``:
+        the process was stopped (SIGSTOP) or starved, or a callback blocked. It runs as soon as the
+        loop turns again, before any socket, call or timer is handled, so a process learns that it
+        was away before it acts on what queued up meanwhile."""
+        self._stall_hooks.append((threshold_s, callback))
+        self._stall_floor_s = min(threshold_s for threshold_s, _ in self._stall_hooks)
 
     def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
         self._calls.append(callback)
@@ -90,7 +103,11 @@ class Reactor:
             timeout_ms = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
         if self._calls:
             timeout_ms = 0
-        for sock, _event in self._poller.poll(timeout_ms):
+        polled_at = time.monotonic() if self._stall_hooks else 0.0
+        events = self._poller.poll(timeout_ms)
+        if self._stall_hooks:
+            self._measure_stall(polled_at, timeout_ms)
+        for sock, _event in events:
             if sock == self._wake_fd:
                 self._drain_wake()
                 continue
@@ -106,6 +123,21 @@ class Reactor:
                 next_due = max(due + interval, now)
                 heapq.heappush(self._timers, (next_due, order, interval, callback))
             self._guard(callback)
+
+    def _measure_stall(self, polled_at: float, timeout_ms: int | None) -> None:
+        """How long the loop did not turn: time in the previous turn's callbacks, and time in the
+        poll beyond its timeout (a process stopped while it waited in the poll)."""
+        now = time.monotonic()
+        busy = 0.0 if self._turned_at is None else polled_at - self._turned_at
+        overdue = 0.0 if timeout_ms is None else now - polled_at - timeout_ms / 1000
+        self._turned_at = now
+        stalled = max(busy, overdue)
+        self.longest_stall_s = max(self.longest_stall_s, stalled)
+        if stalled < self._stall_floor_s:
+            return
+        for threshold_s, callback in self._stall_hooks:
+            if stalled >= threshold_s:
+                self._guard(lambda: callback(stalled))
 
     def _guard(self, callback: Callable[[], object]) -> None:
         try:

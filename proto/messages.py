@@ -146,16 +146,20 @@ class ProcessAlert(Message):
 
     ``event`` is ``exited`` (an exit supervisord did not expect), ``backoff`` (it exited before
     ``startsecs``; supervisord will retry) or ``fatal`` (supervisord gave up: the program stays
-    down until an operator starts it).
+    down until an operator starts it); ``hung`` (its pid lived but its heartbeat stopped for
+    ``supervision.hung_restart_after_s``: the listener killed it for supervisord to restart).
+    ``orphaned`` comes from the program itself, on its own PUB: supervisord, its parent, is gone,
+    so nothing will restart it, and it has stopped opening positions. ``detail`` says more in words.
     """
 
     TYPE: ClassVar[str] = "process_alert"
     program: str
     group: str
-    event: Literal["exited", "backoff", "fatal"]
+    event: Literal["exited", "backoff", "fatal", "hung", "orphaned"]
     from_state: str
     expected: bool = False
     pid: int = 0
+    detail: str = ""
 
 
 # --- market data -------------------------------------------------------------------------------

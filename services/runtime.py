@@ -1,8 +1,13 @@
 """What every service process has: settings, logging, its two bound sockets, heartbeats, a loop.
 
 A service builds a ``ServiceRuntime``, adds its command handlers, subscriptions and timers, and
-calls ``run()``. The runtime binds the PUB and command sockets, answers ``status``,
-publishes heartbeats and shuts down cleanly on SIGTERM (sockets closed, context terminated).
+calls ``run()``. The runtime takes the service's lock in the run directory (``run_lock``: one copy
+per run directory), binds the PUB and command sockets, answers ``status``, publishes heartbeats and
+shuts down cleanly on SIGTERM (sockets closed, context terminated). Under supervisord it watches
+its parent (``parent_watch``): when supervisord is gone it logs one critical line (into its program
+log directly, since supervisord no longer reads its output) and publishes an ``orphaned``
+``ProcessAlert``. A loop that could not turn for as long as peers take to count this process missing
+is logged (``Reactor.on_stall``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from bus import (
 from bus.command_server import Handler
 from bus.ratelimit import RateLimitedLog
 from bus.sockets import EndpointInUse, bind
+from services import run_lock
 from services.log_escape import EscapingFormatter
+from services.parent_watch import ParentWatch
 from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -94,6 +101,7 @@ class ServiceRuntime:
         self.ctx = zmq.Context()
         self.reactor = Reactor()
         self.endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
+        self._lock = self._take_lock()
         self._sockets: list[zmq.Socket] = []
         self._clients: list[CommandClient] = []
         self._channels: list[CommandChannel] = []
@@ -118,6 +126,41 @@ class ServiceRuntime:
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
                                   self._status_stats, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
+        self.reactor.on_stall(settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats, self._log_stall)
+        self.supervisor = ParentWatch(os.environ)
+        if self.supervisor.enabled:
+            self.supervisor.on_lost(self._on_orphaned)
+            self.reactor.call_every(settings.bus.heartbeat_interval_s, self.supervisor.check)
+
+    def _take_lock(self) -> run_lock.RunLock:
+        try:
+            return run_lock.acquire(self.settings.paths.run_dir, self.name)
+        except run_lock.LockHeld as exc:
+            # A second copy must not run (nor bind over the first): exit at once with one clear line.
+            raise SystemExit(f"{self.name}: {exc}") from None
+
+    def _log_stall(self, stalled_s: float) -> None:
+        self.log.warning("loop stalled %.1fs (process stopped, starved or blocked): peers counted it missing", stalled_s)
+
+    def _on_orphaned(self, reason: str) -> None:
+        """supervisord is gone: say so once, where it will be read, and on the bus."""
+        self._write_output_to_own_log()
+        self.log.critical("%s; stop it (kill -TERM %d) and start the daemon again", reason, os.getpid())
+        self.publisher.publish(proto.topics.PROCESS_ALERT, proto.ProcessAlert(
+            program=self.name, group=self.supervisor.group or self.name, event="orphaned", from_state="RUNNING",
+            pid=os.getpid(), detail=reason))
+
+    def _write_output_to_own_log(self) -> None:
+        """supervisord read this process's stdout/stderr into ``<log_dir>/<program>.log``; with it
+        gone they are broken pipes. Point both at that file directly (no rotation any more)."""
+        path = self.settings.paths.log_dir / f"{self.supervisor.program or self.name}.log"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return  # nowhere to write: the alert on the bus still goes out
+        for target in (1, 2):
+            os.dup2(fd, target)
+        os.close(fd)
 
     def _publish_audit(self, record: proto.CommandAudit) -> None:
         self.publisher.publish(self._audit_topic, record)
@@ -128,6 +171,7 @@ class ServiceRuntime:
             bind(sock, endpoint)
         except (EndpointInUse, zmq.ZMQError) as exc:
             sock.close(linger=0)
+            self._lock.release()
             # A process that cannot bind must not run: exit at once with one clear line.
             raise SystemExit(f"{self.name}: cannot bind {endpoint}: {exc}") from None
         self._sockets.append(sock)
@@ -262,7 +306,9 @@ class ServiceRuntime:
             "bus": {"publisher": {**self.publisher.stats(), "rejected": self.subscription_frames_rejected},
                     "commands": self.commands.stats(),
                     "subscriptions": {name: self._subscription_stats(sub) for name, sub in self._subscribers},
-                    "loop_errors": self.reactor.callback_errors},
+                    "loop_errors": self.reactor.callback_errors,
+                    "loop_longest_stall_s": round(self.reactor.longest_stall_s, 3)},
+            "supervisor_lost": self.supervisor.lost,
         }
 
     @staticmethod
@@ -290,3 +336,4 @@ class ServiceRuntime:
             sock.close(linger=self.settings.bus.linger_ms)
         self.reactor.close()
         self.ctx.term()
+        self._lock.release()

@@ -4,8 +4,14 @@ A service that (re)starts knows nothing and so may not trade. It subscribes to t
 state changes and heartbeats, then asks for a snapshot (the Clone pattern: subscribe first, then
 snapshot, so no change falls between the two). Trading is allowed only while all of these hold:
   * the last word from the orchestrator says the session is LIVE (or DEGRADED, as its mode allows);
-  * that word is younger than the dead-man timeout;
-  * the orchestrator has not told this service to disable trading (FAILSAFE, close) since.
+  * that word is younger than the dead-man timeout, counted from when the orchestrator said it
+    (its publish time), not from when it was read: a process that resumes after a stall finds the
+    words that queued up meanwhile, and old ones must not count as a live orchestrator;
+  * the orchestrator has not told this service to disable trading (FAILSAFE, close) since;
+  * supervisord, which started this process, is still there (``ParentWatch``): an orphan that
+    nothing would restart or stop never opens a position again (reducing orders still pass).
+A loop stall as long as the dead-man timeout makes the follower forget what it knew and ask again,
+as a restarted process does: each time trading is allowed again is a new opening (``openings``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ class SessionFollower:
         self.state: proto.OrchestratorState | None = None
         self._heard_at: float | None = None
         self._disabled_reason: str | None = None
+        self._orphaned: str | None = None  # supervisord is gone (for good: an orphan is never adopted)
         self._was_allowed = False
         self.deadman_trips = 0
+        self.stalls = 0
         self.openings = 0  # times trading became allowed: each is a fresh start for what follows it
         self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
         runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
@@ -39,6 +47,8 @@ class SessionFollower:
         self._reactor = runtime.reactor
         self._reactor.call_later(0.0, self._snapshot)
         runtime.reactor.call_every(0.25, self._watch)
+        runtime.reactor.on_stall(deadman_timeout_s, self._stalled)
+        runtime.supervisor.on_lost(self._supervisor_lost)
 
     # -- what the service asks -------------------------------------------------------------------
 
@@ -46,6 +56,7 @@ class SessionFollower:
         return (
             self.state in TRADING_STATES
             and self._disabled_reason is None
+            and self._orphaned is None
             and self.orchestrator_age_s() < self._deadman_timeout_s
         )
 
@@ -66,8 +77,10 @@ class SessionFollower:
             "session_state": None if self.state is None else self.state.value,
             "trading_allowed": self.trading_allowed(),
             "disabled_reason": self._disabled_reason,
+            "orphaned": self._orphaned,
             "orchestrator_age_s": None if age == float("inf") else round(age, 3),
             "deadman_trips": self.deadman_trips,
+            "stalls": self.stalls,
         }
 
     # -- how it learns ---------------------------------------------------------------------------
@@ -75,12 +88,21 @@ class SessionFollower:
     def _on_message(self, _topic: str, env: proto.Envelope) -> None:
         body = env.body
         if isinstance(body, proto.StateChanged):
-            self._learn(body.new)
+            self._learn(body.new, env.ts_ns)
         elif isinstance(body, proto.Heartbeat) and body.state is not None:
-            self._learn(body.state)
+            self._learn(body.state, env.ts_ns)
 
-    def _learn(self, state: proto.OrchestratorState) -> None:
-        self._heard_at = time.monotonic()
+    def _learn(self, state: proto.OrchestratorState, said_ns: int | None = None) -> None:
+        """``said_ns``: when the orchestrator published it (None: just now, e.g. a snapshot reply).
+        A word older than the dead-man timeout (read after a stall, or from a far-off clock) is
+        the latest state known but not a sign of a live orchestrator. Ages below the timeout are
+        not trusted to the millisecond (clocks of two hosts differ a little): such a word counts
+        as heard now."""
+        now = time.monotonic()
+        age = 0.0 if said_ns is None else (time.time_ns() - said_ns) / 1e9
+        heard_at = now - age if age >= self._deadman_timeout_s else now
+        if self._heard_at is None or heard_at > self._heard_at:
+            self._heard_at = heard_at
         if state != self.state:
             log.info("session state is now %s", state.value)
             self.state = state
@@ -103,6 +125,22 @@ class SessionFollower:
             # Not reachable yet; its heartbeat will tell us too, but ask again shortly anyway.
             self._reactor.call_later(0.5, self._snapshot)
 
+    def _stalled(self, stalled_s: float) -> None:
+        """This loop stood still for a dead-man timeout or more: what it knew of the session is
+        old news, and what queued up meanwhile is being read now. Forget it and learn it again
+        (the words that are fresh, a snapshot), as a restarted process does."""
+        self.stalls += 1
+        log.warning("loop stalled %.1fs: forgetting the session state (%s) and learning it again", stalled_s,
+                    self.state.value if self.state else "unknown")
+        self.state = None
+        self._heard_at = None
+        self._watch()
+        self._reactor.call_later(0.0, self._snapshot)
+
+    def _supervisor_lost(self, reason: str) -> None:
+        self._orphaned = reason
+        self._watch()
+
     def _watch(self) -> None:
         allowed = self.trading_allowed()
         if allowed == self._was_allowed:
@@ -112,7 +150,9 @@ class SessionFollower:
             self.openings += 1
             log.info("trading enabled: session is %s", self.state.value if self.state else "?")
             return
-        if self.orchestrator_age_s() >= self._deadman_timeout_s and self.state in TRADING_STATES:
+        if self._orphaned is not None:
+            log.warning("trading disabled for good: %s; only orders that reduce a position pass", self._orphaned)
+        elif self.orchestrator_age_s() >= self._deadman_timeout_s and self.state in TRADING_STATES:
             self.deadman_trips += 1
             log.warning("dead-man switch: no word from the orchestrator for %.1fs; trading disabled",
                         self.orchestrator_age_s())

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from bus.settings import BusSettings
+from deploy.settings import SupervisionSettings
 from services.data_router.settings import DataRouterSettings
 from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     data_router: DataRouterSettings = DataRouterSettings()
     safety: SafetySettings = SafetySettings()
     venue_sim: VenueSimSettings = VenueSimSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
@@ -99,6 +101,11 @@ class Settings(BaseSettings):
         if escalate is not None and escalate <= missing:
             out.append(f"orchestrator.health.missing_escalate_after_s={escalate:g} must exceed the time a process "
                        f"takes to count as missing (bus.heartbeat_interval_s x bus.missed_heartbeats = {missing:g})")
+        hung = self.supervision.hung_restart_after_s
+        if hung is not None and hung <= missing:
+            out.append(f"supervision.hung_restart_after_s={hung:g} must exceed the time a process takes to count as "
+                       f"missing (bus.heartbeat_interval_s x bus.missed_heartbeats = {missing:g}): a process late by "
+                       f"a few heartbeats would be killed")
         for c in self.exchange_manager.connectors:
             if c.heartbeat_timeout_s <= 2 * beat:
                 out.append(f"exchange_manager.connectors[{c.name}].heartbeat_timeout_s={c.heartbeat_timeout_s:g} must "

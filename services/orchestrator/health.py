@@ -17,6 +17,10 @@ from typing import Any
 import proto
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.settings import HealthSettings
+from services.orchestrator.supervision import SUPERVISOR
+
+MISSING_SUPERVISOR = ("supervisor missing (supervisord's event listener is silent: supervisord is dead or hung, "
+                      "and nothing restarts a process that dies)")
 
 
 @dataclass
@@ -43,7 +47,7 @@ class HealthMonitor:
     def assess(self, components: ComponentTracker) -> Assessment:
         out = Assessment()
         for name in components.missing():
-            out.problems.append(f"process {name} missing (no heartbeat)")
+            out.problems.append(MISSING_SUPERVISOR if name == SUPERVISOR else f"process {name} missing (no heartbeat)")
         for name, comp in components.components.items():
             age = components.age_s(name)
             out.events.append(proto.ProcessHealthEvent(

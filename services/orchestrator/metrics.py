@@ -101,7 +101,7 @@ def _processes(components: dict[str, dict[str, Any]], alerts: dict[str, int]) ->
     yield from (up, fatal, age, restarts, *bus.values())
     by_event = CounterMetricFamily("trading_process_alerts", "supervisord alerts (event listener), by event",
                                    labels=["event"])
-    for event in ("exited", "backoff", "fatal"):
+    for event in ("exited", "backoff", "fatal", "hung", "orphaned"):
         by_event.add_metric([event], alerts.get(event, 0))
     yield by_event
 

@@ -36,6 +36,7 @@ from services.orchestrator.journal import Journal, JournalUnavailable, SessionCo
 from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
+from services.orchestrator.supervision import Supervision, tracked_supervisor
 from services.runtime import ServiceRuntime
 from services.settings import Settings, load_settings
 
@@ -337,7 +338,7 @@ class LiveTradingOrchestrator:
         for callback in self._state_callbacks:
             self._machine.add_callback(callback)
         missing_after = settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats
-        self._components = ComponentTracker(PEERS, missing_after)
+        self._components = ComponentTracker(PEERS + tracked_supervisor(os.environ), missing_after)
         self._runtime = ServiceRuntime(
             "orchestrator", settings,
             stats=self._heartbeat_stats, state=lambda: self.get_state(),
@@ -346,7 +347,8 @@ class LiveTradingOrchestrator:
         self._runtime.add_handlers(build_handlers(self))
         self._runtime.subscribe(PEERS, [proto.topics.HEARTBEAT_PREFIX, proto.topics.SAFETY,
                                         proto.topics.GOVERNANCE], self._on_message)
-        self._runtime.subscribe([SUPERVISOR], [proto.topics.PROCESS_ALERT], self._on_process_alert)
+        self._runtime.subscribe([SUPERVISOR], [proto.topics.PROCESS_ALERT, proto.topics.heartbeat(SUPERVISOR)],
+                                self._on_process_alert)
         oset = settings.orchestrator
         self._peers: dict[str, CommandClient] = {
             name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
@@ -366,6 +368,7 @@ class LiveTradingOrchestrator:
         self._disk = DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
                                int(oset.min_free_disk_mb * MIB))
         self._runtime.reactor.call_every(1.0, self._retry_journal)
+        self._watch_supervision()
         self._health = HealthMonitor(oset.health)
         self._last_assessment = 0.0
         self._healthy_since: float | None = None
@@ -748,19 +751,41 @@ class LiveTradingOrchestrator:
                                   event="governance",
                                   data={"source": env.source, **proto.to_builtins(body)})
 
+    def _watch_supervision(self) -> None:
+        """supervisord gone, a peer orphaned or hung, this loop stalled (``supervision.py``)."""
+        runtime, settings = self._runtime, self.settings
+        assert runtime is not None
+        self._supervision = Supervision(
+            self._logs, state=self.get_state, degrade=self._degrade, note=self._note,
+            alert=lambda alert: self._alerter.send({**alert, "session_id": self._counters.session_id}),
+            missing_after_s=settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats,
+            deadman_s=min(settings.engine.deadman_timeout_s, settings.exchange_manager.deadman_timeout_s))
+        # peers' own alerts (orphaned) come from their PUB sockets
+        runtime.subscribe(list(PEERS), [proto.topics.PROCESS_ALERT], self._on_process_alert)
+        runtime.supervisor.on_lost(self._supervision.supervisor_lost)
+        runtime.reactor.on_stall(settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats,
+                                 self._supervision.loop_stalled)
+
     def _on_process_alert(self, _topic: str, env: proto.Envelope) -> None:
-        """supervisord's word on a program: logged; a FATAL trading service fails the session safe,
-        because nothing will restart it and trading on without it is trading blind."""
+        """supervisord's word on a program (or a program's own, ``orphaned``): logged; a FATAL
+        trading service fails the session safe, because nothing will restart it and trading on
+        without it is trading blind; an orphaned one degrades it (``supervision.py``)."""
+        self._components.heard(env)  # the listener's heartbeat: the supervisor is a component
         alert = env.body
+        if isinstance(alert, proto.Heartbeat) and env.source == SUPERVISOR:
+            self._supervision.listener_heartbeat(alert.stats)
         if not isinstance(alert, proto.ProcessAlert):
             return
         self._process_alerts[alert.event] = self._process_alerts.get(alert.event, 0) + 1
-        level = logging.CRITICAL if alert.event == "fatal" else logging.WARNING
+        level = logging.CRITICAL if alert.event in ("fatal", "hung", "orphaned") else logging.WARNING
+        detail = f": {alert.detail}" if alert.detail else ""
         self._logs.health(f"Process {alert.program}: {alert.event.upper()} under supervisord "
-                          f"(from {alert.from_state}, pid {alert.pid})", level, event="process_alert",
+                          f"(from {alert.from_state}, pid {alert.pid}){detail}", level, event="process_alert",
                           data=proto.to_builtins(alert))
         self._note(f"supervisord: {alert.program} {alert.event}")
         self._fan_out(self._health_callbacks, alert)
+        if alert.event == "orphaned":
+            self._supervision.peer_orphaned(alert)
         if alert.event != "fatal":
             return
         ours = self._components.mark_fatal(alert.program)  # so `open` is refused while it is down
@@ -824,6 +849,7 @@ class LiveTradingOrchestrator:
             "orchestrator_restarts": self._counters.orchestrator_restarts,
             "safety_events": self._safety_events,
             "process_alerts": dict(self._process_alerts),
+            **self._supervision.stats(),
             "decisions_made": engine.get("decisions_made", 0),
             "engine_latency_p50_ms": engine.get("latency_p50_ms", 0.0),
             "engine_latency_p99_ms": engine.get("latency_p99_ms", 0.0),

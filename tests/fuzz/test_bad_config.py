@@ -105,6 +105,8 @@ CASES: dict[str, Case] = {
     "cross-field: schedule on a weekday that does not exist": Case(
         "orchestrator", {"orchestrator": {"schedule": {"always_open": False, "weekdays": [9]}}},
         ("weekdays",)),
+    "cross-field: a hung process restarted before it even counts as missing": Case(
+        "data_router", {"supervision": {"hung_restart_after_s": 0.5}}, ("supervision.hung_restart_after_s",)),
     "cross-field: default connector not configured": Case(
         "exchange_manager", {"exchange_manager": {"default_connector": "nope"}}, ("default_connector",)),
     # -- an environment the process cannot use ---------------------------------------------------------
@@ -271,16 +273,22 @@ def _spawns(log: str, program: str) -> int:
 
 
 def test_endpoint_in_use_ends_fatal_under_supervisord() -> None:
-    """Another process serves the engine's command endpoint: the engine exits at once on every
-    start, one line each time, and supervisord gives up (FATAL) instead of restarting it forever;
-    the rest of the daemon runs."""
+    """Another process takes the engine's command endpoint while the engine is down: the engine
+    exits at once on every start, one line each time, and supervisord gives up (FATAL) instead of
+    restarting it forever; the rest of the daemon runs."""
     d = Daemon(config={"engine": {"strategies": []}}, startretries=2)
     holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     endpoint = d.endpoints.cmd("engine")
-    holder.bind(endpoint[len("ipc://"):])
-    holder.listen()
     try:
-        d.start(wait=False)
+        d.start()
+        assert d.supervisorctl("stop", d.qualified("engine")).returncode == 0
+        spawns_before = _spawns(d.supervisord_log.read_text(), "engine")
+        log_before = len(d.program_log("engine").read_text(errors="replace").splitlines())
+        path = Path(endpoint[len("ipc://"):])
+        path.unlink(missing_ok=True)  # the stopped engine's socket file, stale
+        holder.bind(str(path))
+        holder.listen()
+        d.supervisorctl("start", d.qualified("engine"))
         try:
             wait_until(lambda: d.process_info("engine")["statename"] == "FATAL", 40, interval=0.2,
                        ignore=(OSError,))
@@ -291,19 +299,42 @@ def test_endpoint_in_use_ends_fatal_under_supervisord() -> None:
         sup_log = d.supervisord_log.read_text()
         time.sleep(1.0)  # FATAL is final: nothing more is spawned
         sup_later = d.supervisord_log.read_text()
-        engine_log = d.program_log("engine").read_text(errors="replace")
+        engine_log = d.program_log("engine").read_text(errors="replace").splitlines()[log_before:]
     finally:
         try:
             d.close()
         finally:
             holder.close()
     assert info["statename"] == "FATAL", (info, sup_log[-2000:])
-    assert _spawns(sup_log, "engine") == 3, sup_log  # 1 + startretries
-    assert _spawns(sup_later, "engine") == 3, "spawned again after FATAL"
-    assert "Traceback" not in engine_log, engine_log
-    problem = [ln for ln in engine_log.splitlines() if ln.strip() and not INFO_LINE.match(ln)]
+    assert _spawns(sup_log, "engine") - spawns_before == 3, sup_log  # 1 + startretries
+    assert _spawns(sup_later, "engine") - spawns_before == 3, "spawned again after FATAL"
+    assert not any("Traceback" in ln for ln in engine_log), engine_log
+    problem = [ln for ln in engine_log if ln.strip() and not INFO_LINE.match(ln)]
     assert len(problem) == 3 and all(f"cannot bind {endpoint}" in ln and "in use" in ln for ln in problem), problem
     assert all(state in ("RUNNING", "STARTING") for state in others.values()), others
+
+
+def test_endpoint_in_use_refuses_the_daemon_start_in_one_line() -> None:
+    """Another process serves the engine's command endpoint before the daemon starts: the start
+    (``deploy/launch.py``, as ``make run``) refuses with one line naming that process's pid, and
+    supervisord never starts (no wall of FATAL programs)."""
+    d = Daemon(config={"engine": {"strategies": []}})
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    holder.bind(d.endpoints.cmd("engine")[len("ipc://"):])
+    holder.listen()
+    try:
+        d.start(wait=False)
+        assert d.proc is not None
+        assert d.proc.wait(30) == 1
+        lines = [ln for ln in d.supervisord_out.read_text(errors="replace").splitlines() if ln.strip()]
+    finally:
+        try:
+            d.close()
+        finally:
+            holder.close()
+    assert len(lines) == 1 and lines[0].startswith("launch: refusing to start"), lines
+    assert f"serving engine.cmd pid {os.getpid()}" in lines[0] and f"kill {os.getpid()}" in lines[0], lines[0]
+    assert not d.supervisord_log.exists()
 
 
 @pytest.mark.slow

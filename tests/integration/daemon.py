@@ -15,7 +15,8 @@ What it does:
     (or the test's own raw TOML text, e.g. a broken one);
   * renders the supervisord config with ``deploy.supervisord_conf.render`` (the same template as the
     committed ``deploy/supervisord.conf``), with ``TRADING_CONFIG=<config.toml>`` for every program;
-  * starts ``supervisord -n`` in its own session and waits until every program of the rendered
+  * starts ``supervisord -n`` in its own session, through ``deploy/launch.py`` as ``make run`` does
+    (it refuses while processes of an earlier daemon hold the run dir), and waits until every program of the rendered
     config is RUNNING and every bus service answers ``status``;
   * ``close()`` always: ``supervisorctl shutdown``, wait, SIGKILL whatever is left (supervisord's
     process group, then any process whose command line or environment names the temp dir, which is
@@ -303,8 +304,10 @@ class Daemon:
         a command socket answers ``status`` (``wait_running`` + ``wait_serving``)."""
         out = self.supervisord_out.open("wb")
         try:
+            # as `make run` starts it: deploy/launch.py checks the run dir, then execs supervisord
+            # (same pid), or refuses with one line
             self.proc = subprocess.Popen(
-                [_tool("supervisord"), "-n", "-c", str(self.conf_path)],
+                [PYTHON, "-m", "deploy.launch", "-n", "-c", str(self.conf_path)],
                 cwd=self.root, env=clean_environ(), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )

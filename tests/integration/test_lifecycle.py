@@ -57,7 +57,10 @@ def test_status_json_has_every_component_with_supervisord_pids(module_daemon: Da
     components = status["components"]
     services = orchestrated_services()
     assert set(services) <= set(components), components.keys()
-    assert set(components) <= set(SERVICE_NAMES), components.keys()
+    # under supervisord the supervisor (its event listener's heartbeat) is a component too
+    assert set(components) <= set(SERVICE_NAMES) | {"supervisor"}, components.keys()
+    assert components["supervisor"]["alive"] is True, components["supervisor"]
+    assert components["supervisor"]["pid"] == d.pid_of("event_listener"), components["supervisor"]
     supervisor_pids = d.supervisorctl_pids()
     for name in services:
         comp = components[name]

@@ -209,3 +209,59 @@ def test_reader_callback_runs_when_socket_is_readable(ctx: zmq.Context, ipc_dir:
         pull.close(linger=0)
         push.close(linger=0)
     assert got == [b"m%d" % i for i in range(10)]
+
+
+def test_on_stall_reports_a_blocked_callback_once_and_not_short_ones() -> None:
+    reactor = Reactor()
+    stalls: list[float] = []
+    reactor.on_stall(0.2, stalls.append)
+    reactor.call_every(0.01, lambda: None)
+    try:
+        with reactor_thread(reactor):
+            reactor.call_soon_threadsafe(lambda: time.sleep(0.05))
+            reactor.call_soon_threadsafe(lambda: time.sleep(0.4))
+            wait_until(lambda: stalls, timeout=3.0)
+            time.sleep(0.1)
+    finally:
+        reactor.close()
+    assert len(stalls) == 1 and 0.38 <= stalls[0] < 1.5, stalls
+    assert reactor.longest_stall_s >= stalls[0]
+
+
+STOPPED_LOOP = """
+import sys, time
+from bus import Reactor
+reactor = Reactor()
+reactor.on_stall(0.3, lambda s: print(f"stalled {s:.3f} {time.monotonic():.3f}", flush=True))
+reactor.call_every(0.05, lambda: print(f"tick {time.monotonic():.3f}", flush=True))
+print("ready", flush=True)
+reactor.call_later(20, reactor.stop)
+reactor.run()
+"""
+
+
+def test_on_stall_reports_a_stopped_process_before_anything_else_runs() -> None:
+    """SIGSTOP then SIGCONT: the hook runs as the loop turns again, before the overdue timer."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_LOOP], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.stdout.readline()  # a tick: the loop runs
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(0.8)
+        resumed = time.monotonic()
+        os.kill(proc.pid, signal.SIGCONT)
+        after = []
+        while not any(line.startswith("stalled") for line in after):
+            line = proc.stdout.readline().strip()
+            assert line, "the process ended"
+            if float(line.split()[-1]) >= resumed - 0.4:  # stopped for 0.8 s before: printed after it
+                after.append(line)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert after[0].startswith("stalled"), after  # before the first tick after the SIGCONT
+    assert 0.7 <= float(after[0].split()[1]) < 2.0, after[0]

@@ -20,6 +20,7 @@ import proto
 from bus import BusSettings, CommandClient, CommandServer, Publisher, Reactor, make_socket
 from proto import OrchestratorState as S
 from services.runtime import ServiceRuntime
+from services.parent_watch import ParentWatch
 from services.session_follower import SessionFollower, trading_handlers
 from services.settings import Settings
 from unit_support import never, reactor_thread, wait_until
@@ -68,7 +69,8 @@ class Rig:
 def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Rig]]:
     cleanups: list[Callable[[], None]] = []
 
-    def make(deadman_timeout_s: float = 0.4, snapshot_state: S | None = None) -> Rig:
+    def make(deadman_timeout_s: float = 0.4, snapshot_state: S | None = None,
+             parent_watch: ParentWatch | None = None) -> Rig:
         base = tmp_path_factory.mktemp("sf")
         settings = Settings(paths={"run_dir": base / "run", "log_dir": base / "logs", "state_dir": base / "state"},
                             bus={"heartbeat_interval_s": 0.05})
@@ -84,6 +86,8 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 runtime.close()
 
         cleanups.append(close_runtime)
+        if parent_watch is not None:  # as supervisord's child (without the runtime's own reaction)
+            runtime.supervisor = parent_watch
         follower = SessionFollower(runtime, deadman_timeout_s)
         runtime.add_handlers(trading_handlers(follower))
 
@@ -277,3 +281,67 @@ def test_runtime_answers_status(make_rig: Callable[..., Rig]) -> None:
     assert reply.result["service"] == "engine" and reply.result["pid"] == os.getpid()
     assert reply.result["epoch"] == rig.runtime.epoch
     assert "commands" in reply.result["bus"]
+
+
+def _in_loop(rig: Rig, fn: Callable[[], object]) -> None:
+    done = threading.Event()
+    rig.runtime.reactor.call_soon_threadsafe(lambda: (fn(), done.set()))
+    assert done.wait(5.0)
+
+
+def test_words_older_than_the_dead_man_timeout_do_not_count(make_rig: Callable[..., Rig]) -> None:
+    """A process that resumes after a stall reads what queued up meanwhile: the state is learned,
+    but an old word is no sign of a live orchestrator. The age is the publish time's."""
+    rig = make_rig(deadman_timeout_s=0.4)
+    epoch = rig.orchestrator.epoch + 1  # a stand-in that stamps its own publish times
+    seq = [0]
+
+    def word(state: S, age_s: float) -> None:
+        seq[0] += 1
+        body = proto.Heartbeat(pid=1, interval_s=0.05, state=state, trading_enabled=True)
+        rig.pub_sock.send_multipart([proto.topics.heartbeat("orchestrator").encode(),
+                                     proto.encode("orchestrator", epoch, seq[0], time.time_ns() - int(age_s * 1e9), body)])
+
+    def old_live() -> bool:
+        word(S.LIVE, 5.0)
+        return rig.follower.state == S.LIVE
+
+    wait_until(old_live)
+    assert never(lambda: (word(S.LIVE, 5.0), rig.follower.trading_allowed())[1], for_s=0.5)
+    assert rig.follower.orchestrator_age_s() >= 4.0
+
+    def fresh_live() -> bool:
+        word(S.LIVE, 0.01)
+        return rig.follower.trading_allowed()
+
+    wait_until(fresh_live)
+
+
+def test_an_orphan_never_trades_again(make_rig: Callable[..., Rig]) -> None:
+    """supervisord gone: trading stops for good, whatever the orchestrator says; reducing orders
+    are the gate's business (it still lets them through)."""
+    ppid = [4242]
+    watch = ParentWatch({"SUPERVISOR_ENABLED": "1"}, getppid=lambda: ppid[0])
+    rig = make_rig(deadman_timeout_s=1.0, parent_watch=watch)
+    rig.pump_until(rig.follower.trading_allowed)
+    ppid[0] = 1
+    _in_loop(rig, watch.check)
+    assert not rig.follower.trading_allowed()
+    assert "supervisord (pid 4242" in rig.follower.summary()["orphaned"]
+    _in_loop(rig, rig.follower.enable)
+    t0 = time.monotonic()
+    rig.pump_until(lambda: rig.heard_since(t0))  # LIVE heartbeats keep coming and are read
+    assert not rig.follower.trading_allowed() and rig.follower.state == S.LIVE
+
+
+def test_a_stall_as_long_as_the_dead_man_timeout_forgets_the_state_and_learns_it_again(
+        make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(deadman_timeout_s=0.3)
+    rig.pump_until(rig.follower.trading_allowed)
+    openings = rig.follower.openings
+    rig.runtime.reactor.call_soon_threadsafe(lambda: time.sleep(0.1))  # shorter: nothing forgotten
+    rig.runtime.reactor.call_soon_threadsafe(lambda: time.sleep(0.5))  # the loop stands still
+    wait_until(lambda: rig.follower.stalls == 1, timeout=3.0)
+    assert rig.follower.summary()["stalls"] == 1
+    rig.pump_until(rig.follower.trading_allowed)
+    assert rig.follower.openings == openings + 1  # a new opening: the engine resyncs its strategies
