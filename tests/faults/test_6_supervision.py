@@ -36,7 +36,7 @@ import pytest
 from bus import CommandTimeout
 from deploy.settings import SupervisionSettings
 from integration.daemon import PYTHON, Daemon, clean_environ, wait_until
-from integration.e2e import open_daemon, open_position, place_resting_orders
+from integration.e2e import open_daemon, open_position, place_resting_orders, venue_fills
 
 from .harness import (
     FAULT_CONFIG,
@@ -87,7 +87,7 @@ def process_alerts(d: Daemon) -> str:
 
 
 def _venue_cids(d: Daemon) -> set[str]:
-    return set(_ask(d, "venue_sim", "fills")["client_order_ids"])
+    return set(venue_fills(d)["client_order_ids"])
 
 
 # -- kill -9 of supervisord ---------------------------------------------------------------------------
