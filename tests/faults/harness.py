@@ -10,10 +10,14 @@ kill -9), then checks every invariant and counts them:
   * ``no trade in FAILSAFE``: once FAILSAFE began, no order other than the failsafe's own flatten
     orders was accepted, and no fill at the venue opened or increased a position (after a grace
     for orders already on their way); with the sequence done, no fill at all;
-  * ``failsafe flat``: a FAILSAFE sequence that was under way finishes and leaves the venue flat;
+  * ``failsafe flat``: a session that ends in FAILSAFE (a sequence under way, or one the fault
+    caused) finishes its sequence and leaves the venue flat;
   * ``no duplicate id``: the venue never received a client order id twice (its ``duplicate_ids``
     counter, and the ids of every venue incarnation, which a kill of the venue forgets, kept here);
   * ``positions``: the exchange manager's positions equal the venue's once reconciled;
+  * ``open orders``: so do its open orders (what the venue holds open is open in the book, what the
+    book holds open and sent seconds ago is open at the venue);
+  * ``record``: every order of ours the venue received is in the book of record's journal;
   * ``streams``: every fill and every order the venue holds was published on the exchange manager's
     ``fills`` / ``orders`` topics and received by a test subscriber, unless the subscriber counted a
     gap (or, by design, it was in flight when its publisher was killed: a new epoch is not a gap;
@@ -284,6 +288,7 @@ class CellContext:
     failsafe_was_pending: bool = False
     venue_fills_before: set[str] = field(default_factory=set)
     em_orders_before: set[str] = field(default_factory=set)
+    venue_cids_before: set[str] = field(default_factory=set)
     kill_ns: dict[str, int] = field(default_factory=dict)
 
 
@@ -512,7 +517,8 @@ class FaultHarness:
         return CellContext(
             cell=Cell("", state, ""), started_ns=time.time_ns(), transitions_before=len(self.journal()),
             failsafe_at_ns=failsafe_at, venue_fills_before=fills,
-            em_orders_before={o["client_order_id"] for o in self.em_orders()})
+            em_orders_before={o["client_order_id"] for o in self.em_orders()},
+            venue_cids_before={cid for inc in self.ledger.incarnations.values() for cid in inc.cids})
 
     # -- faults --------------------------------------------------------------------------------------
 
@@ -671,6 +677,8 @@ class FaultHarness:
             ("no trade in FAILSAFE", self.check_no_trade_in_failsafe),
             ("no duplicate id", self.check_no_duplicates),
             ("positions", self.check_positions),
+            ("open orders", self.check_open_orders),
+            ("record", self.check_record),
             ("streams", self.check_streams),
         ]
         for name, check in checks:
@@ -699,7 +707,8 @@ class FaultHarness:
                                    f"{[(o, n, r) for _, _, o, n, r in rows]}"
 
     def check_failsafe_finished_flat(self, ctx: CellContext) -> None:
-        if ctx.cell.state not in ("failsafe_mid", "failsafe_done"):
+        """A session that ends in FAILSAFE (a failsafe cell, or one the fault sent there) ends flat."""
+        if ctx.cell.state not in ("failsafe_mid", "failsafe_done") and self.state() != "failsafe":
             return
         wait_until(lambda: self.failsafe_pending() is None, 40, interval=0.1)
         wait_until(lambda: not self.venue_positions() and not self.venue_open_orders(), 15, interval=0.1,
@@ -755,6 +764,41 @@ class FaultHarness:
             FIGURES.position_mismatches += 1
             raise AssertionError(f"exchange manager {last[0]} != venue {last[1]} "
                                  f"(reconciliation: {_try(lambda: _ask(self.d, 'exchange_manager', 'reconciliation'))})")
+
+    def check_open_orders(self, ctx: CellContext) -> None:
+        """Open orders agree with the venue, as positions do: an order the venue holds open (in two
+        answers, around the book's) is open in the book, and one the book holds open (sent over
+        ``in_flight_grace_s`` ago) is open at the venue. Orders are placed and cancelled all the time
+        by the strategies, so the comparison is asked again until it holds."""
+        last: list[Any] = []
+
+        def agree() -> bool:
+            before = {o["client_order_id"] for o in self.venue_open_orders()}
+            book = {o["client_order_id"]: o for o in self.em_orders() if o["status"] in OPEN_STATUSES}
+            after = {o["client_order_id"] for o in self.venue_open_orders()}
+            settled = time.time_ns() - 5 * NS
+            unknown_to_book = (before & after) - set(book)
+            unknown_to_venue = {cid for cid, o in book.items() if o["created_ns"] < settled} - (before | after)
+            last[:] = [unknown_to_book, unknown_to_venue]
+            return not unknown_to_book and not unknown_to_venue
+
+        try:
+            wait_until(agree, 15, interval=0.1, ignore=(CommandTimeout,))
+        except WaitTimeout:
+            raise AssertionError(f"open at the venue, not in the book: {sorted(last[0])[:5]}; open in the book, "
+                                 f"not at the venue: {sorted(last[1])[:5]}") from None
+
+    def check_record(self, ctx: CellContext) -> None:
+        """Nothing the system sent is missing from its record: every order of ours the venue
+        received since the cell began is in the exchange manager's journal (read from its file)."""
+        self.ledger.record(self.d)
+        path = self.d.state_dir / "exchange_manager.sqlite"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            journalled = {row[0] for row in db.execute("SELECT client_order_id FROM orders")}
+        ours = {cid for inc in self.ledger.incarnations.values() for cid in inc.cids
+                if cid not in ctx.venue_cids_before and not cid.startswith("outsider")}
+        missing = ours - journalled
+        assert not missing, f"{len(missing)} order(s) sent but not in the book of record: {sorted(missing)[:5]}"
 
     def check_streams(self, ctx: CellContext) -> None:
         """Every venue fill and order since the collector started reached it, or a gap was counted,
