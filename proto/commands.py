@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from proto.errors import ProtocolError
+from proto.limits import MAX_LIST_ITEMS, Id, Name, Text
 from proto.messages import Reply
 from proto.session import Side
 
@@ -27,11 +28,11 @@ class NoArgs(Args):
 
 
 class ReasonArgs(Args):
-    reason: str = "operator request"
+    reason: Text = "operator request"
 
 
 class FailsafeArgs(Args):
-    reason: str
+    reason: Text
 
 
 class OrderArgs(Args):
@@ -42,10 +43,10 @@ class OrderArgs(Args):
     qty: Positive
     order_type: Literal["market", "limit"] = "market"
     limit_price: Positive | None = None
-    strategy: str = ""
+    strategy: Name = ""
     # Refuse if it would open or increase a position (used to flatten).
     reduce_only: bool = False
-    connector: str = ""  # "" = the default connector
+    connector: Name = ""  # "" = the default connector
     # The venue timestamp of the market data that triggered this order (0: none), carried to the
     # venue so tick-to-order latency is measured on every order.
     origin_ts_ns: int = 0
@@ -54,7 +55,7 @@ class OrderArgs(Args):
 class NewOrderArgs(Args):
     """An order as the exchange manager sends it to a venue, under its unique client order id."""
 
-    client_order_id: str
+    client_order_id: Id
     symbol: str
     side: Side
     qty: Positive
@@ -68,7 +69,7 @@ class NewOrderArgs(Args):
 
 
 class CancelArgs(Args):
-    client_order_id: str
+    client_order_id: Id
 
 
 class SymbolArgs(Args):
@@ -76,12 +77,12 @@ class SymbolArgs(Args):
 
 
 class SymbolsArgs(Args):
-    symbols: list[str]
+    symbols: Annotated[list[str], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 
 
 class ModeArgs(Args):
     mode: Literal["normal", "reduce_only", "halt"]
-    reason: str = ""
+    reason: Text = ""
 
 
 class FaultArgs(Args):
