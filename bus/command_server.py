@@ -30,10 +30,14 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
+from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[proto.Args], dict[str, Any]]
+# The identity the ROUTER adds, REQ's empty delimiter or a route through proxies, the command: no
+# request of ours has more than 3; more than this is garbage, read and dropped part by part.
+MAX_REQUEST_FRAMES = 16
 Audit = Callable[[proto.CommandAudit], None]
 
 
@@ -92,7 +96,7 @@ class CommandServer:
         # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
         # than the message itself on an idle-ish socket.
         while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            frames = recv_frames(sock, MAX_REQUEST_FRAMES)
             n += 1
             self._serve(frames)
         return n
@@ -100,6 +104,10 @@ class CommandServer:
     def _serve(self, frames: list[bytes]) -> None:
         if len(frames) < 2:  # a ROUTER always prepends the identity; this cannot be answered
             self._reject("frames", f"{len(frames)} frame(s)")
+            return
+        if len(frames) > MAX_REQUEST_FRAMES:
+            self._reject("frames", f"more than {MAX_REQUEST_FRAMES} frames")
+            self._send(frames[:1], self._encode(proto.error("", "bad request: a command is one frame")))
             return
         route, data = frames[:-1], frames[-1]
         try:

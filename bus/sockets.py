@@ -81,3 +81,20 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         if exc.errno == zmq.EADDRINUSE:
             raise EndpointInUse(f"{endpoint} is in use by another running process") from None
         raise
+
+
+def recv_frames(sock: zmq.Socket, keep: int) -> list[bytes]:
+    """One whole message (``zmq.NOBLOCK``): its frames if it has at most ``keep``, else its first
+    ``keep`` and an empty one more, so the caller refuses it by its count. A peer's message of a
+    million parts is read and dropped part by part, never gathered as ``recv_multipart`` would."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    extra = 0
+    while sock.getsockopt(zmq.RCVMORE):
+        if len(frames) < keep:
+            frames.append(sock.recv(zmq.NOBLOCK))
+        else:
+            sock.recv(zmq.NOBLOCK, copy=False)
+            extra += 1
+    if extra:
+        frames.append(b"")  # one too many: the caller refuses the message by its frame count
+    return frames

@@ -177,7 +177,9 @@ class ServiceRuntime:
         because ZeroMQ connects (and reconnects) in the background."""
         sock = make_socket(self.ctx, zmq.SUB, self.settings.bus)
         self._sockets.append(sock)
-        sub = Subscriber(sock, self.settings.bus.max_message_bytes)
+        bus = self.settings.bus
+        sub = Subscriber(sock, bus.max_message_bytes, max_streams=bus.subscriber_max_streams,
+                         max_publishers=bus.subscriber_max_publishers)
         for prefix in prefixes:
             sub.subscribe(prefix)
         for service in services:
