@@ -42,7 +42,7 @@ class BusSettings(BaseModel):
     # Distinct prefixes held for one peer (a process on ipc, a host on tcp) and for one socket in
     # all; a peer over either is cut off (it reconnects, and starts from nothing again).
     subscriptions_per_peer: int = Field(default=1_000, ge=16)
-    subscriptions_per_socket: int = Field(default=4_000, ge=16)
+    subscriptions_per_socket: int = Field(default=2_000, ge=16)
     # Streams a subscriber follows (publisher x topic, for gap detection) and publishers it tracks;
     # a message that would need more is refused and counted.
     subscriber_max_streams: int = Field(default=20_000, ge=100)

@@ -22,7 +22,8 @@ came from). The guard:
   each one, to send its unsubscription when the peer leaves. A peer over its cap, or the largest
   holder when the socket is over its own, is **cut off**: ``shutdown(2)`` of its connections'
   descriptors (known from the socket monitor), which libzmq handles as the peer closing, freeing
-  all it held for them. The peer's ZeroMQ socket reconnects and starts from nothing again.
+  all it held for them. For ``CUT_OFF_S`` after, its new connections are ended as they come (a
+  ZeroMQ socket reconnects at once and sends all its subscriptions again); then it starts anew.
 - **Peer**: on ipc a process (the pid libzmq reports in each message's ``Peer-Address``, which
   is ``SO_PEERCRED`` of the connection; the same is read from each accepted descriptor), on tcp a
   host (its address): every local tcp peer shares one budget until CURVE identities give a
@@ -64,6 +65,11 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 TRIM_AFTER_PREFIXES = 64
 # Wait this long after it left: libzmq frees its tries when the process next looks at the socket.
 TRIM_DELAY_S = 0.5
+# A peer cut off is kept off this long: each reconnection would make libzmq take in a burst of its
+# subscriptions again before they can be judged.
+CUT_OFF_S = 5.0
+# Peers remembered as cut off at most (the oldest forgotten first): one entry per process or host.
+MAX_CUT_OFF_PEERS = 1_024
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -95,7 +101,7 @@ class SubscriptionGuard:
 
     def __init__(self, sock: zmq.Socket, reactor: Reactor, bus: BusSettings, *, name: str,
                  accepts: Callable[[bytes], bool], known: Callable[[bytes], bool] | None = None,
-                 on_subscribe: Callable[[str], None] | None = None) -> None:
+                 on_subscribe: Callable[[str], None] | None = None, cut_off_s: float = CUT_OFF_S) -> None:
         sock.setsockopt(zmq.XPUB_MANUAL, 1)
         self._sock = sock
         self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
@@ -106,8 +112,10 @@ class SubscriptionGuard:
         self._on_subscribe = on_subscribe
         self._per_peer = bus.subscriptions_per_peer
         self._per_socket = bus.subscriptions_per_socket
+        self._cut_off_s = cut_off_s
         self._peers: dict[str, _Peer] = {}
         self._fd_peer: dict[int, str] = {}
+        self._cut_off_until: dict[str, float] = {}  # peer -> time.monotonic() it may come back
         self._held = 0
         self._local: tuple[str, str | int] | None = None  # ("ipc", path) or ("tcp", port), once bound
         self._trim_due: float | None = None
@@ -117,6 +125,7 @@ class SubscriptionGuard:
         self.refused: dict[str, int] = {}
         self.not_subscriptions = 0
         self.cuts = 0
+        self.kept_off = 0
         self.connections = 0
         self.disconnects = 0
         self.trims = 0
@@ -129,8 +138,14 @@ class SubscriptionGuard:
         self.read_monitor()  # every connection's fd is known before its subscriptions are judged
         sock = self._sock
         n = 0
-        while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frame = sock.recv(zmq.NOBLOCK, copy=False)
+        while n < limit:
+            # Not ZMQ_EVENTS before each message: that makes libzmq take in (and store) all the
+            # subscriptions waiting on every connection, each time. recv does so only when what it
+            # has taken in is read, or once in 100 messages, so a flood cannot outrun the judging.
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
             n += 1
             if frame.more:  # read part by part: a peer's message of many parts is never gathered
                 parts = 1
@@ -161,8 +176,14 @@ class SubscriptionGuard:
         if peer is not None and peer.cut:
             self._refuse("cut_off", key, prefix)
             return
+        if peer is None or not peer.fds:
+            # None of its connections is known any more: it has gone (a subscription read after
+            # its connection ended). libzmq frees what it held; applying it would do nothing
+            # (or, if libzmq has not yet noticed the end, hold it until it does).
+            self._refuse("gone", key, prefix)
+            return
         ours = self._accepts(prefix)
-        if peer is not None and peer.fds and prefix not in peer.prefixes:
+        if prefix not in peer.prefixes:
             if len(peer.prefixes) >= self._per_peer:
                 self._refuse("peer_cap", key, prefix)
                 self._cut(key, peer, f"over {self._per_peer} subscriptions")
@@ -175,8 +196,6 @@ class SubscriptionGuard:
                 return
             peer.prefixes.add(prefix)
             self._held += 1
-        # else: no connection of that peer is known any more (it has gone): libzmq has freed or
-        # will free what it held, and applying the prefix does nothing; nothing to account for.
         if not ours:
             if self._known(prefix):
                 self.elsewhere += 1
@@ -227,7 +246,11 @@ class SubscriptionGuard:
         self._fd_peer[fd] = key
         peer = self._peers.setdefault(key, _Peer())
         peer.fds.add(fd)
-        if peer.cut:  # back before all its old connections ended: stays off until they have
+        until = self._cut_off_until.get(key)
+        if until is not None and time.monotonic() < until:
+            peer.cut = True
+        if peer.cut:  # back before its time is out, or before all its old connections ended
+            self.kept_off += 1
             self._shutdown(fd, key)
 
     def _disconnected(self, fd: int) -> None:
@@ -251,6 +274,11 @@ class SubscriptionGuard:
     def _cut(self, key: str, peer: _Peer, reason: str) -> None:
         peer.cut = True
         self.cuts += 1
+        now = time.monotonic()
+        self._cut_off_until = {k: t for k, t in self._cut_off_until.items() if t > now}
+        while len(self._cut_off_until) >= MAX_CUT_OFF_PEERS:
+            del self._cut_off_until[next(iter(self._cut_off_until))]
+        self._cut_off_until[key] = now + self._cut_off_s
         done = sum(self._shutdown(fd, key) for fd in list(peer.fds))
         self._log.warning("cut", f"PUB {self._name}: cut off {key}: {reason} ({len(peer.prefixes)} held, "
                                  f"{done} connection(s) closed)")
@@ -330,6 +358,7 @@ class SubscriptionGuard:
     def stats(self) -> dict[str, Any]:
         return {"held": self._held, "peers": len(self._peers), "accepted": self.accepted, "elsewhere": self.elsewhere,
                 "refused": dict(self.refused), "not_subscriptions": self.not_subscriptions, "cuts": self.cuts,
+                "kept_off": self.kept_off,
                 "connections": self.connections, "disconnects": self.disconnects, "trims": self.trims}
 
     def close(self) -> None:

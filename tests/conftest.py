@@ -72,7 +72,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FAULT_FIGURES.cases or FAULT_FIGURES.faults:
+    if FAULT_FIGURES.cases or FAULT_FIGURES.faults or FAULT_FIGURES.floods:
         terminalreporter.section("fault-injection figures")
         for line in FAULT_FIGURES.lines():
             terminalreporter.write_line(line)

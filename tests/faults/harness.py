@@ -95,6 +95,8 @@ class Figures:
     counted_gaps: int = 0
     resync_s: list[tuple[str, str, float]] = field(default_factory=list)  # (program, state, seconds)
     failures: list[str] = field(default_factory=list)
+    # memory floods (test_7): (flood, process, RSS MB before, peak, after, longest heartbeat gap s)
+    floods: list[tuple[str, str, float, float, float, float]] = field(default_factory=list)
 
     def export(self) -> dict[str, Any]:
         """Plain data, for an xdist worker to hand its figures to the controller."""
@@ -130,6 +132,9 @@ class Figures:
                     by_program.setdefault(program, []).append(t)
             out.append("  per program (outside FAILSAFE mid-sequence): " + ", ".join(
                 f"{p} p50={statistics.median(v):.2f}s max={max(v):.2f}s" for p, v in sorted(by_program.items())))
+        for name, service, before, peak, after, gap in self.floods:
+            out.append(f"memory flood: {name} -> {service}: RSS {before:.0f} / {peak:.0f} / {after:.0f} MB "
+                       f"(before / peak / after), longest heartbeat gap {gap * 1000:.0f} ms")
         for failure in self.failures:
             out.append(f"FAILED: {failure}")
         return out

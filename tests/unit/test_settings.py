@@ -216,7 +216,7 @@ def test_service_with_missing_config_file_exits_78(tmp_path: Path) -> None:
         ("[data_router]\nmax_symbols = 995\n", ("data_router.max_symbols=995", "bus.subscriptions_per_peer=1000",
                                                  "cut the data router off")),
         ("[data_router]\nsymbols = [\"A\", \"B\"]\nmax_symbols = 1\n", ("data_router.symbols lists 2 symbols",)),
-        ("[bus]\nsubscriptions_per_peer = 5000\n", ("subscriptions_per_peer=5000", "subscriptions_per_socket=4000")),
+        ("[bus]\nsubscriptions_per_peer = 5000\n", ("subscriptions_per_peer=5000", "subscriptions_per_socket=2000")),
     ],
 )
 def test_limits_that_cannot_work_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str,

@@ -50,13 +50,13 @@ class Guarded:
 def guarded(ctx: zmq.Context, ipc_dir: Path) -> Iterator[Callable[..., Guarded]]:
     made: list[tuple[Guarded, Any]] = []
 
-    def make(bus: BusSettings = BUS) -> Guarded:
+    def make(bus: BusSettings = BUS, cut_off_s: float = 0.5) -> Guarded:
         reactor = Reactor()
         sock = make_socket(ctx, zmq.XPUB, bus)
         applied: list[str] = []
         guard = SubscriptionGuard(sock, reactor, bus, name=PUBLISHER,
                                   accepts=lambda prefix: proto.topics.subscribable(PUBLISHER, prefix),
-                                  known=proto.topics.known, on_subscribe=applied.append)
+                                  known=proto.topics.known, on_subscribe=applied.append, cut_off_s=cut_off_s)
         endpoint = f"ipc://{ipc_dir}/guarded.pub"
         sock.bind(endpoint)
         runner = reactor_thread(reactor)
@@ -146,7 +146,7 @@ def test_a_prefix_over_the_limit_ends_the_connection_before_anything_is_held(
 
 def test_a_peer_over_its_cap_is_cut_off_and_what_it_held_released(
         ctx: zmq.Context, guarded: Callable[..., Guarded]) -> None:
-    g = guarded()
+    g = guarded(cut_off_s=3.0)
     flood = subscriber(ctx, g.endpoint, *(b"health.%03d" % i for i in range(BUS.subscriptions_per_peer + 1)),
                        kind=zmq.XSUB)
     try:
@@ -157,10 +157,12 @@ def test_a_peer_over_its_cap_is_cut_off_and_what_it_held_released(
     finally:
         flood.close()  # (an XSUB resends its subscriptions on reconnecting: it would be cut again)
     wait_until(lambda: g.stats()["peers"] == 0 and g.stats()["held"] == 0, what="the peer forgotten once gone")
-    # once its connections are gone, the same process starts from nothing again
+    # kept off a while (cut_off_s, 3 s here): a reconnection is ended as it comes; then the same
+    # process starts from nothing again
     again = subscriber(ctx, g.endpoint, b"state")
     try:
-        assert received(again, g, "state")
+        wait_until(lambda: g.stats()["kept_off"] >= 1, what="a connection within the cut-off ended")
+        assert received(again, g, "state", timeout=15)
     finally:
         again.close()
 
