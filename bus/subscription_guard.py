@@ -61,8 +61,10 @@ log = logging.getLogger(__name__)
 _MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 _EVENT = struct.Struct("=HI")  # a monitor event's first frame: event (uint16), value (uint32: the fd)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-# A peer that held at least this many prefixes makes its leaving worth a malloc_trim.
+# A peer that held at least this many prefixes makes its leaving worth a malloc_trim; so does a
+# burst of this many messages read (what libzmq took in from a flood), once it has all been read.
 TRIM_AFTER_PREFIXES = 64
+TRIM_AFTER_MESSAGES = 10_000
 # Wait this long after it left: libzmq frees its tries when the process next looks at the socket.
 TRIM_DELAY_S = 0.5
 # A peer cut off is kept off this long: each reconnection would make libzmq take in a burst of its
@@ -94,12 +96,12 @@ class SubscriptionGuard:
     """Reads, polices and applies the subscriptions sent to one XPUB socket.
 
     Made before the socket is bound (so the monitor sees every connection); adds its readers to
-    ``reactor``. ``accepts(prefix)`` says whether a prefix can match a topic of this publisher,
+    ``reactor`` (without one, the owner calls ``drain`` often, e.g. at every heartbeat). ``accepts(prefix)`` says whether a prefix can match a topic of this publisher,
     ``known(prefix)`` whether it can match one of any publisher; ``on_subscribe(prefix)`` is told
     of every subscription applied.
     """
 
-    def __init__(self, sock: zmq.Socket, reactor: Reactor, bus: BusSettings, *, name: str,
+    def __init__(self, sock: zmq.Socket, reactor: Reactor | None, bus: BusSettings, *, name: str,
                  accepts: Callable[[bytes], bool], known: Callable[[bytes], bool] | None = None,
                  on_subscribe: Callable[[str], None] | None = None, cut_off_s: float = CUT_OFF_S) -> None:
         sock.setsockopt(zmq.XPUB_MANUAL, 1)
@@ -119,6 +121,7 @@ class SubscriptionGuard:
         self._held = 0
         self._local: tuple[str, str | int] | None = None  # ("ipc", path) or ("tcp", port), once bound
         self._trim_due: float | None = None
+        self._read_since_trim = 0
         self._log = RateLimitedLog(log)
         self.accepted = 0
         self.elsewhere = 0
@@ -129,8 +132,9 @@ class SubscriptionGuard:
         self.connections = 0
         self.disconnects = 0
         self.trims = 0
-        reactor.add_reader(self._monitor, self.read_monitor)
-        reactor.add_reader(sock, self.drain)
+        if reactor is not None:
+            reactor.add_reader(self._monitor, self.read_monitor)
+            reactor.add_reader(sock, self.drain)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -145,6 +149,8 @@ class SubscriptionGuard:
             try:
                 frame = sock.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                if self._read_since_trim + n >= TRIM_AFTER_MESSAGES:
+                    self._schedule_trim()  # a burst is over: what it held in libzmq is freed
                 break
             n += 1
             if frame.more:  # read part by part: a peer's message of many parts is never gathered
@@ -166,6 +172,9 @@ class SubscriptionGuard:
                 self._subscribe(data[1:], self._key(address))
             else:
                 self._unsubscribe(data[1:], self._key(address))
+        self._read_since_trim += n
+        if self._reactor is None and self._trim_due is not None and time.monotonic() >= self._trim_due:
+            self._trim()
         return n
 
     def _subscribe(self, prefix: bytes, key: str) -> None:
@@ -344,11 +353,13 @@ class SubscriptionGuard:
         if _TRIM is None or self._trim_due is not None:
             return
         self._trim_due = time.monotonic() + TRIM_DELAY_S
-        self._reactor.call_later(TRIM_DELAY_S, self._trim)
+        if self._reactor is not None:
+            self._reactor.call_later(TRIM_DELAY_S, self._trim)
 
     def _trim(self) -> None:
         self._trim_due = None
         self.drain()  # take libzmq's unsubscriptions for the peers that left, freeing them
+        self._read_since_trim = 0
         assert _TRIM is not None
         _TRIM(0)
         self.trims += 1
@@ -363,7 +374,8 @@ class SubscriptionGuard:
 
     def close(self) -> None:
         """Stop reading; the caller closes the XPUB socket itself."""
-        self._reactor.remove_reader(self._sock)
-        self._reactor.remove_reader(self._monitor)
+        if self._reactor is not None:
+            self._reactor.remove_reader(self._sock)
+            self._reactor.remove_reader(self._monitor)
         self._sock.disable_monitor()
         self._monitor.close(linger=0)

@@ -24,13 +24,14 @@ import select
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
 import zmq
 from supervisor.childutils import get_headers
 
 import proto
-from bus import Endpoints, Heartbeater, Publisher, ensure_private_dir, make_socket
+from bus import Endpoints, Heartbeater, Publisher, SubscriptionGuard, ensure_private_dir, make_socket
 from bus.sockets import bind
 from services.runtime import LOG_FORMAT, load_settings_or_exit
 
@@ -68,8 +69,10 @@ class Listener:
     """The protocol loop: wait for an event (publishing heartbeats meanwhile), act, acknowledge."""
 
     def __init__(self, stdin: BinaryIO, stdout: TextIO, publisher: Publisher, interval_s: float,
-                 alert_log: Path) -> None:
+                 alert_log: Path, on_beat: Callable[[], object] = lambda: None) -> None:
+        """``on_beat`` runs at every heartbeat: reading the PUB's subscriptions (its guard)."""
         self._stdin = stdin
+        self._on_beat = on_beat
         self._stdout = stdout
         self._publisher = publisher
         self._heartbeater = Heartbeater(publisher, NAME, interval_s, self.stats)
@@ -85,6 +88,7 @@ class Listener:
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeater.beat()
+                self._on_beat()
                 next_beat = now + self._interval_s
             # The header and payload of one event are all supervisord sends until we answer, so
             # nothing can sit unseen in the reader's buffer while select() waits on the descriptor.
@@ -129,19 +133,24 @@ def main() -> None:
     settings = load_settings_or_exit("event_listener")
     ctx = zmq.Context()
     endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
-    sock = make_socket(ctx, zmq.PUB, settings.bus)
+    sock = make_socket(ctx, zmq.XPUB, settings.bus)
+    # Its subscriptions policed as every PUB's (bus.subscription_guard), read at each heartbeat.
+    guard = SubscriptionGuard(sock, None, settings.bus, name=NAME, known=proto.topics.known,
+                              accepts=lambda prefix: proto.topics.subscribable(NAME, prefix))
     try:
         bind(sock, endpoints.pub(NAME))
     except Exception as exc:
         raise SystemExit(f"event_listener: cannot bind {endpoints.pub(NAME)}: {exc}") from None
-    publisher = Publisher(sock, NAME, time.time_ns(), settings.bus.max_message_bytes)
+    publisher = Publisher(sock, NAME, time.time_ns(), settings.bus.max_message_bytes,
+                          declared=lambda topic: proto.topics.publishes(NAME, topic))
     settings.paths.log_dir.mkdir(parents=True, exist_ok=True)
     listener = Listener(sys.stdin.buffer, sys.stdout, publisher, settings.bus.heartbeat_interval_s,
-                        settings.paths.log_dir / ALERT_LOG)
+                        settings.paths.log_dir / ALERT_LOG, on_beat=guard.drain)
     log.info("event listener started (pid %d), publishing on %s", os.getpid(), endpoints.pub(NAME))
     try:
         listener.run()
     finally:
+        guard.close()
         sock.close(linger=0)
         ctx.term()
 
