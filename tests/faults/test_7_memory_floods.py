@@ -230,6 +230,15 @@ def test_replies_kept_for_retries_stay_within_their_byte_budget(live: Daemon) ->
     assert cache["entries"] < 2_000
 
 
+def test_every_topic_a_service_publishes_is_declared(live: Daemon) -> None:
+    """A PUB refuses subscriptions to topics its publisher is not declared to publish
+    (``proto.topics.PUBLISHED``): a topic published but not declared would reach nobody. After a
+    live session, no service has published one."""
+    undeclared = {service: live.request(service, "status")["bus"]["publisher"]["undeclared_topics"]
+                  for service in ("orchestrator", "exchange_manager", "engine", "data_router", "safety", "venue_sim")}
+    assert undeclared == dict.fromkeys(undeclared, 0)
+
+
 # --- subscriptions ----------------------------------------------------------------------------------
 
 # The flooding peer: a process of its own (a peer is a process to the PUB's guard, and this test's

@@ -181,13 +181,16 @@ def _xpub_garbage(rng: random.Random, n: int, max_frame: int) -> tuple[list[list
     """Messages an XSUB peer can send to an XPUB: returns (messages, how many are not subscriptions).
     A frame starting with 0 or 1 is an (un)subscription, legitimate even for a binary topic. No
     frame is over ``max_frame``: a PUB's transport cuts the connection on a longer one (the longest
-    subscription, ``bus.max_subscription_bytes``), which is tried apart."""
+    subscription, ``bus.max_subscription_bytes``), which is tried apart. The garbage topics come
+    from a pool of 300, under the PUB's cap of prefixes per peer, over which it would cut the peer
+    off (``tests/faults/test_7_memory_floods.py`` floods it)."""
     out: list[list[bytes]] = []
     bad = 0
+    topics = [rng.randbytes(rng.randint(0, 40)) for _ in range(300)]
     for _ in range(n):
         r = rng.random()
         if r < 0.15:
-            out.append([b"\x01" + rng.randbytes(rng.randint(0, 40))])  # subscribe to a garbage topic
+            out.append([b"\x01" + rng.choice(topics)])  # subscribe to a garbage topic
         elif r < 0.25:
             out.append([b"\x00" + rng.randbytes(rng.randint(0, 40))])  # unsubscribe from one never held
         elif r < 0.35:
