@@ -157,4 +157,3 @@ class Subscriber:
             "gaps": sum(p.gaps for p in self.peers.values()),
             "lost": sum(p.lost for p in self.peers.values()),
         }
-
