@@ -20,7 +20,9 @@ import msgspec
 MAX_NAME_CHARS = 64
 # Unique ids: command ids (``source:pid:epoch:n``, about 45 characters), client order ids.
 MAX_ID_CHARS = 128
-# Free text a person or a peer writes: reasons (``tradectl failsafe --reason ...``).
+# Free text a person or a peer writes: reasons (``tradectl failsafe --reason ...``). A longer one is
+# cut to this, not refused: the length of a reason must never refuse a step toward safety (a
+# failsafe, a disable_trading whose reason quotes the event that triggered it).
 MAX_TEXT_CHARS = 1_000
 # A command as a whole: its encoded body (id, name and arguments together). The largest real one,
 # a ``subscribe`` with a few hundred symbols, is a few kilobytes.
@@ -32,4 +34,8 @@ MAX_LIST_ITEMS = 1_000
 
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)]
 Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
-Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+
+
+def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"

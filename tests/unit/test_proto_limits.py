@@ -84,12 +84,19 @@ def test_an_envelope_source_over_the_name_limit_is_malformed() -> None:
 
 @pytest.mark.parametrize("name", ["open", "close", "reset", "shutdown", "enable_trading", "disable_trading",
                                   "failsafe", "set_mode"])
-def test_reasons_are_bounded(name: str) -> None:
+def test_reasons_are_cut_never_refused(name: str) -> None:
+    """A reason's length must not refuse a step toward safety: kept to MAX_TEXT_CHARS, the rest
+    counted."""
     args: dict[str, Any] = {"mode": "halt"} if name == "set_mode" else {}
-    assert proto.parse_args(name, {**args, "reason": "r" * MAX_TEXT_CHARS})
-    with pytest.raises(proto.ProtocolError) as info:
-        proto.parse_args(name, {**args, "reason": "r" * (MAX_TEXT_CHARS + 1)})
-    assert info.value.kind == "invalid" and "reason" in str(info.value)
+    assert proto.parse_args(name, {**args, "reason": "r" * MAX_TEXT_CHARS}).reason == "r" * MAX_TEXT_CHARS
+    parsed = proto.parse_args(name, {**args, "reason": "r" * 50_000})
+    assert parsed.reason == "r" * MAX_TEXT_CHARS + f"... ({50_000 - MAX_TEXT_CHARS} more characters)"
+
+
+def test_a_failsafe_with_a_long_reason_is_served() -> None:
+    """End to end through the decoder: a failsafe whose reason is 50 KB decodes and parses."""
+    cmd = proto.decode(command(name="failsafe", args={"reason": "why " * 12_500})).body
+    assert len(proto.parse_args(cmd.name, cmd.args).reason) < MAX_TEXT_CHARS + 40
 
 
 @pytest.mark.parametrize("name,args", [
