@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from bus.settings import BusSettings
+from proto.limits import MAX_NAME_CHARS
 from services.data_router.settings import DataRouterSettings
 from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
             out.append(f"data_router.max_symbols={self.data_router.max_symbols} (+8 other subscriptions) is above "
                        f"bus.subscriptions_per_peer={self.bus.subscriptions_per_peer}: the venue's PUB would cut "
                        f"the data router off")
+        names = [("engine.strategies", s.name) for s in self.engine.strategies] + [
+            ("exchange_manager.connectors", c.name) for c in self.exchange_manager.connectors]
+        for section, name in names:
+            if len(name) > MAX_NAME_CHARS:  # every order would carry it, and be refused for it
+                out.append(f"{section}: the name {name[:20]!r}... is {len(name)} characters, above {MAX_NAME_CHARS}")
         if len(self.data_router.symbols) > self.data_router.max_symbols:
             out.append(f"data_router.symbols lists {len(self.data_router.symbols)} symbols, above "
                        f"data_router.max_symbols={self.data_router.max_symbols}")

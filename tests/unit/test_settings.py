@@ -217,6 +217,8 @@ def test_service_with_missing_config_file_exits_78(tmp_path: Path) -> None:
                                                  "cut the data router off")),
         ("[data_router]\nsymbols = [\"A\", \"B\"]\nmax_symbols = 1\n", ("data_router.symbols lists 2 symbols",)),
         ("[bus]\nsubscriptions_per_peer = 5000\n", ("subscriptions_per_peer=5000", "subscriptions_per_socket=2000")),
+        ("[exchange_manager]\ndefault_connector = \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n[[exchange_manager.connectors]]\nname = \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n",
+         ("exchange_manager.connectors: the name", "70 characters, above 64")),
     ],
 )
 def test_limits_that_cannot_work_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str,
