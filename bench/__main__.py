@@ -1,6 +1,6 @@
 """``python -m bench [NAME ...] [--quick] [--minutes M]``: run the benchmarks and print a report.
 
-Names: ``bus`` (bus_latency), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
+Names: ``bus`` (bus_latency), ``pubsend`` (pub_send), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
 ``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), and the long one, ``soak`` (10 minutes;
 ``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
 fewer, shorter rounds (a smoke test; its figures are not the ones to quote; ``soak --quick`` runs
@@ -21,10 +21,22 @@ import traceback
 import msgspec
 import zmq
 
-from bench import bus_latency, codec, daemon_idle, failsafe, reactor_idle, sniffer, soak, throughput, tick_to_order
+from bench import (
+    bus_latency,
+    codec,
+    daemon_idle,
+    failsafe,
+    pub_send,
+    reactor_idle,
+    sniffer,
+    soak,
+    throughput,
+    tick_to_order,
+)
 
 BENCHMARKS = {
     "bus": (bus_latency.run, {"rounds": 2, "samples": 500}),
+    "pubsend": (pub_send.run, {"rounds": 6, "batch": 5_000}),
     "codec": (codec.run, {"rounds": 3, "batch": 5_000}),
     "reactor": (reactor_idle.run, {"rounds": 1, "seconds": 1.0}),
     "daemon": (daemon_idle.run, {"seconds": 5.0}),
@@ -34,7 +46,7 @@ BENCHMARKS = {
     "sniffer": (sniffer.run, {"rounds": 1, "n": 100_000}),
     "soak": (soak.run, {"minutes": 1.0, "interval_s": 10.0}),
 }
-ALIASES = {"bus_latency": "bus", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
+ALIASES = {"bus_latency": "bus", "pub_send": "pubsend", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
 # Registered, but run only when named: they take long (soak: 10 minutes).
 LONG = {"soak"}
 

@@ -4,8 +4,9 @@
 
 Modes:
   pub-raw    plain pyzmq PUB; sends ``[topic, <t0 int64><index int32><padding>]`` (as big as ours)
-  pub-ours   a ``bus.Publisher`` on a ``bus.make_socket`` PUB; publishes a ``proto.Heartbeat`` whose
-             ``stats`` carry ``t`` (perf_counter_ns taken just before the message is built) and ``i``
+  pub-ours   a ``bus.Publisher`` on a ``bus.make_socket`` XPUB whose subscriptions a
+             ``bus.SubscriptionGuard`` applies, as every service's PUB; publishes a ``proto.Heartbeat``
+             whose ``stats`` carry ``t`` (perf_counter_ns taken just before the message is built) and ``i``
   rep-raw    plain pyzmq ROUTER, blocking recv, echoes every request
   rep-poll   plain pyzmq ROUTER waited on in a ``zmq.Poller`` loop, echoes every request
   rep-ours   a ``bus.CommandServer`` (trivial ``status`` handler) on a ``bus.make_socket`` ROUTER,
@@ -60,13 +61,14 @@ def _paced(n: int, rate: float, send) -> None:
         send(i)
 
 
-def _publisher_loop(send) -> None:
+def _publisher_loop(send, before_run=lambda: None) -> None:
     _ready()
     for line in sys.stdin:
         parts = line.split()
         if not parts:
             continue
         if parts[0] == "run":
+            before_run()
             _paced(int(parts[1]), float(parts[2]), send)
             print("done", flush=True)
         elif parts[0] == "quit":
@@ -84,10 +86,14 @@ def pub_raw(endpoint: str) -> None:
 
 def pub_ours(endpoint: str) -> None:
     import proto
-    from bus import BusSettings, Publisher, make_socket
+    from bus import BusSettings, Publisher, Reactor, SubscriptionGuard, make_socket
 
     ctx = zmq.Context()
-    sock = make_socket(ctx, zmq.PUB, BusSettings())
+    bus = BusSettings()
+    sock = make_socket(ctx, zmq.XPUB, bus)
+    # The guard's reader is called by hand before each run (this loop waits on stdin, not in a
+    # reactor): the subscriber's subscription has come in by then.
+    guard = SubscriptionGuard(sock, Reactor(), bus, name="bench", accepts=lambda prefix: TOPIC.encode().startswith(prefix))
     sock.bind(endpoint)
     publisher = Publisher(sock, "data_router", time.time_ns())
     pid = os.getpid()
@@ -99,7 +105,7 @@ def pub_ours(endpoint: str) -> None:
             state=ready,
         ))
 
-    _publisher_loop(send)
+    _publisher_loop(send, guard.drain)
 
 
 def rep_raw(endpoint: str) -> None:

@@ -13,8 +13,10 @@ from bus.reactor import Reactor
 from bus.settings import BusSettings
 from bus.sockets import make_socket
 from bus.subscriber import PeerTrack, Subscriber
+from bus.subscription_guard import SubscriptionGuard
 
 __all__ = [
     "BusSettings", "CommandChannel", "CommandClient", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater", "NotConnected",
-    "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "ensure_private_dir", "make_socket",
+    "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "SubscriptionGuard", "ensure_private_dir",
+    "make_socket",
 ]

@@ -5,10 +5,17 @@ Accepts requests from DEALER clients (``[identity, message]``) and REQ clients
 answered with an error (id ``""``), counted and logged; a request whose id was seen before gets
 the reply it already got, and its handler does not run again.
 
-Only replies of commands whose handler ran and that change something are kept for retries (a
-bounded cache): a query (``proto.QUERIES``) is simply run again, and a request refused before its
-handler (unknown command, bad arguments) would be refused again. So no flood of bad requests or of
-status polls can push out the reply of an order that really went, and be re-run on its retry.
+Only replies of commands whose handler ran and that change something are kept for retries: a
+query (``proto.QUERIES``) is simply run again, and a request refused before its handler (unknown
+command, bad arguments, over a size limit of ``proto.limits``) would be refused again. So no flood of
+bad requests or of status polls can push out the reply of an order that really went, and be re-run
+on its retry.
+
+The cache is bounded in entries and in bytes (ids, replies and a fixed overhead per entry), oldest
+first out: a peer's command id is at most ``proto.limits.MAX_ID_CHARS`` and its reply is ours, so
+neither bound can be bypassed by what a peer chooses to send. A retry finds its reply as long as
+fewer than that many entries or bytes of other cached replies came in between (at 10,000 entries
+and 16 MiB: minutes of a busy session, against a client's retry window of seconds).
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
+from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[proto.Args], dict[str, Any]]
+# The identity the ROUTER adds, REQ's empty delimiter or a route through proxies, the command: no
+# request of ours has more than 3; more than this is garbage, read and dropped part by part.
+MAX_REQUEST_FRAMES = 16
 Audit = Callable[[proto.CommandAudit], None]
 
 
@@ -39,6 +50,7 @@ class CommandServer:
         handlers: Mapping[str, Handler],
         *,
         cache_size: int = 10_000,
+        cache_bytes: int = 16 << 20,
         max_bytes: int = proto.MAX_MESSAGE_BYTES,
         audit: Audit | None = None,
     ) -> None:
@@ -51,6 +63,9 @@ class CommandServer:
         self._handlers = dict(handlers)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes_max = cache_bytes
+        self._cache_bytes = 0
+        self.cache_evictions = 0
         self._max_bytes = max_bytes
         self._seq = 0
         self._bad_log = RateLimitedLog(log)
@@ -81,7 +96,7 @@ class CommandServer:
         # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
         # than the message itself on an idle-ish socket.
         while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            frames = recv_frames(sock, MAX_REQUEST_FRAMES)
             n += 1
             self._serve(frames)
         return n
@@ -89,6 +104,10 @@ class CommandServer:
     def _serve(self, frames: list[bytes]) -> None:
         if len(frames) < 2:  # a ROUTER always prepends the identity; this cannot be answered
             self._reject("frames", f"{len(frames)} frame(s)")
+            return
+        if len(frames) > MAX_REQUEST_FRAMES:
+            self._reject("frames", f"more than {MAX_REQUEST_FRAMES} frames")
+            self._send(frames[:1], self._encode(proto.error("", "bad request: a command is one frame")))
             return
         route, data = frames[:-1], frames[-1]
         try:
@@ -122,13 +141,21 @@ class CommandServer:
             log.error("command %s: result cannot be encoded: %r", cmd.name, exc)
             data = self._encode(proto.error(cmd.id, f"internal error in {cmd.name}: result cannot be encoded"))
         if ran and cmd.name not in proto.QUERIES:
-            self._cache[cmd.id] = data
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(cmd.id, data)
         self._send(route, data)
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
                                      sent_ns=env.ts_ns, ok=reply.ok, error=reply.error))
+
+    def _remember(self, command_id: str, data: bytes) -> None:
+        """Keep a reply for retries, evicting the oldest beyond either bound (never the newest)."""
+        self._cache[command_id] = data
+        self._cache_bytes += _entry_bytes(command_id, data)
+        while len(self._cache) > 1 and (len(self._cache) > self._cache_size
+                                        or self._cache_bytes > self._cache_bytes_max):
+            old_id, old = self._cache.popitem(last=False)
+            self._cache_bytes -= _entry_bytes(old_id, old)
+            self.cache_evictions += 1
 
     def _run(self, cmd: proto.Command) -> tuple[proto.Reply, bool]:
         """The reply, and whether the handler ran (a refusal by the handler counts: it decided)."""
@@ -176,4 +203,14 @@ class CommandServer:
             "handler_errors": self.handler_errors,
             "unroutable": self.unroutable,
             "rejected": dict(self.rejected),
+            "cache": {"entries": len(self._cache), "bytes": self._cache_bytes, "evictions": self.cache_evictions},
         }
+
+
+# What one cache entry costs besides its id and reply: the str and bytes objects' headers and the
+# ordered dict's slot and link (measured with tracemalloc: about 170 bytes on CPython 3.11).
+ENTRY_OVERHEAD_BYTES = 200
+
+
+def _entry_bytes(command_id: str, data: bytes) -> int:
+    return len(command_id) + len(data) + ENTRY_OVERHEAD_BYTES

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -22,9 +23,14 @@ class Publisher:
     (and sees a sequence gap), the publisher goes on."""
 
     def __init__(self, sock: zmq.Socket | None, source: str, epoch: int,
-                 max_bytes: int = proto.MAX_MESSAGE_BYTES) -> None:
+                 max_bytes: int = proto.MAX_MESSAGE_BYTES, *,
+                 declared: Callable[[str], bool] | None = None) -> None:
+        """``declared(topic)``, if given, says whether this publisher is declared to publish
+        ``topic`` (``proto.topics.publishes``): checked once per topic, at its first message."""
         self._sock = sock
         self._max_bytes = max_bytes
+        self._declared = declared
+        self.undeclared_topics = 0
         self.source = source
         self.epoch = epoch
         self._seqs: dict[str, int] = {}
@@ -39,7 +45,10 @@ class Publisher:
         self._sock = sock
 
     def publish(self, topic: str, body: proto.Message) -> None:
-        seq = self._seqs[topic] = self._seqs.get(topic, 0) + 1
+        try:
+            seq = self._seqs[topic] = self._seqs[topic] + 1
+        except KeyError:  # the first message on this topic (no cost on the others)
+            seq = self._seqs[topic] = self._first_on(topic)
         if self._sock is None:
             self.offline_drops += 1
             return
@@ -58,6 +67,15 @@ class Publisher:
             return
         self.sent += 1
 
+    def _first_on(self, topic: str) -> int:
+        if self._declared is not None and not self._declared(topic):
+            # A developer's slip, not a peer's: PUB sockets refuse subscriptions to topics their
+            # publisher is not declared to publish, so nobody would ever receive this one.
+            self.undeclared_topics += 1
+            log.error("publishing on %r, which %s is not declared to publish (proto.topics.PUBLISHED): "
+                      "subscriptions to it are refused", topic, self.source)
+        return 1
+
     def last_seq(self, topic: str) -> int:
         """The sequence number of the last message on ``topic`` (0: none yet in this epoch): a
         snapshot taken now contains every message up to it (the Clone pattern)."""
@@ -65,4 +83,5 @@ class Publisher:
 
     def stats(self) -> dict[str, int]:
         return {"topics": len(self._seqs), "sent": self.sent, "send_errors": self.send_errors,
-                "offline_drops": self.offline_drops, "oversized": self.oversized}
+                "offline_drops": self.offline_drops, "oversized": self.oversized,
+                "undeclared_topics": self.undeclared_topics}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BusSettings(BaseModel):
@@ -30,7 +30,29 @@ class BusSettings(BaseModel):
 
     command_timeout_s: float = Field(default=1.0, gt=0)
     command_retries: int = Field(default=2, ge=0)
-    # Replies remembered per server for idempotent retries.
+    # Replies remembered per server for idempotent retries: at most this many, and at most this many
+    # bytes (ids, replies and a fixed overhead per entry), oldest evicted first.
     command_cache_size: int = Field(default=10_000, ge=100)
+    command_cache_bytes: int = Field(default=16 << 20, ge=1 << 20)
+
+    # Subscriptions peers send to a PUB socket (bus.subscription_guard). A longer topic prefix makes
+    # ZeroMQ drop that connection before anything is stored (libzmq keeps about 50 bytes per byte
+    # of every prefix held: 100,000 prefixes of 1 KB took the orchestrator to 5 GB).
+    max_subscription_bytes: int = Field(default=64, ge=16, le=1024)
+    # Distinct prefixes held for one peer (a process on ipc, a host on tcp) and for one socket in
+    # all; a peer over either is cut off (it reconnects, and starts from nothing again).
+    subscriptions_per_peer: int = Field(default=1_000, ge=16)
+    subscriptions_per_socket: int = Field(default=2_000, ge=16)
+    # Streams a subscriber follows (publisher x topic, for gap detection) and publishers it tracks;
+    # a message that would need more is refused and counted.
+    subscriber_max_streams: int = Field(default=20_000, ge=100)
+    subscriber_max_publishers: int = Field(default=256, ge=16)
     # Publish every command request and reply on ``audit.<service>`` (for ``tradectl bus calls``).
     command_audit: bool = True
+
+    @model_validator(mode="after")
+    def _caps_fit(self) -> "BusSettings":
+        if self.subscriptions_per_peer > self.subscriptions_per_socket:
+            raise ValueError(f"subscriptions_per_peer={self.subscriptions_per_peer} is above subscriptions_per_socket="
+                             f"{self.subscriptions_per_socket}: one peer could fill the socket")
+        return self

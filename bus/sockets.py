@@ -6,6 +6,9 @@ DEALER) also get ZMQ_MAXMSGSIZE: ZeroMQ drops a peer that sends a bigger frame b
 it, and the peer reconnects. SUB sockets do not: libzmq never reconnects a SUB whose publisher sent
 one oversized frame, which would silence that publisher for good; there the decoder's own limit
 rejects (and counts) the frame instead, and publishers refuse to send oversized messages at all.
+PUB and XPUB sockets take only subscriptions from their peers: their ZMQ_MAXMSGSIZE is the longest
+subscription (``bus.max_subscription_bytes``) and their receive HWM is small, so no peer can make
+libzmq store long prefixes or queue many of them (see ``bus.subscription_guard``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import zmq
 from bus.settings import BusSettings
 
 
+# Subscriptions queued inside libzmq per connection to a PUB before the process has read them; a
+# subscriber sending faster waits (flow control), nothing is lost.
+SUBSCRIPTION_HWM = 64
+
+
 class EndpointInUse(Exception):
     """Another live process already serves this endpoint."""
 
@@ -27,9 +35,15 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
     sock.setsockopt(zmq.LINGER, bus.linger_ms)
     if hwm is None:
         hwm = {zmq.PUB: bus.pub_hwm, zmq.XPUB: bus.pub_hwm, zmq.SUB: bus.sub_hwm}.get(kind, bus.command_hwm)
+    publishes = kind in (zmq.PUB, zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, -1 if kind == zmq.SUB else bus.max_message_bytes)
+    sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM if publishes else hwm)
+    if kind == zmq.SUB:
+        sock.setsockopt(zmq.MAXMSGSIZE, -1)
+    elif publishes:  # a subscription frame: its 0/1 flag byte and the prefix
+        sock.setsockopt(zmq.MAXMSGSIZE, 1 + bus.max_subscription_bytes)
+    else:
+        sock.setsockopt(zmq.MAXMSGSIZE, bus.max_message_bytes)
     # Reconnect fast to a restarted peer; back off to one second while it stays away.
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
@@ -67,3 +81,20 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         if exc.errno == zmq.EADDRINUSE:
             raise EndpointInUse(f"{endpoint} is in use by another running process") from None
         raise
+
+
+def recv_frames(sock: zmq.Socket, keep: int) -> list[bytes]:
+    """One whole message (``zmq.NOBLOCK``): its frames if it has at most ``keep``, else its first
+    ``keep`` and an empty one more, so the caller refuses it by its count. A peer's message of a
+    million parts is read and dropped part by part, never gathered as ``recv_multipart`` would."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    extra = 0
+    while sock.getsockopt(zmq.RCVMORE):
+        if len(frames) < keep:
+            frames.append(sock.recv(zmq.NOBLOCK))
+        else:
+            sock.recv(zmq.NOBLOCK, copy=False)
+            extra += 1
+    if extra:
+        frames.append(b"")  # one too many: the caller refuses the message by its frame count
+    return frames

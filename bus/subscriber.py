@@ -3,6 +3,11 @@
 Any message from a publisher counts as its liveness. Sequence numbers count per publisher and
 topic (see ``bus.publisher``); a new ``epoch`` from the same source means it restarted, so its
 counters starting again is not a gap (the restart is counted instead).
+
+What is tracked is keyed by what the publisher says (its ``source``, its topics), so it is bounded:
+at most ``max_publishers`` sources and ``max_streams`` (source, topic) streams. A message that would
+need one more is refused and counted (``rejected``: ``publishers``, ``streams``), never delivered
+untracked: the tracking is what keeps a stale message from acting.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
+from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,12 @@ class PeerTrack:
 
 
 class Subscriber:
-    def __init__(self, sock: zmq.Socket, max_bytes: int = proto.MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, sock: zmq.Socket, max_bytes: int = proto.MAX_MESSAGE_BYTES, *,
+                 max_streams: int = 20_000, max_publishers: int = 256) -> None:
         self._sock = sock
         self._max_bytes = max_bytes
+        self._max_streams = max_streams
+        self._max_publishers = max_publishers
         self.peers: dict[str, PeerTrack] = {}
         self.received = 0
         self.rejected: dict[str, int] = {}
@@ -67,7 +76,7 @@ class Subscriber:
         # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
         # than the message itself on an idle-ish socket.
         while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            frames = recv_frames(sock, 2)
             n += 1
             accepted = self._accept(frames)
             if accepted is not None:
@@ -98,6 +107,8 @@ class Subscriber:
         now = time.monotonic()
         peer = self.peers.get(env.source)
         if peer is None:
+            if len(self.peers) >= self._max_publishers:
+                return self._untracked("publishers", f"from {env.source}: {len(self.peers)} publishers tracked")
             peer = self.peers[env.source] = PeerTrack(env.epoch, now)
         peer.last_seen = now
         peer.received += 1
@@ -114,6 +125,8 @@ class Subscriber:
             self._last_seq = {k: (0 if k[0] == env.source else v) for k, v in self._last_seq.items()}
         key = (env.source, topic)
         last = self._last_seq.get(key)
+        if last is None and len(self._last_seq) >= self._max_streams:
+            return self._untracked("streams", f"{topic} from {env.source}: {len(self._last_seq)} streams tracked")
         self._last_seq[key] = max(env.seq, last or 0)
         if last is None or env.seq == last + 1:
             return True
@@ -125,6 +138,12 @@ class Subscriber:
             self._gap_log.warning(env.source, f"sequence gap from {env.source} on {topic}: {lost} message(s) lost")
             return True
         peer.stale += 1
+        return False
+
+    def _untracked(self, kind: str, detail: str) -> bool:
+        """A valid message that would need more tracking than allowed: refused, not received."""
+        self.received -= 1
+        self._reject(kind, detail)
         return False
 
     def _reject(self, kind: str, detail: str) -> None:

@@ -33,6 +33,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
 import zmq
@@ -40,7 +41,7 @@ from supervisor import childutils
 from supervisor.childutils import get_headers
 
 import proto
-from bus import Endpoints, Heartbeater, Publisher, Subscriber, ensure_private_dir, make_socket
+from bus import Endpoints, Heartbeater, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir, make_socket
 from bus.endpoints import SERVICE_NAMES, VENUE_NAMES
 from bus.sockets import bind
 from deploy.hung_watch import HungWatch
@@ -155,8 +156,11 @@ class Listener:
     """The protocol loop: wait for an event (publishing heartbeats meanwhile), act, acknowledge."""
 
     def __init__(self, stdin: BinaryIO, stdout: TextIO, publisher: Publisher, interval_s: float,
-                 alert_log: Path, hung: HungRestarter | None = None) -> None:
+                 alert_log: Path, hung: HungRestarter | None = None,
+                 on_beat: Callable[[], object] = lambda: None) -> None:
+        """``on_beat`` runs at every heartbeat: reading the PUB's subscriptions (its guard)."""
         self._stdin = stdin
+        self._on_beat = on_beat
         self._stdout = stdout
         self._publisher = publisher
         self._heartbeater = Heartbeater(publisher, NAME, interval_s, self.stats)
@@ -178,6 +182,7 @@ class Listener:
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeater.beat()
+                self._on_beat()
                 next_beat = now + self._interval_s
             due = next_beat
             if self._hung is not None:
@@ -247,13 +252,17 @@ def main() -> None:
         lock = run_lock.acquire(settings.paths.run_dir, NAME)
     except run_lock.LockHeld as exc:
         raise SystemExit(f"event_listener: {exc}") from None
-    sock = make_socket(ctx, zmq.PUB, settings.bus)
+    sock = make_socket(ctx, zmq.XPUB, settings.bus)
     sockets = [sock]
+    # Its subscriptions policed as every PUB's (bus.subscription_guard), read at each heartbeat.
+    guard = SubscriptionGuard(sock, None, settings.bus, name=NAME, known=proto.topics.known,
+                              accepts=lambda prefix: proto.topics.subscribable(NAME, prefix))
     try:
         bind(sock, endpoints.pub(NAME))
     except Exception as exc:
         raise SystemExit(f"event_listener: cannot bind {endpoints.pub(NAME)}: {exc}") from None
-    publisher = Publisher(sock, NAME, time.time_ns(), settings.bus.max_message_bytes)
+    publisher = Publisher(sock, NAME, time.time_ns(), settings.bus.max_message_bytes,
+                          declared=lambda topic: proto.topics.publishes(NAME, topic))
     settings.paths.log_dir.mkdir(parents=True, exist_ok=True)
     hung = None
     rpc = _rpc_factory()
@@ -269,12 +278,13 @@ def main() -> None:
         hung = HungRestarter(HungWatch(programs, after_s, settings.supervision.hung_start_grace_s), sub, rpc,
                              lambda alert: listener.report(alert))
     listener = Listener(sys.stdin.buffer, sys.stdout, publisher, settings.bus.heartbeat_interval_s,
-                        settings.paths.log_dir / ALERT_LOG, hung)
+                        settings.paths.log_dir / ALERT_LOG, hung, on_beat=guard.drain)
     log.info("event listener started (pid %d), publishing on %s; hung programs %s", os.getpid(), endpoints.pub(NAME),
              f"restarted after {after_s:g}s of silence" if hung else "not watched")
     try:
         listener.run()
     finally:
+        guard.close()
         for s in sockets:
             s.close(linger=0)
         ctx.term()

@@ -1,6 +1,6 @@
 """The wire contract: every message, its envelope, and the one encoder/decoder (see envelope.py)."""
 
-from proto import topics
+from proto import limits, topics
 from proto.commands import ARG_SCHEMAS, QUERIES, Args, CommandError, error, ok, parse_args
 from proto.envelope import (
     MAX_MESSAGE_BYTES,
@@ -55,5 +55,5 @@ __all__ = [
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",
     "Side", "StateChanged", "Trade", "decode", "decode_header", "encode", "error", "from_builtins", "ok", "parse_args", "restamp",
-    "to_builtins", "topics",
+    "limits", "to_builtins", "topics",
 ]

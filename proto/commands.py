@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from proto.errors import ProtocolError
-from proto.fields import Name, OrderId, Price, Quantity, Symbol, Text
+from proto.fields import Name, OrderId, Price, Quantity, Symbol
+from proto.limits import MAX_LIST_ITEMS, clip
 from proto.messages import Reply
 from proto.session import Side
 from proto.venue_reports import MAX_FILL_PAGE, MAX_ORDER_ID_PAGE, MAX_ORDER_STATUS_IDS
@@ -27,11 +28,11 @@ class NoArgs(Args):
 
 
 class ReasonArgs(Args):
-    reason: Text = "operator request"
+    reason: str = "operator request"  # cut to proto.limits.MAX_TEXT_CHARS (parse_args)
 
 
 class FailsafeArgs(Args):
-    reason: Text
+    reason: str  # cut to proto.limits.MAX_TEXT_CHARS (parse_args)
 
 
 class OrderArgs(Args):
@@ -76,12 +77,12 @@ class SymbolArgs(Args):
 
 
 class SymbolsArgs(Args):
-    symbols: Annotated[list[Symbol], msgspec.Meta(max_length=1_000)]
+    symbols: Annotated[list[Symbol], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 
 
 class ModeArgs(Args):
     mode: Literal["normal", "reduce_only", "halt"]
-    reason: Text = ""
+    reason: str = ""
 
 
 class FaultArgs(Args):
@@ -173,14 +174,22 @@ class CommandError(Exception):
     """Raised by a handler to refuse a command; the reason goes back to the caller verbatim."""
 
 
+# Free-text fields, cut to proto.limits.MAX_TEXT_CHARS rather than refused (see there).
+_TEXT_FIELDS: dict[type[Args], tuple[str, ...]] = {
+    schema: tuple(f for f in schema.__struct_fields__ if f == "reason") for schema in set(ARG_SCHEMAS.values())}
+
+
 def parse_args(name: str, args: dict[str, Any]) -> Args:
     schema = ARG_SCHEMAS.get(name)
     if schema is None:
         raise ProtocolError("unknown_command", f"unknown command {name!r}")
     try:
-        return msgspec.convert(args, schema)
+        parsed = msgspec.convert(args, schema)
     except msgspec.ValidationError as exc:
         raise ProtocolError("invalid", f"{name}: {exc}") from None
+    for field in _TEXT_FIELDS[schema]:
+        setattr(parsed, field, clip(getattr(parsed, field)))
+    return parsed
 
 
 def ok(command_id: str, /, **result: Any) -> Reply:

@@ -18,7 +18,8 @@ from typing import Annotated, Any
 import msgspec
 
 from proto.errors import ProtocolError
-from proto.messages import MESSAGE_TYPES, Message
+from proto.limits import MAX_COMMAND_BYTES, Name
+from proto.messages import MESSAGE_TYPES, Command, Message
 
 SCHEMA_VERSION = 1
 # The decoder's own limit; sockets also enforce ZMQ_MAXMSGSIZE so an oversized frame never even
@@ -44,20 +45,25 @@ class Header(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields
     counts or records messages needs (``tradectl bus``), at a third of the cost of ``decode``."""
 
     v: int
-    type: str
-    source: str
+    type: Name
+    source: Name
     epoch: NonNegative
     seq: NonNegative
     ts_ns: NonNegative
     body: msgspec.Raw
 
 
-def _registry() -> dict[str, msgspec.msgpack.Decoder]:
-    decoders: dict[str, msgspec.msgpack.Decoder] = {}
+# Bodies with a tighter bound than the frame's: what a peer sends that a server keeps (see
+# proto.limits). Checked on the undecoded body, so a refused one costs no decoding.
+_BODY_LIMITS: dict[type[Message], int] = {Command: MAX_COMMAND_BYTES}
+
+
+def _registry() -> dict[str, tuple[msgspec.msgpack.Decoder, int]]:
+    decoders: dict[str, tuple[msgspec.msgpack.Decoder, int]] = {}
     for cls in MESSAGE_TYPES:
         if cls.TYPE in decoders:
             raise RuntimeError(f"message type {cls.TYPE!r} defined twice")
-        decoders[cls.TYPE] = msgspec.msgpack.Decoder(cls)
+        decoders[cls.TYPE] = (msgspec.msgpack.Decoder(cls), _BODY_LIMITS.get(cls, MAX_MESSAGE_BYTES))
     return decoders
 
 
@@ -94,9 +100,12 @@ def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Enve
     raw = decode_header(data, max_bytes)
     if raw.v != SCHEMA_VERSION:
         raise ProtocolError("version", f"schema version {raw.v}, this build speaks {SCHEMA_VERSION}")
-    body_decoder = _BODY_DECODERS.get(raw.type)
-    if body_decoder is None:
+    entry = _BODY_DECODERS.get(raw.type)
+    if entry is None:
         raise ProtocolError("unknown_type", f"message type {raw.type!r}")
+    body_decoder, max_body = entry
+    if len(raw.body) > max_body:
+        raise ProtocolError("too_large", f"{raw.type} body of {len(raw.body)} bytes, limit {max_body}")
     try:
         body = body_decoder.decode(raw.body)
     except Exception as exc:

@@ -6,8 +6,9 @@ from __future__ import annotations
 class ProtocolError(Exception):
     """A frame that is not a valid message of this protocol.
 
-    ``kind`` is a short, stable word (``malformed``, ``oversized``, ``version``, ``unknown_type``,
-    ``invalid``) that callers use as a counter key; the message says what exactly was wrong.
+    ``kind`` is a short, stable word (``malformed``, ``oversized``, ``too_large`` (over a limit of
+    ``proto.limits``), ``version``, ``unknown_type``, ``invalid``) that callers use as a counter key;
+    the message says what exactly was wrong.
     """
 
     def __init__(self, kind: str, detail: str) -> None:

@@ -10,11 +10,13 @@ the meaning or shape of an existing one: bump ``proto.envelope.SCHEMA_VERSION``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol, SymbolOrAll
+from proto.limits import MAX_ARGS_KEYS, Id
+from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 
 
@@ -56,12 +58,15 @@ class StateChanged(Message):
 
 class Command(Message):
     """A request on a service's command socket. ``id`` is unique per request: a server that sees an
-    ``id`` again answers with the reply it already gave and does not run the command twice."""
+    ``id`` again answers with the reply it already gave and does not run the command twice.
+
+    Bounded (``proto.limits``): the server keeps ``id`` with its reply for retries, so a peer must
+    not choose its size; the encoded body as a whole is at most ``MAX_COMMAND_BYTES``."""
 
     TYPE: ClassVar[str] = "command"
-    id: str
-    name: str
-    args: dict[str, Any] = {}
+    id: Id
+    name: BoundedName  # an unknown name is answered as such: bounded, not patterned
+    args: Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_ARGS_KEYS)] = {}
 
 
 class Reply(Message):

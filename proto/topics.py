@@ -1,6 +1,9 @@
-"""Topic names. A subscriber filters on prefixes, so each family shares a prefix."""
+"""Topic names, and which publisher publishes which. A subscriber filters on prefixes, so each
+family shares a prefix."""
 
 from __future__ import annotations
+
+from functools import cache
 
 HEARTBEAT_PREFIX = "hb."
 STATE = "state"
@@ -26,3 +29,47 @@ def market_data(symbol: str) -> str:
 
 def audit(service: str) -> str:
     return AUDIT_PREFIX + service
+
+
+# What each publisher publishes besides its own ``hb.<name>`` and ``audit.<name>``: exact topics,
+# and families (ending in ``*``: any topic starting with what comes before it). A PUB socket
+# accepts a subscription only to a prefix of one of these (``bus.subscription_guard``): a peer
+# cannot make a publisher hold subscriptions to topics it never sends. A publisher that publishes
+# a topic missing here logs an error at its first message on it (``bus.Publisher``), because
+# subscriptions to that topic are refused: add a new topic here with its publisher.
+PUBLISHED: dict[str, tuple[str, ...]] = {
+    "orchestrator": (STATE, HEALTH_PREFIX + "*"),
+    "exchange_manager": (ORDERS, FILLS, GOVERNANCE),
+    "engine": (),
+    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA),
+    "safety": (SAFETY,),
+    "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS),
+    "supervisor": (PROCESS_ALERT,),
+}
+
+
+@cache
+def _patterns(service: str) -> tuple[tuple[bytes, bool], ...]:
+    """(topic or family prefix as bytes, is a family) for everything ``service`` publishes."""
+    names = (heartbeat(service), audit(service), *PUBLISHED.get(service, ()))
+    return tuple((name.rstrip("*").encode(), name.endswith("*")) for name in names)
+
+
+def publishes(service: str, topic: str) -> bool:
+    """Whether ``topic`` is one that ``service`` is declared to publish."""
+    data = topic.encode()
+    return any(data.startswith(p) if family else data == p for p, family in _patterns(service))
+
+
+def subscribable(service: str, prefix: bytes) -> bool:
+    """Whether a subscription to ``prefix`` on ``service``'s PUB can match anything it publishes:
+    the empty prefix (everything, as ``tradectl bus`` subscribes), a prefix of one of its topics
+    or families, or a topic within one of its families."""
+    return any(p.startswith(prefix) or (family and prefix.startswith(p)) for p, family in _patterns(service))
+
+
+def known(prefix: bytes) -> bool:
+    """Whether ``prefix`` can match a topic of any publisher: a subscriber connected to several
+    publishers sends each of them all of its prefixes, so a PUB sees prefixes of its peers' topics
+    as a matter of course (not applied, but no sign of a misbehaving peer)."""
+    return any(subscribable(service, prefix) for service in PUBLISHED)

@@ -36,8 +36,8 @@ from bus import (
     make_socket,
 )
 from bus.command_server import Handler
-from bus.ratelimit import RateLimitedLog
 from bus.sockets import EndpointInUse, bind
+from bus.subscription_guard import SubscriptionGuard
 from services import run_lock
 from services.log_escape import EscapingFormatter
 from services.parent_watch import ParentWatch
@@ -91,8 +91,8 @@ class ServiceRuntime:
         trading_enabled: Callable[[], bool] = lambda: False,
         on_subscription: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_subscription(prefix)``, if given, is told of every new subscription to this
-        process's PUB socket (an XPUB then): a publisher that must not start before anyone listens."""
+        """``on_subscription(prefix)``, if given, is told of every subscription applied on this
+        process's PUB socket: a publisher that must not start before anyone listens."""
         self.name = name
         self.settings = settings
         self.epoch = time.time_ns()
@@ -111,15 +111,16 @@ class ServiceRuntime:
         self._stats = stats
 
         self._on_subscription = on_subscription
-        self.subscription_frames_rejected = 0
-        self._bad_log = RateLimitedLog(self.log)
+        self._guard: SubscriptionGuard | None = None
         self._audit_topic = proto.topics.audit(name)
         self._pub_sock = self._bind_pub()
-        self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes)
+        self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes,
+                                   declared=lambda topic: proto.topics.publishes(name, topic))
         self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
         self.commands = CommandServer(
             cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
-            cache_size=settings.bus.command_cache_size, max_bytes=settings.bus.max_message_bytes,
+            cache_size=settings.bus.command_cache_size, cache_bytes=settings.bus.command_cache_bytes,
+            max_bytes=settings.bus.max_message_bytes,
             audit=self._publish_audit if settings.bus.command_audit else None,
         )
         self.reactor.add_reader(cmd_sock, self.commands.drain)
@@ -165,8 +166,11 @@ class ServiceRuntime:
     def _publish_audit(self, record: proto.CommandAudit) -> None:
         self.publisher.publish(self._audit_topic, record)
 
-    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+    def _bind(self, kind: int, endpoint: str,
+              prepare: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
+        if prepare is not None:
+            prepare(sock)
         try:
             bind(sock, endpoint)
         except (EndpointInUse, zmq.ZMQError) as exc:
@@ -181,7 +185,7 @@ class ServiceRuntime:
         """Close this process's bound sockets, so every peer's connection drops, and bind them
         again after ``duration_s``. Used by the venue simulator to play a network outage."""
         self.reactor.remove_reader(self._cmd_sock)
-        self.reactor.remove_reader(self._pub_sock)
+        self._close_guard()
         for sock in (self._pub_sock, self._cmd_sock):
             self._sockets.remove(sock)
             sock.close(linger=0)
@@ -190,25 +194,23 @@ class ServiceRuntime:
         self.reactor.call_later(duration_s, self._rebind)
 
     def _bind_pub(self) -> zmq.Socket:
-        if self._on_subscription is None:
-            return self._bind(zmq.PUB, self.endpoints.pub(self.name))
-        sock = self._bind(zmq.XPUB, self.endpoints.pub(self.name))
-        self.reactor.add_reader(sock, lambda: self._read_subscriptions(sock))
-        return sock
+        """The PUB socket: an XPUB whose subscriptions a guard reads, polices and applies (only
+        prefixes of topics this process publishes, capped per peer; ``bus.subscription_guard``),
+        telling ``on_subscription`` of each one applied."""
+        name = self.name
 
-    def _read_subscriptions(self, sock: zmq.Socket) -> None:
-        assert self._on_subscription is not None
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
-            frame = frames[0]
-            # A subscription is one frame: 1 (subscribe) or 0 (unsubscribe), then the prefix.
-            # Anything else a peer sends to a PUB is garbage: counted, logged (rate-limited), dropped.
-            if len(frames) != 1 or frame[:1] not in (b"\x00", b"\x01"):
-                self.subscription_frames_rejected += 1
-                self._bad_log.warning("xpub", f"not a subscription on the PUB socket: {len(frames)} frame(s), "
-                                              f"{frame[:16].hex()}")
-            elif frame[:1] == b"\x01":
-                self._on_subscription(frame[1:].decode(errors="replace"))
+        def guard(sock: zmq.Socket) -> None:  # before bind, so it sees every connection
+            self._guard = SubscriptionGuard(sock, self.reactor, self.settings.bus, name=name,
+                                            accepts=lambda prefix: proto.topics.subscribable(name, prefix),
+                                            known=proto.topics.known,
+                                            on_subscribe=self._on_subscription)
+
+        return self._bind(zmq.XPUB, self.endpoints.pub(name), prepare=guard)
+
+    def _close_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
 
     def _rebind(self) -> None:
         self._pub_sock = self._bind_pub()
@@ -235,7 +237,9 @@ class ServiceRuntime:
         because ZeroMQ connects (and reconnects) in the background."""
         sock = make_socket(self.ctx, zmq.SUB, self.settings.bus)
         self._sockets.append(sock)
-        sub = Subscriber(sock, self.settings.bus.max_message_bytes)
+        bus = self.settings.bus
+        sub = Subscriber(sock, bus.max_message_bytes, max_streams=bus.subscriber_max_streams,
+                         max_publishers=bus.subscriber_max_publishers)
         for prefix in prefixes:
             sub.subscribe(prefix)
         for service in services:
@@ -287,7 +291,7 @@ class ServiceRuntime:
             "published": self.publisher.sent,
             "received": sum(sub.received for sub in subs),
             "rejected": (sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values())
-                         + self.subscription_frames_rejected),
+                         + self._subscriptions_refused()),
             "gaps": sum(p.gaps for sub in subs for p in sub.peers.values()),
             "lost": sum(p.lost for sub in subs for p in sub.peers.values()),
             "commands": self.commands.handled,
@@ -303,13 +307,22 @@ class ServiceRuntime:
             "pid": os.getpid(),
             "epoch": self.epoch,
             "stats": self._status_stats(),
-            "bus": {"publisher": {**self.publisher.stats(), "rejected": self.subscription_frames_rejected},
+            "bus": {"publisher": {**self.publisher.stats(), "rejected": self._guard_stats().get("not_subscriptions", 0),
+                                  "subscriptions": self._guard_stats()},
                     "commands": self.commands.stats(),
                     "subscriptions": {name: self._subscription_stats(sub) for name, sub in self._subscribers},
                     "loop_errors": self.reactor.callback_errors,
                     "loop_longest_stall_s": round(self.reactor.longest_stall_s, 3)},
             "supervisor_lost": self.supervisor.lost,
         }
+
+    def _guard_stats(self) -> dict[str, Any]:
+        return {} if self._guard is None else self._guard.stats()
+
+    def _subscriptions_refused(self) -> int:
+        """What peers sent to the PUB socket that was not applied: garbage and refused prefixes."""
+        guard = self._guard
+        return 0 if guard is None else guard.not_subscriptions + sum(guard.refused.values())
 
     @staticmethod
     def _subscription_stats(sub: Subscriber) -> dict[str, Any]:
@@ -332,6 +345,7 @@ class ServiceRuntime:
             client.close()
         for channel in list(self._channels):
             channel.close()
+        self._close_guard()  # its monitor socket too, or the context would wait for it forever
         for sock in self._sockets:
             sock.close(linger=self.settings.bus.linger_ms)
         self.reactor.close()

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     def _limit_problems(self) -> list[str]:
         risk = self.exchange_manager.risk
         out = []
+        # The data router's own subscriptions at the venue's PUB, and a few of its other sockets'.
+        if self.data_router.max_symbols + 8 > self.bus.subscriptions_per_peer:
+            out.append(f"data_router.max_symbols={self.data_router.max_symbols} (+8 other subscriptions) is above "
+                       f"bus.subscriptions_per_peer={self.bus.subscriptions_per_peer}: the venue's PUB would cut "
+                       f"the data router off")
+        if len(self.data_router.symbols) > self.data_router.max_symbols:
+            out.append(f"data_router.symbols lists {len(self.data_router.symbols)} symbols, above "
+                       f"data_router.max_symbols={self.data_router.max_symbols}")
         if risk.max_order_qty > 2 * risk.max_position:
             out.append(f"exchange_manager.risk.max_order_qty={risk.max_order_qty:g} is above twice max_position="
                        f"{risk.max_position:g}: the largest order that can pass flips -max_position to +max_position")

@@ -72,7 +72,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FAULT_FIGURES.cases or FAULT_FIGURES.faults or FAULT_FIGURES.reactions or FAULT_FIGURES.notes:
+    if (FAULT_FIGURES.cases or FAULT_FIGURES.faults or FAULT_FIGURES.reactions or FAULT_FIGURES.notes
+            or FAULT_FIGURES.floods):
         terminalreporter.section("fault-injection figures")
         for line in FAULT_FIGURES.lines():
             terminalreporter.write_line(line)

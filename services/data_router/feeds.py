@@ -15,6 +15,7 @@ OnUpdate = Callable[[proto.Quote | proto.Trade], None]
 
 class FeedAdapter(Protocol):
     name: str
+    symbols: set[str]  # routed by name (none: every symbol the feed carries)
 
     def subscribe(self, symbols: list[str]) -> None: ...
 
@@ -28,6 +29,7 @@ class VenueFeed:
 
     def __init__(self, runtime: ServiceRuntime, venue: str, symbols: list[str], on_update: OnUpdate) -> None:
         self.name = f"venue:{venue}"
+        self.symbols = set(symbols)
         self._on_update = on_update
         prefixes = [proto.topics.market_data(s) for s in symbols] or [proto.topics.MARKET_DATA_PREFIX]
         self._sub: Subscriber = runtime.subscribe([venue], prefixes, self._on_message)
@@ -43,10 +45,12 @@ class VenueFeed:
     def subscribe(self, symbols: list[str]) -> None:
         for symbol in symbols:
             self._sub.subscribe(proto.topics.market_data(symbol))
+            self.symbols.add(symbol)
 
     def unsubscribe(self, symbols: list[str]) -> None:
         for symbol in symbols:
             self._sub.unsubscribe(proto.topics.market_data(symbol))
+            self.symbols.discard(symbol)
 
     def stats(self) -> dict[str, object]:
         return {"adapter": self.name, **self._sub.stats()}

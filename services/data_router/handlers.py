@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import proto
 from bus.command_server import Handler
 from proto.commands import SymbolsArgs
 
@@ -13,7 +14,13 @@ if TYPE_CHECKING:
 
 def build_handlers(router: "DataRouter") -> dict[str, Handler]:
     def subscribe(args: SymbolsArgs) -> dict[str, Any]:
-        """``subscribe``: route these symbols too. Wire: ``Command(name="subscribe", args={"symbols": [...]})``."""
+        """``subscribe``: route these symbols too. Wire: ``Command(name="subscribe", args={"symbols": [...]})``.
+
+        Refused if the symbols routed by name would pass ``data_router.max_symbols``."""
+        new = set(args.symbols) - router.feed.symbols
+        if len(router.feed.symbols) + len(new) > router.max_symbols:
+            raise proto.CommandError(f"routing {len(router.feed.symbols)} symbols by name; {len(new)} more would pass "
+                                     f"data_router.max_symbols={router.max_symbols}")
         router.feed.subscribe(args.symbols)
         return {"subscribed": args.symbols}
 

@@ -26,6 +26,7 @@ class DataRouter:
         self.routed: dict[str, int] = {}
         self.refused: dict[str, int] = {}
         self.last_update: dict[str, float] = {}  # symbol -> time.time() of its last valid update
+        self.max_symbols = cfg.max_symbols
         self.feed: FeedAdapter = VenueFeed(self.runtime, cfg.feed_venue, cfg.symbols, self.on_update)
         self.runtime.add_handlers(build_handlers(self))
 

@@ -15,5 +15,8 @@ class DataRouterSettings(BaseModel):
     feed_venue: str = "venue_sim"
     # Symbols routed at start; empty means every symbol the feed carries.
     symbols: list[str] = Field(default_factory=list)
+    # Symbols routed by name at most (at start and by `subscribe`): each is a subscription the
+    # venue's PUB holds for this process, which it caps (bus.subscriptions_per_peer).
+    max_symbols: int = Field(default=500, ge=1)
     # An update stamped further in the future than this is refused (a clock or feed fault).
     max_future_skew_s: float = Field(default=1.0, gt=0)

@@ -102,6 +102,8 @@ class Figures:
     reactions: list[tuple[str, str, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # a suite's own figures, one line each
+    # memory floods (test_7): (flood, process, RSS MB before, peak, after, longest heartbeat gap s)
+    floods: list[tuple[str, str, float, float, float, float]] = field(default_factory=list)
 
     def export(self) -> dict[str, Any]:
         """Plain data, for an xdist worker to hand its figures to the controller."""
@@ -139,6 +141,9 @@ class Figures:
                 f"{p} p50={statistics.median(v):.2f}s max={max(v):.2f}s" for p, v in sorted(by_program.items())))
         for fault, reaction, seconds in sorted(self.reactions):
             out.append(f"reaction: {fault} -> {reaction} in {seconds:.2f}s")
+        for name, service, before, peak, after, gap in self.floods:
+            out.append(f"memory flood: {name} -> {service}: RSS {before:.0f} / {peak:.0f} / {after:.0f} MB "
+                       f"(before / peak / after), longest heartbeat gap {gap * 1000:.0f} ms")
         out += self.notes
         for failure in self.failures:
             out.append(f"FAILED: {failure}")

@@ -177,15 +177,20 @@ def test_command_socket_fuzz_full(fuzz_daemon: Daemon, service: str) -> None:
 # -- the venue simulator's XPUB --------------------------------------------------------------------
 
 
-def _xpub_garbage(rng: random.Random, n: int) -> tuple[list[list[bytes]], int]:
+def _xpub_garbage(rng: random.Random, n: int, max_frame: int) -> tuple[list[list[bytes]], int]:
     """Messages an XSUB peer can send to an XPUB: returns (messages, how many are not subscriptions).
-    A frame starting with 0 or 1 is an (un)subscription, legitimate even for a binary topic."""
+    A frame starting with 0 or 1 is an (un)subscription, legitimate even for a binary topic. No
+    frame is over ``max_frame``: a PUB's transport cuts the connection on a longer one (the longest
+    subscription, ``bus.max_subscription_bytes``), which is tried apart. The garbage topics come
+    from a pool of 300, under the PUB's cap of prefixes per peer, over which it would cut the peer
+    off (``tests/faults/test_7_memory_floods.py`` floods it)."""
     out: list[list[bytes]] = []
     bad = 0
+    topics = [rng.randbytes(rng.randint(0, 40)) for _ in range(300)]
     for _ in range(n):
         r = rng.random()
         if r < 0.15:
-            out.append([b"\x01" + rng.randbytes(rng.randint(0, 40))])  # subscribe to a garbage topic
+            out.append([b"\x01" + rng.choice(topics)])  # subscribe to a garbage topic
         elif r < 0.25:
             out.append([b"\x00" + rng.randbytes(rng.randint(0, 40))])  # unsubscribe from one never held
         elif r < 0.35:
@@ -193,7 +198,7 @@ def _xpub_garbage(rng: random.Random, n: int) -> tuple[list[list[bytes]], int]:
             bad += 1
         elif r < 0.75:
             first = bytes([rng.randrange(2, 256)])
-            out.append([first + rng.randbytes(rng.randint(0, 200))])
+            out.append([first + rng.randbytes(rng.randint(0, max_frame - 1))])
             bad += 1
         else:
             parts = [bytes([rng.randrange(2, 256)]) + rng.randbytes(rng.randint(0, 30))
@@ -214,7 +219,8 @@ def _fuzz_xpub(d: Daemon, n: int, seed: int) -> dict[str, Any]:
     before = ask(d, service, "status")
     router_before = ask(d, "data_router", "status")["bus"]["subscriptions"]
     rng = random.Random(seed)
-    messages, bad = _xpub_garbage(rng, n)
+    max_frame = 1 + d.bus.max_subscription_bytes
+    messages, bad = _xpub_garbage(rng, n, max_frame)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.XSUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -226,7 +232,7 @@ def _fuzz_xpub(d: Daemon, n: int, seed: int) -> dict[str, Any]:
         time.sleep(0.2)  # the connection is made in the background; an XSUB drops what it cannot send
         for parts in messages:
             sock.send_multipart(parts)
-        for size in (d.bus.max_message_bytes + 1, 3 * d.bus.max_message_bytes):
+        for size in (max_frame, d.bus.max_message_bytes + 1, 3 * d.bus.max_message_bytes):
             big = ctx.socket(zmq.XSUB)
             big.setsockopt(zmq.LINGER, 0)
             big.connect(d.endpoints.pub(service))

@@ -213,6 +213,10 @@ def test_service_with_missing_config_file_exits_78(tmp_path: Path) -> None:
         ("[orchestrator.schedule]\nalways_open = false\nopen = 16:00:00\nclose = 09:30:00\n",
          ("orchestrator.schedule", "must be before close")),
         ("[orchestrator.schedule]\nweekdays = [0, 7]\n", ("orchestrator.schedule.weekdays", "0 (Monday) .. 6")),
+        ("[data_router]\nmax_symbols = 995\n", ("data_router.max_symbols=995", "bus.subscriptions_per_peer=1000",
+                                                 "cut the data router off")),
+        ("[data_router]\nsymbols = [\"A\", \"B\"]\nmax_symbols = 1\n", ("data_router.symbols lists 2 symbols",)),
+        ("[bus]\nsubscriptions_per_peer = 5000\n", ("subscriptions_per_peer=5000", "subscriptions_per_socket=2000")),
     ],
 )
 def test_limits_that_cannot_work_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str,

@@ -22,6 +22,7 @@ from bus import (
     make_socket,
 )
 from bus import endpoints as endpoints_module
+from bus.sockets import SUBSCRIPTION_HWM
 from unit_support import Collector, handshake, reactor_thread, wait_until
 
 # Every name that gets endpoints: our services, plus any local stand-ins for the outside world.
@@ -31,17 +32,20 @@ CUSTOM = BusSettings(linger_ms=7, pub_hwm=11, sub_hwm=13, command_hwm=17, max_me
 
 @pytest.mark.parametrize(
     "kind,hwm",
-    [(zmq.PUB, 11), (zmq.SUB, 13), (zmq.ROUTER, 17), (zmq.DEALER, 17), (zmq.REQ, 17)],
-    ids=["PUB", "SUB", "ROUTER", "DEALER", "REQ"],
+    [(zmq.PUB, 11), (zmq.XPUB, 11), (zmq.SUB, 13), (zmq.ROUTER, 17), (zmq.DEALER, 17), (zmq.REQ, 17)],
+    ids=["PUB", "XPUB", "SUB", "ROUTER", "DEALER", "REQ"],
 )
 def test_make_socket_applies_settings(ctx: zmq.Context, kind: int, hwm: int) -> None:
     sock = make_socket(ctx, kind, CUSTOM)
+    publishes = kind in (zmq.PUB, zmq.XPUB)
     try:
         assert sock.getsockopt(zmq.LINGER) == 7
         assert sock.getsockopt(zmq.SNDHWM) == hwm
-        assert sock.getsockopt(zmq.RCVHWM) == hwm
+        # A publisher receives only subscriptions: few queued, none longer than the longest prefix.
+        assert sock.getsockopt(zmq.RCVHWM) == (SUBSCRIPTION_HWM if publishes else hwm)
         # SUB: no socket limit (the decoder's limit applies; see bus/sockets.py).
-        assert sock.getsockopt(zmq.MAXMSGSIZE) == (-1 if kind == zmq.SUB else 4096)
+        expected_max = -1 if kind == zmq.SUB else 1 + CUSTOM.max_subscription_bytes if publishes else 4096
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == expected_max
         assert sock.getsockopt(zmq.RECONNECT_IVL) == 50
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == 1000
         if kind == zmq.DEALER:
@@ -51,7 +55,7 @@ def test_make_socket_applies_settings(ctx: zmq.Context, kind: int, hwm: int) -> 
 
 
 def test_make_socket_hwm_override(ctx: zmq.Context) -> None:
-    sock = make_socket(ctx, zmq.PUB, CUSTOM, hwm=3)
+    sock = make_socket(ctx, zmq.DEALER, CUSTOM, hwm=3)
     try:
         assert (sock.getsockopt(zmq.SNDHWM), sock.getsockopt(zmq.RCVHWM)) == (3, 3)
     finally:

@@ -25,7 +25,7 @@ import zmq
 import proto
 from bus.endpoints import PUBLISHERS, Endpoints
 from bus.settings import BusSettings
-from bus.sockets import bind
+from bus.sockets import bind, make_socket
 from services.tradectl.sniffer.attach import read_header
 from services.tradectl.sniffer.gaps import SeqTracker
 from services.tradectl.sniffer.recording import Reader
@@ -53,9 +53,9 @@ class Player:
         endpoints = Endpoints(bus, run_dir)
         try:
             for source in sorted(sources - set(self.skipped_sources)):
-                sock = self.ctx.socket(zmq.PUB)
+                # Made as every PUB is: a subscriber can neither send it long prefixes nor queue many.
+                sock = make_socket(self.ctx, zmq.PUB, bus, hwm=hwm)
                 sock.setsockopt(zmq.LINGER, 2000)  # let the tail of the recording go out at exit
-                sock.setsockopt(zmq.SNDHWM, hwm)
                 self.sockets[source] = sock  # before bind: closed on failure too
                 bind(sock, endpoints.pub(source))
         except BaseException:
