@@ -38,12 +38,13 @@ def audit(service: str) -> str:
 # a topic missing here logs an error at its first message on it (``bus.Publisher``), because
 # subscriptions to that topic are refused: add a new topic here with its publisher.
 PUBLISHED: dict[str, tuple[str, ...]] = {
-    "orchestrator": (STATE, HEALTH_PREFIX + "*"),
-    "exchange_manager": (ORDERS, FILLS, GOVERNANCE),
-    "engine": (),
-    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA),
-    "safety": (SAFETY,),
-    "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS),
+    # every service under supervisord also says on PROCESS_ALERT that it was orphaned (supervisord gone)
+    "orchestrator": (STATE, HEALTH_PREFIX + "*", SAFETY, PROCESS_ALERT),  # SAFETY: its own disk's state
+    "exchange_manager": (ORDERS, FILLS, GOVERNANCE, SAFETY, PROCESS_ALERT),  # SAFETY: reconciliation, its disk
+    "engine": (PROCESS_ALERT,),
+    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA, PROCESS_ALERT),
+    "safety": (SAFETY, PROCESS_ALERT),
+    "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS, PROCESS_ALERT),
     "supervisor": (PROCESS_ALERT,),
 }
 
