@@ -32,6 +32,8 @@ def _book(d: Daemon) -> dict:
 def test_a_restarted_engine_takes_its_strategies_positions_from_the_book(module_daemon: Daemon) -> None:
     d = module_daemon
     d.wait_state("live", timeout=30)
+    # the gate hears the session open a moment after the orchestrator says LIVE (its heartbeat)
+    wait_until(lambda: ask(d, "exchange_manager", "status")["stats"]["trading_allowed"], 10, ignore=(CommandTimeout,))
     reply = d.call("exchange_manager", "submit_order", timeout_s=2, symbol="BTC-USD", side="buy", qty=0.02,
                    strategy="quiet")
     assert reply.ok, reply.error
