@@ -19,6 +19,7 @@ from proto.instruments import Instrument, InstrumentBook, InstrumentList
 from proto.messages import (
     MESSAGE_TYPES,
     BadMarketData,
+    SessionTime,
     Command,
     CommandAudit,
     ConnectorHealthEvent,
@@ -50,7 +51,7 @@ from proto.venue_reports import (
 
 __all__ = [
     "ARG_SCHEMAS", "QUERIES", "FillPage", "MassStatus", "OrderIdPage", "OrderStatusReport", "OrderStatusReports",
-    "PositionReport", "parse_result", "result_of", "Args", "BadMarketData", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
+    "PositionReport", "parse_result", "result_of", "Args", "BadMarketData", "SessionTime", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "Instrument", "InstrumentBook", "InstrumentList", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",
     "ProtocolError", "Quote", "Reply", "SCHEMA_VERSION", "SafetyEvent", "SafetyEventType", "Severity",

@@ -110,6 +110,18 @@ class SafetyEvent(Message):
     symbol: SymbolOrAll  # "*": the whole feed
     message: str
     evidence: dict[str, float] = {}
+    # Session time of the detection (ns since the epoch, ``services/session_clock.py``): the
+    # data's own time in a replay, wall time live; 0 from a sender that does not know it.
+    ts_ns: int = 0
+
+
+class SessionTime(Message):
+    """The session clock in a replay: the latest market-data time the data router has passed on.
+    Published on ``clock`` (at most every ``data_router.clock_interval_s``) only when the session
+    runs on the data's own time; live, every process reads its wall clock."""
+
+    TYPE: ClassVar[str] = "session_time"
+    ts_ns: int
 
 
 class ConnectorHealthEvent(Message):
@@ -267,6 +279,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Quote,
     Trade,
     BadMarketData,
+    SessionTime,
     OrderUpdate,
     Fill,
     GovernanceEvent,

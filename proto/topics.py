@@ -18,6 +18,7 @@ def heartbeat(service: str) -> str:
 
 MARKET_DATA_PREFIX = "md."
 BAD_MARKET_DATA = "bad_md"
+CLOCK = "clock"  # the session clock of a replay (proto.SessionTime), from the data router
 ORDERS = "orders"
 FILLS = "fills"
 GOVERNANCE = "governance"
@@ -42,7 +43,7 @@ PUBLISHED: dict[str, tuple[str, ...]] = {
     "orchestrator": (STATE, HEALTH_PREFIX + "*", SAFETY, PROCESS_ALERT),  # SAFETY: its own disk's state
     "exchange_manager": (ORDERS, FILLS, GOVERNANCE, SAFETY, PROCESS_ALERT),  # SAFETY: reconciliation, its disk
     "engine": (PROCESS_ALERT,),
-    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA, PROCESS_ALERT),
+    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA, CLOCK, PROCESS_ALERT),
     "safety": (SAFETY, PROCESS_ALERT),
     "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS, PROCESS_ALERT),
     "supervisor": (PROCESS_ALERT,),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -30,6 +31,7 @@ from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
 from services.orchestrator.settings import OrchestratorSettings
 from services.safety.settings import SafetySettings
+from services.session_clock import ClockMode
 from services.venue_sim.settings import VenueSimSettings
 
 ENV_PREFIX = "TRADING_"
@@ -56,6 +58,17 @@ class PathSettings(BaseModel):
         return value.expanduser().absolute()
 
 
+class SessionSettings(BaseModel):
+    """What makes one trading session (section ``[session]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Which time the session's timers read (services/session_clock.py): "wall", the data's own
+    # time ("data", for a replay), or "auto": the data's time when the venue simulator replays
+    # recorded files, the wall clock otherwise.
+    clock: Literal["auto", "wall", "data"] = "auto"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -64,6 +77,7 @@ class Settings(BaseSettings):
     )
 
     paths: PathSettings = PathSettings()
+    session: SessionSettings = SessionSettings()
     bus: BusSettings = BusSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     exchange_manager: ExchangeManagerSettings = ExchangeManagerSettings()
@@ -72,6 +86,12 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     venue_sim: VenueSimSettings = VenueSimSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+
+    def clock_mode(self) -> ClockMode:
+        """The session clock's mode once "auto" is resolved."""
+        if self.session.clock != "auto":
+            return self.session.clock
+        return "data" if self.venue_sim.source == "replay" else "wall"
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

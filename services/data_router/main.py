@@ -2,7 +2,8 @@
 
 Top to bottom: bind sockets, attach the feed adapter, and for every update: validate, publish it
 (or publish why it was refused), and note the time per symbol (the safety layer's stale-feed
-check reads it from the status and the heartbeat).
+check reads it from the status and the heartbeat). In a replay it also publishes the data's time
+on ``clock``: the session clock of the processes that read no market data.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.data_router.feeds import FeedAdapter, VenueFeed
 from services.data_router.handlers import build_handlers
 from services.data_router.validation import MarketData, Validator
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
+from services.session_clock import SessionClock
 from services.settings import Settings
 
 
@@ -27,6 +29,10 @@ class DataRouter:
         self.refused: dict[str, int] = {}
         self.last_update: dict[str, float] = {}  # symbol -> time.time() of its last valid update
         self.max_symbols = cfg.max_symbols
+        self.clock = SessionClock(settings.clock_mode())
+        self._clock_told_ns = 0
+        if self.clock.replaying:
+            self.runtime.reactor.call_every(cfg.clock_interval_s, self._tell_clock)
         self.feed: FeedAdapter = VenueFeed(self.runtime, cfg.feed_venue, cfg.symbols, self.on_update)
         self.runtime.add_handlers(build_handlers(self))
 
@@ -40,10 +46,19 @@ class DataRouter:
         self.runtime.publisher.publish(proto.topics.market_data(update.symbol), update)
         self.routed[update.symbol] = self.routed.get(update.symbol, 0) + 1
         self.last_update[update.symbol] = time.time()
+        self.clock.observe(update.ts_ns)
+
+    def _tell_clock(self) -> None:
+        now_ns = self.clock.now_ns()
+        if now_ns != self._clock_told_ns:
+            self._clock_told_ns = now_ns
+            self.runtime.publisher.publish(proto.topics.CLOCK, proto.SessionTime(ts_ns=now_ns))
 
     def stats(self) -> dict[str, Any]:
         now = time.time()
         return {
+            "clock": self.clock.mode,
+            "session_time": self.clock.now() if self.clock.started else None,
             "routed": sum(self.routed.values()),
             "refused": dict(self.refused),
             "symbols": {s: {"routed": n, "age_s": round(now - self.last_update[s], 3)}

@@ -20,3 +20,6 @@ class DataRouterSettings(BaseModel):
     max_symbols: int = Field(default=500, ge=1)
     # An update stamped further in the future than this is refused (a clock or feed fault).
     max_future_skew_s: float = Field(default=1.0, gt=0)
+    # In a replay (session clock on the data's time), the data's time is published on ``clock`` at
+    # most this often (wall seconds), for the processes that do not read market data.
+    clock_interval_s: float = Field(default=0.02, gt=0)

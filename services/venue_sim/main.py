@@ -57,18 +57,20 @@ class Venue:
                 if self.feed_on:
                     publish(proto.topics.market_data(t.symbol), proto.Quote(
                         symbol=t.symbol, bid=t.bid, ask=t.ask, bid_size=t.size, ask_size=t.size,
-                        ts_ns=time.time_ns(), venue=venue))
+                        ts_ns=t.ts_ns or time.time_ns(), venue=venue))
                     self.quotes_published += 1
                 self._publish(events)
             elif self.feed_on:
                 publish(proto.topics.market_data(t.symbol), proto.Trade(
                     symbol=t.symbol, price=t.price, size=t.size, side=proto.Side(t.side),
-                    ts_ns=time.time_ns(), venue=venue))
+                    ts_ns=t.ts_ns or time.time_ns(), venue=venue))
 
     # -- orders ----------------------------------------------------------------------------------
 
     def submit(self, args: NewOrderArgs) -> dict[str, Any] | None:
-        if args.origin_ts_ns:
+        # Only a quote stamped at publication measures tick-to-order: a replayed one carries the
+        # recorded time.
+        if args.origin_ts_ns and self.settings.source == "synthetic":
             self.tick_to_order_ns.append(time.time_ns() - args.origin_ts_ns)
         if self._later(lambda: self._publish(self.matcher.new_order(args))):
             return None

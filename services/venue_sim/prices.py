@@ -24,6 +24,8 @@ class Tick:
     size: float = 0.0
     price: float = 0.0
     side: str = "buy"
+    # The event's own time (ns since the epoch): a replay's recorded time; 0 means "now".
+    ts_ns: int = 0
 
 
 class PriceSource(Protocol):
@@ -108,6 +110,9 @@ class ReplayPrices:
         self._start: float | None = None if settings.replay_wait_for_subscriber else start
         self._i = 0
         self._shift: dict[str, float] = {}  # per-symbol multiplier from jump()
+        # Added to the recorded times on each loop past the first, so the data's time keeps moving
+        # forward (the data router refuses an update older than the one before it).
+        self._loop_offset = 0.0
 
     @property
     def finished(self) -> bool:
@@ -136,11 +141,12 @@ class ReplayPrices:
             _ts, symbol, e = self._events[self._i]
             k = self._shift.get(symbol, 1.0)
             ticks.append(Tick(symbol, e.kind, bid=e.bid * k, ask=e.ask * k, size=e.size or 1.0,
-                              price=e.price * k, side=e.side))
+                              price=e.price * k, side=e.side, ts_ns=int((e.ts + self._loop_offset) * 1e9)))
             self._i += 1
         if self._i >= len(self._events) and self._loop:
             self._i = 0
             self._start = now
+            self._loop_offset += self._events[-1][0] - first + 1.0
         return ticks
 
     def jump(self, symbol: str, percent: float) -> None:
