@@ -33,6 +33,13 @@ class SessionCounters:
     failsafe_pending: str | None = None
     # True until the first READY: the automatic open applies at start-up only.
     auto_open_pending: bool = True
+    # The settings the session runs under (session_fingerprint.py); "" in a journal older than it.
+    fingerprint: str = ""
+    # Decisions the engine's earlier processes made in this session, and the latest process's
+    # epoch and count (session_counters.py).
+    engine_decisions_base: int = 0
+    engine_epoch: int | None = None
+    engine_decisions_last: int = 0
 
 
 @dataclass(frozen=True)

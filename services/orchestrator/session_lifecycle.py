@@ -1,0 +1,96 @@
+"""When a session ends and when the next start resumes it.
+
+A session starts with the first orchestrator start after the previous one ended, and is journalled
+with the fingerprint of the settings it runs under (``session_fingerprint.py``). It ends (SHUTDOWN,
+end-of-day report, a line in the session log) by ``tradectl close``/``shutdown``, a scheduled close,
+a graceful stop of the whole daemon, or a start under a different configuration. Otherwise a start
+resumes it, in the state it was journalled in.
+
+How the orchestrator tells a stop of the daemon from its own restart: both arrive as SIGTERM.
+supervisord, while it stops everything (Ctrl-C of ``make run``, ``supervisorctl shutdown``, SIGTERM
+to it, and ``supervisorctl reload``), is in its SHUTDOWN (or RESTARTING) mood before it signals any
+program, and then answers every XML-RPC request with the fault ``SHUTDOWN_STATE``; when it restarts
+one program (``supervisorctl restart orchestrator``) it is RUNNING. So on SIGTERM the orchestrator
+asks supervisord ``getState`` over its control socket (``SUPERVISOR_SERVER_URL``, which supervisord
+gives every program), with a short timeout:
+  * shutting down or reloading → the daemon stops: the session ends (unless
+    ``session.resume_after_stop``);
+  * RUNNING → the orchestrator alone is stopped or restarted: the session stays open;
+  * no answer (supervisord dead, hung, or not ours: an orphan stopped by hand) → the session stays
+    open, and the session log says why. Unsure, it keeps the journal as a crash would: the next
+    start resumes, which is what a kill -9 does too, and the line says so instead of resuming
+    silently. Ending a session on a guess would close a session the operator meant to keep (its
+    positions are still held and still reported at the next end).
+A kill -9, a crash (autorestart) and a restart of the orchestrator alone never reach this: the
+journal still holds the open session and the next start resumes it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import xmlrpc.client
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.parent_watch import supervised
+
+SUPERVISOR_URL_ENV = "SUPERVISOR_SERVER_URL"
+SHUTDOWN_STATE_FAULT = 6  # supervisor.xmlrpc.Faults.SHUTDOWN_STATE: refusing requests while stopping
+ASK_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class StopVerdict:
+    end: bool  # the session ends now
+    line: str  # what the session log says about this stop
+
+
+def supervisord_state(environ: Mapping[str, str], timeout_s: float = ASK_TIMEOUT_S) -> tuple[str | None, str]:
+    """supervisord's state name (RUNNING, SHUTDOWN, RESTARTING, ...) or None, and how it was known."""
+    url = environ.get(SUPERVISOR_URL_ENV, "")
+    if not url.startswith("unix://"):
+        return None, f"no supervisord control socket in the environment ({SUPERVISOR_URL_ENV}={url!r})"
+    request = xmlrpc.client.dumps((), "supervisor.getState").encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(url.removeprefix("unix://"))
+            conn = http.client.HTTPConnection("localhost", timeout=timeout_s)
+            conn.sock = sock
+            conn.request("POST", "/RPC2", request, {"Content-Type": "text/xml"})
+            answer = conn.getresponse().read()
+        (state,), _ = xmlrpc.client.loads(answer)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode == SHUTDOWN_STATE_FAULT:
+            return "SHUTDOWN", "supervisord refuses requests: it is shutting down or reloading"
+        return None, f"supervisord answered with a fault: {fault.faultString}"
+    except (OSError, http.client.HTTPException, xmlrpc.client.Error, ValueError) as exc:
+        return None, f"supervisord did not answer on {url}: {type(exc).__name__}: {exc}"
+    name = state.get("statename") if isinstance(state, dict) else None
+    return (name if isinstance(name, str) else None), "supervisord says so"
+
+
+def stop_verdict(environ: Mapping[str, str], resume_after_stop: bool, timeout_s: float = ASK_TIMEOUT_S) -> StopVerdict:
+    """Whether this stop of the orchestrator ends the session (see the module docstring)."""
+    if not supervised(environ):
+        return StopVerdict(False, "Orchestrator stopped (not under supervisord): the session stays open; "
+                                  "the next start resumes it")
+    state, how = supervisord_state(environ, timeout_s)
+    if state in ("SHUTDOWN", "RESTARTING"):
+        if resume_after_stop:
+            return StopVerdict(False, f"Daemon stopping ({how}): the session stays open "
+                                      f"(session.resume_after_stop); the next start resumes it")
+        return StopVerdict(True, f"Daemon stopping ({how}): the session ends")
+    if state == "RUNNING":
+        return StopVerdict(False, "Orchestrator stopped alone (supervisord is RUNNING: a restart of this "
+                                  "program): the session stays open; the next start resumes it")
+    return StopVerdict(False, f"Orchestrator stopped; whether the daemon is stopping is unknown ({how}): the "
+                              f"session stays open and the next start resumes it (tradectl shutdown ends it)")
+
+
+def configuration_change(journalled: str, current: str) -> str | None:
+    """Why an unfinished session cannot be resumed under the current settings, or None."""
+    if not journalled or journalled == current:  # "": journalled before fingerprints existed
+        return None
+    return f"configuration changed (settings fingerprint {journalled} → {current})"
