@@ -326,9 +326,13 @@ class ExchangeManager:
     def session_report(self, session_id: str = "") -> dict[str, Any] | None:
         """The counters of the current session, or of ``session_id`` (an ended one, from the journal)."""
         if not session_id or session_id == self.ledger.session_id:
-            return self.ledger.report(self.marks)
+            return self.ledger.report(self.marks, self._steps)
         ledger = self.journal.load_ledger(session_id)
-        return None if ledger is None else ledger.report({})
+        return None if ledger is None else ledger.report({}, self._steps)
+
+    def _steps(self, symbol: str) -> tuple[float | None, float | None]:
+        instrument, _ = self.instruments.lookup("", symbol)
+        return (None, None) if instrument is None else (instrument.tick_size, instrument.lot_size)
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -341,7 +345,7 @@ class ExchangeManager:
 
     def stats(self) -> dict[str, Any]:
         verdict = self.reconciler.verdict
-        session = self.ledger.report(self.marks)
+        session = self.ledger.report(self.marks, self._steps)
         totals = session["totals"]
         return {
             **self.session.summary(),

@@ -22,7 +22,7 @@ realized PnL is neither lost nor counted twice across a restart.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,8 @@ from services.positions import EPSILON, Position
 MARK_AT_START = "mark at session start"
 FIRST_MARK = "first mark after session start"
 AVERAGE_PRICE = "average price (no mark before the first fill)"
+# A symbol's instrument grid: (tick size, lot size), None where the instrument is not known.
+Steps = Callable[[str], tuple[float | None, float | None]]
 MONEY = ("volume", "fees", "realized_pnl", "unrealized_pnl")
 COUNTS = ("orders", "rejected", "fills")
 
@@ -134,12 +136,17 @@ class SessionLedger:
 
     # -- reporting ---------------------------------------------------------------------------------
 
-    def table(self, marks: Mapping[str, float]) -> dict[str, dict[str, Any]]:
-        return {symbol: row.report(marks.get(symbol)) for symbol, row in sorted(self.rows.items())}
+    def table(self, marks: Mapping[str, float], steps: Steps | None = None) -> dict[str, dict[str, Any]]:
+        """Each symbol's row, with its instrument's tick and lot size (``steps``) for the reports."""
+        out = {}
+        for symbol, row in sorted(self.rows.items()):
+            tick, lot = steps(symbol) if steps is not None else (None, None)
+            out[symbol] = {**row.report(marks.get(symbol)), "tick_size": tick, "lot_size": lot}
+        return out
 
-    def report(self, marks: Mapping[str, float]) -> dict[str, Any]:
+    def report(self, marks: Mapping[str, float], steps: Steps | None = None) -> dict[str, Any]:
         """The session's rows and their totals (each total is the sum of its column)."""
-        table = self.table(marks)
+        table = self.table(marks, steps)
         totals: dict[str, Any] = {key: sum(row[key] for row in table.values()) for key in (*COUNTS, *MONEY)}
         return {"session_id": self.session_id, "started_ns": self.started_ns, "symbols": table, "totals": totals}
 

@@ -25,7 +25,7 @@ from services.orchestrator.failsafe import run_step
 from services.orchestrator.components import Component
 from services.orchestrator.journal import Journal, SessionCounters
 from services.orchestrator.report_format import Precision, money, utc
-from services.orchestrator.session_counters import ASK_TIMEOUT_S, exchange_session
+from services.orchestrator.session_counters import exchange_session
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import Transition
 
@@ -56,7 +56,7 @@ def flatten_for_close(engine: CommandClient, exchange: CommandClient, timeout_s:
 
 def build_report(session_id: str, reason: str, stats: dict[str, Any], exchange: dict[str, Any] | None,
                  source: str, transitions: list[Transition], *, started_at: float | None = None,
-                 fingerprint: str = "", precision: Precision | None = None) -> dict[str, Any]:
+                 fingerprint: str = "") -> dict[str, Any]:
     """The session's report. Its per-symbol table is the exchange manager's session ledger (every
     order, reject and fill of the session, PnL counted from each opening position's mark), and the
     summary's trading figures are the sums of that table's columns, so the two always agree."""
@@ -74,7 +74,6 @@ def build_report(session_id: str, reason: str, stats: dict[str, Any], exchange: 
         "counters_source": source,
         "totals": totals,
         "per_symbol": per_symbol,
-        "precision": (precision or Precision()).to_dict(),
         "state_changes": [{"no": t.no, "ts": t.ts, "from": t.old.value, "to": t.new.value, "reason": t.reason}
                           for t in transitions],
     }
@@ -98,7 +97,7 @@ def write_report(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    precision = Precision.from_dict(report.get("precision", {}))
+    precision = Precision(report["per_symbol"])
     totals = report["totals"]
 
     def figure(key: str, value: Any) -> str:
@@ -140,14 +139,9 @@ def write_session_end(log_dir: Path, logs: SessionLogs, journal: Journal, counte
     """An ended session's report (and the archive of this orchestrator's session logs), with a line
     in the live log. A disk that refuses them is said in that line: ending is never refused."""
     counts, source = exchange_session(exchange_client, exchange, counters.session_id)
-    try:
-        reply = exchange_client.call("instruments", timeout_s=ASK_TIMEOUT_S, retries=0)
-        precision = Precision(reply.result if reply.ok else None)
-    except CommandTimeout:
-        precision = Precision()
     report = build_report(counters.session_id, reason, stats, counts, source,
                           journal.transitions(counters.session_id, last=10_000), started_at=counters.started_at,
-                          fingerprint=counters.fingerprint, precision=precision)
+                          fingerprint=counters.fingerprint)
     try:
         json_path, md_path = write_report(report, log_dir / "reports")
         archived = (str(archive_logs(logs.files(), log_dir / "archive", f"session_{counters.session_id}"))

@@ -203,13 +203,18 @@ class LiveTradingOrchestrator:
 
     def _require_storage(self, action: str) -> None:
         """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
-        if self._disk_problems:
-            raise Refused(f"{action}: {'; '.join(self._disk_problems)}")
-        if self._session_journal.held and not self._session_journal.retry():
-            raise Refused(f"{action}: the session journal cannot be written ({self._session_journal.error})")
+        problems = self._storage_problems(retry=True)
+        if problems:
+            raise Refused(f"{action}: {'; '.join(problems)}")
+
+    def _storage_problems(self, retry: bool = False) -> list[str]:
+        problems = list(self._disk_problems)
+        if self._session_journal.held and not (retry and self._session_journal.retry()):
+            problems.append(f"the session journal cannot be written ({self._session_journal.error})")
         book = self._components.components["exchange_manager"].stats.get("journal", {})
         if book.get("error"):
-            raise Refused(f"{action}: the exchange manager's book of record cannot be written ({book['error']})")
+            problems.append(f"the exchange manager's book of record cannot be written ({book['error']})")
+        return problems
 
     def _venue_holdings(self) -> str | None:
         """What the book of record (reconciled with the venues) still holds, or None when flat. A
@@ -266,7 +271,7 @@ class LiveTradingOrchestrator:
         verdict = stop_verdict(os.environ, self.settings.session.resume_after_stop)
         self._logs.live(verdict.line, event="orchestrator_stop", data={"ends_session": verdict.end})
         if verdict.end and self.get_state() != S.SHUTDOWN:
-            self.shutdown(f"daemon stopped: {verdict.line}")
+            self.shutdown(verdict.reason)
 
     def _end_failsafe_rounds(self) -> bool:
         """No further failsafe round (the session is ending); True if one was still going on."""
@@ -582,7 +587,8 @@ class LiveTradingOrchestrator:
         trigger = self._counters.failsafe_pending
         if trigger is None or self._runner.running:
             return
-        report = IncidentReport(self._counters.session_id, trigger, time.time(), timeline=list(self._timeline)[-50:])
+        report = IncidentReport(self._counters.session_id, trigger, time.time(), timeline=list(self._timeline)[-50:],
+                                storage=self._storage_problems())
         self._runner.start(report, self._failsafe_round)
 
     def _failsafe_again(self, reason: str) -> None:

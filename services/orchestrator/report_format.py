@@ -1,7 +1,8 @@
 """How the reports write times and numbers: UTC ISO 8601 times, and figures rounded to what they are.
 
 Quantities are rounded to their instrument's lot size and prices to its tick size (the instrument
-book, ``proto/instruments.py``, as the exchange manager serves it); money to cents. Float dust such
+book, ``proto/instruments.py``: the exchange manager's session counters carry each symbol's
+``tick_size`` and ``lot_size``); money to cents. Float dust such
 as ``-0.009999999999999997`` never reaches a report, nor does ``-0.00``.
 """
 
@@ -11,6 +12,8 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from proto.instruments import decimals
 
 FALLBACK_DECIMALS = 8  # an instrument the report knows nothing of: enough for any lot or tick in use
 
@@ -22,12 +25,11 @@ def utc(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def decimals(step: float | None) -> int:
-    """The decimals a grid step needs: 0.01 → 2, 1e-05 → 5, 0.5 → 1, 5 → 0."""
+def places(step: float | None) -> int:
+    """The decimals a grid step needs (0.01 → 2, 1e-05 → 5); an unknown step: FALLBACK_DECIMALS."""
     if not step or step <= 0 or not math.isfinite(step):
         return FALLBACK_DECIMALS
-    text = f"{step:.12f}".rstrip("0")
-    return len(text.split(".")[1]) if "." in text else 0
+    return decimals(step)
 
 
 def _fixed(value: float | None, places: int, grouped: bool = False) -> str:
@@ -46,27 +48,14 @@ def money(value: float | None) -> str:
 
 
 class Precision:
-    """Tick and lot size per symbol, from the exchange manager's ``instruments`` answer."""
+    """Tick and lot size per symbol, from rows that carry them (the session counters' rows)."""
 
-    def __init__(self, book: Mapping[str, Any] | None = None) -> None:
-        self.ticks: dict[str, float] = {}
-        self.lots: dict[str, float] = {}
-        for listing in (book or {}).get("connectors", {}).values():
-            for instrument in listing.get("instruments", []):
-                self.ticks.setdefault(instrument["symbol"], instrument.get("tick_size"))
-                self.lots.setdefault(instrument["symbol"], instrument.get("lot_size"))
+    def __init__(self, rows: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.ticks = {symbol: row.get("tick_size") for symbol, row in (rows or {}).items()}
+        self.lots = {symbol: row.get("lot_size") for symbol, row in (rows or {}).items()}
 
     def qty(self, symbol: str, value: float | None) -> str:
-        return _fixed(value, decimals(self.lots.get(symbol)))
+        return _fixed(value, places(self.lots.get(symbol)))
 
     def price(self, symbol: str, value: float | None) -> str:
-        return _fixed(value, decimals(self.ticks.get(symbol)))
-
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {"tick_size": self.ticks, "lot_size": self.lots}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Precision":
-        out = cls()
-        out.ticks, out.lots = dict(data.get("tick_size", {})), dict(data.get("lot_size", {}))
-        return out
+        return _fixed(value, places(self.ticks.get(symbol)))

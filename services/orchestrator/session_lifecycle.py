@@ -44,6 +44,7 @@ ASK_TIMEOUT_S = 2.0
 class StopVerdict:
     end: bool  # the session ends now
     line: str  # what the session log says about this stop
+    reason: str = ""  # the SHUTDOWN transition's reason, when it ends
 
 
 def supervisord_state(environ: Mapping[str, str], timeout_s: float = ASK_TIMEOUT_S) -> tuple[str | None, str]:
@@ -81,7 +82,9 @@ def stop_verdict(environ: Mapping[str, str], resume_after_stop: bool, timeout_s:
         if resume_after_stop:
             return StopVerdict(False, f"Daemon stopping ({how}): the session stays open "
                                       f"(session.resume_after_stop); the next start resumes it")
-        return StopVerdict(True, f"Daemon stopping ({how}): the session ends")
+        return StopVerdict(True, f"Daemon stopping ({how}): the session ends",
+                           "daemon stopped (supervisord is shutting down: Ctrl-C of make run, supervisorctl "
+                           "shutdown or SIGTERM to supervisord; or reloading)")
     if state == "RUNNING":
         return StopVerdict(False, "Orchestrator stopped alone (supervisord is RUNNING: a restart of this "
                                   "program): the session stays open; the next start resumes it")
