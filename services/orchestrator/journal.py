@@ -79,6 +79,15 @@ class Journal:
             return None
         return Restored(OrchestratorState(state), no, SessionCounters(**json.loads(counters_json)))
 
+    def ended_in(self) -> OrchestratorState | None:
+        """The state the latest session ended from (None: it has not ended, or there is none)."""
+        row = self._db.execute("SELECT session_id FROM sessions ORDER BY updated DESC LIMIT 1").fetchone()
+        last = None if row is None else self._db.execute(
+            "SELECT old, new FROM transitions WHERE session_id = ? ORDER BY no DESC LIMIT 1", row).fetchone()
+        if last is None or last[1] != OrchestratorState.SHUTDOWN.value:
+            return None
+        return OrchestratorState(last[0])
+
     def record(self, transition: Transition, counters: SessionCounters) -> None:
         with self._transaction():
             self._db.execute(

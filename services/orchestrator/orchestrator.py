@@ -350,6 +350,8 @@ class LiveTradingOrchestrator:
                 restored = None
         if restored is None:
             state, done, counters = S.STARTUP, 0, SessionCounters(fingerprint=settings_fingerprint)
+            # fail closed: after a session that ended in FAILSAFE, trading again is an operator's `open`
+            counters.auto_open_pending = self._journal.ended_in() != S.FAILSAFE
         else:
             state, done, counters = restored.state, restored.transitions_done, restored.counters
             counters.orchestrator_restarts += 1
@@ -405,8 +407,9 @@ class LiveTradingOrchestrator:
                 raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
                                  f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
         if restored is None:
+            waits = "" if counters.auto_open_pending else "; the last session ended in FAILSAFE: waits for tradectl open"
             self._logs.live(f"New session {counters.session_id}: state {state.name}, settings fingerprint "
-                            f"{counters.fingerprint}", event="session_start",
+                            f"{counters.fingerprint}{waits}", event="session_start",
                             data={"session_id": counters.session_id, "state": state.value,
                                   "fingerprint": counters.fingerprint})
         else:
