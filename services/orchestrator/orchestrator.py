@@ -30,13 +30,13 @@ from services.orchestrator.end_of_day import flatten_for_close, write_session_en
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.failsafe import FailsafeSequence, run_step
 from services.orchestrator.failsafe_runner import FailsafeRunner
-from services.orchestrator.health import Assessment, HealthMonitor
+from services.orchestrator.health import Assessment, HealthMonitor, publish_health
 from services.orchestrator.incident import IncidentReport
-from services.orchestrator.journal import WRITE_ERRORS, Journal, JournalUnavailable, SessionCounters, SessionJournal
+from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
 from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.session_counters import engine_decisions, trading_counters
 from services.orchestrator.session_fingerprint import fingerprint
-from services.orchestrator.session_lifecycle import configuration_change, stop_verdict
+from services.orchestrator.session_lifecycle import announce_session, begin_session, stop_verdict
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
 from services.orchestrator.supervision import Supervision, tracked_supervisor
@@ -338,24 +338,12 @@ class LiveTradingOrchestrator:
         settings = self.settings
         self._journal = Journal(settings.paths.state_dir / settings.orchestrator.journal_file)
         self._session_journal = SessionJournal(self._journal)
-        restored = self._journal.restore()
         self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
                                  backups=settings.orchestrator.session_log_backups)
-        settings_fingerprint = fingerprint(settings)
-        self._ended_at_start: tuple[SessionCounters, str] | None = None
-        if restored is not None:
-            change = configuration_change(restored.counters.fingerprint, settings_fingerprint)
-            if change is not None:
-                self._end_at_start(restored, change)
-                restored = None
-        if restored is None:
-            state, done, counters = S.STARTUP, 0, SessionCounters(fingerprint=settings_fingerprint)
-            # fail closed: after a session that ended in FAILSAFE, trading again is an operator's `open`
-            counters.auto_open_pending = self._journal.ended_in() != S.FAILSAFE
-        else:
-            state, done, counters = restored.state, restored.transitions_done, restored.counters
-            counters.orchestrator_restarts += 1
-            counters.fingerprint = counters.fingerprint or settings_fingerprint
+        # resume the unfinished session, or begin a new one (session_lifecycle.py)
+        begun = begin_session(self._journal, self._logs, fingerprint(settings))
+        state, done, counters = begun.state, begun.transitions_done, begun.counters
+        self._ended_at_start = begun.ended_at_start
         self._counters = counters
         self._machine = StateMachine(state, done, self._record)
         self._machine.add_callback(self._on_transition)
@@ -406,33 +394,8 @@ class LiveTradingOrchestrator:
                 self._runtime.close()
                 raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
                                  f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
-        if restored is None:
-            waits = "" if counters.auto_open_pending else "; the last session ended in FAILSAFE: waits for tradectl open"
-            self._logs.live(f"New session {counters.session_id}: state {state.name}, settings fingerprint "
-                            f"{counters.fingerprint}{waits}", event="session_start",
-                            data={"session_id": counters.session_id, "state": state.value,
-                                  "fingerprint": counters.fingerprint})
-        else:
-            self._logs.live(f"Restored session {counters.session_id} from journal: state {state.name}, "
-                            f"{done} transition(s), restart #{counters.orchestrator_restarts}",
-                            event="session_restored", data={"session_id": counters.session_id, "state": state.value,
-                                                            "transitions": done,
-                                                            "restart": counters.orchestrator_restarts})
-        self._note(f"orchestrator {'restored' if restored else 'started'} in {state.name}")
-
-    def _end_at_start(self, restored: Any, reason: str) -> None:
-        """The unfinished session cannot go on under these settings: journal its end; its report
-        follows once the exchange manager answers (``_report_ended_at_start``)."""
-        old = restored.counters
-        try:
-            self._journal.record(Transition(restored.transitions_done + 1, time.time(), restored.state, S.SHUTDOWN,
-                                            reason), old)
-        except WRITE_ERRORS as exc:  # the new session, journalled later, is the one resumed anyway
-            log.error("could not journal the end of session %s: %s", old.session_id, exc)
-        self._logs.live(f"Session {old.session_id} ended at start ({restored.state.name}): {reason}; a new session "
-                        f"begins", logging.WARNING, event="session_end",
-                        data={"session_id": old.session_id, "state": restored.state.value, "reason": reason})
-        self._ended_at_start = (old, reason)
+        announce_session(self._logs, begun)
+        self._note(f"orchestrator {'restored' if begun.resumed else 'started'} in {state.name}")
 
     def _report_ended_at_start(self) -> None:
         """The end-of-day report of a session ended at start, once the exchange manager is up."""
@@ -749,25 +712,9 @@ class LiveTradingOrchestrator:
 
     def _publish_health(self, ev: proto.Message) -> None:
         assert self._runtime is not None
+        publish_health(ev, self._runtime.publisher, self._logs)
         if isinstance(ev, proto.ConnectorHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "connector", ev)
-            self._logs.health(f"Connector {ev.connector}: {'healthy' if ev.healthy else 'UNHEALTHY'} "
-                              f"connected={ev.connected} latency_ms={ev.latency_ms:.2f} "
-                              f"received={ev.messages_received} dropped={ev.messages_dropped} "
-                              f"errors={ev.error_count} {ev.reason}".rstrip(),
-                              logging.INFO if ev.healthy else logging.WARNING,
-                              event="connector_health", data=proto.to_builtins(ev))
             self._fan_out(self._connector_callbacks, ev)
-        elif isinstance(ev, proto.EngineHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
-            if not ev.healthy:
-                self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING, event="engine_health",
-                                data=proto.to_builtins(ev))
-        elif isinstance(ev, proto.ProcessHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
-            if not ev.alive:
-                self._logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
-                                  logging.WARNING, event="process_health", data=proto.to_builtins(ev))
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:

@@ -28,12 +28,20 @@ journal still holds the open session and the next start resumes it.
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
+import time
 import xmlrpc.client
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from proto import OrchestratorState
+from services.orchestrator.journal import WRITE_ERRORS, Journal, Restored, SessionCounters
+from services.orchestrator.session_logs import SessionLogs
+from services.orchestrator.state_machine import Transition
 from services.parent_watch import supervised
+
+log = logging.getLogger(__name__)
 
 SUPERVISOR_URL_ENV = "SUPERVISOR_SERVER_URL"
 SHUTDOWN_STATE_FAULT = 6  # supervisor.xmlrpc.Faults.SHUTDOWN_STATE: refusing requests while stopping
@@ -97,3 +105,60 @@ def configuration_change(journalled: str, current: str) -> str | None:
     if not journalled or journalled == current:  # "": journalled before fingerprints existed
         return None
     return f"configuration changed (settings fingerprint {journalled} → {current})"
+
+
+def end_at_start(journal: Journal, logs: SessionLogs, restored: Restored, reason: str) -> tuple[SessionCounters, str]:
+    """The unfinished session cannot go on under these settings: journal its end (SHUTDOWN with
+    the reason) and say so; its end-of-day report follows once the exchange manager answers."""
+    old = restored.counters
+    try:
+        journal.record(Transition(restored.transitions_done + 1, time.time(), restored.state,
+                                  OrchestratorState.SHUTDOWN, reason), old)
+    except WRITE_ERRORS as exc:  # the new session, journalled later, is the one resumed anyway
+        log.error("could not journal the end of session %s: %s", old.session_id, exc)
+    logs.live(f"Session {old.session_id} ended at start ({restored.state.name}): {reason}; a new session begins",
+              logging.WARNING, event="session_end",
+              data={"session_id": old.session_id, "state": restored.state.value, "reason": reason})
+    return old, reason
+
+
+@dataclass
+class Begun:
+    state: OrchestratorState
+    transitions_done: int
+    counters: SessionCounters
+    resumed: bool
+    ended_at_start: tuple[SessionCounters, str] | None = None  # a session ended now, its report due
+
+
+def begin_session(journal: Journal, logs: SessionLogs, settings_fingerprint: str) -> Begun:
+    """Resume the unfinished session, unless its settings differ (then end it, and begin anew)."""
+    restored = journal.restore()
+    ended = None
+    if restored is not None:
+        change = configuration_change(restored.counters.fingerprint, settings_fingerprint)
+        if change is None:
+            counters = restored.counters
+            counters.orchestrator_restarts += 1
+            counters.fingerprint = counters.fingerprint or settings_fingerprint
+            return Begun(restored.state, restored.transitions_done, counters, resumed=True)
+        ended = end_at_start(journal, logs, restored, change)
+    counters = SessionCounters(fingerprint=settings_fingerprint)
+    # fail closed: after a session that ended in FAILSAFE, trading again takes an operator's `open`
+    counters.auto_open_pending = journal.ended_in() != OrchestratorState.FAILSAFE
+    return Begun(OrchestratorState.STARTUP, 0, counters, resumed=False, ended_at_start=ended)
+
+
+def announce_session(logs: SessionLogs, begun: Begun) -> None:
+    counters = begun.counters
+    if begun.resumed:
+        logs.live(f"Restored session {counters.session_id} from journal: state {begun.state.name}, "
+                  f"{begun.transitions_done} transition(s), restart #{counters.orchestrator_restarts}",
+                  event="session_restored", data={"session_id": counters.session_id, "state": begun.state.value,
+                                                  "transitions": begun.transitions_done,
+                                                  "restart": counters.orchestrator_restarts})
+        return
+    waits = "" if counters.auto_open_pending else "; the last session ended in FAILSAFE: it waits for tradectl open"
+    logs.live(f"New session {counters.session_id}: state {begun.state.name}, settings fingerprint "
+              f"{counters.fingerprint}{waits}", event="session_start",
+              data={"session_id": counters.session_id, "state": begun.state.value, "fingerprint": counters.fingerprint})
