@@ -3,7 +3,7 @@
 In this order: what happened, in one sentence (the title); the outcome and times (UTC, ISO 8601);
 what to do next, as the exact ``tradectl`` commands for the situation; what is left at the venue
 (positions with quantity, mark, notional and unrealized PnL; open orders); the session's PnL at the
-trigger and after the sequence; then the steps and the timeline. Quantities and prices are rounded
+trigger and after the sequence; then the steps, the timeline, and the book at the trigger. Quantities and prices are rounded
 to their instrument's lot and tick size, money to cents. The raw book before and after is in the
 JSON file beside it. Text from outside is escaped (``services/log_escape.py``).
 """
@@ -100,14 +100,15 @@ def precision_of(report: "IncidentReport") -> Precision:
     return Precision(rows)
 
 
-def _left(report: "IncidentReport", precision: Precision) -> list[str]:
-    if not _known(report.after):
-        return [f"The exchange manager did not answer: nothing is known ({escape(str(report.after.get('error', '')))}). "
+def _book(book: dict[str, Any], precision: Precision, confirmed: bool) -> list[str]:
+    """Positions (qty, mark, notional, unrealized PnL) and open orders, rounded."""
+    if not _known(book):
+        return [f"The exchange manager did not answer: nothing is known ({escape(str(book.get('error', '')))}). "
                 f"Check the venue."]
-    held, orders = positions_left(report.after), orders_left(report.after)
+    held, orders = positions_left(book), orders_left(book)
     if not held and not orders:
         return ["Nothing: no position and no open order in the book of record"
-                + (" (the venue confirmed it)." if report.ok else ".")]
+                + (" (the venue confirmed it)." if confirmed else ".")]
     lines: list[str] = []
     if held:
         lines += ["| symbol | qty | mark | notional | unrealized PnL (vs average price) |", "|---|---|---|---|---|"]
@@ -158,15 +159,15 @@ def markdown(report: "IncidentReport", keep_first_steps: int) -> str:
         "",
         *[f"{n}. {step}" for n, step in enumerate(next_steps(report), 1)],
         "",
-        "## What is left",
+        "## After the sequence: what is left",
         "",
-        *_left(report, precision),
+        *_book(report.after, precision, report.ok),
         "",
         "## Session PnL (realized + unrealized, counted from the session's start)",
         "",
         *_pnl_table(report),
         "",
-        "## What the system did (steps)",
+        "## Steps: what the system did",
         "",
         "| step | ok | ms | detail |",
         "|---|---|---|---|",
@@ -176,6 +177,10 @@ def markdown(report: "IncidentReport", keep_first_steps: int) -> str:
         "## Timeline (UTC; latest state changes and events)",
         "",
         *[f"- {utc(e.get('ts'))} {escape(str(e.get('what', '')))}" for e in report.timeline],
+        "",
+        "## Before: the book at the trigger",
+        "",
+        *_book(report.before, precision, False),
         "",
         "The book of record before and after the sequence, as read, is in the JSON file beside this one.",
         "",
