@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from proto.errors import ProtocolError
-from proto.fields import Name, OrderId, Price, Quantity, Symbol
+from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol
 from proto.limits import MAX_LIST_ITEMS, clip
 from proto.messages import Reply
 from proto.session import Side
@@ -114,6 +114,10 @@ class OrdersReceivedArgs(Args):
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_ORDER_ID_PAGE)] = MAX_ORDER_ID_PAGE
 
 
+class SessionArgs(Args):
+    session_id: OptionalId = ""  # "" the current session
+
+
 class LatencyArgs(Args):
     reset: bool = False  # clear the samples after reading them
 
@@ -144,6 +148,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "set_mode": ModeArgs,
     "reconcile": NoArgs,
     "reconciliation": NoArgs,
+    "session_stats": SessionArgs,
     # exchange manager and venue: the instrument specifications (proto.instruments)
     "instruments": NoArgs,
     # venue (simulator): order entry and fault injection
@@ -165,7 +170,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 # keep no reply of theirs for retries. Every other command runs at most once per command id.
 QUERIES: frozenset[str] = frozenset({
     "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders",
-    "instruments", "mass_status", "fills_since", "order_status", "orders_received",
+    "instruments", "session_stats", "mass_status", "fills_since", "order_status", "orders_received",
 })
 assert QUERIES <= ARG_SCHEMAS.keys()
 

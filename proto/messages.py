@@ -51,6 +51,7 @@ class StateChanged(Message):
     new: OrchestratorState
     reason: str
     transition_no: int
+    session_id: str = ""  # the session it belongs to ("" from an orchestrator of an older version)
 
 
 # --- commands and replies ----------------------------------------------------------------------

@@ -12,12 +12,17 @@ snapshot, so no change falls between the two). Trading is allowed only while all
     nothing would restart or stop never opens a position again (reducing orders still pass).
 A loop stall as long as the dead-man timeout makes the follower forget what it knew and ask again,
 as a restarted process does: each time trading is allowed again is a new opening (``openings``).
+
+It also learns which session the orchestrator runs (``session_id``, from its heartbeats, state
+changes and the snapshot) and tells ``on_session`` callbacks when it changes: a service's session
+counters (orders, fills, PnL, decisions) start again from zero in a new session.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import proto
 from bus import CommandTimeout
@@ -41,6 +46,8 @@ class SessionFollower:
         self.deadman_trips = 0
         self.stalls = 0
         self.openings = 0  # times trading became allowed: each is a fresh start for what follows it
+        self.session_id: str | None = None  # the orchestrator's session, once heard
+        self._session_callbacks: list[Callable[[str], None]] = []
         self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
         runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
                           self._on_message)
@@ -71,6 +78,10 @@ class SessionFollower:
         self._disabled_reason = None
         self._watch()
 
+    def on_session(self, callback: Callable[[str], None]) -> None:
+        """``callback(session_id)`` each time the orchestrator's session changes (the first included)."""
+        self._session_callbacks.append(callback)
+
     def summary(self) -> dict[str, object]:
         age = self.orchestrator_age_s()
         return {
@@ -81,6 +92,7 @@ class SessionFollower:
             "orchestrator_age_s": None if age == float("inf") else round(age, 3),
             "deadman_trips": self.deadman_trips,
             "stalls": self.stalls,
+            "orchestrator_session": self.session_id,
         }
 
     # -- how it learns ---------------------------------------------------------------------------
@@ -88,9 +100,23 @@ class SessionFollower:
     def _on_message(self, _topic: str, env: proto.Envelope) -> None:
         body = env.body
         if isinstance(body, proto.StateChanged):
+            self._learn_session(body.session_id)
             self._learn(body.new, env.ts_ns)
         elif isinstance(body, proto.Heartbeat) and body.state is not None:
+            session_id = body.stats.get("session_id")
+            self._learn_session(session_id if isinstance(session_id, str) else "")
             self._learn(body.state, env.ts_ns)
+
+    def _learn_session(self, session_id: str) -> None:
+        if not session_id or session_id == self.session_id:
+            return
+        log.info("session is now %s (was %s)", session_id, self.session_id)
+        self.session_id = session_id
+        for callback in list(self._session_callbacks):
+            try:
+                callback(session_id)
+            except Exception:  # one failing reaction must not keep the others (or the state) from going on
+                log.exception("reaction to the new session %s failed", session_id)
 
     def _learn(self, state: proto.OrchestratorState, said_ns: int | None = None) -> None:
         """``said_ns``: when the orchestrator published it (None: just now, e.g. a snapshot reply).
@@ -120,6 +146,8 @@ class SessionFollower:
         except (KeyError, ValueError):
             state = None
         if state is not None:
+            session_id = reply.result.get("session_id") if reply is not None else None
+            self._learn_session(session_id if isinstance(session_id, str) else "")
             self._learn(state)
         else:
             # Not reachable yet; its heartbeat will tell us too, but ask again shortly anyway.

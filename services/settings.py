@@ -67,6 +67,11 @@ class SessionSettings(BaseModel):
     # time ("data", for a replay), or "auto": the data's time when the venue simulator replays
     # recorded files, the wall clock otherwise.
     clock: Literal["auto", "wall", "data"] = "auto"
+    # A graceful stop of the whole daemon (Ctrl-C of `make run`, `supervisorctl shutdown`, SIGTERM
+    # to supervisord) ends the session: SHUTDOWN, end-of-day report, and the next start is a new
+    # session. True keeps it open instead, so the next start resumes it (as after a kill -9 or a
+    # restart of the orchestrator alone, which always resume).
+    resume_after_stop: bool = False
 
 
 class Settings(BaseSettings):

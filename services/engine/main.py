@@ -44,7 +44,9 @@ class Engine:
             self._by_symbol.setdefault(strategy.symbol, []).append(strategy)
         self.strategy_errors: dict[str, int] = {name: 0 for name in self.strategies}
         self.switched_off: set[str] = set()
-        self.decisions_made = 0
+        self.decisions_made = 0  # in this session (the orchestrator's, as the follower heard it)
+        self.session_id: str | None = None
+        self.session.on_session(self._new_session)
         self.suppressed = 0
         self.orders_refused = 0
         self.order_timeouts = 0
@@ -164,6 +166,15 @@ class Engine:
             self.switched_off.add(strategy.name)
             log.error("strategy %s switched off after %d errors", strategy.name, self.strategy_errors[strategy.name])
 
+    def _new_session(self, session_id: str) -> None:
+        """The session's counters start again from zero (an engine started in the middle of a
+        session counts from its start: the orchestrator adds what earlier engines counted)."""
+        if self.session_id is not None:
+            log.info("session %s: decisions start from zero (session %s made %d)", session_id, self.session_id,
+                     self.decisions_made)
+            self.decisions_made = 0
+        self.session_id = session_id
+
     # -- reporting -------------------------------------------------------------------------------
 
     def latency_ms(self, q: float) -> float:
@@ -175,6 +186,7 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         return {
             **self.session.summary(),
+            "session_id": self.session_id,
             "decisions_made": self.decisions_made,
             "latency_p50_ms": round(self.latency_ms(0.50), 4),
             "latency_p99_ms": round(self.latency_ms(0.99), 4),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import proto
 from bus.command_server import Handler
-from proto.commands import CancelArgs, ModeArgs, NoArgs, OrderArgs, SymbolArgs
+from proto.commands import CancelArgs, ModeArgs, NoArgs, OrderArgs, SessionArgs, SymbolArgs
 from services.session_follower import trading_handlers
 
 if TYPE_CHECKING:
@@ -56,6 +56,22 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         """``positions`` → ``ok(positions={symbol: {qty, avg_price, realized_pnl, unrealized_pnl,
         fees, volume, mark}})``.  CLI: ``tradectl positions [--json]``."""
         return {"positions": em.position_table()}
+
+    def session_stats(args: SessionArgs) -> dict[str, Any]:
+        """``session_stats``: the session's counters per symbol and their totals
+        (``session_ledger.py``): what the end-of-day report and the incident report show.
+
+        Wire: ``Command(name="session_stats", args={"session_id": str = ""})`` → ``ok(session_id,
+        started_ns, symbols={symbol: {opening_qty, opening_mark, opening_mark_source, orders,
+        rejected, fills, volume, fees, realized_pnl, unrealized_pnl, final_qty, mark, corrections}},
+        totals={orders, rejected, fills, volume, fees, realized_pnl, unrealized_pnl})`` for the
+        current session ("") or an ended one the journal still holds, else ``error``.
+        CLI: ``tradectl stats`` shows the current session's totals.
+        """
+        report = em.session_report(args.session_id)
+        if report is None:
+            raise proto.CommandError(f"no counters for session {args.session_id!r}")
+        return report
 
     def orders(_: NoArgs) -> dict[str, Any]:
         """``orders`` → ``ok(orders=[...])``: open orders first, then the latest closed ones.
@@ -116,6 +132,6 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         return {"outcomes": {name: asdict(o) for name, o in em.reconciler.outcomes.items()}}
 
     return {"instruments": instruments, "reconcile": reconcile, "reconciliation": reconciliation, "submit_order": submit_order, "cancel_order": cancel_order, "cancel_all": cancel_all,
-            "flatten": flatten, "positions": positions, "orders": orders, "strategy_book": strategy_book,
+            "flatten": flatten, "positions": positions, "orders": orders, "session_stats": session_stats, "strategy_book": strategy_book,
             "set_mode": set_mode,
             **trading_handlers(em.session)}

@@ -1,5 +1,5 @@
-"""The book of record on disk: orders, positions (the account's and each strategy's), applied
-fill ids and, per connector, the venue fill number up to which every fill was applied (the fill
+"""The book of record on disk: orders, positions (the account's and each strategy's), the latest
+sessions' ledgers (``session_ledger.py``), applied fill ids and, per connector, the venue fill number up to which every fill was applied (the fill
 cursor: a reconciliation asks the venue only for what follows), in SQLite (WAL).
 
 Every order is written before it leaves for a venue, and every change after. A commit in WAL mode
@@ -21,10 +21,12 @@ from pathlib import Path
 import proto
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.order_book import OrderRecord
+from services.exchange_manager.session_ledger import SessionLedger
 from services.positions import Position
 
 KEEP_FILL_IDS = 100_000
 KEEP_CLOSED_ORDERS = 10_000
+KEEP_SESSION_LEDGERS = 20  # the latest sessions' counters, for their end-of-day reports
 
 
 class OrderJournal:
@@ -44,9 +46,21 @@ class OrderJournal:
             CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS fill_cursors (
                 connector TEXT PRIMARY KEY, session INTEGER NOT NULL, applied INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS session_ledgers (
+                session_id TEXT PRIMARY KEY, updated_ns INTEGER NOT NULL, ledger TEXT NOT NULL);
         """)
 
-    def save_order(self, record: OrderRecord) -> None:
+    def save_order(self, record: OrderRecord, ledger: SessionLedger | None = None) -> None:
+        """The order, and the session's ledger (``session_ledger.py``) in the same transaction."""
+        if ledger is not None:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._save_order(record)
+                self.save_ledger(ledger)
+            return
+        self._save_order(record)
+
+    def _save_order(self, record: OrderRecord) -> None:
         self._db.execute(
             "INSERT INTO orders VALUES (?, ?, ?, ?) ON CONFLICT(client_order_id) DO UPDATE SET "
             "open = excluded.open, updated_ns = excluded.updated_ns, record = excluded.record",
@@ -54,15 +68,18 @@ class OrderJournal:
 
     def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position,
                   strategies: Mapping[tuple[str, str], float] | None = None,
-                  cursor: tuple[str, FillCursor] | None = None) -> None:
-        """The fill's id, its order, the position and the strategies' positions it changed, and its
-        connector's fill cursor, in one transaction."""
+                  cursor: tuple[str, FillCursor] | None = None, ledger: SessionLedger | None = None) -> None:
+        """The fill's id, its order, the position and the strategies' positions it changed, its
+        connector's fill cursor and the session's ledger, in one transaction: a restart never
+        finds the fill applied without its PnL in the session, or the other way round."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO fills (fill_id) VALUES (?)", (fill.fill_id,))
             if cursor is not None:
                 self.save_cursor(*cursor)
-            self.save_order(record)
+            self._save_order(record)
+            if ledger is not None:
+                self.save_ledger(ledger)
             self.save_positions({fill.symbol: position})
             self._db.executemany(
                 "INSERT INTO strategy_positions VALUES (?, ?, ?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
@@ -81,6 +98,20 @@ class OrderJournal:
         self._db.execute(
             "INSERT INTO fill_cursors VALUES (?, ?, ?) ON CONFLICT(connector) DO UPDATE SET "
             "session = excluded.session, applied = excluded.applied", (connector, cursor.session, cursor.applied))
+
+    def save_ledger(self, ledger: SessionLedger) -> None:
+        self._db.execute(
+            "INSERT INTO session_ledgers VALUES (?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+            "updated_ns = excluded.updated_ns, ledger = excluded.ledger",
+            (ledger.session_id or "", time.time_ns(), json.dumps(ledger.to_dict())))
+
+    def load_ledger(self, session_id: str | None = None) -> SessionLedger | None:
+        """The ledger of ``session_id``, or the latest one written (None: none)."""
+        row = self._db.execute(
+            "SELECT ledger FROM session_ledgers ORDER BY updated_ns DESC LIMIT 1" if session_id is None else
+            "SELECT ledger FROM session_ledgers WHERE session_id = ?", () if session_id is None else (session_id,)
+        ).fetchone()
+        return None if row is None else SessionLedger.from_dict(json.loads(row[0]))
 
     def load_cursors(self) -> dict[str, FillCursor]:
         return {connector: FillCursor(session, applied)
@@ -109,6 +140,9 @@ class OrderJournal:
                 "DELETE FROM orders WHERE open = 0 AND client_order_id NOT IN (SELECT client_order_id FROM "
                 "orders WHERE open = 0 ORDER BY updated_ns DESC LIMIT ?)", (KEEP_CLOSED_ORDERS,))
             self._db.execute("DELETE FROM fills WHERE seq <= (SELECT MAX(seq) FROM fills) - ?", (KEEP_FILL_IDS,))
+            self._db.execute(
+                "DELETE FROM session_ledgers WHERE session_id NOT IN (SELECT session_id FROM session_ledgers "
+                "ORDER BY updated_ns DESC LIMIT ?)", (KEEP_SESSION_LEDGERS,))
 
     def close(self) -> None:
         self._db.close()

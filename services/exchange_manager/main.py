@@ -25,6 +25,7 @@ from services.exchange_manager.journal_writes import JournalWrites
 from services.exchange_manager.order_book import FOREIGN, OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
+from services.exchange_manager.session_ledger import SessionLedger
 from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
 from services.exchange_manager.venue_watch import VenueWatch
 from services.latency import LatencyHistogram
@@ -68,6 +69,10 @@ class ExchangeManager:
             log.info("book of record restored: %d order(s), %d open; positions %s", len(orders),
                      len(self.book.open_orders()), {s: p.qty for s, p in self.positions.items()})
         self.marks: dict[str, float] = {}
+        # This session's counters (the book's positions carry over; these start again each session).
+        self.ledger = self.journal.load_ledger() or SessionLedger(None)
+        self.session.on_session(lambda _session_id: self._open_session())
+        self.book.on_rejected = lambda record: self.ledger.rejected(record.symbol)
         self.foreign_rejects = 0
         self._foreign_log = RateLimitedLog(log)
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
@@ -99,14 +104,17 @@ class ExchangeManager:
         if refusal is not None:
             self._refuse(args, *refusal)
         record = self.book.make(args, name)
+        self.ledger.order(args.symbol)
         # On disk before it enters the book and leaves: a restart knows it was sent. A disk that
         # refuses the write refuses an opening order; a reducing one (a flatten) goes anyway.
         reducing = self.gate.reduces(args, position, same_side)
         key = ("order", record.client_order_id)
         if not reducing and self.writes.failing:
+            self.ledger.order(args.symbol, -1)
             self._refuse(args, "journal_unavailable", self._journal_refusal())
-        if not self.writes.write(key, lambda: self.journal.save_order(record)) and not reducing:
+        if not self.writes.write(key, lambda: self.journal.save_order(record, self.ledger)) and not reducing:
             self.writes.discard(key)
+            self.ledger.order(args.symbol, -1)
             self._refuse(args, "journal_unavailable", self._journal_refusal())
         self.book.add(record)
         self._publish_order(record)
@@ -127,6 +135,8 @@ class ExchangeManager:
             kind=f"order_refused.{kind}", reason=reason, symbol=args.symbol,
             detail={"side": args.side.value, "qty": args.qty, "strategy": args.strategy}))
         self.book.rejected += 1
+        self.ledger.rejected(args.symbol)
+        self.writes.write(("ledger", ""), lambda: self.journal.save_ledger(self.ledger))
         if kind == "journal_unavailable":
             self.journal_refusals += 1
         raise Refused(reason)
@@ -225,12 +235,14 @@ class ExchangeManager:
         if record is None:
             return  # already applied
         position = self.positions.setdefault(fill.symbol, Position())
+        self.ledger.fill(fill.symbol, fill.side.sign, fill.qty, fill.price, fill.fee, position.avg_price)
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
         cursor = (fill.connector, self.reconciler.cursor(fill.connector)) if fill.venue_seq else None
         self.writes.write(("fill", fill.fill_id),
-                          lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor))
+                          lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor,
+                                                         ledger=self.ledger))
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
             fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
             qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
@@ -253,7 +265,10 @@ class ExchangeManager:
                 self._record(self.book.orders[cid])
         if outcome.position_mismatches:
             corrected = {s: self.positions[s] for s in outcome.position_mismatches}
+            for symbol, position in corrected.items():
+                self.ledger.corrected(symbol, position.qty)
             self.writes.write(("positions", ",".join(sorted(corrected))), lambda: self.journal.save_positions(corrected))
+            self.writes.write(("ledger", ""), lambda: self.journal.save_ledger(self.ledger))
         changed = bool(outcome.adopted or outcome.resolved or outcome.position_mismatches)
         # A clean periodic run is not news; a stale answer is a race, counted and asked again.
         level = logging.WARNING if outcome.position_mismatches or not (outcome.ok or outcome.stale) else (
@@ -263,6 +278,7 @@ class ExchangeManager:
                 outcome.ok, outcome.adopted, outcome.resolved, outcome.position_mismatches, outcome.duration_ms,
                 outcome.fill_pages, outcome.largest_reply_bytes, outcome.error)
         self.venue_watch.on_outcome(outcome)
+        self._open_session()
         if changed or not (outcome.ok or outcome.stale):
             self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
                 kind="reconciliation", reason=outcome.error or "book of record corrected from the venue",
@@ -270,7 +286,7 @@ class ExchangeManager:
                         "position_mismatches": {s: list(v) for s, v in outcome.position_mismatches.items()}}))
 
     def _record(self, record: OrderRecord) -> None:
-        self.writes.write(("order", record.client_order_id), lambda: self.journal.save_order(record))
+        self.writes.write(("order", record.client_order_id), lambda: self.journal.save_order(record, self.ledger))
         self._publish_order(record)
 
     def _publish_order(self, record: OrderRecord) -> None:
@@ -282,6 +298,41 @@ class ExchangeManager:
             self.marks[body.symbol] = (body.bid + body.ask) / 2
         elif isinstance(body, proto.Trade):
             self.marks[body.symbol] = body.price
+        else:
+            return
+        self.ledger.mark(body.symbol, self.marks[body.symbol])
+
+    # -- the session -----------------------------------------------------------------------------
+
+    def _open_session(self) -> None:
+        """A new session (the orchestrator's differs from the ledger's) opens a new ledger, once
+        the book is reconciled: its opening positions are then the venue's, not a journal's that a
+        reconciliation is about to correct. The orchestrator does not open a session before the
+        exchange manager reports it (``session_id`` in ``stats``)."""
+        session_id = self.session.session_id
+        if session_id is None or session_id == self.ledger.session_id or not self._book_reconciled():
+            return
+        ended = self.ledger
+        self.ledger = SessionLedger.open(session_id, self.positions, self.marks)
+        self.writes.write(("ledger", ""), lambda: self.journal.save_ledger(self.ledger))
+        log.info("session %s: counters start from zero (session %s ended with %s); opening positions %s",
+                 session_id, ended.session_id, ended.report(self.marks)["totals"],
+                 {s: (r.opening_qty, r.opening_mark) for s, r in self.ledger.rows.items()})
+
+    def _book_reconciled(self) -> bool:
+        verdict = self.reconciler.verdict
+        return bool(verdict and verdict.ok)
+
+    def session_report(self, session_id: str = "") -> dict[str, Any] | None:
+        """The counters of the current session, or of ``session_id`` (an ended one, from the journal)."""
+        if not session_id or session_id == self.ledger.session_id:
+            return self.ledger.report(self.marks, self._steps)
+        ledger = self.journal.load_ledger(session_id)
+        return None if ledger is None else ledger.report({}, self._steps)
+
+    def _steps(self, symbol: str) -> tuple[float | None, float | None]:
+        instrument, _ = self.instruments.lookup("", symbol)
+        return (None, None) if instrument is None else (instrument.tick_size, instrument.lot_size)
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -294,17 +345,23 @@ class ExchangeManager:
 
     def stats(self) -> dict[str, Any]:
         verdict = self.reconciler.verdict
+        session = self.ledger.report(self.marks, self._steps)
+        totals = session["totals"]
         return {
             **self.session.summary(),
-            "orders_submitted": self.book.submitted,
-            "orders_rejected": self.book.rejected,
+            # The session's counters (session_ledger.py); positions are the account's holdings.
+            "session_id": self.ledger.session_id,
+            "orders_submitted": totals["orders"],
+            "orders_rejected": totals["rejected"],
+            "fills": totals["fills"],
+            "volume": totals["volume"],
+            "realized_pnl": totals["realized_pnl"],
+            "unrealized_pnl": totals["unrealized_pnl"],
+            "fees": totals["fees"],
+            "session_symbols": session["symbols"],
             "foreign_rejects": self.foreign_rejects,
-            "fills": self.book.fills,
             "open_orders": len(self.book.open_orders()),
             "positions": {s: p.qty for s, p in self.positions.items()},
-            "realized_pnl": sum(p.realized_pnl for p in self.positions.values()),
-            "unrealized_pnl": sum(p.unrealized(self.marks.get(s)) for s, p in self.positions.items()),
-            "fees": sum(p.fees for p in self.positions.values()),
             "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,

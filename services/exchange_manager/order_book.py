@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import proto
@@ -83,6 +84,8 @@ class OrderBook:
         self.rejected = 0
         self.fills = 0
         self.adopted = 0
+        # Told of every order that becomes rejected (by the venue, a reconciliation, a lost connection).
+        self.on_rejected: Callable[[OrderRecord], None] | None = None
 
     def restore(self, records: list[OrderRecord], fill_ids: list[str]) -> None:
         """Load what the journal kept (oldest first), after a restart."""
@@ -169,6 +172,8 @@ class OrderBook:
             return
         if status == OrderStatus.REJECTED:
             self.rejected += 1
+            if self.on_rejected is not None:
+                self.on_rejected(record)
         record.status = status
         record.reason = reason or record.reason
         record.updated_ns = time.time_ns()

@@ -152,13 +152,16 @@ class FailsafeSequence:
         return None
 
     def _book(self) -> dict[str, Any]:
-        positions = orders = None
+        """Positions, open orders and the session's counters (its PnL), for the incident report."""
+        positions = orders = session = None
         try:
             reply = self._exchange.call("positions")
             positions = reply.result.get("positions") if reply.ok else reply.error
             reply = self._exchange.call("orders")
             orders = [o for o in reply.result.get("orders", []) if o["status"] in ("new", "acknowledged",
                                                                                  "partially_filled")]
+            reply = self._exchange.call("session_stats")
+            session = reply.result if reply.ok else reply.error
         except CommandTimeout as exc:
-            return {"error": str(exc)}
-        return {"positions": positions, "open_orders": orders}
+            return {"error": str(exc), "positions": positions, "open_orders": orders}
+        return {"positions": positions, "open_orders": orders, "session": session}

@@ -33,9 +33,10 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
     def state(_: NoArgs) -> dict[str, Any]:
         """``state``: the session state's lower-case name.
 
-        Wire: ``Command(name="state")`` → ``ok(state="live")``.  CLI: ``tradectl state``.
+        Wire: ``Command(name="state")`` → ``ok(state="live", session_id)``.  CLI: ``tradectl state``.
+        A restarted trading process learns the session from it (its counters are per session).
         """
-        return {"state": orch.get_state().value}
+        return {"state": orch.get_state().value, "session_id": orch.session_id}
 
     def status(_: NoArgs) -> dict[str, Any]:
         """``status``: the state and every component's liveness.

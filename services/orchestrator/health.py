@@ -9,6 +9,7 @@ this module only judges.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 import proto
 from services.orchestrator.components import ComponentTracker
+from bus import Publisher
+from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.settings import HealthSettings
 from services.orchestrator.supervision import SUPERVISOR
 
@@ -113,3 +116,25 @@ class HealthMonitor:
         pnl = float(st.get("realized_pnl", 0.0)) + float(st.get("unrealized_pnl", 0.0))
         if pnl < -self._cfg.max_daily_loss:
             out.critical = f"loss limit: PnL {pnl:,.2f} beyond -{self._cfg.max_daily_loss:,.2f}"
+
+
+def publish_health(ev: proto.Message, publisher: Publisher, logs: SessionLogs) -> None:
+    """Publish a health event on ``health.<kind>`` and log what an operator must see."""
+    if isinstance(ev, proto.ConnectorHealthEvent):
+        publisher.publish(proto.topics.HEALTH_PREFIX + "connector", ev)
+        logs.health(f"Connector {ev.connector}: {'healthy' if ev.healthy else 'UNHEALTHY'} "
+                    f"connected={ev.connected} latency_ms={ev.latency_ms:.2f} "
+                    f"received={ev.messages_received} dropped={ev.messages_dropped} "
+                    f"errors={ev.error_count} {ev.reason}".rstrip(),
+                    logging.INFO if ev.healthy else logging.WARNING,
+                    event="connector_health", data=proto.to_builtins(ev))
+    elif isinstance(ev, proto.EngineHealthEvent):
+        publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
+        if not ev.healthy:
+            logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING, event="engine_health",
+                      data=proto.to_builtins(ev))
+    elif isinstance(ev, proto.ProcessHealthEvent):
+        publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
+        if not ev.alive:
+            logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
+                        logging.WARNING, event="process_health", data=proto.to_builtins(ev))

@@ -33,6 +33,13 @@ class SessionCounters:
     failsafe_pending: str | None = None
     # True until the first READY: the automatic open applies at start-up only.
     auto_open_pending: bool = True
+    # The settings the session runs under (session_fingerprint.py); "" in a journal older than it.
+    fingerprint: str = ""
+    # Decisions the engine's earlier processes made in this session, and the latest process's
+    # epoch and count (session_counters.py).
+    engine_decisions_base: int = 0
+    engine_epoch: int | None = None
+    engine_decisions_last: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,15 @@ class Journal:
         if state == OrchestratorState.SHUTDOWN.value:
             return None
         return Restored(OrchestratorState(state), no, SessionCounters(**json.loads(counters_json)))
+
+    def ended_in(self) -> OrchestratorState | None:
+        """The state the latest session ended from (None: it has not ended, or there is none)."""
+        row = self._db.execute("SELECT session_id FROM sessions ORDER BY updated DESC LIMIT 1").fetchone()
+        last = None if row is None else self._db.execute(
+            "SELECT old, new FROM transitions WHERE session_id = ? ORDER BY no DESC LIMIT 1", row).fetchone()
+        if last is None or last[1] != OrchestratorState.SHUTDOWN.value:
+            return None
+        return OrchestratorState(last[0])
 
     def record(self, transition: Transition, counters: SessionCounters) -> None:
         with self._transaction():

@@ -26,14 +26,17 @@ from proto import OrchestratorState as S
 from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.disk_watch import MIB, DiskWatch
-from services.orchestrator.end_of_day import archive_logs, ask, build_report, flatten_for_close, write_report
+from services.orchestrator.end_of_day import flatten_for_close, write_session_end
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.failsafe import FailsafeSequence, run_step
 from services.orchestrator.failsafe_runner import FailsafeRunner
-from services.orchestrator.health import Assessment, HealthMonitor
+from services.orchestrator.health import Assessment, HealthMonitor, publish_health
 from services.orchestrator.incident import IncidentReport
 from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
 from services.orchestrator.metrics import MetricsServer
+from services.orchestrator.session_counters import engine_decisions, trading_counters
+from services.orchestrator.session_fingerprint import fingerprint
+from services.orchestrator.session_lifecycle import announce_session, begin_session, stop_verdict
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
 from services.orchestrator.supervision import Supervision, tracked_supervisor
@@ -130,6 +133,10 @@ class LiveTradingOrchestrator:
     def get_state(self) -> S:
         return S.STARTUP if self._machine is None else self._machine.state
 
+    @property
+    def session_id(self) -> str:
+        return self._counters.session_id
+
     def get_stats(self) -> dict[str, Any]:
         return self._in_loop(self._stats)
 
@@ -179,7 +186,9 @@ class LiveTradingOrchestrator:
 
     def _reconciled(self) -> bool:
         """The exchange manager's book agrees with its venues (its latest reconciliation passed)."""
-        return bool(self._components.components["exchange_manager"].stats.get("reconciled"))
+        stats = self._components.components["exchange_manager"].stats
+        # ... and counts this session's orders and PnL (it took up the session: session_ledger.py)
+        return bool(stats.get("reconciled")) and stats.get("session_id") == self._counters.session_id
 
     def _require_reconciled(self, action: str) -> None:
         if not self._reconciled():
@@ -194,13 +203,18 @@ class LiveTradingOrchestrator:
 
     def _require_storage(self, action: str) -> None:
         """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
-        if self._disk_problems:
-            raise Refused(f"{action}: {'; '.join(self._disk_problems)}")
-        if self._session_journal.held and not self._session_journal.retry():
-            raise Refused(f"{action}: the session journal cannot be written ({self._session_journal.error})")
+        problems = self._storage_problems(retry=True)
+        if problems:
+            raise Refused(f"{action}: {'; '.join(problems)}")
+
+    def _storage_problems(self, retry: bool = False) -> list[str]:
+        problems = list(self._disk_problems)
+        if self._session_journal.held and not (retry and self._session_journal.retry()):
+            problems.append(f"the session journal cannot be written ({self._session_journal.error})")
         book = self._components.components["exchange_manager"].stats.get("journal", {})
         if book.get("error"):
-            raise Refused(f"{action}: the exchange manager's book of record cannot be written ({book['error']})")
+            problems.append(f"the exchange manager's book of record cannot be written ({book['error']})")
+        return problems
 
     def _venue_holdings(self) -> str | None:
         """What the book of record (reconciled with the venues) still holds, or None when flat. A
@@ -233,24 +247,15 @@ class LiveTradingOrchestrator:
                                         self.settings.orchestrator.close_flatten_timeout_s)
         self._end_failsafe_rounds()
         self._transition(S.SHUTDOWN, f"{reason} (flatten: {flatten})")
-        return self._end_of_day()
+        return self._end_of_day(f"{reason} (flatten: {flatten})")
 
-    def _ask(self, service: str, command: str) -> dict[str, Any]:
-        return ask(self._peers[service], command)
-
-    def _end_of_day(self) -> dict[str, Any]:
-        report = build_report(
-            self._counters.session_id, self._stats(),
-            self._ask("exchange_manager", "positions").get("positions", {}),
-            self._ask("exchange_manager", "orders").get("orders", []),
-            self._journal.transitions(self._counters.session_id, last=10_000))
-        log_dir = self.settings.paths.log_dir
-        json_path, md_path = write_report(report, log_dir / "reports")
-        archive = archive_logs(self._logs.files(), log_dir / "archive",
-                               f"session_{self._counters.session_id}")
-        self._logs.live(f"End-of-day report {json_path}; logs archived to {archive}", event="end_of_day",
-                        data={"report": str(json_path), "archive": str(archive)})
-        return {"report": str(json_path), "report_md": str(md_path), "archive": str(archive)}
+    def _end_of_day(self, reason: str, counters: SessionCounters | None = None) -> dict[str, Any]:
+        """The ended session's report and log archive (``end_of_day.py``); ``counters``: a session
+        ended at start, not the current one."""
+        counters = counters or self._counters
+        return write_session_end(self.settings.paths.log_dir, self._logs, self._journal, counters, reason,
+                                 self._stats() if counters is self._counters else {},
+                                 self._peers["exchange_manager"], self._components.components["exchange_manager"])
 
     def shutdown(self, reason: str = "operator shutdown") -> None:
         """End the session. Never refused for a FAILSAFE sequence under way: its current round
@@ -258,6 +263,15 @@ class LiveTradingOrchestrator:
         if self.get_state() != S.SHUTDOWN and self._end_failsafe_rounds():
             reason += f" (failsafe sequence stopped before the venue was verified flat: {self._venue_holdings() or 'book flat'})"
         self._transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
+        self._end_of_day(reason)
+
+    def _end_if_daemon_stops(self) -> None:
+        """On the way out: a graceful stop of the whole daemon ends the session
+        (``session_lifecycle.py``); a restart of the orchestrator alone leaves it open."""
+        verdict = stop_verdict(os.environ, self.settings.session.resume_after_stop)
+        self._logs.live(verdict.line, event="orchestrator_stop", data={"ends_session": verdict.end})
+        if verdict.end and self.get_state() != S.SHUTDOWN:
+            self.shutdown(verdict.reason)
 
     def _end_failsafe_rounds(self) -> bool:
         """No further failsafe round (the session is ending); True if one was still going on."""
@@ -324,15 +338,13 @@ class LiveTradingOrchestrator:
         settings = self.settings
         self._journal = Journal(settings.paths.state_dir / settings.orchestrator.journal_file)
         self._session_journal = SessionJournal(self._journal)
-        restored = self._journal.restore()
-        if restored is None:
-            state, done, counters = S.STARTUP, 0, SessionCounters()
-        else:
-            state, done, counters = restored.state, restored.transitions_done, restored.counters
-            counters.orchestrator_restarts += 1
-        self._counters = counters
         self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
                                  backups=settings.orchestrator.session_log_backups)
+        # resume the unfinished session, or begin a new one (session_lifecycle.py)
+        begun = begin_session(self._journal, self._logs, fingerprint(settings))
+        state, done, counters = begun.state, begun.transitions_done, begun.counters
+        self._ended_at_start = begun.ended_at_start
+        self._counters = counters
         self._machine = StateMachine(state, done, self._record)
         self._machine.add_callback(self._on_transition)
         for callback in self._state_callbacks:
@@ -360,6 +372,7 @@ class LiveTradingOrchestrator:
                             for name in TRADING_PEERS}
         self._runner = FailsafeRunner(
             FailsafeSequence(fs, failsafe_clients["engine"], failsafe_clients["exchange_manager"]), fs, self._post)
+        self._runtime.before_close(self._end_if_daemon_stops)
         # Stopping in the middle of the sequence: give its round a moment before its sockets close;
         # the journal still holds the trigger and the next start goes on with it.
         self._runtime.before_close(self._stop_failsafe_for_exit)
@@ -381,16 +394,16 @@ class LiveTradingOrchestrator:
                 self._runtime.close()
                 raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
                                  f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
-        if restored is None:
-            self._logs.live(f"New session {counters.session_id}: state {state.name}", event="session_start",
-                            data={"session_id": counters.session_id, "state": state.value})
-        else:
-            self._logs.live(f"Restored session {counters.session_id} from journal: state {state.name}, "
-                            f"{done} transition(s), restart #{counters.orchestrator_restarts}",
-                            event="session_restored", data={"session_id": counters.session_id, "state": state.value,
-                                                            "transitions": done,
-                                                            "restart": counters.orchestrator_restarts})
-        self._note(f"orchestrator {'restored' if restored else 'started'} in {state.name}")
+        announce_session(self._logs, begun)
+        self._note(f"orchestrator {'restored' if begun.resumed else 'started'} in {state.name}")
+
+    def _report_ended_at_start(self) -> None:
+        """The end-of-day report of a session ended at start, once the exchange manager is up."""
+        if self._ended_at_start is None or not self._components.alive("exchange_manager"):
+            return
+        counters, reason = self._ended_at_start
+        self._ended_at_start = None
+        self._end_of_day(reason, counters)
 
     def _serve(self) -> None:
         assert self._runtime is not None
@@ -510,7 +523,8 @@ class LiveTradingOrchestrator:
     def _on_transition(self, old: S, new: S, reason: str) -> None:
         assert self._runtime is not None and self._machine is not None
         self._runtime.publisher.publish(proto.topics.STATE, proto.StateChanged(
-            old=old, new=new, reason=reason, transition_no=self._machine.transitions_done))
+            old=old, new=new, reason=reason, transition_no=self._machine.transitions_done,
+            session_id=self._counters.session_id))
         self._logs.live(f"State transition: {old.name} → {new.name} ({reason})", event="state_transition",
                         data={"old": old.value, "new": new.value, "reason": reason})
         self._note(f"{old.name} → {new.name}: {reason}")
@@ -539,7 +553,8 @@ class LiveTradingOrchestrator:
         trigger = self._counters.failsafe_pending
         if trigger is None or self._runner.running:
             return
-        report = IncidentReport(self._counters.session_id, trigger, time.time(), timeline=list(self._timeline)[-50:])
+        report = IncidentReport(self._counters.session_id, trigger, time.time(), timeline=list(self._timeline)[-50:],
+                                storage=self._storage_problems())
         self._runner.start(report, self._failsafe_round)
 
     def _failsafe_again(self, reason: str) -> None:
@@ -591,6 +606,7 @@ class LiveTradingOrchestrator:
 
     def _tick(self) -> None:
         self._check_disk()
+        self._report_ended_at_start()
         state = self.get_state()
         risk_ok = not self._session_journal.held and not self._disk_problems
         if state == S.STARTUP and not self._components.not_alive() and risk_ok:
@@ -696,25 +712,9 @@ class LiveTradingOrchestrator:
 
     def _publish_health(self, ev: proto.Message) -> None:
         assert self._runtime is not None
+        publish_health(ev, self._runtime.publisher, self._logs)
         if isinstance(ev, proto.ConnectorHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "connector", ev)
-            self._logs.health(f"Connector {ev.connector}: {'healthy' if ev.healthy else 'UNHEALTHY'} "
-                              f"connected={ev.connected} latency_ms={ev.latency_ms:.2f} "
-                              f"received={ev.messages_received} dropped={ev.messages_dropped} "
-                              f"errors={ev.error_count} {ev.reason}".rstrip(),
-                              logging.INFO if ev.healthy else logging.WARNING,
-                              event="connector_health", data=proto.to_builtins(ev))
             self._fan_out(self._connector_callbacks, ev)
-        elif isinstance(ev, proto.EngineHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "engine", ev)
-            if not ev.healthy:
-                self._logs.live(f"Engine unhealthy: {ev.reason}", logging.WARNING, event="engine_health",
-                                data=proto.to_builtins(ev))
-        elif isinstance(ev, proto.ProcessHealthEvent):
-            self._runtime.publisher.publish(proto.topics.HEALTH_PREFIX + "process", ev)
-            if not ev.alive:
-                self._logs.health(f"Process {ev.service}: missing (heartbeat age {ev.heartbeat_age_s:.1f}s)",
-                                  logging.WARNING, event="process_health", data=proto.to_builtins(ev))
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
@@ -837,7 +837,7 @@ class LiveTradingOrchestrator:
 
     def _stats(self) -> dict[str, Any]:
         comps = self._components.components
-        engine, exchange = comps["engine"].stats, comps["exchange_manager"].stats
+        engine = comps["engine"].stats
         horizon = time.time() - self.settings.orchestrator.degradation_window_s
         return {
             "session_id": self._counters.session_id,
@@ -850,19 +850,18 @@ class LiveTradingOrchestrator:
             "safety_events": self._safety_events,
             "process_alerts": dict(self._process_alerts),
             **self._supervision.stats(),
-            "decisions_made": engine.get("decisions_made", 0),
             "engine_latency_p50_ms": engine.get("latency_p50_ms", 0.0),
             "engine_latency_p99_ms": engine.get("latency_p99_ms", 0.0),
             "engine_errors": engine.get("error_count", 0),
-            "orders_submitted": exchange.get("orders_submitted", 0),
-            "orders_rejected": exchange.get("orders_rejected", 0),
-            "fills": exchange.get("fills", 0),
-            "open_orders": exchange.get("open_orders", 0),
-            "positions": exchange.get("positions", {}),
-            "realized_pnl": exchange.get("realized_pnl", 0.0),
-            "unrealized_pnl": exchange.get("unrealized_pnl", 0.0),
-            "fees": exchange.get("fees", 0.0),
+            # this session's: session_counters.py
+            **trading_counters(comps["exchange_manager"], self._decisions(), self._counters.session_id),
         }
+
+    def _decisions(self) -> int:
+        decisions, changed = engine_decisions(self._components.components["engine"], self._counters)
+        if changed:
+            self._save_counters()
+        return decisions
 
     def _metrics_snapshot(self) -> dict[str, Any]:
         assert self._runtime is not None
@@ -891,6 +890,8 @@ class LiveTradingOrchestrator:
             **self._runtime.process_status(),
             "state": self.get_state().value,
             "session_id": self._counters.session_id,
+            "session_fingerprint": self._counters.fingerprint,
+            "session_started_at": self._counters.started_at,
             "failsafe_pending": self._counters.failsafe_pending,
             "failsafe_running": self._runner.running,
             "journal": {"ok": not self._session_journal.held, "error": self._session_journal.error,

@@ -98,7 +98,8 @@ def state(as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: state and components.")
 def status(as_json: bool) -> None:
-    """Each process: alive, pid, last heartbeat age, restarts seen.
+    """Each process: alive, pid, last heartbeat age, restarts seen; the session and the
+    fingerprint of the settings it runs under (a start under others begins a new session).
 
     \b
     Example:
@@ -108,7 +109,9 @@ def status(as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
-    table = Table(title=f"session {result['session_id']}: {result['state']}")
+    fingerprint = result.get("session_fingerprint")
+    table = Table(title=f"session {result['session_id']}: {result['state']}"
+                        + (f" (settings fingerprint {fingerprint})" if fingerprint else ""))
     for column in ("service", "alive", "pid", "heartbeat age (s)", "restarts", "trading"):
         table.add_column(column)
     for name, comp in result["components"].items():

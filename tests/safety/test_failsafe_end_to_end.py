@@ -8,6 +8,7 @@ even once the engine and the exchange manager have been restarted.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import proto
@@ -96,6 +97,22 @@ def test_price_jump_failsafe_flattens_reports_alerts_and_stays_closed(make_daemo
             assert heading in md, md
         for name in STEP_ORDER:
             assert f"| {name} | yes |" in md, md
+        # for 3 a.m.: what happened in one sentence, what to do, what is left, PnL before and after,
+        # UTC times, figures rounded to the instrument (no float dust)
+        title = md.splitlines()[0]
+        assert title.startswith(f"# FAILSAFE incident, session {report['session_id']}: FAILSAFE at ") and \
+            "confirmed flat" in title, title
+        assert re.search(r"- Started: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(UTC\)", md), md
+        assert "`tradectl reset` (FAILSAFE → READY), then `tradectl open`" in md, md
+        left = md.split("## After the sequence: what is left")[1].split("##")[0]
+        assert "Nothing: no position and no open order" in left, left
+        at_trigger = md.split("## Before: the book at the trigger")[1]
+        assert "| SOL-USD |" in at_trigger, at_trigger  # its position, with qty, mark, notional, PnL
+        pnl = md.split("## Session PnL")[1].split("##")[0]
+        assert re.search(r"\| at the trigger \| -?[\d,]+\.\d\d \| -?[\d,]+\.\d\d \| -?[\d,]+\.\d\d \|", pnl), pnl
+        assert re.search(r"\| after the sequence \| -?[\d,]+\.\d\d \| 0\.00 \| -?[\d,]+\.\d\d \|", pnl), pnl
+        assert after["session"]["totals"]["unrealized_pnl"] == 0 and "realized_pnl" in before["session"]["totals"]
+        assert not re.search(r"\d\.\d{9,}", md), md
 
         # the alert, posted as JSON to the webhook
         post = wait_until(lambda: sink.posts and sink.posts[0], 5)
