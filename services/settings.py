@@ -28,6 +28,7 @@ from deploy.settings import SupervisionSettings
 from services.data_router.settings import DataRouterSettings
 from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
+from services.log_storm import LogStormSettings
 from services.orchestrator.settings import OrchestratorSettings
 from services.safety.settings import SafetySettings
 from services.venue_sim.settings import VenueSimSettings
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     venue_sim: VenueSimSettings = VenueSimSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    # How every log (each program's own and the session logs) aggregates a storm of one kind of
+    # record (services/log_storm.py).
+    logs: LogStormSettings = LogStormSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

@@ -332,7 +332,8 @@ class LiveTradingOrchestrator:
             counters.orchestrator_restarts += 1
         self._counters = counters
         self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
-                                 backups=settings.orchestrator.session_log_backups)
+                                 backups=settings.orchestrator.session_log_backups,
+                                 budget_bytes=settings.orchestrator.session_log_budget_bytes, storm=settings.logs)
         self._machine = StateMachine(state, done, self._record)
         self._machine.add_callback(self._on_transition)
         for callback in self._state_callbacks:
@@ -368,6 +369,7 @@ class LiveTradingOrchestrator:
         self._disk = DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
                                int(oset.min_free_disk_mb * MIB))
         self._runtime.reactor.call_every(1.0, self._retry_journal)
+        self._runtime.reactor.call_every(1.0, self._logs.flush)  # a storm's summary once it is over
         self._watch_supervision()
         self._health = HealthMonitor(oset.health)
         self._last_assessment = 0.0

@@ -148,5 +148,5 @@ class Venue:
 
 def main() -> None:
     settings = load_settings_or_exit("venue_sim")
-    configure_logging()
+    configure_logging(settings.logs)
     Venue(settings).run()
