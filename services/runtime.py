@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
@@ -57,10 +57,16 @@ def load_settings_or_exit(service: str) -> Settings:
     except SettingsError as exc:
         problems = str(exc).splitlines()
     if problems:
-        for line in problems:
-            print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_BAD_SETTINGS) from None
+        exit_bad_settings(service, problems)
     return settings
+
+
+def exit_bad_settings(service: str, problems: list[str]) -> NoReturn:
+    """One line per problem on stderr, no traceback, and ``EXIT_BAD_SETTINGS``: supervisord marks
+    the program FATAL instead of restarting it forever."""
+    for line in problems:
+        print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_BAD_SETTINGS) from None
 
 
 def configure_logging(storm: LogStormSettings | None = None) -> None:
