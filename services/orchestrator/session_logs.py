@@ -63,6 +63,8 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
 # Events whose key is one state of a stream (a connector's health): a change is written at once.
 STREAM_FIELDS: dict[str, tuple[str, ...]] = {"connector_health": ("connector",)}
 STORM_SUMMARY = "storm_summary"
+# Characters of a message or field kept in a storm key: the key table's memory stays bounded.
+KEY_CHARS = 200
 
 
 def part_bytes(max_bytes: int, backups: int, budget_bytes: int | None) -> dict[str, int]:
@@ -164,7 +166,8 @@ def _storm_key(kinds: tuple[str, ...], message: str, level: int, event: str,
     """(key, stream, context for the summary) of a line: see ``KEY_FIELDS`` and ``STREAM_FIELDS``."""
     fields = KEY_FIELDS.get(event)
     if fields is None:
-        return (kinds, level, event, message), None, (kinds, level, event, repr(message), None)
+        text = message[:KEY_CHARS]
+        return (kinds, level, event, text), None, (kinds, level, event, repr(text), None)
     named = {field: _plain(data.get(field, "")) for field in fields}
     label = " ".join([event, *(str(v) for v in named.values() if v != "")])
     stream_fields = STREAM_FIELDS.get(event)
@@ -173,5 +176,7 @@ def _storm_key(kinds: tuple[str, ...], message: str, level: int, event: str,
 
 
 def _plain(value: Any) -> Hashable:
-    """A key field's value as something hashable (the fields come from a peer's message)."""
-    return value if isinstance(value, (str, bool, int, float)) or value is None else repr(value)
+    """A key field's value as something hashable and short (the fields come from a peer's message)."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return (value if isinstance(value, str) else repr(value))[:KEY_CHARS]
