@@ -5,7 +5,8 @@ same refusal, the same again in the governance log and the JSON lines (44 MB of 
 minutes), and 10,000 refusals held the orchestrator's loop 3.5 s writing them (every peer's
 dead-man switch tripped). So, per kind of record (its *key*, below):
 
-* the first ``full_lines`` records of a key within ``interval_s`` are written in full;
+* the first ``logs.storm_full_lines`` records of a key within ``logs.storm_interval_s`` are
+  written in full;
 * the rest are held back and counted; when the interval ends one summary line says exactly how
   many, at the level of the records it stands for, e.g.
   ``... governance order_refused.max_orders_per_s BTC-USD: 1,234 more in the last 10 s (first
@@ -16,8 +17,8 @@ dead-man switch tripped). So, per kind of record (its *key*, below):
 * a record of a *stream* (one connector's health) whose key differs from its stream's previous
   record ends that key's interval at once, so a change (healthy → unhealthy → healthy) is always
   written in full, in order;
-* the key table is bounded (``max_keys``): the least recently seen key is evicted, its summary
-  written first.
+* the key table is bounded (``logs.storm_max_keys``): the least recently seen key is evicted,
+  its summary written first.
 
 **Never aggregated** (written in full whatever the rate): a record at ERROR or above (a critical
 safety event, a failed failsafe step, an alert that could not be sent, an uncaught exception); a
@@ -268,9 +269,6 @@ class StormFilter(logging.Filter):
         record = logging.LogRecord(name, level, __file__, 0, "%s", (summary.text(label),), None)
         setattr(record, SUMMARY_ATTR, True)
         self._handler.handle(record)
-
-    def flush(self) -> None:
-        self.storm.flush()
 
     def close(self) -> None:
         self.storm.close()
