@@ -28,8 +28,8 @@ steps, alerts, process alerts, operator commands, session start and end); a prog
 are aggregated: every counter and metric still counts every event.
 
 Keys: in the session logs (``services/orchestrator/session_logs.py``) the log, the event name and
-the fields that name the event (governance: kind and symbol; a safety event: type, symbol and
-severity; ...); in a program's own log (``StormFilter`` on the handler that
+the fields that name the event (governance: kind and symbol; a safety event: type, symbol,
+severity and message; ...); in a program's own log (``StormFilter`` on the handler that
 ``services.runtime.configure_logging`` sets up) the logger's name, the level and the message's
 format string before its arguments, or the ``storm_key`` a record names itself (``kind()``).
 """

@@ -17,7 +17,8 @@ A storm of one kind of event is aggregated (``services/log_storm.py``): the firs
 full, then one summary line per interval with the exact count held back, in each file the events
 would have gone to (the JSON line's event is ``storm_summary``, with ``count``, ``first``, ``last``
 and the key's fields in ``data``). The key is the log, the event and the fields of ``KEY_FIELDS``
-(governance: kind and symbol, not the reason, which carries the order's numbers); an event not
+(governance: kind and symbol, not the reason, which carries the order's numbers; a safety event's
+message is part of it, since it names its evidence); an event not
 listed there is keyed by its whole message. State transitions, failsafe steps, alerts, process
 alerts, operator commands and anything at ERROR or above are never aggregated.
 
@@ -53,9 +54,12 @@ EVENTS = "events"
 BUDGET_SHARES = {EVENTS: 0.4, "live_trading": 0.3, "safety_events": 0.1, "connector_health": 0.1,
                  "governance_events": 0.1}
 # The fields of ``data`` that name an event for aggregation; other events: their whole message.
+# A governance event's reason is left out (it carries the refused order's numbers); a safety
+# event's message is in (it names its evidence, an order id or a price: only the same event
+# repeated aggregates, and its sources already rate-limit it).
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "governance": ("kind", "symbol"),
-    "safety_event": ("event_type", "symbol", "severity"),
+    "safety_event": ("event_type", "symbol", "severity", "message"),
     "connector_health": ("connector", "healthy"),
     "process_health": ("service",),
     "engine_health": (),

@@ -230,14 +230,19 @@ def test_session_logs_never_aggregate_transitions_critical_events_or_failsafe_st
                     data={"program": "engine"})
         logs.governance("Operator command open: REFUSED: not ready", logging.WARNING, event="operator_command")
         logs.safety("WARNING stale_feed BTC-USD: no quote for 5 s", logging.WARNING, event="safety_event",
-                    data={"event_type": "stale_feed", "symbol": "BTC-USD", "severity": "warning"})
+                    data={"event_type": "stale_feed", "symbol": "BTC-USD", "severity": "warning",
+                          "message": "no quote for 5 s"})
+        logs.safety(f"WARNING execution_anomaly BTC-USD: order x{i} at the venue", logging.WARNING,
+                    event="safety_event", data={"event_type": "execution_anomaly", "symbol": "BTC-USD",
+                                                "severity": "warning", "message": f"order x{i} at the venue"})
     logs.close()
     live = logs.paths["live_trading"].read_text(encoding="utf-8")
     for needle in ("State transition", "CRITICAL data_anomaly", "FAILSAFE retry", "Process engine: EXITED",
                    "Operator command open"):
         assert live.count(needle) == 50, needle
-    assert live.count("WARNING stale_feed") == 1  # a warning safety event of one type and symbol
-    assert "... safety_event stale_feed BTC-USD warning: 49 more in the last " in live
+    assert live.count("WARNING stale_feed") == 1  # the same warning safety event again and again
+    assert "... safety_event stale_feed BTC-USD warning no quote for 5 s: 49 more in the last " in live
+    assert live.count("WARNING execution_anomaly") == 50  # each names its own evidence (an order)
 
 
 def test_a_connectors_health_change_is_never_held_back(tmp_path: Path) -> None:
