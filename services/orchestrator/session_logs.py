@@ -151,7 +151,9 @@ class SessionLogs:
         self._storm.flush()
 
     def files(self) -> list[Path]:
-        """Every file of this session, rotated parts included (oldest part last)."""
+        """Every file of this session, rotated parts included (oldest part last), every pending
+        storm summary written first: a copy of them (the end-of-day archive) misses no count."""
+        self._storm.flush(final=True)
         out = []
         for path in self.paths.values():
             out += [path, *sorted(path.parent.glob(path.name + ".*"), key=lambda p: int(p.suffix[1:]))]

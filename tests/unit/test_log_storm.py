@@ -219,6 +219,19 @@ def test_session_logs_turn_ten_thousand_refusals_into_a_handful_of_lines(tmp_pat
     assert all(e["data"]["first"] <= e["data"]["last"] for e in held)
 
 
+def test_the_files_listed_for_the_archive_hold_every_pending_count(tmp_path: Path) -> None:
+    clock = Clock()
+    logs = SessionLogs(tmp_path, storm=LogStormSettings(storm_full_lines=1), clock=clock)
+    for _ in range(3):
+        logs.governance("refused", logging.WARNING, event="governance", data={"kind": "order_refused.halted"})
+    clock.advance(1.0)  # inside the interval: the summary is pending
+    files = logs.files()
+    assert logs.paths["governance_events"] in files
+    text = logs.paths["governance_events"].read_text(encoding="utf-8")
+    assert "... governance order_refused.halted: 2 more in the last 1 s" in text
+    logs.close()
+
+
 def test_session_logs_never_aggregate_transitions_critical_events_or_failsafe_steps(tmp_path: Path) -> None:
     logs = SessionLogs(tmp_path, storm=LogStormSettings(storm_full_lines=1))
     for i in range(50):
