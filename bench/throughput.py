@@ -2,8 +2,9 @@
 
 **ours**: the daemon under a real supervisord, session READY (``auto_open = false``: nothing
 trades, the market-data path runs as always), the venue simulator publishing one symbol
-(``BTC-USD``, ``jump_probability_per_s = 0``), the default engine strategies (the engine subscribes
-to its strategies' symbols, BTC-USD among them). The data router takes the venue's ``md.*`` and
+(``BTC-USD``, ``jump_probability_per_s = 0``), the default mean-reversion strategy on it (the engine
+subscribes to its strategies' symbols; the demo market maker's ETH-USD is not traded here, which
+the settings refuse). The data router takes the venue's ``md.*`` and
 republishes every quote to its three subscribers: the engine, the exchange manager and safety.
 
 The venue's ``quotes_per_s`` is stepped up (2k, 5k, 10k, 20k, 40k, ...): for each step the TOML is
@@ -66,6 +67,10 @@ auto_open = false
 symbols = {{"BTC-USD" = 40000.0}}
 quotes_per_s = {rate:g}
 jump_probability_per_s = 0.0
+
+[[engine.strategies]]
+kind = "mean_reversion"
+symbol = "BTC-USD"
 """
 
 

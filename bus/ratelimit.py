@@ -52,4 +52,6 @@ class RateLimitedLog:
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
         suffix = f" ({suppressed} more like it suppressed)" if suppressed else ""
-        self._logger.warning("%s%s", escape(message), suffix)
+        # its kind named for the program log's storm filter (services/log_storm.py), which would
+        # otherwise take every rate-limited line, sharing one format, for one kind
+        self._logger.warning("%s%s", escape(message), suffix, extra={"storm_key": ("rate_limited", key)})

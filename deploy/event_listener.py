@@ -244,8 +244,8 @@ def _rpc_factory() -> RpcFactory | None:
 
 
 def main() -> None:
-    configure_logging()  # stderr, one escaped line per record (stdout is supervisord's protocol)
     settings = load_settings_or_exit("event_listener")
+    configure_logging(settings.logs)  # stderr, one escaped line per record (stdout is supervisord's protocol)
     ctx = zmq.Context()
     endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
     try:

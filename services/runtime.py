@@ -12,13 +12,14 @@ is logged (``Reactor.on_stall``).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq
 
@@ -40,6 +41,7 @@ from bus.sockets import EndpointInUse, bind
 from bus.subscription_guard import SubscriptionGuard
 from services import run_lock
 from services.log_escape import EscapingFormatter
+from services.log_storm import LogStormSettings, StormFilter, storm_filters
 from services.parent_watch import ParentWatch
 from services.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load_settings, writable_paths_problems
 
@@ -55,18 +57,29 @@ def load_settings_or_exit(service: str) -> Settings:
     except SettingsError as exc:
         problems = str(exc).splitlines()
     if problems:
-        for line in problems:
-            print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_BAD_SETTINGS) from None
+        exit_bad_settings(service, problems)
     return settings
 
 
-def configure_logging() -> None:
+def exit_bad_settings(service: str, problems: list[str]) -> NoReturn:
+    """One line per problem on stderr, no traceback, and ``EXIT_BAD_SETTINGS``: supervisord marks
+    the program FATAL instead of restarting it forever."""
+    for line in problems:
+        print(f"{service}: invalid settings: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_BAD_SETTINGS) from None
+
+
+def configure_logging(storm: LogStormSettings | None = None) -> None:
     """Each program writes to stderr; supervisord puts it in logs/<program>.log and rotates it.
     Every record is one escaped line (``services/log_escape.py``), warnings and uncaught exceptions
-    included, so nothing a peer sends can forge a line of a program's log."""
+    included, so nothing a peer sends can forge a line of a program's log. A storm of one kind of
+    record is aggregated (``services/log_storm.py``): a few lines in full, then one line per
+    interval with the exact count; the last summary is written at exit."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(LOG_FORMAT))
+    storm_filter = StormFilter(handler, storm)
+    handler.addFilter(storm_filter)
+    atexit.register(storm_filter.close)
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.captureWarnings(True)
     crash_log = logging.getLogger("uncaught")
@@ -128,6 +141,7 @@ class ServiceRuntime:
                                   self._status_stats, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
         self.reactor.on_stall(settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats, self._log_stall)
+        self.reactor.call_every(1.0, self._flush_log_storms)  # a storm's summary once it is over
         self.supervisor = ParentWatch(os.environ)
         if self.supervisor.enabled:
             self.supervisor.on_lost(self._on_orphaned)
@@ -139,6 +153,11 @@ class ServiceRuntime:
         except run_lock.LockHeld as exc:
             # A second copy must not run (nor bind over the first): exit at once with one clear line.
             raise SystemExit(f"{self.name}: {exc}") from None
+
+    @staticmethod
+    def _flush_log_storms(final: bool = False) -> None:
+        for storm_filter in storm_filters():
+            storm_filter.storm.flush(final=final)
 
     def _log_stall(self, stalled_s: float) -> None:
         self.log.warning("loop stalled %.1fs (process stopped, starved or blocked): peers counted it missing", stalled_s)
@@ -338,6 +357,7 @@ class ServiceRuntime:
             for hook in self._before_close:
                 hook()
             self.close()
+            self._flush_log_storms(final=True)
             self.log.info("%s stopped", self.name)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import proto
 from bus import CommandTimeout
 from bus.command_server import Handler
 from proto.commands import ReasonArgs
+from services.log_storm import keep
 from services.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class SessionFollower:
         if self._heard_at is None or heard_at > self._heard_at:
             self._heard_at = heard_at
         if state != self.state:
-            log.info("session state is now %s", state.value)
+            log.info("session state is now %s", state.value, extra=keep())
             self.state = state
         self._watch()
 
@@ -176,16 +177,18 @@ class SessionFollower:
         self._was_allowed = allowed
         if allowed:
             self.openings += 1
-            log.info("trading enabled: session is %s", self.state.value if self.state else "?")
+            log.info("trading enabled: session is %s", self.state.value if self.state else "?", extra=keep())
             return
         if self._orphaned is not None:
-            log.warning("trading disabled for good: %s; only orders that reduce a position pass", self._orphaned)
+            log.warning("trading disabled for good: %s; only orders that reduce a position pass", self._orphaned,
+                        extra=keep())
         elif self.orchestrator_age_s() >= self._deadman_timeout_s and self.state in TRADING_STATES:
             self.deadman_trips += 1
             log.warning("dead-man switch: no word from the orchestrator for %.1fs; trading disabled",
-                        self.orchestrator_age_s())
+                        self.orchestrator_age_s(), extra=keep())
         else:
-            log.info("trading disabled: %s", self._disabled_reason or f"session is {self.state.value if self.state else 'unknown'}")
+            log.info("trading disabled: %s", self._disabled_reason or f"session is {self.state.value if self.state else 'unknown'}",
+                     extra=keep())
 
 
 def trading_handlers(session: SessionFollower) -> dict[str, Handler]:

@@ -29,6 +29,7 @@ from deploy.settings import SupervisionSettings
 from services.data_router.settings import DataRouterSettings
 from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
+from services.log_storm import LogStormSettings
 from services.orchestrator.settings import OrchestratorSettings
 from services.safety.settings import SafetySettings
 from services.session_clock import ClockMode
@@ -91,6 +92,9 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     venue_sim: VenueSimSettings = VenueSimSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    # How every log (each program's own and the session logs) aggregates a storm of one kind of
+    # record (services/log_storm.py).
+    logs: LogStormSettings = LogStormSettings()
 
     def clock_mode(self) -> ClockMode:
         """The session clock's mode once "auto" is resolved."""
@@ -103,7 +107,7 @@ class Settings(BaseSettings):
         """Limits that each look fine alone but cannot work together: refused at start, each named,
         rather than found out in the session (a dead-man that trips between two heartbeats, a
         strategy whose every order the gate refuses)."""
-        problems = [*self._timing_problems(), *self._limit_problems()]
+        problems = [*self._timing_problems(), *self._limit_problems(), *self._symbol_problems()]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -171,6 +175,27 @@ class Settings(BaseSettings):
             if qty is not None and qty > risk.max_position:
                 out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_position="
                            f"{risk.max_position:g}: no order of it could ever open a position")
+        return out
+
+    def _symbol_problems(self) -> list[str]:
+        """A strategy, or a symbol the data router routes, that the venue simulator does not trade:
+        it would never get a quote (a replay of a symbol nobody trades is only a warning, in the
+        venue's log: its market data still feeds the router and the safety detectors)."""
+        where, listed = self.venue_sim.traded_symbols()
+        out = []
+        default = next((c for c in self.exchange_manager.connectors
+                        if c.name == self.exchange_manager.default_connector), None)
+        if default is not None and default.kind == "venue_sim":  # where the strategies' orders go
+            for strategy in self.engine.strategies:
+                symbol = getattr(strategy, "symbol", None)
+                if symbol is not None and symbol not in listed:
+                    out.append(f"engine.strategies[{strategy.name}].symbol={symbol!r} is not traded by the venue "
+                               f"simulator ({where}: {', '.join(listed)}): the strategy would never get a quote")
+        if self.data_router.feed_venue == "venue_sim":
+            for symbol in self.data_router.symbols:
+                if symbol not in listed:
+                    out.append(f"data_router.symbols lists {symbol!r}, which the venue simulator does not trade "
+                               f"({where}: {', '.join(listed)})")
         return out
 
     @classmethod

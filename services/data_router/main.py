@@ -71,5 +71,5 @@ class DataRouter:
 
 def main() -> None:
     settings = load_settings_or_exit("data_router")
-    configure_logging()
+    configure_logging(settings.logs)
     DataRouter(settings).run()

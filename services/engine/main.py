@@ -207,5 +207,5 @@ class Engine:
 
 def main() -> None:
     settings = load_settings_or_exit("engine")
-    configure_logging()
+    configure_logging(settings.logs)
     Engine(settings).run()

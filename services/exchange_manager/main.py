@@ -29,6 +29,7 @@ from services.exchange_manager.session_ledger import SessionLedger
 from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
 from services.exchange_manager.venue_watch import VenueWatch
 from services.latency import LatencyHistogram
+from services.log_storm import kind as storm_kind
 from services.positions import Position
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
@@ -131,6 +132,8 @@ class ExchangeManager:
         return record
 
     def _refuse(self, args: OrderArgs, kind: str, reason: str) -> None:
+        log.warning("order refused (%s): %s %g %s of %s: %s", kind, args.side.value, args.qty, args.symbol,
+                    args.strategy or "-", reason, extra=storm_kind(f"order_refused.{kind}"))
         self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
             kind=f"order_refused.{kind}", reason=reason, symbol=args.symbol,
             detail={"side": args.side.value, "qty": args.qty, "strategy": args.strategy}))
@@ -386,5 +389,5 @@ class ExchangeManager:
 
 def main() -> None:
     settings = load_settings_or_exit("exchange_manager")
-    configure_logging()
+    configure_logging(settings.logs)
     ExchangeManager(settings).run()

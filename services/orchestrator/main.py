@@ -8,5 +8,5 @@ from services.runtime import configure_logging, load_settings_or_exit
 
 def main() -> None:
     settings = load_settings_or_exit("orchestrator")
-    configure_logging()
+    configure_logging(settings.logs)
     LiveTradingOrchestrator(settings).run()

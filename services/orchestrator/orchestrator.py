@@ -339,7 +339,8 @@ class LiveTradingOrchestrator:
         self._journal = Journal(settings.paths.state_dir / settings.orchestrator.journal_file)
         self._session_journal = SessionJournal(self._journal)
         self._logs = SessionLogs(settings.paths.log_dir, max_bytes=settings.orchestrator.session_log_max_bytes,
-                                 backups=settings.orchestrator.session_log_backups)
+                                 backups=settings.orchestrator.session_log_backups,
+                                 budget_bytes=settings.orchestrator.session_log_budget_bytes, storm=settings.logs)
         # resume the unfinished session, or begin a new one (session_lifecycle.py)
         begun = begin_session(self._journal, self._logs, fingerprint(settings))
         state, done, counters = begun.state, begun.transitions_done, begun.counters
@@ -381,6 +382,7 @@ class LiveTradingOrchestrator:
         self._disk = DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
                                int(oset.min_free_disk_mb * MIB))
         self._runtime.reactor.call_every(1.0, self._retry_journal)
+        self._runtime.reactor.call_every(1.0, self._logs.flush)  # a storm's summary once it is over
         self._watch_supervision()
         self._health = HealthMonitor(oset.health)
         self._last_assessment = 0.0

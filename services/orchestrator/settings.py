@@ -8,6 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.orchestrator.session_logs import part_bytes
+
+# A session log part smaller than this would rotate every few lines.
+MIN_LOG_PART_BYTES = 10_000
+
 
 class ScheduleSettings(BaseModel):
     """When the market is open. ``always_open`` (the default) opens at start-up and never closes."""
@@ -126,12 +131,30 @@ class OrchestratorSettings(BaseModel):
     # alert (and may not open or recover), before a full disk stops the journals and the logs.
     min_free_disk_mb: float = Field(default=100.0, ge=0)
     disk_check_interval_s: float = Field(default=5.0, gt=0)
-    # The session logs (logs/live/) rotate at this size, keeping this many previous parts each.
-    session_log_max_bytes: int = Field(default=50 << 20, ge=10_000)
+    # The session logs (logs/live/, five files) rotate by size, keeping this many previous parts
+    # each; together one session's files stay within session_log_budget_mb: each file has a share
+    # of it (the JSON lines 40 %, the live log 30 %, the three others 10 % each), split over its
+    # parts, and no part is larger than session_log_max_bytes (services/orchestrator/session_logs.py).
+    session_log_max_bytes: int = Field(default=50 << 20, ge=MIN_LOG_PART_BYTES)
     session_log_backups: int = Field(default=10, ge=1)
+    session_log_budget_mb: float = Field(default=200.0, gt=0)
     # Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics; port 0 takes any free
     # port (``tradectl status --json`` shows the URL as ``metrics_url``), null serves none.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     health: HealthSettings = HealthSettings()
     failsafe: FailsafeSettings = FailsafeSettings()
+
+    @property
+    def session_log_budget_bytes(self) -> int:
+        return int(self.session_log_budget_mb * (1 << 20))
+
+    @model_validator(mode="after")
+    def _log_budget_fits(self) -> "OrchestratorSettings":
+        parts = part_bytes(self.session_log_max_bytes, self.session_log_backups, self.session_log_budget_bytes)
+        kind, smallest = min(parts.items(), key=lambda item: item[1])
+        if smallest < MIN_LOG_PART_BYTES:
+            raise ValueError(f"session_log_budget_mb={self.session_log_budget_mb:g} over {self.session_log_backups + 1} "
+                             f"parts per file leaves {smallest:,} bytes per part of {kind} (at least "
+                             f"{MIN_LOG_PART_BYTES:,}): raise the budget or lower session_log_backups")
+        return self

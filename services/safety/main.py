@@ -129,5 +129,5 @@ class Safety:
 
 def main() -> None:
     settings = load_settings_or_exit("safety")
-    configure_logging()
+    configure_logging(settings.logs)
     Safety(settings).run()

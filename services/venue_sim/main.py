@@ -8,6 +8,7 @@ restarts of our services and reconnection and reconciliation are exercised for r
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -15,20 +16,23 @@ from typing import Any
 
 import proto
 from proto.commands import FaultArgs, NewOrderArgs
-from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
+from services.runtime import ServiceRuntime, configure_logging, exit_bad_settings, load_settings_or_exit
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
 from services.venue_sim.instruments import venue_instruments
 from services.venue_sim.matching import Event, Matcher
-from services.venue_sim.prices import make_source
+from services.venue_sim.prices import PriceSource, make_source
+from services.venue_sim.replay import ReplayFileError
+
+log = logging.getLogger("venue_sim")
 
 
 class Venue:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, source: PriceSource) -> None:
         self.settings = settings.venue_sim
         self.runtime = ServiceRuntime("venue_sim", settings, stats=self.stats,
                                       on_subscription=self._on_subscription)
-        self.source = make_source(self.settings, time.monotonic())
+        self.source = source
         self.matcher = Matcher(self.settings, self.runtime.epoch,
                                venue_instruments(self.settings, self.source.reference_prices()))
         self.feed_on = True
@@ -148,7 +152,27 @@ class Venue:
         self.runtime.run()
 
 
+def load_source_or_exit(settings: Settings) -> PriceSource:
+    """The price source, its replay files read in full before anything is bound: a file it cannot
+    use stops the venue at start with one line naming it and ``EXIT_BAD_SETTINGS``; a replayed
+    symbol that no strategy trades, or files a synthetic source ignores, are a warning."""
+    venue = settings.venue_sim
+    try:
+        source = make_source(venue, time.monotonic())
+    except ReplayFileError as exc:
+        exit_bad_settings("venue_sim", [str(exc)])
+    traded = {getattr(s, "symbol", None) for s in settings.engine.strategies}
+    if venue.source == "replay":
+        for i, spec in enumerate(venue.replay_files):
+            if spec.symbol not in traded:
+                log.warning("venue_sim.replay_files[%d] (%s): no strategy trades %s; its market data still goes "
+                            "to the data router and the safety detectors", i, spec.path, spec.symbol)
+    elif venue.replay_files:
+        log.warning('venue_sim.replay_files ignored: source is "synthetic" (set source = "replay" to replay them)')
+    return source
+
+
 def main() -> None:
     settings = load_settings_or_exit("venue_sim")
-    configure_logging()
-    Venue(settings).run()
+    configure_logging(settings.logs)
+    Venue(settings, load_source_or_exit(settings)).run()

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.venue_sim.replay import ReplayEvent, load
+from services.venue_sim.replay import ReplayEvent, load_file
 from services.venue_sim.settings import VenueSimSettings
 
 
@@ -100,11 +100,11 @@ class ReplayPrices:
 
     def __init__(self, settings: VenueSimSettings, start: float) -> None:
         events: list[tuple[float, str, ReplayEvent]] = []
-        for spec in settings.replay_files:
-            events += [(e.ts, spec.symbol, e) for e in load(spec.path, spec.format, settings.spread_bps)]
+        for i, spec in enumerate(settings.replay_files):
+            events += [(e.ts, spec.symbol, e) for e in load_file(f"venue_sim.replay_files[{i}] ({spec.symbol})",
+                                                                  spec.path, spec.format, settings.spread_bps)]
         events.sort(key=lambda item: item[0])
         self._events = events
-        self._files = settings.replay_files
         self._speed = settings.replay_speed
         self._loop = settings.replay_loop
         self._start: float | None = None if settings.replay_wait_for_subscriber else start
@@ -123,8 +123,7 @@ class ReplayPrices:
         for _ts, symbol, e in self._events:
             if symbol not in first:
                 first[symbol] = (e.bid + e.ask) / 2 if e.kind == "quote" else e.price
-        # a file with no usable row still names a symbol the venue lists (priced 1: a fine grid)
-        return {spec.symbol: first.get(spec.symbol, 1.0) for spec in self._files} | first
+        return first  # every file has a row (load_file), so every file's symbol
 
     def begin(self, now: float) -> None:
         """Start the replay clock (once): the first market-data subscriber has connected."""

@@ -15,6 +15,7 @@ import gzip
 import io
 import itertools
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -39,6 +40,11 @@ class ReplayFormatError(ValueError):
     pass
 
 
+class ReplayFileError(Exception):
+    """A configured replay file the venue cannot use; ``str()`` is one line naming the setting, the
+    file and why. The venue simulator exits with it at start (``EXIT_BAD_SETTINGS``)."""
+
+
 def open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
@@ -55,7 +61,8 @@ def detect_format(first_line: str) -> str:
         return "tardis"
     if len(head) >= 18 and head[:8].isdigit() and head[8] == " " and head[9:18].isdigit():
         return "histdata"
-    raise ReplayFormatError(f"unrecognised replay file header: {first_line.strip()[:80]!r}")
+    empty = " (the file is empty)" if not first_line else ""
+    raise ReplayFormatError(f"unrecognised replay file header: {first_line.strip()[:80]!r}{empty}")
 
 
 def _iso(text: str) -> float:
@@ -70,14 +77,38 @@ def load(path: Path, fmt: str = "auto", spread_bps: float = 2.0) -> list[ReplayE
     with open_text(path) as handle:
         first = handle.readline()
         if fmt == "auto":
-            fmt = detect_format(first)
-        rows: Iterable[list[str]] = csv.reader(handle)
+            try:
+                fmt = detect_format(first)
+            except ReplayFormatError as exc:
+                raise ReplayFormatError(f"{path}: {exc}") from None
+        reader = csv.reader(handle)
+        rows: Iterable[list[str]] = reader
         if fmt == "histdata":  # no header: the first line is data
             rows = itertools.chain(csv.reader([first]), rows)
         try:
             return _PARSERS[fmt](rows, spread_bps)
         except (ValueError, IndexError) as exc:
-            raise ReplayFormatError(f"{path}: {exc}") from None
+            # the reader has counted the lines after the first (line_num: 0 while on the first)
+            raise ReplayFormatError(f"{path}: line {reader.line_num + 1}: {exc}") from None
+
+
+def load_file(where: str, path: Path, fmt: str = "auto", spread_bps: float = 2.0) -> list[ReplayEvent]:
+    """``load``, with every way a file can be unusable as one ``ReplayFileError`` starting with
+    ``where`` (the setting): missing or unreadable, not gzip though named so, not UTF-8 text, not
+    CSV, a header not recognised, a row that does not parse, no rows at all."""
+    try:
+        events = load(path, fmt, spread_bps)
+    except ReplayFormatError as exc:
+        raise ReplayFileError(f"{where}: {exc}") from None
+    except UnicodeDecodeError as exc:  # before ValueError, which it is
+        raise ReplayFileError(f"{where}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReplayFileError(f"{where}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except csv.Error as exc:
+        raise ReplayFileError(f"{where}: {path} is not CSV: {exc}") from None
+    if not events:
+        raise ReplayFileError(f"{where}: {path} has no usable rows (a header and nothing else)")
+    return events
 
 
 def _bars(rows: Iterable[list[str]], spread_bps: float) -> list[ReplayEvent]:

@@ -81,3 +81,19 @@ class VenueSimSettings(BaseModel):
     # A limit price further than this from the touch's mid is rejected, as venues' percent-price
     # filters do (wider than the gate's own collar, exchange_manager.risk.price_collar_pct).
     price_band_pct: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replay_has_files(self) -> "VenueSimSettings":
+        # The files themselves are read by the venue simulator alone, at its start (prices.py):
+        # a file that vanished must not stop any other process from (re)starting mid-session.
+        if self.source == "replay" and not self.replay_files:
+            raise ValueError('source is "replay" but replay_files is empty: the venue would publish no market '
+                             'data (add [[venue_sim.replay_files]] with path and symbol, or source = "synthetic")')
+        return self
+
+    def traded_symbols(self) -> tuple[str, list[str]]:
+        """(the setting that lists them, the symbols this venue trades): its replay files' or its
+        synthetic symbols, by ``source``."""
+        if self.source == "replay":
+            return "venue_sim.replay_files", list(dict.fromkeys(f.symbol for f in self.replay_files))
+        return "venue_sim.symbols", list(self.symbols)

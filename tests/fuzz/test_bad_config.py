@@ -109,6 +109,40 @@ CASES: dict[str, Case] = {
         "data_router", {"supervision": {"hung_restart_after_s": 0.5}}, ("supervision.hung_restart_after_s",)),
     "cross-field: default connector not configured": Case(
         "exchange_manager", {"exchange_manager": {"default_connector": "nope"}}, ("default_connector",)),
+    "cross-field: a strategy on a symbol the venue does not trade": Case(
+        "engine", {"venue_sim": {"symbols": {"BTC-USD": 40_000.0}}},  # the demo market maker trades ETH-USD
+        ("engine.strategies[mm].symbol='ETH-USD'", "not traded by the venue simulator", "venue_sim.symbols: BTC-USD")),
+    "cross-field: a strategy on a symbol no replay file has": Case(
+        "orchestrator", {"engine": {"strategies": [{"kind": "mean_reversion", "name": "mr", "symbol": "SOL-USD"}]}},
+        ("engine.strategies[mr].symbol='SOL-USD'", "venue_sim.replay_files: BTC-USD"), prepare="replay_good"),
+    "cross-field: the data router routing a symbol the venue does not trade": Case(
+        "data_router", {"data_router": {"symbols": ["BTC-USD", "DOGE-USD"]}}, ("data_router.symbols", "'DOGE-USD'")),
+    "replay source without files": Case("venue_sim", {"venue_sim": {"source": "replay"}},
+                                        ("venue_sim", 'source is "replay" but replay_files is empty')),
+    "replay source without files (every service)": Case("safety", {"venue_sim": {"source": "replay"}},
+                                                         ("venue_sim", "replay_files is empty")),
+    # -- a replay file the venue cannot use: read by the venue alone, at its start ------------------
+    "replay file missing": Case("venue_sim", {}, ("venue_sim.replay_files[0] (BTC-USD)", "cannot read", "FILE",
+                                                  "No such file"), prepare="replay_missing"),
+    "replay file is a directory": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "cannot read", "FILE"),
+                                       prepare="replay_directory"),
+    "replay file header not recognised": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "FILE",
+                                                                "unrecognised replay file header: 'price,size'"),
+                                              prepare="replay_bad_header"),
+    "replay file empty": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "FILE", "(the file is empty)"),
+                              prepare="replay_empty"),
+    "replay file with a header and no rows": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "FILE",
+                                                                    "no usable rows"), prepare="replay_no_rows"),
+    "replay file with a bad row": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "FILE", "line 3",
+                                                         "could not convert string to float"),
+                                       prepare="replay_bad_row"),
+    "replay file not UTF-8": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "FILE", "not UTF-8 text"),
+                                  prepare="replay_not_utf8"),
+    "replay file named .gz, not gzip": Case("venue_sim", {}, ("venue_sim.replay_files[0]", "cannot read", "FILE",
+                                                              "gzip"), prepare="replay_not_gzip"),
+    "replay file not CSV (a field over the csv module's limit)": Case(
+        "venue_sim", {}, ("venue_sim.replay_files[0]", "FILE", "is not CSV", "field larger than field limit"),
+        prepare="replay_not_csv"),
     # -- an environment the process cannot use ---------------------------------------------------------
     "unwritable log dir (below a file)": Case("orchestrator", {}, ("LOGDIR",), None, "log_dir_below_file"),
     "log dir is a file": Case("orchestrator", {}, ("LOGDIR",), None, "log_dir_is_file"),
@@ -169,6 +203,8 @@ def _prepare(case: Case, root: Path, config: dict[str, Any], holders: list[socke
         (root / "logfile").write_text("not a directory\n")
         paths["log_dir"] = str(root / "logfile")
         out["LOGDIR"] = str(root / "logfile")
+    elif case.prepare.startswith("replay_"):
+        out["FILE"] = _replay_file(case.prepare, root, config)
     elif case.prepare in ("serve_cmd", "serve_pub", "bind_tcp_cmd"):
         if case.prepare == "bind_tcp_cmd":
             config["bus"]["tcp_base_port"] = _free_port_block(20)
@@ -186,6 +222,37 @@ def _prepare(case: Case, root: Path, config: dict[str, Any], holders: list[socke
         holders.append(holder)
         out["ENDPOINT"] = endpoint
     return out
+
+
+# Small replay files written by the cases (a ``timestamp,bid,ask`` quotes file is the good one).
+REPLAY_FILES: dict[str, tuple[str, bytes | None]] = {
+    "replay_good": ("quotes.csv", b"timestamp,bid,ask\n2022-01-01 00:00:00,40000.0,40001.0\n"),
+    "replay_missing": ("missing.csv", None),
+    "replay_directory": ("adir", None),
+    "replay_bad_header": ("trades.csv", b"price,size\n40000,1\n"),
+    "replay_empty": ("empty.csv", b""),
+    "replay_no_rows": ("header.csv", b"timestamp,bid,ask\n\n"),
+    "replay_bad_row": ("row.csv", b"timestamp,bid,ask\n2022-01-01 00:00:00,40000.0,40001.0\n"
+                                  b"2022-01-01 00:00:01,n/a,40001.0\n"),
+    "replay_not_utf8": ("latin1.csv", b"timestamp,bid,ask\n2022-01-01 00:00:00,40000.0,40001.0 \xe9\n"),
+    "replay_not_gzip": ("quotes.csv.gz", b"timestamp,bid,ask\n2022-01-01 00:00:00,40000.0,40001.0\n"),
+    "replay_not_csv": ("huge.csv", b'timestamp,bid,ask\n"' + b"x" * 200_000 + b'",1,2\n'),
+}
+
+
+def _replay_file(prepare: str, root: Path, config: dict[str, Any]) -> str:
+    """Write the case's replay file and replay it as BTC-USD (traded by no strategy, so that the file
+    is the only problem; an engine strategy on it only where the case sets one)."""
+    name, data = REPLAY_FILES[prepare]
+    path = root / name
+    if prepare == "replay_directory":
+        path.mkdir()
+    elif data is not None:
+        path.write_bytes(data)
+    config.setdefault("engine", {"strategies": []})
+    config.setdefault("venue_sim", {}).update({"source": "replay", "replay_files": [{"path": str(path),
+                                                                                      "symbol": "BTC-USD"}]})
+    return str(path)
 
 
 def _write_config(root: Path, config: dict[str, Any]) -> Path:
@@ -265,11 +332,83 @@ def test_bad_config_stops_the_process_with_one_clear_line(runs: dict[str, Run], 
     assert line.startswith(f"{case.service}:"), f"the line does not say which program: {line!r}"
 
 
+def test_a_replayed_symbol_no_strategy_trades_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """Its market data still feeds the data router and the safety detectors: the venue starts, and
+    says so once in its log."""
+    for sub in ("run", "logs", "state"):
+        (tmp_path / sub).mkdir(mode=0o700)
+    files = []
+    for symbol in ("BTC-USD", "ETH-USD"):
+        path = tmp_path / f"{symbol}.csv"
+        path.write_bytes(REPLAY_FILES["replay_good"][1] or b"")
+        files.append({"path": str(path), "symbol": symbol})
+    toml = _write_config(tmp_path, {
+        "paths": {"run_dir": str(tmp_path / "run"), "log_dir": str(tmp_path / "logs"), "state_dir": str(tmp_path / "state")},
+        "engine": {"strategies": [{"kind": "mean_reversion", "name": "mr", "symbol": "BTC-USD"}]},
+        "venue_sim": {"source": "replay", "replay_files": files}})
+    proc = subprocess.Popen([sys.executable, "-m", "services.venue_sim"], cwd=REPO,
+                            env=clean_environ({"TRADING_CONFIG": str(toml)}), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # up to its "started" line
+            lines.append(line)
+            if "venue_sim started" in line:
+                break
+        assert proc.poll() is None, lines
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    warnings = [ln for ln in lines if " WARNING " in ln]
+    assert len(warnings) == 1 and "venue_sim.replay_files[1]" in warnings[0], lines
+    assert "no strategy trades ETH-USD" in warnings[0], warnings
+
+
 # -- through supervisord ----------------------------------------------------------------------------
+
+
+def test_an_unusable_replay_file_ends_the_venue_fatal_under_supervisord(tmp_path: Path) -> None:
+    """A replay file whose header the venue does not know: the venue simulator exits 78 at once on
+    every start with one line naming the file (no traceback), supervisord gives up (FATAL), and the
+    rest of the daemon runs (its files are the venue's alone: they stop nothing else)."""
+    path = tmp_path / "trades.csv"
+    path.write_bytes(REPLAY_FILES["replay_bad_header"][1] or b"")
+    d = Daemon(config={"engine": {"strategies": []},
+                       "venue_sim": {"source": "replay", "replay_files": [{"path": str(path), "symbol": "BTC-USD"}]}},
+               startretries=2)
+    try:
+        d.start(wait=False)
+        info, others = _wait_fatal(d, "venue_sim")
+        sup_log = d.supervisord_log.read_text()
+        venue_log = d.program_log("venue_sim").read_text(errors="replace").splitlines()
+        tradectl = d.tradectl("state")
+    finally:
+        d.close()
+    assert info["statename"] == "FATAL", (info, sup_log[-2000:])
+    assert _spawns(sup_log, "venue_sim") == 3, sup_log  # 1 + startretries
+    assert sup_log.count(f"exited: venue_sim (exit status {EXIT_BAD_SETTINGS}; not expected)") == 3, sup_log
+    assert not any("Traceback" in ln for ln in venue_log), venue_log
+    problem = [ln for ln in venue_log if ln.strip() and not INFO_LINE.match(ln)]
+    assert len(problem) == 3, problem
+    assert all(ln == f"venue_sim: invalid settings: venue_sim.replay_files[0] (BTC-USD): {path}: unrecognised "
+                     f"replay file header: 'price,size'" for ln in problem), problem
+    assert all(state in ("RUNNING", "STARTING") for state in others.values()), others
+    assert tradectl.returncode == 0 and tradectl.stdout.strip() in ("startup", "ready"), tradectl
 
 
 def _spawns(log: str, program: str) -> int:
     return len(re.findall(rf"spawned: '{program}' with pid", log))
+
+
+def _wait_fatal(d: Daemon, program: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Wait (up to 40 s) for supervisord to give ``program`` up; its process info and the other
+    programs' states (the caller's assertions say what was found, with the evidence)."""
+    try:
+        wait_until(lambda: d.process_info(program)["statename"] == "FATAL", 40, interval=0.2, ignore=(OSError,))
+    except WaitTimeout:
+        pass
+    return d.process_info(program), {p: s for p, s in d.statenames().items() if p != program}
 
 
 def test_endpoint_in_use_ends_fatal_under_supervisord() -> None:
@@ -289,13 +428,7 @@ def test_endpoint_in_use_ends_fatal_under_supervisord() -> None:
         holder.bind(str(path))
         holder.listen()
         d.supervisorctl("start", d.qualified("engine"))
-        try:
-            wait_until(lambda: d.process_info("engine")["statename"] == "FATAL", 40, interval=0.2,
-                       ignore=(OSError,))
-        except WaitTimeout:
-            pass
-        info = d.process_info("engine")
-        others = {p: s for p, s in d.statenames().items() if p != "engine"}
+        info, others = _wait_fatal(d, "engine")
         sup_log = d.supervisord_log.read_text()
         time.sleep(1.0)  # FATAL is final: nothing more is spawned
         sup_later = d.supervisord_log.read_text()

@@ -41,6 +41,10 @@ CASES = {
         {"toml_extra": "\n[engine]\ndeadman_timeout_s = = 2\n"},
         ["invalid settings", "line"],
     ),
+    "toml: a strategy on a symbol the venue does not trade": (
+        {"config": {"venue_sim": {"symbols": {"BTC-USD": 40_000.0}}}},  # the demo market maker trades ETH-USD
+        ["engine.strategies[mm].symbol='ETH-USD' is not traded by the venue simulator (venue_sim.symbols: BTC-USD)"],
+    ),
 }
 
 

@@ -8,6 +8,7 @@ import logging
 import re
 from pathlib import Path
 
+from services.log_storm import LogStormSettings
 from services.orchestrator.session_logs import KINDS, SessionLogs
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - LiveTradingOrchestrator - (INFO|WARNING|ERROR|CRITICAL) - ")
@@ -39,7 +40,8 @@ def test_each_line_goes_to_its_log_the_live_log_and_the_event_log(tmp_path: Path
 
 
 def test_logs_rotate_by_size_and_files_lists_every_part(tmp_path: Path) -> None:
-    logs = SessionLogs(tmp_path, max_bytes=10_000, backups=3)
+    # 400 lines of one kind in a moment would be a storm (test_log_storm.py): rotation is what is tested here
+    logs = SessionLogs(tmp_path, max_bytes=10_000, backups=3, storm=LogStormSettings(storm_full_lines=1_000))
     for i in range(400):
         logs.health(f"Connector sim: healthy latency_ms={i} " + "x" * 80, event="connector_health", data={"n": i})
     logs.close()
