@@ -7,7 +7,8 @@ PnL and limits would otherwise be judged against rules it did not run under.
 
 Left out, because changing them changes no trading decision and no limit:
   * ``paths`` (directories), ``bus`` (transport, ports, socket bounds, heartbeats, command
-    timeouts), ``supervision`` (hung-process watch), ``session.resume_after_stop`` (lifecycle);
+    timeouts), ``supervision`` (hung-process watch), ``logs`` (storm aggregation),
+    ``session.resume_after_stop`` (lifecycle);
   * the orchestrator's plumbing: metrics host and port, journal file, session-log sizes, disk
     checks, command timeouts and retries, how often health is assessed, alert sinks;
   * the exchange manager's journal file and fsync policy, each connector's timeouts and reconnect
@@ -25,11 +26,11 @@ from typing import Any
 
 from services.settings import Settings
 
-EXCLUDED_SECTIONS = frozenset({"paths", "bus", "supervision"})
+EXCLUDED_SECTIONS = frozenset({"paths", "bus", "supervision", "logs"})
 EXCLUDED_FIELDS: dict[str, frozenset[str]] = {
     "session": frozenset({"resume_after_stop"}),
     "orchestrator": frozenset({"metrics_host", "metrics_port", "journal_file", "session_log_max_bytes",
-                               "session_log_backups", "min_free_disk_mb", "disk_check_interval_s",
+                               "session_log_backups", "session_log_budget_mb", "min_free_disk_mb", "disk_check_interval_s",
                                "command_timeout_s", "command_retries", "health_check_interval_s"}),
     "orchestrator.failsafe": frozenset({"webhook_url", "alert_command", "alert_timeout_s"}),
     "orchestrator.health": frozenset({"degraded_check_interval_s"}),
