@@ -45,9 +45,11 @@ def test_auto_mode_reads_the_data_when_replaying(tmp_path: Path) -> None:
     assert Settings().clock_mode() == "wall"
     bars = tmp_path / "bars.csv"
     bars.write_text("timestamp,open,high,low,close,volume\n2022-01-07 08:27:00,100,101,99,100.5,1\n")
-    replay = Settings(venue_sim={"source": "replay", "replay_files": [{"path": str(bars), "symbol": "BTC-PERP"}]})
+    replay = Settings(engine={"strategies": []},
+                      venue_sim={"source": "replay", "replay_files": [{"path": str(bars), "symbol": "BTC-PERP"}]})
     assert replay.clock_mode() == "data"
-    assert Settings(session={"clock": "wall"}, venue_sim=replay.venue_sim).clock_mode() == "wall"
+    assert Settings(session={"clock": "wall"}, engine={"strategies": []},
+                    venue_sim=replay.venue_sim).clock_mode() == "wall"
 
 
 def test_replayed_quotes_carry_the_recorded_time_and_loops_move_forward(tmp_path: Path) -> None:
