@@ -309,6 +309,7 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
+            "unasked_reconciliation_answers": self.reconciler.unasked_answers,
             "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
             # what must be known before the session may open: the book agrees with the venues, and
             # every venue's instrument list is loaded since its latest connection

@@ -341,3 +341,40 @@ def test_answers_do_not_grow_with_the_sessions_history() -> None:
         assert outcome.ok and outcome.fill_pages == 0 and [q for q, _ in rig.connector.asked] == ["mass_status"]
         sizes[n] = outcome.largest_reply_bytes
     assert abs(sizes[50_000] - sizes[1_000]) <= 16, sizes  # a few more digits in the numbers at most
+
+
+@pytest.mark.parametrize("lie", ["another_id", "another_order"])
+def test_an_order_status_answer_for_an_id_not_asked_is_refused(lie: str) -> None:
+    """The venue answers order_status about another order (a stray id, or the id asked wrapping
+    another order): nothing is applied, the answer is counted and logged, the run is not reconciled."""
+    rig = Rig()
+    asked_about = rig.our_order(Side.BUY, 1.0, send=False)
+    rig.book.orders[asked_about].created_ns = time.time_ns() - 10_000_000_000  # long ago: lost, were it answered
+    other = rig.our_order(Side.BUY, 1.0, limit=90.0)  # resting at the venue: not in doubt, not asked about
+    query = rig.connector.query
+
+    def lying_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name != "order_status":
+            return query(name, args, report_type, on_result)
+
+        def swap(reports: Any) -> None:
+            order = proto.OrderUpdate(client_order_id=other, symbol="BTC-USD", side=Side.BUY, qty=1.0,
+                                      order_type="limit", limit_price=90.0, status=OrderStatus.FILLED,
+                                      filled_qty=1.0, avg_fill_price=90.0, connector="sim")
+            cid = other if lie == "another_id" else asked_about
+            on_result(proto.OrderStatusReports(session=reports.session, reports=[
+                proto.OrderStatusReport(client_order_id=cid, known=True, order=order)]))
+        assert args == {"client_order_ids": [asked_about]}
+        query(name, args, report_type, swap)
+
+    rig.connector.query = lying_query  # type: ignore[method-assign]
+    assert rig.reconciler.unasked_answers == 0
+    outcome = rig.reconcile()
+    assert not outcome.ok and rig.reconciler.unasked_answers == 1
+    assert outcome.error == (f"the venue answered order_status for ids it was not asked ({other}): refused; "
+                             f"asking again") if lie == "another_id" else f"({asked_about})" in outcome.error
+    # nothing applied: neither order changed (the resting one is not taken as filled), no position taken
+    assert rig.book.orders[other].status is OrderStatus.NEW and rig.book.orders[other].filled_qty == 0.0
+    assert rig.book.orders[asked_about].status is OrderStatus.NEW
+    assert outcome.resolved == {} and rig.positions == {}
+    assert rig.reconciler.verdict is None or not rig.reconciler.verdict.ok
