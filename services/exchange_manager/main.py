@@ -18,6 +18,7 @@ from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
+from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
@@ -73,8 +74,7 @@ class ExchangeManager:
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled,
                                      page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
-                                     save_cursor=lambda name, cursor: self.writes.write(
-                                         ("cursor", name), lambda: self.journal.save_cursor(name, cursor)))
+                                     save_cursor=self._save_cursor)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
@@ -228,7 +228,9 @@ class ExchangeManager:
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        cursor = (fill.connector, self.reconciler.cursor(fill.connector)) if fill.venue_seq else None
+        # the cursor's numbers now: a write held by a failing disk must not claim fills applied later
+        live = self.reconciler.cursor(fill.connector)
+        cursor = (fill.connector, live.session, live.applied) if fill.venue_seq else None
         self.writes.write(("fill", fill.fill_id),
                           lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor))
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
@@ -238,6 +240,10 @@ class ExchangeManager:
         self._publish_order(record)
         if known is None or known.strategy == FOREIGN:
             self.venue_watch.foreign_fill(fill)
+
+    def _save_cursor(self, name: str, cursor: FillCursor) -> None:
+        session, applied = cursor.session, cursor.applied  # as they are now, not when a held write lands
+        self.writes.write(("cursor", name), lambda: self.journal.save_cursor(name, session, applied))
 
     def on_connected(self, connector: Connector) -> None:
         self.instruments.load(connector)

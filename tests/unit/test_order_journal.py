@@ -102,8 +102,8 @@ def test_the_fill_cursor_is_journalled_with_each_fill(tmp_path: Path) -> None:
         assert applied is not None
         cursor.advance(n, f.fill_id)
         position.apply_fill(1, 1.0, 100.0, 0.0)
-        journal.save_fill(f, applied, position, cursor=("sim", cursor))
-    journal.save_cursor("other", FillCursor(session=5, applied=9))
+        journal.save_fill(f, applied, position, cursor=("sim", cursor.session, cursor.applied))
+    journal.save_cursor("other", 5, 9)
     journal.close()
 
     cursors = OrderJournal(path, fsync_per_order=False).load_cursors()
