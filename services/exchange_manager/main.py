@@ -299,7 +299,6 @@ class ExchangeManager:
                 for s, p in self.positions.items()}
 
     def stats(self) -> dict[str, Any]:
-        verdict = self.reconciler.verdict
         return {
             **self.session.summary(),
             "orders_submitted": self.book.submitted,
@@ -317,9 +316,10 @@ class ExchangeManager:
             "stale_reconciliation_answers": self.reconciler.stale_answers,
             "unasked_reconciliation_answers": self.reconciler.unasked_answers,
             "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
-            # what must be known before the session may open: the book agrees with the venues, and
-            # every venue's instrument list is loaded since its latest connection
-            "reconciled": bool(verdict and verdict.ok) and self.instruments.ready(),
+            # what must be known before the session may open: the book agrees with every venue (each
+            # connector's own latest verdict), and every venue's instrument list is loaded since its
+            # latest connection
+            "reconciled": self.reconciler.reconciled(self.connectors) and self.instruments.ready(),
             "instruments": self.instruments.stats(),
             "reconciliation": self.venue_watch.stats(),
             # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -101,10 +101,15 @@ class Reconciler:
         self.stale_answers = 0
         self.unasked_answers = 0  # order_status answers about ids not asked: refused
         self.last: Outcome | None = None
-        # The latest run that reached a verdict: a stale answer says nothing new (the book knows more
-        # than it), so it neither confirms nor withdraws the one before (``reconciled`` reads this).
-        self.verdict: Outcome | None = None
+        # Per connector, the latest run that reached a verdict: a stale answer says nothing new (the
+        # book knows more than it), so it neither confirms nor withdraws the one before. Per
+        # connector: one venue that agrees says nothing of another (``reconciled`` reads these).
+        self.verdicts: dict[str, Outcome] = {}
         self.outcomes: dict[str, Outcome] = {}  # the latest per connector
+
+    def reconciled(self, connectors: Iterable[str]) -> bool:
+        """Whether the latest verdict of every one of ``connectors`` is ok (none yet: not reconciled)."""
+        return all((verdict := self.verdicts.get(name)) is not None and verdict.ok for name in connectors)
 
     def cursor(self, connector: str) -> FillCursor:
         return self.cursors.setdefault(connector, FillCursor())
@@ -308,5 +313,5 @@ class Reconciler:
             self.last = outcome
             self.outcomes[outcome.connector] = outcome
             if not outcome.stale:
-                self.verdict = outcome
+                self.verdicts[outcome.connector] = outcome
         self._report(outcome)
