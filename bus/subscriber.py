@@ -21,6 +21,7 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
+from bus.settings import MAX_SUBSCRIPTION_BYTES
 from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,11 @@ class PeerTrack:
 
 class Subscriber:
     def __init__(self, sock: zmq.Socket, max_bytes: int = proto.MAX_MESSAGE_BYTES, *,
-                 max_streams: int = 20_000, max_publishers: int = 256) -> None:
+                 max_streams: int = 20_000, max_publishers: int = 256,
+                 max_subscription_bytes: int = MAX_SUBSCRIPTION_BYTES) -> None:
         self._sock = sock
         self._max_bytes = max_bytes
+        self._max_subscription_bytes = max_subscription_bytes
         self._max_streams = max_streams
         self._max_publishers = max_publishers
         self.peers: dict[str, PeerTrack] = {}
@@ -64,7 +67,15 @@ class Subscriber:
         self._sock.connect(endpoint)
 
     def subscribe(self, prefix: str = "") -> None:
-        self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        """Subscribe to ``prefix``; ValueError if it is longer than the publishers take
+        (``bus.max_subscription_bytes``): sent anyway, it would make every publisher drop this
+        connection, and nothing would arrive on any topic, without a word."""
+        data = prefix.encode()
+        if len(data) > self._max_subscription_bytes:
+            raise ValueError(f"subscription prefix {prefix[:80]!r} is {len(data)} bytes, over "
+                             f"bus.max_subscription_bytes ({self._max_subscription_bytes}): publishers would "
+                             f"drop the connection")
+        self._sock.setsockopt(zmq.SUBSCRIBE, data)
 
     def unsubscribe(self, prefix: str) -> None:
         self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())

@@ -14,7 +14,7 @@ import zmq
 import proto
 from bus import BusSettings, Publisher, Subscriber, make_socket
 from bus.ratelimit import MAX_KINDS, MAX_LOGGED_CHARS, OTHER, RateLimitedLog, escape
-from unit_support import Collector, handshake
+from unit_support import Collector, handshake, wait_until
 
 BUS = BusSettings()
 
@@ -115,3 +115,31 @@ def test_the_rate_limited_log_escapes_and_bounds_its_kinds(caplog: pytest.LogCap
     assert OTHER in limited._last  # noqa: SLF001
     assert len(caplog.records) == MAX_KINDS + 1  # every kind once, the overflow once
     assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
+def test_the_longest_symbols_market_data_can_be_subscribed_to(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    """``md.`` and a symbol of the longest length the wire accepts fit the publishers' subscription
+    limit (a prefix over it makes a PUB drop the connection: nothing would arrive, on any topic)."""
+    pub, sock = pub_and
+    longest = proto.topics.market_data("S" * proto.fields.SYMBOL_MAX)
+    assert BUS.max_subscription_bytes >= len(longest) == 67
+    sub = Subscriber(sock)
+    sub.subscribe(longest)
+    collector = Collector(sub)
+    wait_until(lambda: send(pub, longest, "venue_sim") or collector.pump() and collector.messages, 5.0,
+               interval=0.0, what="the longest symbol's market data")
+    assert collector.messages[0][0] == longest
+
+
+def test_a_subscription_over_the_limit_is_refused_with_a_clear_error(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    _, sock = pub_and
+    sub = Subscriber(sock)
+    too_long = "md." + "S" * (proto.fields.SYMBOL_MAX + 1)
+    with pytest.raises(ValueError, match=r"subscription prefix 'md\.S+' is 68 bytes, over "
+                                         r"bus\.max_subscription_bytes \(67\): publishers would drop the connection"):
+        sub.subscribe(too_long)
+    limited = Subscriber(sock, max_subscription_bytes=100)
+    limited.subscribe(too_long)  # a configured longer limit is honoured
+    # settings cannot make the limit shorter than the longest market-data topic
+    with pytest.raises(ValueError, match="greater than or equal to 67"):
+        BusSettings(max_subscription_bytes=64)

@@ -44,7 +44,8 @@ def test_make_socket_applies_settings(ctx: zmq.Context, kind: int, hwm: int) -> 
         # A publisher receives only subscriptions: few queued, none longer than the longest prefix.
         assert sock.getsockopt(zmq.RCVHWM) == (SUBSCRIPTION_HWM if publishes else hwm)
         # SUB: no socket limit (the decoder's limit applies; see bus/sockets.py).
-        expected_max = -1 if kind == zmq.SUB else 1 + CUSTOM.max_subscription_bytes if publishes else 4096
+        expected_max = (-1 if kind == zmq.SUB else 10 + CUSTOM.max_subscription_bytes if publishes  # ZMTP 3.1 SUBSCRIBE
+                        else 4096)
         assert sock.getsockopt(zmq.MAXMSGSIZE) == expected_max
         assert sock.getsockopt(zmq.RECONNECT_IVL) == 50
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == 1000
