@@ -7,7 +7,11 @@ counters starting again is not a gap (the restart is counted instead).
 What is tracked is keyed by what the publisher says (its ``source``, its topics), so it is bounded:
 at most ``max_publishers`` sources and ``max_streams`` (source, topic) streams. A message that would
 need one more is refused and counted (``rejected``: ``publishers``, ``streams``), never delivered
-untracked: the tracking is what keeps a stale message from acting.
+untracked: the tracking is what keeps a stale message from acting. A new stream is opened only for
+a topic its source is declared to publish (``proto.topics.publishes``: its own ``hb.``/``audit.``
+topics and what ``PUBLISHED`` lists): any other is refused and counted (``undeclared``) before it
+takes a stream or a publisher's place, so a peer cannot fill the caps with topics nobody publishes
+and lock out the real streams.
 """
 
 from __future__ import annotations
@@ -116,6 +120,9 @@ class Subscriber:
     def _track(self, topic: str, env: proto.Envelope) -> bool:
         """Account for one message; False if it is stale and must not be delivered."""
         now = time.monotonic()
+        key = (env.source, topic)
+        if key not in self._last_seq and not proto.topics.publishes(env.source, topic):
+            return self._untracked("undeclared", f"{topic[:80]!r} from {env.source}: a topic it does not publish")
         peer = self.peers.get(env.source)
         if peer is None:
             if len(self.peers) >= self._max_publishers:
@@ -134,7 +141,6 @@ class Subscriber:
             # publishes its reconciled fills at once) counts as lost instead of vanishing; a
             # stream first seen now sets its baseline as usual.
             self._last_seq = {k: (0 if k[0] == env.source else v) for k, v in self._last_seq.items()}
-        key = (env.source, topic)
         last = self._last_seq.get(key)
         if last is None and len(self._last_seq) >= self._max_streams:
             return self._untracked("streams", f"{topic} from {env.source}: {len(self._last_seq)} streams tracked")

@@ -64,7 +64,7 @@ def test_a_subscriber_tracks_at_most_max_publishers(pub_and: tuple[zmq.Socket, z
     sub = Subscriber(sock, max_publishers=16)
     collector = connected(pub, sub)  # the probe is one publisher
     for i in range(20):
-        send(pub, "hb.x", f"source{i}")
+        send(pub, proto.topics.heartbeat(f"source{i}"), f"source{i}")
     collector.wait_for(lambda c: sum(sub.rejected.values()) + len(c.messages) == 20)
     assert len(sub.peers) == 16 and sub.rejected == {"publishers": 5}
 
@@ -143,3 +143,22 @@ def test_a_subscription_over_the_limit_is_refused_with_a_clear_error(pub_and: tu
     # settings cannot make the limit shorter than the longest market-data topic
     with pytest.raises(ValueError, match="greater than or equal to 67"):
         BusSettings(max_subscription_bytes=64)
+
+
+def test_a_topic_its_source_does_not_publish_opens_no_stream(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    """A peer sending topics its claimed source never publishes (``proto.topics.PUBLISHED``) cannot
+    fill the stream or publisher caps and lock out the real streams: each is refused and counted."""
+    pub, sock = pub_and
+    sub = Subscriber(sock, max_streams=100, max_publishers=16)
+    collector = connected(pub, sub)
+    streams, peers = len(sub._last_seq), set(sub.peers)  # noqa: SLF001 (the probe's)
+    for i in range(150):
+        send(pub, f"md.S{i}", "engine")  # the engine publishes no market data
+        send(pub, f"junk.{i}", "venue_sim")  # nor the venue this
+        send(pub, "orders", f"nobody{i}")  # a source that publishes nothing but its hb. and audit.
+    send(pub, "md.REAL", "venue_sim")
+    collector.wait_for(lambda c: len(c.messages) == 1)
+    assert [(t, e.source) for t, e in collector.messages] == [("md.REAL", "venue_sim")]
+    assert sub.rejected == {"undeclared": 450}
+    assert len(sub._last_seq) == streams + 1 and set(sub.peers) == peers | {"venue_sim"}  # noqa: SLF001
+    assert sub.received == 2  # the probe and md.REAL: a refused message is not received

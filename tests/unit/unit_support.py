@@ -85,11 +85,12 @@ class Collector:
 
 
 def handshake(pub_sock: zmq.Socket, collector: Collector, timeout: float = 5.0, source: str = "probe") -> None:
-    """Wait out ZeroMQ's slow-joiner window: publish probes (from ``source``) until one arrives."""
+    """Wait out ZeroMQ's slow-joiner window: publish probes (from ``source``, on its heartbeat
+    topic ``hb.<source>``: a topic every source publishes) until one arrives."""
     probe = Publisher(pub_sock, source, 1)
 
     def check() -> bool:
-        probe.publish("probe", proto.Heartbeat(pid=0, interval_s=1.0))
+        probe.publish(proto.topics.heartbeat(source), proto.Heartbeat(pid=0, interval_s=1.0))
         collector.pump()
         return bool(collector.from_source(source))
 
