@@ -169,6 +169,7 @@ class Listener:
         self._hung = hung
         self.alerts = 0
         self.events = 0
+        self.alert_log_errors = 0  # lines process_alerts.log refused (a full disk): the alert still went out
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -217,20 +218,26 @@ class Listener:
             self.report(alert)
 
     def report(self, alert: proto.ProcessAlert) -> None:
-        """Publish the alert, log it, and append it to the alert log."""
+        """Publish the alert, log it, and append it to the alert log. The bus comes first and a
+        file that cannot be written (a full disk) is counted, never fatal: a listener that died of
+        it would forward no later alert and restart no hung program."""
         self.alerts += 1
         self._publisher.publish(proto.topics.PROCESS_ALERT, alert)
         line = describe(alert)
         log.log(logging.CRITICAL if alert.event in ("fatal", "hung") else logging.WARNING, "%s", line)
-        with self._alert_log.open("a") as out:
-            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {escape(line)}\n")
+        try:
+            with self._alert_log.open("a") as out:
+                out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {escape(line)}\n")
+        except OSError as exc:
+            self.alert_log_errors += 1
+            log.error("cannot write %s (%d line(s) lost so far): %s", self._alert_log, self.alert_log_errors, exc)
 
     def _send(self, text: str) -> None:
         self._stdout.write(text)
         self._stdout.flush()
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts}
+        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "alert_log_errors": self.alert_log_errors}
         if self._hung is not None:
             out.update(self._hung.stats())
         return out
