@@ -60,9 +60,13 @@ def test_the_gates_rate_limit_never_refuses_the_failsafes_flatten(make_daemon) -
     for order in ({"qty": 0.5}, {"qty": 1.0, "order_type": "limit", "limit_price": 140.0}):
         wait_until(lambda: submit(d, "SOL-USD", "buy", strategy="itest", **order).ok, 10)
     wait_until(lambda: venue_positions(d).get("SOL-USD"), 5)
-    # spend the rate budget just before the failsafe, as the strategies did in the reproduction
-    for _ in range(6):
-        submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=140.0, strategy="itest")
+    # spend the rate budget just before the failsafe, as the strategies did in the reproduction:
+    # six orders at once against four a second, so some are refused, and only for the rate
+    replies = [submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=140.0, strategy="itest")
+               for _ in range(6)]
+    refused = [r.error for r in replies if not r.ok]
+    assert refused, "all six orders passed: the rate budget was not spent before the failsafe"
+    assert all("max_orders_per_s" in error for error in refused), refused
     _failsafe(d, "rate budget spent")
     wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 20, ignore=(CommandTimeout,))
     wait_venue_flat(d)
