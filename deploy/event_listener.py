@@ -33,12 +33,10 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
 import zmq
 from supervisor import childutils
-from supervisor.childutils import get_headers
 
 import proto
 from bus import Endpoints, Heartbeater, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir, make_socket
@@ -62,7 +60,7 @@ def parse_alert(headers: dict[str, str], payload: str) -> proto.ProcessAlert | N
     event = _ALERTS.get(headers.get("eventname", ""))
     if event is None:
         return None
-    fields = get_headers(payload.partition("\n")[0])
+    fields = childutils.get_headers(payload.partition("\n")[0])
     expected = fields.get("expected") == "1"
     if event == "exited" and expected:
         return None
@@ -201,7 +199,7 @@ class Listener:
             line = self._stdin.readline()
             if not line:  # supervisord is gone
                 return
-            headers = get_headers(line.decode(errors="replace").strip())
+            headers = childutils.get_headers(line.decode(errors="replace").strip())
             payload = self._stdin.read(int(headers.get("len", 0))).decode(errors="replace")
             self.events += 1
             self.handle(headers, payload)
