@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from unit_support import enter
 
 import proto
 from proto import OrchestratorState as S
@@ -152,7 +153,7 @@ def test_a_held_cursor_never_claims_a_fill_the_journal_lacks(tmp_path: Path, dis
     journal = OrderJournal(path, fsync_per_order=False)
     writes = JournalWrites(journal.probe, lambda _e: None, lambda _n: None)
     book = OrderBook("t")
-    record = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    record = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
     journal.save_order(record)
     cursor, position = FillCursor(session=7), Position()
 

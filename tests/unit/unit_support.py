@@ -13,6 +13,8 @@ import zmq
 
 import proto
 from bus import Publisher, Reactor, Subscriber
+from proto.commands import OrderArgs
+from services.exchange_manager.order_book import OrderBook, OrderRecord
 
 T = TypeVar("T")
 
@@ -95,3 +97,11 @@ def handshake(pub_sock: zmq.Socket, collector: Collector, timeout: float = 5.0, 
         return bool(collector.from_source(source))
 
     wait_until(check, timeout, interval=0.0, what="subscriber connected")
+
+
+def enter(book: OrderBook, args: OrderArgs, connector: str = "sim") -> OrderRecord:
+    """An order entered into the book as the exchange manager enters one (made, journalled, added),
+    minus the journal."""
+    record = book.make(args, connector)
+    book.add(record)
+    return record
