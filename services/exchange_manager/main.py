@@ -228,9 +228,10 @@ class ExchangeManager:
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        # the cursor's numbers now: a write held by a failing disk must not claim fills applied later
-        live = self.reconciler.cursor(fill.connector)
-        cursor = (fill.connector, live.session, live.applied) if fill.venue_seq else None
+        cursor = None
+        if fill.venue_seq:  # the cursor's numbers now: a write held by a failing disk must not claim later fills
+            live = self.reconciler.cursor(fill.connector)
+            cursor = (fill.connector, live.session, live.applied)
         self.writes.write(("fill", fill.fill_id),
                           lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor))
         self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
