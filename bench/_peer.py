@@ -30,7 +30,9 @@ import time
 
 import zmq
 
-TOPIC = "hb.bench"
+# The publisher's own heartbeat topic: a Subscriber opens a stream only for a topic its source
+# declares (proto.topics.publishes), and every source publishes ``hb.<itself>``.
+TOPIC = "hb.data_router"
 RAW_HEADER = struct.Struct("<qi")
 # The size of the encoded Heartbeat that pub-ours sends (checked by bus_latency at start-up).
 PAYLOAD_BYTES = 141

@@ -6,6 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from proto.fields import SYMBOL_MAX
+from proto.topics import MARKET_DATA_PREFIX
+
+# The longest topic prefix the system itself subscribes to: ``md.`` and the longest symbol the wire
+# accepts. The limit below can be no shorter, or a valid symbol's market data could not be asked for.
+MAX_SUBSCRIPTION_BYTES = len(MARKET_DATA_PREFIX) + SYMBOL_MAX
+
 
 class BusSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,8 +44,9 @@ class BusSettings(BaseModel):
 
     # Subscriptions peers send to a PUB socket (bus.subscription_guard). A longer topic prefix makes
     # ZeroMQ drop that connection before anything is stored (libzmq keeps about 50 bytes per byte
-    # of every prefix held: 100,000 prefixes of 1 KB took the orchestrator to 5 GB).
-    max_subscription_bytes: int = Field(default=64, ge=16, le=1024)
+    # of every prefix held: 100,000 prefixes of 1 KB took the orchestrator to 5 GB). At least
+    # ``md.`` and the longest symbol (67 bytes); ``Subscriber.subscribe`` refuses a longer prefix.
+    max_subscription_bytes: int = Field(default=MAX_SUBSCRIPTION_BYTES, ge=MAX_SUBSCRIPTION_BYTES, le=1024)
     # Distinct prefixes held for one peer (a process on ipc, a host on tcp) and for one socket in
     # all; a peer over either is cut off (it reconnects, and starts from nothing again).
     subscriptions_per_peer: int = Field(default=1_000, ge=16)

@@ -6,9 +6,10 @@ DEALER) also get ZMQ_MAXMSGSIZE: ZeroMQ drops a peer that sends a bigger frame b
 it, and the peer reconnects. SUB sockets do not: libzmq never reconnects a SUB whose publisher sent
 one oversized frame, which would silence that publisher for good; there the decoder's own limit
 rejects (and counts) the frame instead, and publishers refuse to send oversized messages at all.
-PUB and XPUB sockets take only subscriptions from their peers: their ZMQ_MAXMSGSIZE is the longest
-subscription (``bus.max_subscription_bytes``) and their receive HWM is small, so no peer can make
-libzmq store long prefixes or queue many of them (see ``bus.subscription_guard``).
+PUB and XPUB sockets take only subscriptions from their peers: their ZMQ_MAXMSGSIZE is the frame of
+the longest subscription (``bus.max_subscription_bytes`` and ``SUBSCRIPTION_FRAME_OVERHEAD``) and
+their receive HWM is small, so no peer can make libzmq store long prefixes or queue many of them
+(see ``bus.subscription_guard``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import zmq
 
 from bus.settings import BusSettings
 
+
+# What a subscription's frame holds besides its prefix: ZMTP 3.1 (libzmq 4.3 between two 4.3
+# peers) sends it as a SUBSCRIBE command, the name's length and the name (10 bytes); ZMTP 3.0 as a
+# flag byte. The frame limit must take the longer form, or the longest prefix allowed would cut the
+# connection (at ``1 +`` the limit, a prefix over 55 of the 64 bytes allowed did). A 3.0 peer may
+# then send 9 bytes more than the limit: ~450 bytes of libzmq's trie per prefix, within the caps.
+SUBSCRIPTION_FRAME_OVERHEAD = len(b"\x09SUBSCRIBE")
 
 # Subscriptions queued inside libzmq per connection to a PUB before the process has read them; a
 # subscriber sending faster waits (flow control), nothing is lost.
@@ -40,8 +48,8 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
     sock.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM if publishes else hwm)
     if kind == zmq.SUB:
         sock.setsockopt(zmq.MAXMSGSIZE, -1)
-    elif publishes:  # a subscription frame: its 0/1 flag byte and the prefix
-        sock.setsockopt(zmq.MAXMSGSIZE, 1 + bus.max_subscription_bytes)
+    elif publishes:  # a subscription frame: the command (or flag byte) and the prefix
+        sock.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_FRAME_OVERHEAD + bus.max_subscription_bytes)
     else:
         sock.setsockopt(zmq.MAXMSGSIZE, bus.max_message_bytes)
     # Reconnect fast to a restarted peer; back off to one second while it stays away.

@@ -7,7 +7,11 @@ counters starting again is not a gap (the restart is counted instead).
 What is tracked is keyed by what the publisher says (its ``source``, its topics), so it is bounded:
 at most ``max_publishers`` sources and ``max_streams`` (source, topic) streams. A message that would
 need one more is refused and counted (``rejected``: ``publishers``, ``streams``), never delivered
-untracked: the tracking is what keeps a stale message from acting.
+untracked: the tracking is what keeps a stale message from acting. A new stream is opened only for
+a topic its source is declared to publish (``proto.topics.publishes``: its own ``hb.``/``audit.``
+topics and what ``PUBLISHED`` lists): any other is refused and counted (``undeclared``) before it
+takes a stream or a publisher's place, so a peer cannot fill the caps with topics nobody publishes
+and lock out the real streams.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
+from bus.settings import MAX_SUBSCRIPTION_BYTES
 from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,11 @@ class PeerTrack:
 
 class Subscriber:
     def __init__(self, sock: zmq.Socket, max_bytes: int = proto.MAX_MESSAGE_BYTES, *,
-                 max_streams: int = 20_000, max_publishers: int = 256) -> None:
+                 max_streams: int = 20_000, max_publishers: int = 256,
+                 max_subscription_bytes: int = MAX_SUBSCRIPTION_BYTES) -> None:
         self._sock = sock
         self._max_bytes = max_bytes
+        self._max_subscription_bytes = max_subscription_bytes
         self._max_streams = max_streams
         self._max_publishers = max_publishers
         self.peers: dict[str, PeerTrack] = {}
@@ -64,7 +71,15 @@ class Subscriber:
         self._sock.connect(endpoint)
 
     def subscribe(self, prefix: str = "") -> None:
-        self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        """Subscribe to ``prefix``; ValueError if it is longer than the publishers take
+        (``bus.max_subscription_bytes``): sent anyway, it would make every publisher drop this
+        connection, and nothing would arrive on any topic, without a word."""
+        data = prefix.encode()
+        if len(data) > self._max_subscription_bytes:
+            raise ValueError(f"subscription prefix {prefix[:80]!r} is {len(data)} bytes, over "
+                             f"bus.max_subscription_bytes ({self._max_subscription_bytes}): publishers would "
+                             f"drop the connection")
+        self._sock.setsockopt(zmq.SUBSCRIBE, data)
 
     def unsubscribe(self, prefix: str) -> None:
         self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
@@ -105,6 +120,9 @@ class Subscriber:
     def _track(self, topic: str, env: proto.Envelope) -> bool:
         """Account for one message; False if it is stale and must not be delivered."""
         now = time.monotonic()
+        key = (env.source, topic)
+        if key not in self._last_seq and not proto.topics.publishes(env.source, topic):
+            return self._untracked("undeclared", f"{topic[:80]!r} from {env.source}: a topic it does not publish")
         peer = self.peers.get(env.source)
         if peer is None:
             if len(self.peers) >= self._max_publishers:
@@ -123,7 +141,6 @@ class Subscriber:
             # publishes its reconciled fills at once) counts as lost instead of vanishing; a
             # stream first seen now sets its baseline as usual.
             self._last_seq = {k: (0 if k[0] == env.source else v) for k, v in self._last_seq.items()}
-        key = (env.source, topic)
         last = self._last_seq.get(key)
         if last is None and len(self._last_seq) >= self._max_streams:
             return self._untracked("streams", f"{topic} from {env.source}: {len(self._last_seq)} streams tracked")

@@ -7,12 +7,12 @@ PUB socket of ours is an XPUB in manual mode (``ZMQ_XPUB_MANUAL``): a subscripti
 only when this guard applies it, right after reading it (libzmq applies it to the connection it
 came from). The guard:
 
-- **Length**: the socket's ``ZMQ_MAXMSGSIZE`` is ``1 + bus.max_subscription_bytes``
-  (``bus.sockets``), so ZeroMQ drops a connection that sends a longer frame while reading it, before
-  anything is stored. It cannot be checked later: by the time the process reads a subscription,
-  libzmq has already put it in its tries, and a peer sending faster than that keeps the process's
-  thread inside libzmq (tried: a length check here let a flood of 1 KB prefixes hold the loop 34 s
-  and reach 4.7 GB). Such a cut shows here only as that connection's end (``disconnects``).
+- **Length**: the socket's ``ZMQ_MAXMSGSIZE`` is the frame of a ``bus.max_subscription_bytes``
+  prefix (``bus.sockets.SUBSCRIPTION_FRAME_OVERHEAD`` more), so ZeroMQ drops a connection that
+  sends a longer frame while reading it, before anything is stored. It cannot be checked later:
+  by the time the process reads a subscription, libzmq has already put it in its tries, and a peer
+  sending faster than that keeps the process's thread inside libzmq (tried: a length check here let
+  a flood of 1 KB prefixes hold the loop 34 s and reach 4.7 GB). Such a cut shows here only as that connection's end (``disconnects``).
 - **Topic**: a prefix is applied only if it can match a topic this publisher publishes
   (``proto.topics.subscribable``; the empty prefix, everything, always can). One that only another
   publisher publishes is not applied and counted as ``elsewhere`` (a subscriber connected to several

@@ -33,12 +33,10 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
 import zmq
 from supervisor import childutils
-from supervisor.childutils import get_headers
 
 import proto
 from bus import Endpoints, Heartbeater, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir, make_socket
@@ -62,7 +60,7 @@ def parse_alert(headers: dict[str, str], payload: str) -> proto.ProcessAlert | N
     event = _ALERTS.get(headers.get("eventname", ""))
     if event is None:
         return None
-    fields = get_headers(payload.partition("\n")[0])
+    fields = childutils.get_headers(payload.partition("\n")[0])
     expected = fields.get("expected") == "1"
     if event == "exited" and expected:
         return None
@@ -169,6 +167,7 @@ class Listener:
         self._hung = hung
         self.alerts = 0
         self.events = 0
+        self.alert_log_errors = 0  # lines process_alerts.log refused (a full disk): the alert still went out
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -200,7 +199,7 @@ class Listener:
             line = self._stdin.readline()
             if not line:  # supervisord is gone
                 return
-            headers = get_headers(line.decode(errors="replace").strip())
+            headers = childutils.get_headers(line.decode(errors="replace").strip())
             payload = self._stdin.read(int(headers.get("len", 0))).decode(errors="replace")
             self.events += 1
             self.handle(headers, payload)
@@ -217,20 +216,26 @@ class Listener:
             self.report(alert)
 
     def report(self, alert: proto.ProcessAlert) -> None:
-        """Publish the alert, log it, and append it to the alert log."""
+        """Publish the alert, log it, and append it to the alert log. The bus comes first and a
+        file that cannot be written (a full disk) is counted, never fatal: a listener that died of
+        it would forward no later alert and restart no hung program."""
         self.alerts += 1
         self._publisher.publish(proto.topics.PROCESS_ALERT, alert)
         line = describe(alert)
         log.log(logging.CRITICAL if alert.event in ("fatal", "hung") else logging.WARNING, "%s", line)
-        with self._alert_log.open("a") as out:
-            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {escape(line)}\n")
+        try:
+            with self._alert_log.open("a") as out:
+                out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {alert.event.upper()} {escape(line)}\n")
+        except OSError as exc:
+            self.alert_log_errors += 1
+            log.error("cannot write %s (%d line(s) lost so far): %s", self._alert_log, self.alert_log_errors, exc)
 
     def _send(self, text: str) -> None:
         self._stdout.write(text)
         self._stdout.flush()
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts}
+        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "alert_log_errors": self.alert_log_errors}
         if self._hung is not None:
             out.update(self._hung.stats())
         return out

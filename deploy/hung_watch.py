@@ -53,10 +53,6 @@ class HungWatch:
         self._first_seen: dict[tuple[str, int], float] = {}  # (program, pid) -> when supervisord first showed it
         self._killed: set[int] = set()
 
-    @property
-    def programs(self) -> frozenset[str]:
-        return self._programs
-
     def heard(self, program: str, pid: int) -> None:
         if program in self._programs:
             self._beats[program] = (pid, self._clock())

@@ -35,6 +35,9 @@ TEXT_MAX = 1_000
 # instrument's business (lot size, minimum), checked with a clear reason by the gate and the venue.
 QTY_MAX = 1e12
 PRICE_MAX = 1e12
+# Sums of money a venue reports (realized PnL, fees, traded volume): finite and far beyond any
+# session (a whole day at QTY_MAX x PRICE_MAX would be 1e24 a trade), never inf or NaN.
+AMOUNT_MAX = 1e30
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, max_length=SYMBOL_MAX)]
 # A symbol, or "" (none), or "*" (every symbol: a safety event about the whole feed)
@@ -45,6 +48,13 @@ Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=64)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 Quantity = Annotated[float, msgspec.Meta(gt=0, le=QTY_MAX)]  # NaN fails gt, inf fails le
 Price = Annotated[float, msgspec.Meta(gt=0, le=PRICE_MAX)]
+# A position (negative: short), an amount of money (a fee may be a rebate), a counter or a number
+# (a venue's session, its fill numbers): NaN fails both bounds, inf one of them.
+SignedQuantity = Annotated[float, msgspec.Meta(ge=-QTY_MAX, le=QTY_MAX)]
+PriceOrZero = Annotated[float, msgspec.Meta(ge=0, le=PRICE_MAX)]  # 0: none yet (no fill, no position)
+QuantityOrZero = Annotated[float, msgspec.Meta(ge=0, le=QTY_MAX)]
+Amount = Annotated[float, msgspec.Meta(ge=-AMOUNT_MAX, le=AMOUNT_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _NAME = re.compile(NAME_PATTERN)

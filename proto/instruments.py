@@ -39,15 +39,6 @@ class Instrument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     base: Name = ""
     quote: Name = ""
 
-    @property
-    def price_decimals(self) -> int:
-        """Decimal places of the tick size (a price's display precision)."""
-        return decimals(self.tick_size)
-
-    @property
-    def qty_decimals(self) -> int:
-        return decimals(self.lot_size)
-
 
 class InstrumentList(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A venue's answer to ``instruments``: every market it trades."""

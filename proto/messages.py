@@ -14,7 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from proto.fields import Name, OptionalId, OrderId, Price, Quantity, Symbol, SymbolOrAll
+from proto.fields import (Amount, Count, Name, OptionalId, OrderId, Price, PriceOrZero, Quantity, QuantityOrZero,
+                          Symbol, SymbolOrAll)
 from proto.limits import MAX_ARGS_KEYS, Id
 from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
@@ -229,8 +230,8 @@ class OrderUpdate(Message):
     order_type: Literal["market", "limit"]
     limit_price: Price | None
     status: OrderStatus
-    filled_qty: float
-    avg_fill_price: float
+    filled_qty: QuantityOrZero
+    avg_fill_price: PriceOrZero
     venue_order_id: OptionalId = ""
     reason: str = ""
     strategy: Name = ""
@@ -247,13 +248,13 @@ class Fill(Message):
     side: Side
     qty: Quantity
     price: Price
-    fee: float
+    fee: Amount  # negative: a rebate
     ts_ns: int
     strategy: Name = ""
     connector: Name = ""
     # The venue's number for this fill (from 1 in each venue session; 0: not numbered): the
     # exchange manager asks a venue only for the fills after the last number it has applied.
-    venue_seq: int = 0
+    venue_seq: Count = 0
 
 
 class GovernanceEvent(Message):

@@ -21,11 +21,12 @@ reports, mass status). Each travels as the ``result`` map of a ``Reply``: ``resu
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from proto.errors import ProtocolError
+from proto.fields import AMOUNT_MAX, Amount, Count, OrderId, PriceOrZero, SignedQuantity, Symbol
 from proto.messages import Fill, OrderUpdate
 
 # The bounds that keep every answer far below MAX_MESSAGE_BYTES (1 MiB): an encoded fill is about
@@ -34,19 +35,25 @@ MAX_FILL_PAGE = 2_000
 MAX_ORDER_STATUS_IDS = 1_000
 MAX_OPEN_ORDERS = 2_000
 MAX_ORDER_ID_PAGE = 5_000
+MAX_POSITIONS = 2_000
 
 
 class Report(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Base of every venue report."""
 
 
+# Every field is bounded like the bus's messages (proto/fields.py): a venue's answer that carries
+# inf, NaN, a negative fill number, a malformed symbol or id, or more entries than the bounds below
+# fails ``parse_result`` with a ``ProtocolError`` and is never applied to the book.
+
+
 class PositionReport(Report):
-    symbol: str
-    qty: float
-    avg_price: float = 0.0
-    realized_pnl: float = 0.0  # net of fees
-    fees: float = 0.0
-    volume: float = 0.0
+    symbol: Symbol
+    qty: SignedQuantity
+    avg_price: PriceOrZero = 0.0
+    realized_pnl: Amount = 0.0  # net of fees
+    fees: Amount = 0.0
+    volume: Annotated[float, msgspec.Meta(ge=0, le=AMOUNT_MAX)] = 0.0
 
     def fields(self) -> dict[str, float]:
         """The position's accounting fields (``services.positions.Position`` takes them as they are)."""
@@ -55,34 +62,35 @@ class PositionReport(Report):
 
 
 class FillPage(Report):
-    session: int  # the venue's session: its fill numbers start again at 1 in a new one
-    fills: list[Fill]  # ascending venue_seq, contiguous, after the number asked for
-    last_seq: int  # the venue's latest fill number when it answered
+    session: Count  # the venue's session: its fill numbers start again at 1 in a new one
+    # ascending venue_seq, contiguous, after the number asked for
+    fills: Annotated[list[Fill], msgspec.Meta(max_length=MAX_FILL_PAGE)]
+    last_seq: Count  # the venue's latest fill number when it answered
     more: bool  # fills after this page exist: ask again after its last one
 
 
 class MassStatus(Report):
-    session: int
-    fill_seq: int  # the positions include exactly the fills up to this number
-    open_orders: list[OrderUpdate]
-    open_orders_total: int  # more than MAX_OPEN_ORDERS open: the answer is incomplete
-    positions: list[PositionReport]
+    session: Count
+    fill_seq: Count  # the positions include exactly the fills up to this number
+    open_orders: Annotated[list[OrderUpdate], msgspec.Meta(max_length=MAX_OPEN_ORDERS)]
+    open_orders_total: Count  # more than MAX_OPEN_ORDERS open: the answer is incomplete
+    positions: Annotated[list[PositionReport], msgspec.Meta(max_length=MAX_POSITIONS)]
 
 
 class OrderStatusReport(Report):
-    client_order_id: str
+    client_order_id: OrderId
     known: bool  # False: the venue never received this id
     order: OrderUpdate | None = None
 
 
 class OrderStatusReports(Report):
-    session: int
-    reports: list[OrderStatusReport]
+    session: Count
+    reports: Annotated[list[OrderStatusReport], msgspec.Meta(max_length=MAX_ORDER_STATUS_IDS)]
 
 
 class OrderIdPage(Report):
-    ids: list[str]  # in arrival order
-    next_after: int  # ask again after this index for the ones that follow
+    ids: Annotated[list[OrderId], msgspec.Meta(max_length=MAX_ORDER_ID_PAGE)]  # in arrival order
+    next_after: Count  # ask again after this index for the ones that follow
     more: bool
 
 

@@ -8,13 +8,22 @@ its holder, so a lock whose holder died (kill -9 included) is simply free again:
 taken over without a word, and no pid in a file can fool the check (a reused pid is never taken
 for a live holder). The file is never removed: unlinking a lock file races with the next taker,
 who could lock a file that no longer has a name.
+
+The pid in the file only names the holder; the flock is what keeps a second instance out. So when
+the pid cannot be written (a full disk, a file size limit) the lock is still taken and kept, with
+one log line: the process runs (a service that cannot start cannot take a step toward safety
+either), a second instance is still refused, and it is told "a process that has not written its pid
+yet" (the file is emptied first, so it never names a dead holder's pid).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".lock"
 
@@ -58,8 +67,12 @@ def acquire(run_dir: Path, name: str) -> RunLock:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        log.warning("%s: lock taken, but its pid could not be written (%s): a second %s is still refused",
+                    path, exc, name)
     return RunLock(name, path, fd)
 
 

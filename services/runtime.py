@@ -258,7 +258,8 @@ class ServiceRuntime:
         self._sockets.append(sock)
         bus = self.settings.bus
         sub = Subscriber(sock, bus.max_message_bytes, max_streams=bus.subscriber_max_streams,
-                         max_publishers=bus.subscriber_max_publishers)
+                         max_publishers=bus.subscriber_max_publishers,
+                         max_subscription_bytes=bus.max_subscription_bytes)
         for prefix in prefixes:
             sub.subscribe(prefix)
         for service in services:

@@ -13,10 +13,13 @@ for what it is. In order (the first that fails is the refusal):
      than ``price_collar_pct`` from it is refused; notional (quantity x limit price or mark) within
      the instrument's minimum and maximum.
 
-A reducing order (the failsafe's and the operator's flatten) is refused only when it is meaningless
-(1, and 2 once the venue's list is known): never for the grid, the minimums, the collar or a
-missing mark. A step toward safety is never blocked; the venue, which checks its own grid, stays
-the judge of a flatten.
+A reducing market order (the failsafe's and the operator's flatten) is refused only when it is
+meaningless (1, and 2 once the venue's list is known): never for the quantity grid, the minimums or
+a missing mark. A step toward safety is never blocked; the venue, which checks its own grid, stays
+the judge of a flatten. A reducing *limit* order names its own price, and a price is not a step
+toward safety: a sell at 0.01 against a mark of 150 reduces the position by giving it away. So its
+price is held to the tick grid and the venue's price limits (once the list is known), and it needs
+a mark and must lie within the collar around it. Nothing safe is lost: a flatten goes at market.
 """
 
 from __future__ import annotations
@@ -48,9 +51,8 @@ def instrument_refusal(order: OrderArgs, spec: Instrument | None, listed: bool, 
         if not reduces:
             return "instruments_not_loaded", (f"the venue's instrument list is not loaded yet: cannot check "
                                               f"{order.symbol} (only reducing orders pass)")
-        return None
     if reduces:
-        return None
+        return None if limit is None else _reducing_limit_refusal(order.symbol, spec, limit, mark, collar_pct)
     problem = quantity_problem(spec, order.qty) or (price_problem(spec, limit) if limit is not None else None)
     if problem:
         return problem
@@ -61,3 +63,15 @@ def instrument_refusal(order: OrderArgs, spec: Instrument | None, listed: bool, 
         if problem:
             return problem
     return notional_problem(spec, order.qty, limit if limit is not None else mark)
+
+
+def _reducing_limit_refusal(symbol: str, spec: Instrument | None, limit: float, mark: float | None,
+                            collar_pct: float) -> Problem:
+    """A reducing limit order's price: on the grid (when the list is in), and within the collar."""
+    problem = price_problem(spec, limit) if spec is not None else None
+    if problem:
+        return problem
+    if mark is None or not (math.isfinite(mark) and mark > 0):
+        return "no_mark", (f"no market price for {symbol} yet: a reducing limit order needs one to check "
+                           f"its price against (a market order reduces without one)")
+    return collar_problem(symbol, limit, mark, collar_pct)

@@ -17,6 +17,7 @@ from typing import Any
 
 from bus import Reactor
 from proto.instruments import Instrument, InstrumentBook, InstrumentList
+from services.backoff import Backoff
 from services.exchange_manager.connectors import Connector
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class InstrumentRegistry:
         self._lists: dict[str, InstrumentList] = {}
         self._specs: dict[str, dict[str, Instrument]] = {}
         self._pending: set[str] = set(connectors)
-        self._backoff: dict[str, float] = {}
+        self._backoff: dict[str, Backoff] = {}  # per connector, while its list is not in
         self._asking: dict[str, int] = {}  # connector -> the number of its latest request
         self.loads = 0
         self.failures = 0
@@ -52,8 +53,7 @@ class InstrumentRegistry:
         name = connector.name
         if answer is None:  # no answer, or one that was not a valid list (the connector logged which)
             self.failures += 1
-            delay = self._backoff.get(name, RETRY_S)
-            self._backoff[name] = min(2 * delay, RETRY_MAX_S)
+            delay = self._backoff.setdefault(name, Backoff(RETRY_S, RETRY_MAX_S)).next()
             log.warning("instruments from %s: no valid answer; asking again in %.1fs", name, delay)
             self._reactor.call_later(delay, lambda: connector.is_connected_check() and self.load(connector))
             return

@@ -68,10 +68,11 @@ class OrderJournal:
 
     def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position,
                   strategies: Mapping[tuple[str, str], float] | None = None,
-                  cursor: tuple[str, FillCursor] | None = None, ledger: SessionLedger | None = None) -> None:
+                  cursor: tuple[str, int, int] | None = None, ledger: SessionLedger | None = None) -> None:
         """The fill's id, its order, the position and the strategies' positions it changed, its
-        connector's fill cursor and the session's ledger, in one transaction: a restart never
-        finds the fill applied without its PnL in the session, or the other way round."""
+        connector's fill cursor (connector, session, applied: as they were when the fill was
+        applied, never later) and the session's ledger, in one transaction: a restart never finds
+        the fill applied without its PnL in the session, or the other way round."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO fills (fill_id) VALUES (?)", (fill.fill_id,))
@@ -94,10 +95,11 @@ class OrderJournal:
             "INSERT INTO positions VALUES (?, ?) ON CONFLICT(symbol) DO UPDATE SET position = excluded.position",
             [(symbol, json.dumps(p.to_dict())) for symbol, p in positions.items()])
 
-    def save_cursor(self, connector: str, cursor: FillCursor) -> None:
+    def save_cursor(self, connector: str, session: int, applied: int) -> None:
+        """Numbers, not the live ``FillCursor``: a held write must save the cursor as it was then."""
         self._db.execute(
             "INSERT INTO fill_cursors VALUES (?, ?, ?) ON CONFLICT(connector) DO UPDATE SET "
-            "session = excluded.session, applied = excluded.applied", (connector, cursor.session, cursor.applied))
+            "session = excluded.session, applied = excluded.applied", (connector, session, applied))
 
     def save_ledger(self, ledger: SessionLedger) -> None:
         self._db.execute(

@@ -9,7 +9,9 @@ A full, read-only or vanished state disk makes every SQLite write raise. Then:
 
 Held writes are keyed (an order's id, a fill's id): a later write of the same thing replaces the
 earlier one (each saves the current state), so what is held is bounded by the orders and fills
-the book has seen since the disk failed, not by how often they changed.
+the book has seen since the disk failed, not by how often they changed. The replacement goes to
+the back of the queue, where its write would have been: a fill cursor written after a fill must land
+after that fill, or a crash between the two would leave a cursor claiming a fill the journal lacks.
 """
 
 from __future__ import annotations
@@ -50,17 +52,22 @@ class JournalWrites:
         """Run ``write`` now; True if it landed. If not (or if earlier writes are still held, which
         must land first), it is held for ``retry`` and False is returned."""
         if self._held:
-            self._held[key] = write
+            self._hold(key, write)
             return self.retry()
         try:
             write()
         except WRITE_ERRORS as exc:
-            self._held[key] = write
+            self._hold(key, write)
             self._failed(exc)
             return False
         if self.error is not None:
             self._recovered(0)
         return True
+
+    def _hold(self, key: tuple[str, str], write: Write) -> None:
+        """Hold ``write`` last in line: the latest write of a key goes after every write before it."""
+        self._held.pop(key, None)
+        self._held[key] = write
 
     def discard(self, key: tuple[str, str]) -> None:
         """Forget a held write that must not land after all (an order refused for it). The episode

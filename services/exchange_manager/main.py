@@ -18,6 +18,7 @@ from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
+from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
@@ -79,8 +80,7 @@ class ExchangeManager:
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled,
                                      page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
-                                     save_cursor=lambda name, cursor: self.writes.write(
-                                         ("cursor", name), lambda: self.journal.save_cursor(name, cursor)))
+                                     save_cursor=self._save_cursor)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
@@ -242,7 +242,10 @@ class ExchangeManager:
         position.apply_fill(fill.side.sign, fill.qty, fill.price, fill.fee)
         strategies = self.strategy_positions.apply(record.strategy, fill.symbol, fill.side.sign * fill.qty,
                                                    account_after=position.qty)
-        cursor = (fill.connector, self.reconciler.cursor(fill.connector)) if fill.venue_seq else None
+        cursor = None
+        if fill.venue_seq:  # the cursor's numbers now: a write held by a failing disk must not claim later fills
+            live = self.reconciler.cursor(fill.connector)
+            cursor = (fill.connector, live.session, live.applied)
         self.writes.write(("fill", fill.fill_id),
                           lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor,
                                                          ledger=self.ledger))
@@ -253,6 +256,10 @@ class ExchangeManager:
         self._publish_order(record)
         if known is None or known.strategy == FOREIGN:
             self.venue_watch.foreign_fill(fill)
+
+    def _save_cursor(self, name: str, cursor: FillCursor) -> None:
+        session, applied = cursor.session, cursor.applied  # as they are now, not when a held write lands
+        self.writes.write(("cursor", name), lambda: self.journal.save_cursor(name, session, applied))
 
     def on_connected(self, connector: Connector) -> None:
         self.instruments.load(connector)
@@ -323,8 +330,7 @@ class ExchangeManager:
                  {s: (r.opening_qty, r.opening_mark) for s, r in self.ledger.rows.items()})
 
     def _book_reconciled(self) -> bool:
-        verdict = self.reconciler.verdict
-        return bool(verdict and verdict.ok)
+        return self.reconciler.reconciled(self.connectors)
 
     def session_report(self, session_id: str = "") -> dict[str, Any] | None:
         """The counters of the current session, or of ``session_id`` (an ended one, from the journal)."""
@@ -347,7 +353,6 @@ class ExchangeManager:
                 for s, p in self.positions.items()}
 
     def stats(self) -> dict[str, Any]:
-        verdict = self.reconciler.verdict
         session = self.ledger.report(self.marks, self._steps)
         totals = session["totals"]
         return {
@@ -369,10 +374,12 @@ class ExchangeManager:
             "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
             "reconciliations": self.reconciler.runs,
             "stale_reconciliation_answers": self.reconciler.stale_answers,
+            "unasked_reconciliation_answers": self.reconciler.unasked_answers,
             "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
-            # what must be known before the session may open: the book agrees with the venues, and
-            # every venue's instrument list is loaded since its latest connection
-            "reconciled": bool(verdict and verdict.ok) and self.instruments.ready(),
+            # what must be known before the session may open: the book agrees with every venue (each
+            # connector's own latest verdict), and every venue's instrument list is loaded since its
+            # latest connection
+            "reconciled": self.reconciler.reconciled(self.connectors) and self.instruments.ready(),
             "instruments": self.instruments.stats(),
             "reconciliation": self.venue_watch.stats(),
             # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.

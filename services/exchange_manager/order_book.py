@@ -116,11 +116,6 @@ class OrderBook:
         self._open[record.client_order_id] = record
         self.submitted += 1
 
-    def new(self, args: OrderArgs, connector: str) -> OrderRecord:
-        record = self.make(args, connector)
-        self.add(record)
-        return record
-
     def reject(self, record: OrderRecord, reason: str) -> None:
         self._move(record, OrderStatus.REJECTED, reason)
 

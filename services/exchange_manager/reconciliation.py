@@ -11,7 +11,10 @@ Then:
   * an order in doubt is resolved from the venue's report: filled, cancelled or rejected; one the
     venue never received is rejected as lost in transit (unless it was sent so recently that it may
     still be on its way: ``in_flight``);
-  * a position that differs is reported and the venue is taken as truth.
+  * a position that differs is reported and the venue is taken as truth;
+  * an order status answer about an id that was not asked (or whose order is another id) is
+    refused, counted (``unasked_answers``) and logged, and the run fails: it would resolve the
+    wrong order.
 
 Every answer's size follows what is open now and a page limit, never the session's history.
 
@@ -27,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import proto
@@ -95,11 +99,17 @@ class Reconciler:
         self.cursors: dict[str, FillCursor] = cursors or {}
         self.runs = 0
         self.stale_answers = 0
+        self.unasked_answers = 0  # order_status answers about ids not asked: refused
         self.last: Outcome | None = None
-        # The latest run that reached a verdict: a stale answer says nothing new (the book knows more
-        # than it), so it neither confirms nor withdraws the one before (``reconciled`` reads this).
-        self.verdict: Outcome | None = None
+        # Per connector, the latest run that reached a verdict: a stale answer says nothing new (the
+        # book knows more than it), so it neither confirms nor withdraws the one before. Per
+        # connector: one venue that agrees says nothing of another (``reconciled`` reads these).
+        self.verdicts: dict[str, Outcome] = {}
         self.outcomes: dict[str, Outcome] = {}  # the latest per connector
+
+    def reconciled(self, connectors: Iterable[str]) -> bool:
+        """Whether the latest verdict of every one of ``connectors`` is ok (none yet: not reconciled)."""
+        return all((verdict := self.verdicts.get(name)) is not None and verdict.ok for name in connectors)
 
     def cursor(self, connector: str) -> FillCursor:
         return self.cursors.setdefault(connector, FillCursor())
@@ -191,15 +201,29 @@ class Reconciler:
             return self._finish(state)
         state.asked = len(chunks)
         for chunk in chunks:
-            state.connector.order_status(chunk, lambda reports: self._timed(state, self._on_order_status, reports))
+            step = partial(self._on_order_status, asked=frozenset(chunk))
+            state.connector.order_status(chunk, lambda reports, step=step: self._timed(state, step, reports))
 
-    def _on_order_status(self, state: _Run, reports: proto.OrderStatusReports | None) -> None:
+    def _on_order_status(self, state: _Run, reports: proto.OrderStatusReports | None, asked: frozenset[str]) -> None:
         self._measure(state)
         if state.asked <= 0:
             return  # the run has already failed on another chunk
         if reports is None:
             state.asked = 0
             return self._fail(state, NO_ANSWER)
+        # An answer about an id this question did not ask (or whose order is another id) would
+        # resolve the wrong order: the venue is not to be believed for this run. Refused, counted,
+        # logged, and the run fails (not reconciled: nothing opens until a run agrees).
+        strays = sorted({r.client_order_id for r in reports.reports if r.client_order_id not in asked}
+                        | {r.client_order_id for r in reports.reports
+                           if r.order is not None and r.order.client_order_id != r.client_order_id})
+        if strays:
+            self.unasked_answers += 1
+            state.asked = 0
+            log.warning("connector %s: order_status answered for ids it was not asked: %s; refused",
+                        state.connector.name, ", ".join(strays[:3]))
+            return self._fail(state, f"the venue answered order_status for ids it was not asked "
+                                     f"({', '.join(strays[:3])}): refused; asking again")
         state.statuses.update({r.client_order_id: r for r in reports.reports})
         state.asked -= 1
         if state.asked == 0:
@@ -289,5 +313,5 @@ class Reconciler:
             self.last = outcome
             self.outcomes[outcome.connector] = outcome
             if not outcome.stale:
-                self.verdict = outcome
+                self.verdicts[outcome.connector] = outcome
         self._report(outcome)

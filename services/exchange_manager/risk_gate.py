@@ -2,7 +2,8 @@
 
 Checks, in order (the first that fails is the refusal's reason):
   0. the instrument (``instrument_checks.py``): finite numbers, a symbol the venue lists, its tick
-     and lot grid and minimums, a mark and the price collar; reducing orders only for meaning;
+     and lot grid and minimums, a mark and the price collar; reducing orders only for meaning, and a
+     reducing limit order's price for its tick and collar (a sell at 0.01 is a giveaway, not safety);
   1. trading allowed: the session is LIVE (or DEGRADED) as last heard from the orchestrator, that
      word is fresh (dead-man switch), and the orchestrator has not disabled trading. Otherwise only
      orders that reduce a position pass (so a failsafe can still flatten);

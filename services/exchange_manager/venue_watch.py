@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import proto
+from services.backoff import Backoff
 from services.exchange_manager.connectors import Connector
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
@@ -49,7 +50,7 @@ class _Schedule:
     queued: bool = False  # a run is wanted (asked for meanwhile, or a retry) once allowed
     started: float = float("-inf")  # monotonic time the latest run started
     timer: bool = False  # a start (queued or a retry) is already scheduled
-    backoff: float = RETRY_S
+    backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_S, RETRY_MAX_S))
 
 
 @dataclass
@@ -146,13 +147,13 @@ class VenueWatch:
         self.slowest_ms = max(self.slowest_ms, outcome.duration_ms)
         self.longest_loop_ms = max(self.longest_loop_ms, outcome.loop_ms)
         if outcome.ok:
-            sched.backoff = RETRY_S
+            sched.backoff.reset()
         if sched.running is None and (sched.queued or not outcome.ok):
             # A failed run is tried again while the connector is up: until one passes the session
             # may not open, so giving up would keep it closed for good.
             delay = max(sched.started + self._min_gap_s - time.monotonic(), 0.0)
             if not outcome.ok and not sched.queued:
-                delay, sched.backoff = max(delay, sched.backoff), min(2 * sched.backoff, RETRY_MAX_S)
+                delay = max(delay, sched.backoff.next())
             sched.queued = True
             self._start_later(outcome.connector, delay)
         for cid in outcome.adopted:

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,25 @@ def disk_daemon() -> Iterator[Any]:
     try:
         yield start
     finally:
-        for d in made:
-            mounted = os.path.ismount(d.state_dir)
-            d.close(keep=True)
+        with ExitStack() as teardowns:  # every daemon's, even when one of them raises
+            for d in made:
+                teardowns.callback(_tear_down, d)
+
+
+def _tear_down(d: Daemon) -> None:
+    """Stop the daemon, then unmount its tmpfs and remove its files whatever stopping did; a tmpfs
+    left mounted (umount failed) fails the test."""
+    mounted = os.path.ismount(d.state_dir)
+    try:
+        d.close(keep=True)
+    finally:
+        try:
             if mounted:
-                subprocess.run(["umount", "-l", str(d.state_dir)], check=False)
+                done = subprocess.run(["umount", "-l", str(d.state_dir)], capture_output=True, text=True, check=False)
+                assert done.returncode == 0, f"umount {d.state_dir} failed: {done.stderr.strip()}"
+        finally:
             shutil.rmtree(d.root, ignore_errors=True)
-            assert not d.leftover_processes(), "processes left behind"
+    assert not d.leftover_processes(), "processes left behind"
 
 
 def _status(d: Daemon) -> dict[str, Any]:
@@ -145,7 +158,7 @@ def test_the_book_of_record_on_a_full_disk_refuses_opening_orders_and_still_flat
     assert "full" in (em["error"] or "") or em["held_writes"] == 0, em
     status = _status(d)
     assert status["journal"]["ok"] is True, status["journal"]  # the orchestrator's own is fine
-    safety = open(status["session_logs"]["safety_events"], encoding="utf-8").read()
+    safety = Path(status["session_logs"]["safety_events"]).read_text(encoding="utf-8")
     assert "state_disk" in safety and "book of record cannot be written" in safety, safety[-3000:]
     refused = d.call("orchestrator", "reset", timeout_s=2.0, reason="disk full")
     assert not refused.ok and "book of record cannot be written" in refused.error, refused
@@ -178,7 +191,7 @@ def test_the_session_journal_on_a_full_disk_never_blocks_the_failsafe(disk_daemo
                               time.monotonic() - asked_at))
     status = _status(d)
     assert status["journal"]["ok"] is False and status["journal"]["held_writes"] >= 2, status["journal"]
-    safety = open(status["session_logs"]["safety_events"], encoding="utf-8").read()
+    safety = Path(status["session_logs"]["safety_events"]).read_text(encoding="utf-8")
     assert "the session journal cannot be written" in safety, safety[-3000:]
     # a step toward safety is accepted on a full disk; one toward risk is not
     assert d.call("orchestrator", "failsafe", timeout_s=2.0, reason="again, disk full").ok

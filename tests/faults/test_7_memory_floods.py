@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +69,7 @@ class Watch:
     after: float = 0.0
     status_during: int = 0
     max_heartbeat_gap_s: float = 0.0
+    errors: list[BaseException] = field(default_factory=list)  # what a watching thread raised
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -96,15 +97,37 @@ class Watch:
             client.close()
             ctx.term()
 
+    def _run(self, target: Callable[[], None]) -> None:
+        """A watching thread: what it raises (a status refused or unanswered, a process gone) is
+        kept for ``stop`` to raise in the test, not lost with the thread."""
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 (raised again by stop())
+            self.errors.append(exc)
+            self._stop.set()
+
     def start(self) -> None:
         self.pid = self.d.pid_of(self.service)
         self.before = self.peak = rss_mb(self.pid)
         for target in (self._sample, self._ask):
-            thread = threading.Thread(target=target, daemon=True)
+            thread = threading.Thread(target=self._run, args=(target,), daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """The flood is over: one more ``status`` answer must come (the asking thread was still
+        answered at the end, not dead since the start), then the threads end and what they raised
+        is raised here."""
+        answered = self.status_during
+        wait_until(lambda: self.status_during > answered or self.errors, 15,
+                   message=f"{self.service} answered no status after the flood")
+        self.end()
+        assert not any(thread.is_alive() for thread in self._threads), f"a watching thread of {self.service} hangs"
+        if self.errors:
+            raise AssertionError(f"watching {self.service} during the flood failed: {self.errors[0]!r}") \
+                from self.errors[0]
+
+    def end(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
@@ -112,10 +135,13 @@ class Watch:
     def settle(self) -> None:
         """The peer has left: wait for the RSS to come back near where it was (libzmq frees a
         cut-off peer's subscriptions when the process next reads its socket, then malloc_trim)."""
-        wait_until(lambda: rss_mb(self.pid) <= self.before + self.keeps_mb + AFTER_MARGIN_MB, 15,
+        bound = self.before + self.keeps_mb + AFTER_MARGIN_MB
+        wait_until(lambda: rss_mb(self.pid) <= bound, 15,
                    message=lambda: f"{self.service} RSS {rss_mb(self.pid):.0f} MB, was {self.before:.0f} MB")
         time.sleep(1.0)  # and stays there
         self.after = rss_mb(self.pid)
+        assert self.after <= bound, (f"{self.service} RSS went back up to {self.after:.0f} MB after the flood "
+                                     f"(was {self.before:.0f} MB)")
 
 
 @contextmanager
@@ -129,8 +155,9 @@ def flood(d: Daemon, service: str, name: str, keeps_mb: float = 0.0) -> Iterator
     watch.start()
     try:
         yield watch
-    finally:
         watch.stop()
+    finally:
+        watch.end()  # (again, or at once when the body failed)
         beats.stop()
         session.stop()
     watch.settle()

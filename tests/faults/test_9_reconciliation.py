@@ -156,12 +156,14 @@ def test_an_order_placed_while_the_exchange_manager_is_down(module_daemon: Daemo
     ensure_live(d)
     wait_routed(d, SYMBOL)
     pid = d.pid_of("exchange_manager")
-    d.supervisorctl("stop", d.qualified("exchange_manager"))
+    stopped = d.supervisorctl("stop", d.qualified("exchange_manager"))
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     try:
         cid = _outsider(d, "sell", 0.4, limit_price=160.0)
     finally:
-        d.supervisorctl("start", d.qualified("exchange_manager"))
-    assert d.pid_of("exchange_manager") != pid
+        started = d.supervisorctl("start", d.qualified("exchange_manager"))
+    assert started.returncode == 0, started.stdout + started.stderr
+    d.wait_respawned("exchange_manager", pid)
     wait_until(lambda: _venue_unknown(d)["orders"] == 1, 20, interval=0.05, ignore=(CommandTimeout,),
                message=lambda: str(em_stats(d)))
     # The orchestrator received the anomaly (its safety log): at once, or, if it was published before
@@ -279,9 +281,12 @@ def test_a_session_of_50000_fills_then_kill9_of_the_exchange_manager(make_daemon
     # kill -9 of the exchange manager in the middle of more orders: the fills of those it had sent
     # are made at the venue while it is dead; back, it asks only for the fills after its journalled number
     pid = d.pid_of("exchange_manager")
+    submitted = em_stats(d)["orders_submitted"]
     flood = threading.Thread(target=_flood, args=(d, 2_000), kwargs={"strict": False}, daemon=True)
     flood.start()
-    time.sleep(1.5)
+    # in the middle of it: a quarter of the orders through the gate
+    wait_until(lambda: em_stats(d)["orders_submitted"] >= submitted + 500, 30, interval=0.02,
+               ignore=(CommandTimeout,), message=lambda: str(em_stats(d)["orders_submitted"]))
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     new_pid = wait_until(lambda: (p := ask(d, "exchange_manager", "status")["pid"]) != pid and p, 30,

@@ -32,6 +32,7 @@ import zmq
 from integration.daemon import Daemon, command_services, wait_until
 
 import proto
+from bus.sockets import SUBSCRIPTION_FRAME_OVERHEAD
 
 from . import figures, garbage
 from .support import (
@@ -219,7 +220,7 @@ def _fuzz_xpub(d: Daemon, n: int, seed: int) -> dict[str, Any]:
     before = ask(d, service, "status")
     router_before = ask(d, "data_router", "status")["bus"]["subscriptions"]
     rng = random.Random(seed)
-    max_frame = 1 + d.bus.max_subscription_bytes
+    max_frame = SUBSCRIPTION_FRAME_OVERHEAD + d.bus.max_subscription_bytes  # the PUB's ZMQ_MAXMSGSIZE
     messages, bad = _xpub_garbage(rng, n, max_frame)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.XSUB)

@@ -68,7 +68,7 @@ class Stream:
 
 def _sync(pub: zmq.Socket, sub: Subscriber) -> None:
     """Wait until the subscription has reached the PUB (it drops what it sends before that)."""
-    probe = [b"sync", proto.encode("sync", 1, 1, 1, proto.Heartbeat(pid=1, interval_s=1.0))]
+    probe = [b"hb.sync", proto.encode("sync", 1, 1, 1, proto.Heartbeat(pid=1, interval_s=1.0))]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         pub.send_multipart(probe)
@@ -91,7 +91,9 @@ def _run(pub: zmq.Socket, sub: Subscriber, n: int, seed: int, caplog: pytest.Log
     base_received, base_rejected = sub.received, Counter(sub.rejected)
     rng = random.Random(seed)
     epoch = time.time_ns()  # one per publisher: its streams (topics) share it
-    streams = [Stream("pub_a", "md.A", epoch), Stream("pub_a", "md.B", epoch), Stream("pub_b", "md.A", epoch + 1)]
+    # two publishers that declare market data (a subscriber opens no stream for an undeclared topic)
+    streams = [Stream("venue_sim", "md.A", epoch), Stream("venue_sim", "md.B", epoch),
+               Stream("data_router", "md.A", epoch + 1)]
     delivered: list[tuple[str, str, int]] = []
     expected: Counter[str] = Counter()
     replays = 0
@@ -145,7 +147,7 @@ def _run(pub: zmq.Socket, sub: Subscriber, n: int, seed: int, caplog: pytest.Log
         assert got == list(range(1, stream.seq + 1)), (stream.source, stream.topic, got[:20])
     stats = sub.stats()
     assert stats["gaps"] == 0 and stats["lost"] == 0, stats
-    assert sum(p.stale for s, p in sub.peers.items() if s.startswith("pub_")) == replays
+    assert sum(p.stale for s, p in sub.peers.items() if s in {"venue_sim", "data_router"}) == replays
     # logged, rate-limited: per kind at most one line per interval (plus the first)
     lines = [r.getMessage() for r in caplog.records if "rejected bus message" in r.getMessage()]
     bound = len(expected) * (math.ceil(duration / LOG_INTERVAL_S) + 1)

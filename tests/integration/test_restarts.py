@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_kill9_orchestrator_while_live_keeps_the_session_live(daemon: Daemon) ->
     for peer in TRADING_PEERS:
         wait_until(lambda: d.status()["components"][peer]["trading_enabled"], 10)
     live_log = d.status()["session_logs"]["live_trading"]
-    assert "Restored session" in open(live_log, encoding="utf-8").read()
+    assert "Restored session" in Path(live_log).read_text(encoding="utf-8")
 
 
 def test_kill9_orchestrator_in_failsafe_keeps_failsafe(daemon: Daemon) -> None:

@@ -6,6 +6,7 @@ Each test gets its own daemon (function-scoped ``daemon`` fixture).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_auto_open_goes_live_within_30s_of_start(daemon: Daemon) -> None:
     elapsed = time.monotonic() - daemon.started_at
     assert elapsed < 30, elapsed
     live_log = daemon.status()["session_logs"]["live_trading"]
-    text = open(live_log, encoding="utf-8").read()
+    text = Path(live_log).read_text(encoding="utf-8")
     assert "State transition: READY → LIVE" in text, text
 
 
@@ -66,7 +67,7 @@ def test_failsafe_reset_open_cycle(daemon: Daemon) -> None:
     res = d.tradectl("recover")
     assert res.returncode == 1 and "refused" in res.stderr, (res.stdout, res.stderr)
     assert d.state() == "live"
-    log = open(d.status()["session_logs"]["live_trading"], encoding="utf-8").read()
+    log = Path(d.status()["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     for transition in ("LIVE → DEGRADED", "DEGRADED → FAILSAFE", "FAILSAFE → READY", "READY → LIVE"):
         assert f"State transition: {transition}" in log, (transition, log)
 
@@ -80,5 +81,5 @@ def test_operator_commands_are_recorded_in_the_governance_log(daemon: Daemon) ->
     assert d.tradectl("open").returncode == 0
     assert d.tradectl("open").returncode == 1
     path = d.status()["session_logs"]["governance_events"]
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     assert "open" in text.lower() and "refus" in text.lower(), f"{path} is {text!r}"

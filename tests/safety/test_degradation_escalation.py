@@ -9,6 +9,7 @@ feed is resumed and the operator recovers (``tradectl recover``).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import proto
 from bus import CommandTimeout
@@ -69,7 +70,7 @@ def test_the_third_degradation_escalates_to_failsafe(module_daemon: Daemon) -> N
                 d.wait_state("failsafe", timeout=10)
     stats = d.stats_json()
     assert stats["degradations"] == 3 and stats["failsafe_activations"] == 1, stats
-    log = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+    log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     assert log.count("State transition: LIVE → DEGRADED (safety: stale_feed") == 3, log
     assert ("State transition: DEGRADED → FAILSAFE (3 degradations within 3600s "
             "(failsafe_degradation_count=3))") in log, log

@@ -10,6 +10,7 @@ cannot reach. Each test starts from LIVE.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_a_jump_below_the_raised_critical_threshold_degrades_instead_of_failsafe
     assert abs(em_positions(d).get("SOL-USD", {}).get("qty", 0.0)) < 1e-9  # no strategy trades SOL-USD
     refused = submit(d, "SOL-USD", "buy", 0.1)
     assert not refused.ok and "reduce-only" in refused.error, refused
-    log = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+    log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     assert "State transition: LIVE → DEGRADED (safety: data_anomaly BTC-USD: Price jump" in log, log
 
     res = d.tradectl("recover")
@@ -99,7 +100,7 @@ def test_recover_is_refused_while_a_process_is_missing_then_succeeds(live: Daemo
         assert res.returncode == 1, (res.stdout, res.stderr)
         assert "refused: not healthy: missing data_router" in res.stderr, res.stderr
         assert d.state() == "degraded"
-        log = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+        log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
         assert "process missing: data_router" in log, log
     finally:
         res = d.supervisorctl("start", d.qualified(program))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from bus import CommandTimeout
 from integration.daemon import Daemon, wait_until
@@ -126,6 +127,6 @@ def test_trading_resumes_when_the_stopped_orchestrator_is_back(module_daemon: Da
 
 
 def _last_transition(d: Daemon) -> str:
-    log = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+    log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     lines = [line for line in log.splitlines() if "State transition" in line]
     return lines[-1] if lines else "(no transition logged since the restart)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def _failsafe(d: Daemon, reason: str) -> dict:
 
 
 def _safety_log(d: Daemon) -> str:
-    return open(orchestrator_status(d)["session_logs"]["safety_events"], encoding="utf-8").read()
+    return Path(orchestrator_status(d)["session_logs"]["safety_events"]).read_text(encoding="utf-8")
 
 
 def test_the_gates_rate_limit_never_refuses_the_failsafes_flatten(make_daemon) -> None:
@@ -60,9 +61,13 @@ def test_the_gates_rate_limit_never_refuses_the_failsafes_flatten(make_daemon) -
     for order in ({"qty": 0.5}, {"qty": 1.0, "order_type": "limit", "limit_price": 140.0}):
         wait_until(lambda: submit(d, "SOL-USD", "buy", strategy="itest", **order).ok, 10)
     wait_until(lambda: venue_positions(d).get("SOL-USD"), 5)
-    # spend the rate budget just before the failsafe, as the strategies did in the reproduction
-    for _ in range(6):
-        submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=140.0, strategy="itest")
+    # spend the rate budget just before the failsafe, as the strategies did in the reproduction:
+    # six orders at once against four a second, so some are refused, and only for the rate
+    replies = [submit(d, "SOL-USD", "buy", 0.01, order_type="limit", limit_price=140.0, strategy="itest")
+               for _ in range(6)]
+    refused = [r.error for r in replies if not r.ok]
+    assert refused, "all six orders passed: the rate budget was not spent before the failsafe"
+    assert all("max_orders_per_s" in error for error in refused), refused
     _failsafe(d, "rate budget spent")
     wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 20, ignore=(CommandTimeout,))
     wait_venue_flat(d)
@@ -127,7 +132,7 @@ def test_close_in_failsafe_flattens_first(make_daemon) -> None:
     closed = d.call("orchestrator", "close", timeout_s=15.0, reason="operator close in failsafe")
     assert closed.ok and closed.result["state"] == "shutdown", closed
     wait_venue_flat(d)
-    transitions = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+    transitions = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     assert "FAILSAFE → SHUTDOWN (operator close in failsafe (flatten: flat))" in transitions, transitions[-2000:]
 
 
@@ -142,7 +147,7 @@ def test_shutdown_while_retrying_is_accepted_and_says_what_is_left(make_daemon) 
     reply = d.call("orchestrator", "shutdown", timeout_s=2.0, reason="operator shutdown")
     assert reply.ok and reply.result["state"] == "shutdown", reply
     wait_until(lambda: not orchestrator_status(d)["failsafe_running"], 15, ignore=(CommandTimeout,))
-    log = open(orchestrator_status(d)["session_logs"]["live_trading"], encoding="utf-8").read()
+    log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
     assert "failsafe sequence stopped before the venue was verified flat" in log, log[-2000:]
     assert "NOT VERIFIED FLAT, stopped: the session is shutdown" in _safety_log(d)
     assert venue_positions(d) and not venue_open_orders(d)  # the resting orders were cancelled

@@ -14,7 +14,7 @@ import zmq
 import proto
 from bus import BusSettings, Publisher, Subscriber, make_socket
 from bus.ratelimit import MAX_KINDS, MAX_LOGGED_CHARS, OTHER, RateLimitedLog, escape
-from unit_support import Collector, handshake
+from unit_support import Collector, handshake, wait_until
 
 BUS = BusSettings()
 
@@ -64,7 +64,7 @@ def test_a_subscriber_tracks_at_most_max_publishers(pub_and: tuple[zmq.Socket, z
     sub = Subscriber(sock, max_publishers=16)
     collector = connected(pub, sub)  # the probe is one publisher
     for i in range(20):
-        send(pub, "hb.x", f"source{i}")
+        send(pub, proto.topics.heartbeat(f"source{i}"), f"source{i}")
     collector.wait_for(lambda c: sum(sub.rejected.values()) + len(c.messages) == 20)
     assert len(sub.peers) == 16 and sub.rejected == {"publishers": 5}
 
@@ -115,3 +115,50 @@ def test_the_rate_limited_log_escapes_and_bounds_its_kinds(caplog: pytest.LogCap
     assert OTHER in limited._last  # noqa: SLF001
     assert len(caplog.records) == MAX_KINDS + 1  # every kind once, the overflow once
     assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
+def test_the_longest_symbols_market_data_can_be_subscribed_to(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    """``md.`` and a symbol of the longest length the wire accepts fit the publishers' subscription
+    limit (a prefix over it makes a PUB drop the connection: nothing would arrive, on any topic)."""
+    pub, sock = pub_and
+    longest = proto.topics.market_data("S" * proto.fields.SYMBOL_MAX)
+    assert BUS.max_subscription_bytes >= len(longest) == 67
+    sub = Subscriber(sock)
+    sub.subscribe(longest)
+    collector = Collector(sub)
+    wait_until(lambda: send(pub, longest, "venue_sim") or collector.pump() and collector.messages, 5.0,
+               interval=0.0, what="the longest symbol's market data")
+    assert collector.messages[0][0] == longest
+
+
+def test_a_subscription_over_the_limit_is_refused_with_a_clear_error(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    _, sock = pub_and
+    sub = Subscriber(sock)
+    too_long = "md." + "S" * (proto.fields.SYMBOL_MAX + 1)
+    with pytest.raises(ValueError, match=r"subscription prefix 'md\.S+' is 68 bytes, over "
+                                         r"bus\.max_subscription_bytes \(67\): publishers would drop the connection"):
+        sub.subscribe(too_long)
+    limited = Subscriber(sock, max_subscription_bytes=100)
+    limited.subscribe(too_long)  # a configured longer limit is honoured
+    # settings cannot make the limit shorter than the longest market-data topic
+    with pytest.raises(ValueError, match="greater than or equal to 67"):
+        BusSettings(max_subscription_bytes=64)
+
+
+def test_a_topic_its_source_does_not_publish_opens_no_stream(pub_and: tuple[zmq.Socket, zmq.Socket]) -> None:
+    """A peer sending topics its claimed source never publishes (``proto.topics.PUBLISHED``) cannot
+    fill the stream or publisher caps and lock out the real streams: each is refused and counted."""
+    pub, sock = pub_and
+    sub = Subscriber(sock, max_streams=100, max_publishers=16)
+    collector = connected(pub, sub)
+    streams, peers = len(sub._last_seq), set(sub.peers)  # noqa: SLF001 (the probe's)
+    for i in range(150):
+        send(pub, f"md.S{i}", "engine")  # the engine publishes no market data
+        send(pub, f"junk.{i}", "venue_sim")  # nor the venue this
+        send(pub, "orders", f"nobody{i}")  # a source that publishes nothing but its hb. and audit.
+    send(pub, "md.REAL", "venue_sim")
+    collector.wait_for(lambda c: len(c.messages) == 1)
+    assert [(t, e.source) for t, e in collector.messages] == [("md.REAL", "venue_sim")]
+    assert sub.rejected == {"undeclared": 450}
+    assert len(sub._last_seq) == streams + 1 and set(sub.peers) == peers | {"venue_sim"}  # noqa: SLF001
+    assert sub.received == 2  # the probe and md.REAL: a refused message is not received

@@ -11,6 +11,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import zmq
@@ -58,7 +60,10 @@ def test_parse_alert_keeps_only_bad_endings() -> None:
     assert describe(fatal).startswith("venue_sim FATAL")
 
 
-def test_listener_publishes_alerts_and_answers_every_event(tmp_path: Path) -> None:
+@contextmanager
+def _listener(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], zmq.Socket, Path]]:
+    """The listener as a subprocess (we play supervisord on its pipes), a SUB on its PUB past the
+    slow joiner, and its log directory."""
     run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
     run_dir.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
@@ -75,28 +80,53 @@ def test_listener_publishes_alerts_and_answers_every_event(tmp_path: Path) -> No
         _read_token(proc.stdout, b"READY\n")
         # A heartbeat proves the subscription is up before the events are sent (slow joiner).
         assert sub.poll(10_000), "no heartbeat from the listener"
-        events = [
+        yield proc, sub, log_dir
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sub.close(linger=0)
+        ctx.term()
+
+
+def _send_events(proc: subprocess.Popen[bytes], events: list[tuple[str, str]]) -> None:
+    """Each event as supervisord sends it; each must be acknowledged and the listener ready again."""
+    assert proc.stdin is not None and proc.stdout is not None
+    for serial, (name, payload) in enumerate(events, 1):
+        proc.stdin.write(_event(name, payload, serial))
+        proc.stdin.flush()
+        assert _read_token(proc.stdout, b"RESULT 2\nOK").endswith(b"RESULT 2\nOK")
+        _read_token(proc.stdout, b"READY\n")
+
+
+def _alerts(sub: zmq.Socket, n: int) -> tuple[list[proto.ProcessAlert], list[proto.Heartbeat]]:
+    """The first ``n`` alerts the listener publishes, and the heartbeats heard meanwhile."""
+    alerts: list[proto.ProcessAlert] = []
+    beats: list[proto.Heartbeat] = []
+    deadline = time.monotonic() + 10
+    while len(alerts) < n and time.monotonic() < deadline:
+        if sub.poll(500):
+            topic, data = sub.recv_multipart()
+            env_ = proto.decode(data)
+            if topic == proto.topics.PROCESS_ALERT.encode():
+                alerts.append(env_.body)
+            else:
+                assert isinstance(env_.body, proto.Heartbeat) and env_.source == "supervisor"
+                beats.append(env_.body)
+    return alerts, beats
+
+
+def test_listener_publishes_alerts_and_answers_every_event(tmp_path: Path) -> None:
+    with _listener(tmp_path) as (proc, sub, log_dir):
+        assert proc.stdin is not None and proc.stdout is not None
+        _send_events(proc, [
             ("PROCESS_STATE_STARTING", "processname:engine groupname:trading from_state:EXITED tries:0"),
             ("PROCESS_STATE_EXITED", "processname:engine groupname:trading from_state:RUNNING expected:0 pid:77"),
             ("PROCESS_STATE_BACKOFF", "processname:engine groupname:trading from_state:STARTING"),
             ("PROCESS_STATE_FATAL", "processname:engine groupname:trading from_state:BACKOFF"),
             ("PROCESS_STATE_EXITED", "processname:safety groupname:trading from_state:RUNNING expected:1 pid:78"),
-        ]
-        for serial, (name, payload) in enumerate(events, 1):
-            proc.stdin.write(_event(name, payload, serial))
-            proc.stdin.flush()
-            assert _read_token(proc.stdout, b"RESULT 2\nOK").endswith(b"RESULT 2\nOK")
-            _read_token(proc.stdout, b"READY\n")
-        alerts = []
-        deadline = time.monotonic() + 10
-        while len(alerts) < 3 and time.monotonic() < deadline:
-            if sub.poll(500):
-                topic, data = sub.recv_multipart()
-                env_ = proto.decode(data)
-                if topic == proto.topics.PROCESS_ALERT.encode():
-                    alerts.append(env_.body)
-                else:
-                    assert isinstance(env_.body, proto.Heartbeat) and env_.source == "supervisor"
+        ])
+        alerts, _ = _alerts(sub, 3)
         assert [(a.program, a.event) for a in alerts] == [("engine", "exited"), ("engine", "backoff"),
                                                           ("engine", "fatal")]
         lines = (log_dir / "process_alerts.log").read_text().splitlines()
@@ -110,9 +140,30 @@ def test_listener_publishes_alerts_and_answers_every_event(tmp_path: Path) -> No
         # supervisord going away (stdin closed) ends the listener cleanly.
         proc.stdin.close()
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        sub.close(linger=0)
-        ctx.term()
+
+
+def test_an_alert_log_that_cannot_be_written_loses_no_alert(tmp_path: Path) -> None:
+    """process_alerts.log refuses every write (a directory stands in its place: open() fails, as on
+    a full disk): each alert still goes out on the bus, the failure is counted in the heartbeat,
+    and the listener keeps answering supervisord."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "process_alerts.log").mkdir()
+    with _listener(tmp_path) as (proc, sub, _log_dir):
+        assert proc.stdin is not None
+        _send_events(proc, [
+            ("PROCESS_STATE_EXITED", "processname:engine groupname:trading from_state:RUNNING expected:0 pid:77"),
+            ("PROCESS_STATE_FATAL", "processname:engine groupname:trading from_state:BACKOFF"),
+        ])
+        alerts, _ = _alerts(sub, 2)
+        assert [(a.program, a.event) for a in alerts] == [("engine", "exited"), ("engine", "fatal")]
+        beat = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (beat and beat.stats["alert_log_errors"] == 2):
+            if sub.poll(500):
+                topic, data = sub.recv_multipart()
+                if topic == proto.topics.heartbeat("supervisor").encode():
+                    beat = proto.decode(data).body
+        assert beat is not None and beat.stats["alerts"] == 2 and beat.stats["alert_log_errors"] == 2, beat
+        assert proc.poll() is None, "the listener died of its alert log"
+        proc.stdin.close()
+        assert proc.wait(10) == 0

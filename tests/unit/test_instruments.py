@@ -4,7 +4,6 @@ RiskGate.check) and the engine's guard. Grid arithmetic is checked with hypothes
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -176,13 +175,30 @@ def test_opening_orders_need_a_mark_and_a_loaded_list() -> None:
 
 
 def test_a_reducing_order_is_refused_only_when_meaningless() -> None:
-    """The failsafe's flatten: never held back by the grid, a minimum, the collar or a missing mark."""
+    """The failsafe's flatten: never held back by the lot grid, a minimum or a missing mark."""
     for o, mark in ((order(0.000015, side=Side.SELL), 40_000.0), (order(5e-7, side=Side.SELL), 40_000.0),
-                    (order(0.01, 80_000.0, side=Side.SELL), 40_000.0), (order(0.01, side=Side.SELL), None)):
+                    (order(0.01, side=Side.SELL), None), (order(0.01, 39_000.0, side=Side.SELL), 40_000.0)):
         assert check(o, mark=mark, reduces=True) is None, o
     assert check(order(0.01, side=Side.SELL), spec=None, listed=False, reduces=True) is None  # list still loading
     assert check(order(float("nan"), side=Side.SELL), reduces=True)[0] == "bad_quantity"
     assert check(order(0.01, symbol="NOPE-USD", side=Side.SELL), spec=None, reduces=True)[0] == "unknown_symbol"
+
+
+def test_a_reducing_limit_order_is_held_to_its_price() -> None:
+    """A reducing limit sell at 0.01 reduces the position by giving it away: its price is checked."""
+    giveaway = order(0.01, 0.01, side=Side.SELL)
+    assert check(giveaway, reduces=True) == (
+        "price_collar", "limit price 0.01 is 100.0% from the mark 40000 of BTC-USD: outside the 10% price collar")
+    assert check(order(0.01, 80_000.0, side=Side.SELL), reduces=True)[0] == "price_collar"
+    assert check(order(0.01, 40_000.005, side=Side.SELL), reduces=True)[0] == "tick_size"
+    # without a mark it cannot be checked: refused (a market order reduces without one), list loaded or not
+    for spec, listed in ((BTC, True), (None, False)):
+        assert check(giveaway, spec=spec, listed=listed, mark=None, reduces=True) == (
+            "no_mark", "no market price for BTC-USD yet: a reducing limit order needs one to check its price "
+                       "against (a market order reduces without one)")
+    # the list still loading: no grid to check, the collar still holds
+    assert check(giveaway, spec=None, listed=False, reduces=True)[0] == "price_collar"
+    assert check(order(0.01, 39_000.0, side=Side.SELL), spec=None, listed=False, reduces=True) is None
 
 
 @dataclass
@@ -205,6 +221,13 @@ def test_the_gate_counts_instrument_refusals_and_lets_a_flatten_through() -> Non
     flatten = order(0.00002, side=Side.SELL, reduce_only=True, strategy="flatten")
     assert gate.check(flatten, 0.00002, 0.0, None, 0.0) is None
     assert gate.refusals == {"min_qty": 1, "price_collar": 1, "unknown_symbol": 1} and gate.passed == 1
+    # the same step toward safety as a limit sell far below the market is a giveaway: refused
+    # (trading disabled or not), though it reduces and skips the gate's limits
+    assert gate.check(order(0.00002, 0.01, side=Side.SELL), 0.00002, 0.0, 40_000.0, 0.0)[0] == "price_collar"
+    session.trading = True
+    assert gate.check(order(0.00002, 0.01, side=Side.SELL), 0.00002, 0.0, 40_000.0, 0.0)[0] == "price_collar"
+    assert gate.check(order(0.00002, side=Side.SELL), 0.00002, 0.0, 40_000.0, 0.0) is None
+    assert gate.refusals["price_collar"] == 3 and gate.passed == 2
 
 
 def test_without_instruments_the_gate_skips_only_those_checks() -> None:
@@ -215,4 +238,5 @@ def test_without_instruments_the_gate_skips_only_those_checks() -> None:
 def test_a_huge_order_is_refused_before_its_notional_overflows() -> None:
     gate = RiskGate(RiskLimits(), lambda: True, lambda: "normal", instruments=lambda o: (BTC, True))
     kind, reason = gate.check(order(1e308), 0.0, 0.0, 40_000.0, 0.0)
-    assert kind == "bad_quantity" and not math.isinf(len(reason))
+    assert (kind, reason) == ("bad_quantity", "quantity 1e+308 is not a finite number in (0, 1e+12]")
+    assert gate.refusals == {"bad_quantity": 1} and gate.passed == 0

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from unit_support import enter
 
+import proto
 from proto import OrchestratorState as S
 from proto import Side
 from proto.commands import OrderArgs
+from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.journal import OrderJournal
 from services.exchange_manager.journal_writes import JournalWrites
 from services.exchange_manager.order_book import OrderBook
 from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
+from services.positions import Position
 from services.orchestrator.state_machine import Transition
 
 
@@ -117,3 +121,75 @@ def test_the_book_of_record_refuses_nothing_toward_safety_and_leaves_no_phantom(
     assert writes.retry() is True and writes.error is None and recoveries == [1, 1]
     orders, _, _ = OrderJournal(tmp_path / "em.sqlite", fsync_per_order=False).load()
     assert [o.client_order_id for o in orders] == [flatten.client_order_id]
+
+
+def test_a_held_write_replaced_goes_last(tmp_path: Path, disk: Disk) -> None:
+    """Writes held by a full disk land in the order they were last made: a key written again goes
+    behind the writes made since (its earlier place would put it before them)."""
+    journal = OrderJournal(tmp_path / "em.sqlite", fsync_per_order=False)
+    writes = JournalWrites(journal.probe, lambda _e: None, lambda _n: None)
+    landed: list[str] = []
+
+    def write(name: str) -> Callable[[], None]:
+        def run() -> None:
+            journal.probe()  # a real write: refused while the disk is full
+            landed.append(name)
+        return run
+
+    disk.full()
+    assert writes.write(("cursor", "sim"), write("cursor@5")) is False
+    assert writes.write(("fill", "F6"), write("fill F6")) is False
+    assert writes.write(("cursor", "sim"), write("cursor@6")) is False
+    assert writes.held == 2 and landed == []
+    disk.free()
+    assert writes.retry() is True and landed == ["fill F6", "cursor@6"]
+
+
+def test_a_held_cursor_never_claims_a_fill_the_journal_lacks(tmp_path: Path, disk: Disk) -> None:
+    """The exchange manager's writes of fills and of the fill cursor (ExchangeManager.on_fill and
+    _save_cursor), held by a full disk; the disk fills again after the first one lands (a crash at
+    that point leaves the journal as it is): the journalled cursor counts only fills the journal has."""
+    path = tmp_path / "em.sqlite"
+    journal = OrderJournal(path, fsync_per_order=False)
+    writes = JournalWrites(journal.probe, lambda _e: None, lambda _n: None)
+    book = OrderBook("t")
+    record = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    journal.save_order(record)
+    cursor, position = FillCursor(session=7), Position()
+
+    def save_cursor() -> None:  # as ExchangeManager._save_cursor: the numbers now
+        session, applied = cursor.session, cursor.applied
+        writes.write(("cursor", "sim"), lambda: journal.save_cursor("sim", session, applied))
+
+    def on_fill(n: int) -> None:  # as ExchangeManager.on_fill
+        fill = proto.Fill(fill_id=f"F{n}", client_order_id=record.client_order_id, symbol="BTC-USD", side=Side.BUY,
+                          qty=1.0, price=100.0, fee=0.0, ts_ns=1, venue_seq=n)
+        applied = book.apply_fill(fill)
+        assert applied is not None
+        position.apply_fill(1, 1.0, 100.0, 0.0)
+        cursor.advance(n, fill.fill_id)
+        numbers = ("sim", cursor.session, cursor.applied)
+        writes.write(("fill", fill.fill_id), lambda: journal.save_fill(fill, applied, position, cursor=numbers))
+
+    disk.full()
+    save_cursor()  # a reconciliation saves the cursor (applied 0) ...
+    on_fill(1)  # ... then two fills arrive (applied 1, 2) ...
+    on_fill(2)
+    save_cursor()  # ... and the next reconciliation saves the cursor again (applied 2)
+    assert list(writes._held) == [("fill", "F1"), ("fill", "F2"), ("cursor", "sim")]
+    disk.free()
+    first = next(iter(writes._held))
+    lands = writes._held[first]
+
+    def then_full() -> None:
+        lands()
+        disk.full()
+
+    writes._held[first] = then_full
+    assert writes.retry() is False  # the first write landed, the next did not
+    disk.free()
+    journal.close()
+    again = OrderJournal(path, fsync_per_order=False)
+    _, _, fill_ids = again.load()
+    cursors = again.load_cursors()
+    assert set(fill_ids) == {"F1"} and (cursors["sim"].session, cursors["sim"].applied) == (7, 1)

@@ -13,6 +13,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from unit_support import enter
 
 import proto
 from proto import OrderStatus, Side
@@ -41,7 +42,7 @@ def test_client_order_ids_unique_within_a_book() -> None:
     book = OrderBook("abc", keep_closed=5)
     ids = []
     for i in range(300):
-        record = book.new(args(), "sim")
+        record = enter(book, args(), "sim")
         ids.append(record.client_order_id)
         if i % 2:  # closing (and forgetting) orders must not free their ids for reuse
             book.reject(record, "test")
@@ -59,7 +60,7 @@ def test_books_with_different_prefixes_never_collide(prefixes: list[str]) -> Non
     for prefix in prefixes:
         book = OrderBook(prefix)
         for _ in range(30):
-            cid = book.new(args(), "sim").client_order_id
+            cid = enter(book, args(), "sim").client_order_id
             assert cid not in seen, f"{cid} from prefix {prefix!r} already issued under {seen.get(cid)!r}"
             seen[cid] = prefix
 
@@ -68,14 +69,14 @@ def test_restart_prefix_from_epoch_differs() -> None:
     """The exchange manager's prefix is its start epoch in ms, hex: two starts 1 ms apart differ."""
     epoch = time.time_ns()
     first, second = OrderBook(f"{epoch // 1_000_000:x}"), OrderBook(f"{(epoch + 1_000_000) // 1_000_000:x}")
-    a = {first.new(args(), "sim").client_order_id for _ in range(50)}
-    b = {second.new(args(), "sim").client_order_id for _ in range(50)}
+    a = {enter(first, args(), "sim").client_order_id for _ in range(50)}
+    b = {enter(second, args(), "sim").client_order_id for _ in range(50)}
     assert not a & b
 
 
 def test_statuses_only_move_forward() -> None:
     book = OrderBook("p")
-    record = book.new(args(order_type="limit", limit_price=100.0), "sim")
+    record = enter(book, args(order_type="limit", limit_price=100.0), "sim")
     cid = record.client_order_id
     assert record.status is OrderStatus.NEW
     book.apply_update(update(cid, OrderStatus.ACKNOWLEDGED, venue_order_id="v-1"))
@@ -93,7 +94,7 @@ def test_statuses_only_move_forward() -> None:
 
 def test_rejected_is_final_and_counted_once() -> None:
     book = OrderBook("p")
-    record = book.new(args(), "sim")
+    record = enter(book, args(), "sim")
     book.reject(record, "gate said no")
     book.apply_update(update(record.client_order_id, OrderStatus.ACKNOWLEDGED))
     book.apply_update(update(record.client_order_id, OrderStatus.REJECTED, reason="again"))
@@ -104,7 +105,7 @@ def test_rejected_is_final_and_counted_once() -> None:
 
 def test_apply_fill_is_idempotent_on_fill_id() -> None:
     book = OrderBook("p")
-    record = book.new(args(qty=2.0), "sim")
+    record = enter(book, args(qty=2.0), "sim")
     cid = record.client_order_id
     assert book.apply_fill(fill(cid, "f1", 1.0, 100.0)) is record
     assert book.apply_fill(fill(cid, "f1", 1.0, 100.0)) is None  # the same fill via another path
@@ -114,7 +115,7 @@ def test_apply_fill_is_idempotent_on_fill_id() -> None:
 
 def test_partial_fills_then_filled_with_average_price() -> None:
     book = OrderBook("p")
-    record = book.new(args(qty=3.0, order_type="limit", limit_price=101.0), "sim")
+    record = enter(book, args(qty=3.0, order_type="limit", limit_price=101.0), "sim")
     cid = record.client_order_id
     book.apply_update(update(cid, OrderStatus.ACKNOWLEDGED, qty=3.0))
     book.apply_fill(fill(cid, "f1", 1.0, 100.0))
@@ -133,7 +134,7 @@ def test_partial_fills_then_filled_with_average_price() -> None:
 def test_report_fill_progress_does_not_change_fill_accounting() -> None:
     """Fill progress belongs to the fills: a report claiming a fill moves the status, not filled_qty."""
     book = OrderBook("p")
-    record = book.new(args(qty=2.0), "sim")
+    record = enter(book, args(qty=2.0), "sim")
     book.apply_update(update(record.client_order_id, OrderStatus.PARTIALLY_FILLED, qty=2.0, filled_qty=1.0))
     assert record.status is OrderStatus.PARTIALLY_FILLED and record.filled_qty == 0.0
 
@@ -156,10 +157,10 @@ def test_unknown_orders_in_updates_and_fills_are_adopted_and_counted() -> None:
 
 def test_closed_orders_are_bounded_by_keep_closed() -> None:
     book = OrderBook("p", keep_closed=3)
-    open_ones = [book.new(args(), "sim") for _ in range(4)]
+    open_ones = [enter(book, args(), "sim") for _ in range(4)]
     closed = []
     for i in range(10):
-        record = book.new(args(), "sim")
+        record = enter(book, args(), "sim")
         book.apply_fill(fill(record.client_order_id, f"f{i}", 1.0))
         closed.append(record.client_order_id)
     # the open orders are all kept, and only the three most recently closed ones
@@ -177,7 +178,7 @@ def test_an_order_reported_filled_before_its_fills_still_counts_until_they_arriv
     is closed but the position has not moved. Flatten and the gate count it meanwhile
     (``awaiting_fills``), or a flatten in that window would flatten twice."""
     book = OrderBook("x")
-    rec = book.new(args("SOL-USD", Side.SELL, 0.5), "sim")
+    rec = enter(book, args("SOL-USD", Side.SELL, 0.5), "sim")
     book.apply_update(update(rec.client_order_id, OrderStatus.FILLED, 0.5, symbol="SOL-USD", side=Side.SELL))
     assert book.open_orders("SOL-USD") == []
     assert book.awaiting_fills("SOL-USD") == [rec] and rec.qty - rec.filled_qty == 0.5
@@ -186,7 +187,7 @@ def test_an_order_reported_filled_before_its_fills_still_counts_until_they_arriv
     book.apply_fill(fill(rec.client_order_id, "f2", 0.3, side=Side.SELL))
     assert book.awaiting_fills() == []
     # An order whose fills came first is never awaiting.
-    other = book.new(args("SOL-USD", Side.BUY, 1.0), "sim")
+    other = enter(book, args("SOL-USD", Side.BUY, 1.0), "sim")
     book.apply_fill(fill(other.client_order_id, "f3", 1.0))
     book.apply_update(update(other.client_order_id, OrderStatus.FILLED, 1.0, symbol="SOL-USD"))
     assert book.awaiting_fills() == []

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from unit_support import enter
+
 import proto
 from proto import OrderStatus, Side
 from proto.commands import OrderArgs
@@ -28,9 +30,9 @@ def test_orders_positions_and_fill_ids_come_back(tmp_path: Path) -> None:
     path = tmp_path / "em.sqlite"
     journal = OrderJournal(path, fsync_per_order=False)
     book = OrderBook("a")
-    filled = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    filled = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
     journal.save_order(filled)
-    resting = book.new(OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=1.0, order_type="limit",
+    resting = enter(book, OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=1.0, order_type="limit",
                                  limit_price=50_000.0), "sim")
     journal.save_order(resting)
     position = Position()
@@ -51,7 +53,7 @@ def test_orders_positions_and_fill_ids_come_back(tmp_path: Path) -> None:
     assert restored.apply_fill(f) is None  # the fill id is known: never applied twice
     assert restored.submitted == 2 and restored.fills == 1
     # a new book (new process) never reuses an id of the old one
-    assert restored.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=1.0), "sim").client_order_id not in {
+    assert enter(restored, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=1.0), "sim").client_order_id not in {
         o.client_order_id for o in orders}
 
 
@@ -65,7 +67,7 @@ def test_an_order_saved_before_sending_survives_kill_9(tmp_path: Path) -> None:
         from services.exchange_manager.journal import OrderJournal
         from services.exchange_manager.order_book import OrderBook
         journal = OrderJournal(Path({str(path)!r}), fsync_per_order=False)
-        record = OrderBook("k").new(OrderArgs(symbol="ETH-USD", side=Side.BUY, qty=1.0), "sim")
+        record = OrderBook("k").make(OrderArgs(symbol="ETH-USD", side=Side.BUY, qty=1.0), "sim")  # saved before it enters the book
         journal.save_order(record)
         print(record.client_order_id, flush=True)
         time.sleep(60)
@@ -91,7 +93,7 @@ def test_the_fill_cursor_is_journalled_with_each_fill(tmp_path: Path) -> None:
     path = tmp_path / "em.sqlite"
     journal = OrderJournal(path, fsync_per_order=False)
     book = OrderBook("a")
-    record = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
+    record = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
     journal.save_order(record)
     cursor = FillCursor(session=42)
     position = Position()
@@ -102,8 +104,8 @@ def test_the_fill_cursor_is_journalled_with_each_fill(tmp_path: Path) -> None:
         assert applied is not None
         cursor.advance(n, f.fill_id)
         position.apply_fill(1, 1.0, 100.0, 0.0)
-        journal.save_fill(f, applied, position, cursor=("sim", cursor))
-    journal.save_cursor("other", FillCursor(session=5, applied=9))
+        journal.save_fill(f, applied, position, cursor=("sim", cursor.session, cursor.applied))
+    journal.save_cursor("other", 5, 9)
     journal.close()
 
     cursors = OrderJournal(path, fsync_per_order=False).load_cursors()

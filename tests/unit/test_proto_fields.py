@@ -11,6 +11,7 @@ import pytest
 
 import proto
 from proto.commands import parse_args
+from proto.instruments import decimals
 from services.settings import Settings
 
 HOSTILE_SYMBOLS = ["", "BTC-USD\x00", "BTC-USD\n", "X" * 5_000, "btc-usd", " BTC-USD", "BTC USD",
@@ -114,7 +115,7 @@ def test_instrument_lists_are_validated_on_receipt() -> None:
     spec = proto.Instrument(symbol="BTC-USD", tick_size=0.01, lot_size=0.00001, min_qty=0.00001, min_notional=1.0)
     lst = proto.InstrumentList(venue="SIM", instruments=[spec])
     assert msgspec.convert(proto.to_builtins(lst), proto.InstrumentList) == lst
-    assert spec.price_decimals == 2 and spec.qty_decimals == 5
+    assert decimals(spec.tick_size) == 2 and decimals(spec.lot_size) == 5
     for bad in ({"tick_size": 0.0}, {"lot_size": -1.0}, {"symbol": "btc"}, {"tick_size": float("nan")},
                 {"min_notional": -1.0}, {"surprise": 1}):
         raw = proto.to_builtins(lst)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from venue_rig import Rig
+from venue_rig import MatcherConnector, Rig
 
 import proto
 from proto import OrderStatus, Side
@@ -17,6 +17,8 @@ from proto.commands import NewOrderArgs
 from proto.venue_reports import MAX_OPEN_ORDERS
 from services.exchange_manager.fill_cursor import FillCursor
 from services.positions import Position
+from services.venue_sim.matching import Matcher
+from services.venue_sim.settings import VenueSimSettings
 
 
 def test_reconcile_resolves_adopts_and_takes_venue_positions() -> None:
@@ -199,11 +201,12 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     stale = rig.reports[-1]
     assert not stale.ok and stale.stale and stale.error.startswith("stale answer: the venue answered before 1 fill")
     assert stale.position_mismatches == {} and rig.reconciler.stale_answers == 1
-    assert rig.reconciler.verdict is None  # a stale answer is no verdict: not reconciled yet
+    assert "sim" not in rig.reconciler.verdicts  # a stale answer is no verdict: not reconciled yet
+    assert not rig.reconciler.reconciled(["sim"])
     assert rig.positions["BTC-USD"].qty == pytest.approx(0.0), "a stale answer put a closed position back"
     fresh = rig.reconcile()
     assert fresh.ok and not fresh.stale and fresh.position_mismatches == {}
-    assert rig.reconciler.verdict is fresh
+    assert rig.reconciler.verdicts["sim"] is fresh and rig.reconciler.reconciled(["sim"])
     assert abs(fresh.venue_positions.get("BTC-USD", 0.0)) < 1e-12
 
 
@@ -341,3 +344,60 @@ def test_answers_do_not_grow_with_the_sessions_history() -> None:
         assert outcome.ok and outcome.fill_pages == 0 and [q for q, _ in rig.connector.asked] == ["mass_status"]
         sizes[n] = outcome.largest_reply_bytes
     assert abs(sizes[50_000] - sizes[1_000]) <= 16, sizes  # a few more digits in the numbers at most
+
+
+@pytest.mark.parametrize("lie", ["another_id", "another_order"])
+def test_an_order_status_answer_for_an_id_not_asked_is_refused(lie: str) -> None:
+    """The venue answers order_status about another order (a stray id, or the id asked wrapping
+    another order): nothing is applied, the answer is counted and logged, the run is not reconciled."""
+    rig = Rig()
+    asked_about = rig.our_order(Side.BUY, 1.0, send=False)
+    rig.book.orders[asked_about].created_ns = time.time_ns() - 10_000_000_000  # long ago: lost, were it answered
+    other = rig.our_order(Side.BUY, 1.0, limit=90.0)  # resting at the venue: not in doubt, not asked about
+    query = rig.connector.query
+
+    def lying_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name != "order_status":
+            return query(name, args, report_type, on_result)
+
+        def swap(reports: Any) -> None:
+            order = proto.OrderUpdate(client_order_id=other, symbol="BTC-USD", side=Side.BUY, qty=1.0,
+                                      order_type="limit", limit_price=90.0, status=OrderStatus.FILLED,
+                                      filled_qty=1.0, avg_fill_price=90.0, connector="sim")
+            cid = other if lie == "another_id" else asked_about
+            on_result(proto.OrderStatusReports(session=reports.session, reports=[
+                proto.OrderStatusReport(client_order_id=cid, known=True, order=order)]))
+        assert args == {"client_order_ids": [asked_about]}
+        query(name, args, report_type, swap)
+
+    rig.connector.query = lying_query  # type: ignore[method-assign]
+    assert rig.reconciler.unasked_answers == 0
+    outcome = rig.reconcile()
+    assert not outcome.ok and rig.reconciler.unasked_answers == 1
+    assert outcome.error == (f"the venue answered order_status for ids it was not asked ({other}): refused; "
+                             f"asking again") if lie == "another_id" else f"({asked_about})" in outcome.error
+    # nothing applied: neither order changed (the resting one is not taken as filled), no position taken
+    assert rig.book.orders[other].status is OrderStatus.NEW and rig.book.orders[other].filled_qty == 0.0
+    assert rig.book.orders[asked_about].status is OrderStatus.NEW
+    assert outcome.resolved == {} and rig.positions == {}
+    assert not rig.reconciler.reconciled(["sim"])
+
+
+def test_each_connector_is_reconciled_on_its_own() -> None:
+    """Two venues: one that agrees does not make the other count as reconciled."""
+    rig = Rig()
+    other = MatcherConnector("other", Matcher(VenueSimSettings(), epoch=time.time_ns()))
+    other.answering = False  # the second venue does not answer
+    assert not rig.reconciler.reconciled(["sim", "other"])
+    assert rig.reconcile().ok
+    rig.reconciler.run(other)
+    assert not rig.reports[-1].ok and rig.reports[-1].connector == "other"
+    assert rig.reconciler.reconciled(["sim"]) and not rig.reconciler.reconciled(["other"])
+    assert not rig.reconciler.reconciled(["sim", "other"])
+    # the other venue answers now; a later failure of the first withdraws only the first's verdict
+    other.answering = True
+    rig.reconciler.run(other)
+    assert rig.reports[-1].ok and rig.reconciler.reconciled(["sim", "other"])
+    rig.connector.answering = False
+    assert not rig.reconcile().ok
+    assert not rig.reconciler.reconciled(["sim", "other"]) and rig.reconciler.reconciled(["other"])

@@ -3,7 +3,9 @@ processes, released by the kernel when the holder is killed."""
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -63,6 +65,32 @@ def test_acquire_writes_the_pid_and_release_frees_it(ipc_dir: Path) -> None:
     lock.release()  # twice is harmless
     assert run_lock.holder(ipc_dir / "engine.lock") is None
     run_lock.acquire(ipc_dir, "engine").release()
+
+
+def test_a_pid_that_cannot_be_written_keeps_the_lock_and_says_so(ipc_dir: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk (every file write refused: ``RLIMIT_FSIZE`` 0, as in test_journal_failures):
+    the lock is still taken and a second instance still refused, with one log line; the file is
+    emptied, so it never names the dead holder whose pid it held."""
+    (ipc_dir / "engine.lock").write_text("99999\n")  # left by a holder that died
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    caplog.set_level(logging.WARNING, logger="services.run_lock")
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))
+        lock = run_lock.acquire(ipc_dir, "engine")
+        with pytest.raises(run_lock.LockHeld) as held:
+            run_lock.acquire(ipc_dir, "engine")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert held.value.pid == 0 and "a process that has not written its pid yet" in str(held.value)
+    assert run_lock.holder(ipc_dir / "engine.lock") == 0 and (ipc_dir / "engine.lock").read_text() == ""
+    lines = [r.getMessage() for r in caplog.records if r.name == "services.run_lock"]
+    assert len(lines) == 1 and lines[0].startswith(f"{ipc_dir / 'engine.lock'}: lock taken, but its pid could not "
+                                                   f"be written ([Errno 27] File too large)"), lines
+    lock.release()
+    assert run_lock.holder(ipc_dir / "engine.lock") is None
 
 
 def test_a_live_holder_is_named_and_a_killed_one_is_taken_over(ipc_dir: Path, hold) -> None:

@@ -44,7 +44,8 @@ def test_make_socket_applies_settings(ctx: zmq.Context, kind: int, hwm: int) -> 
         # A publisher receives only subscriptions: few queued, none longer than the longest prefix.
         assert sock.getsockopt(zmq.RCVHWM) == (SUBSCRIPTION_HWM if publishes else hwm)
         # SUB: no socket limit (the decoder's limit applies; see bus/sockets.py).
-        expected_max = -1 if kind == zmq.SUB else 1 + CUSTOM.max_subscription_bytes if publishes else 4096
+        expected_max = (-1 if kind == zmq.SUB else 10 + CUSTOM.max_subscription_bytes if publishes  # ZMTP 3.1 SUBSCRIBE
+                        else 4096)
         assert sock.getsockopt(zmq.MAXMSGSIZE) == expected_max
         assert sock.getsockopt(zmq.RECONNECT_IVL) == 50
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == 1000
@@ -104,7 +105,7 @@ def two_publishers(ctx: zmq.Context, ipc_dir: Path):
         handshake(good_sock, col, source="probe-good")
         bad = Publisher(bad_sock, "bad", 1)
         good = Publisher(good_sock, "good", 1)
-        bad.publish("t", proto.Heartbeat(pid=1, interval_s=0.2, stats={"blob": "x" * (4 * limit)}))
+        bad.publish("hb.bad", proto.Heartbeat(pid=1, interval_s=0.2, stats={"blob": "x" * (4 * limit)}))
         yield bad, good, col
     finally:
         sub_sock.close(linger=0)
@@ -114,12 +115,12 @@ def two_publishers(ctx: zmq.Context, ipc_dir: Path):
 
 def test_oversized_frame_to_sub_is_rejected_and_counted(two_publishers) -> None:
     bad, good, col = two_publishers
-    good.publish("t", proto.Heartbeat(pid=2, interval_s=0.2))
+    good.publish("hb.good", proto.Heartbeat(pid=2, interval_s=0.2))
     col.wait_for(lambda c: c.from_source("good"), what="message from the well-behaved publisher")
-    good.publish("t", proto.Heartbeat(pid=3, interval_s=0.2))
+    good.publish("hb.good", proto.Heartbeat(pid=3, interval_s=0.2))
     col.wait_for(lambda c: len(c.from_source("good")) == 2)
-    bad.publish("t", proto.Heartbeat(pid=4, interval_s=0.2))  # whether or not this one arrives
-    good.publish("t", proto.Heartbeat(pid=5, interval_s=0.2))
+    bad.publish("hb.bad", proto.Heartbeat(pid=4, interval_s=0.2))  # whether or not this one arrives
+    good.publish("hb.good", proto.Heartbeat(pid=5, interval_s=0.2))
     col.wait_for(lambda c: len(c.from_source("good")) == 3)
 
     # The oversized message (seq 1) reached the decoder and was rejected, counted, never delivered.
@@ -138,7 +139,7 @@ def test_one_oversized_message_does_not_cut_a_subscriber_off_for_good(two_publis
     bad, good, col = two_publishers
 
     def bad_publisher_heard_again(c: Collector) -> bool:
-        bad.publish("t", proto.Heartbeat(pid=3, interval_s=0.2))
+        bad.publish("hb.bad", proto.Heartbeat(pid=3, interval_s=0.2))
         return any(e.seq > 1 for e in c.from_source("bad"))
 
     col.wait_for(bad_publisher_heard_again, timeout=2.0,

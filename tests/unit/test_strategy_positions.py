@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unit_support import enter
 
 import proto
 from proto import Side
@@ -46,7 +47,7 @@ def test_strategy_positions_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "em.sqlite"
     journal = OrderJournal(path, fsync_per_order=False)
     book, held = OrderBook("a"), StrategyPositions()
-    record = book.new(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=0.5, strategy="mm"), "sim")
+    record = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=0.5, strategy="mm"), "sim")
     fill = proto.Fill(fill_id="F1", client_order_id=record.client_order_id, symbol="BTC-USD", side=Side.BUY,
                       qty=0.5, price=100.0, fee=0.0, ts_ns=1)
     book.apply_fill(fill)

@@ -248,9 +248,16 @@ class PeerProcess:
         return "disconnected" in self.lines
 
     def close(self) -> None:
+        """End the peer (it exits when its stdin closes); killed if it has not within 10 s, so no
+        test leaves a process behind."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(10)
 
 
 def test_a_socket_over_its_cap_cuts_the_peer_holding_most(guarded: Callable[..., Guarded]) -> None:

@@ -7,6 +7,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
 import proto
@@ -126,3 +127,63 @@ def test_the_largest_answer_of_each_kind_fits_a_message(report: proto.venue_repo
     data = proto.encode("venue_sim", time.time_ns(), 1, time.time_ns(), proto.ok("venue_sim:1:1", **proto.result_of(report)))
     assert len(data) < proto.MAX_MESSAGE_BYTES * 0.9, len(data)
     assert proto.parse_result(proto.decode(data).body.result, type(report)) == report
+
+
+def _wire(report: proto.venue_reports.Report) -> dict[str, Any]:
+    """A report's result map as the exchange manager receives it: encoded and decoded again."""
+    data = proto.encode("venue_sim", 1, 1, 1, proto.ok("venue_sim:1:1", **proto.result_of(report)))
+    return proto.decode(data).body.result
+
+
+def _position(**kw: Any) -> dict[str, Any]:
+    return {"symbol": "BTC-USD", "qty": 1.0, "avg_price": 100.0, "realized_pnl": 0.0, "fees": 0.0, "volume": 0.0} | kw
+
+
+def _order_status(cid: str = "c1", **order: Any) -> dict[str, Any]:
+    return {"client_order_id": cid, "known": True,
+            "order": msgspec.to_builtins(_order(1)) | order}
+
+
+@pytest.mark.parametrize(("report_type", "result", "words"), [
+    (proto.MassStatus, {"fill_seq": -1}, "Expected `int` >= 0 - at `$.fill_seq`"),
+    (proto.MassStatus, {"session": -5}, "at `$.session`"),
+    (proto.MassStatus, {"open_orders_total": -1}, "at `$.open_orders_total`"),
+    (proto.MassStatus, {"positions": [_position(qty=float("inf"))]}, "at `$.positions[0].qty`"),
+    (proto.MassStatus, {"positions": [_position(qty=float("nan"))]}, "at `$.positions[0].qty`"),
+    (proto.MassStatus, {"positions": [_position(qty=-1e300)]}, "at `$.positions[0].qty`"),
+    (proto.MassStatus, {"positions": [_position(symbol="btc-usd")]}, "at `$.positions[0].symbol`"),
+    (proto.MassStatus, {"positions": [_position(symbol="BTC-USD\n")]}, "at `$.positions[0].symbol`"),
+    (proto.MassStatus, {"positions": [_position(symbol="S" * 65)]}, "at `$.positions[0].symbol`"),
+    (proto.MassStatus, {"positions": [_position(avg_price=-1.0)]}, "at `$.positions[0].avg_price`"),
+    (proto.MassStatus, {"positions": [_position(realized_pnl=float("-inf"))]}, "at `$.positions[0].realized_pnl`"),
+    (proto.MassStatus, {"positions": [_position(fees=float("nan"))]}, "at `$.positions[0].fees`"),
+    (proto.MassStatus, {"positions": [_position(volume=-1.0)]}, "at `$.positions[0].volume`"),
+    (proto.MassStatus, {"positions": [_position(symbol=f"S{i}") for i in range(proto.venue_reports.MAX_POSITIONS + 1)]},
+     "at `$.positions`"),
+    (proto.MassStatus, {"open_orders": [msgspec.to_builtins(_order(1)) | {"filled_qty": float("inf")}]},
+     "at `$.open_orders[0].filled_qty`"),
+    (proto.FillPage, {"last_seq": -1}, "at `$.last_seq`"),
+    (proto.FillPage, {"fills": [msgspec.to_builtins(_fill(1)) | {"venue_seq": -3}]},
+     "at `$.fills[0].venue_seq`"),
+    (proto.FillPage, {"fills": [msgspec.to_builtins(_fill(1)) | {"fee": float("nan")}]},
+     "at `$.fills[0].fee`"),
+    (proto.OrderStatusReports, {"reports": [_order_status("")]}, "at `$.reports[0].client_order_id`"),
+    (proto.OrderStatusReports, {"reports": [_order_status("c1\x00")]}, "at `$.reports[0].client_order_id`"),
+    (proto.OrderStatusReports, {"reports": [_order_status(avg_fill_price=float("inf"))]},
+     "at `$.reports[0].order.avg_fill_price`"),
+    (proto.OrderIdPage, {"ids": ["x" * 65]}, "at `$.ids[0]`"),
+    (proto.OrderIdPage, {"ids": [f"c{i}" for i in range(MAX_ORDER_ID_PAGE + 1)]}, "at `$.ids`"),
+    (proto.OrderIdPage, {"next_after": -1}, "at `$.next_after`"),
+])
+def test_a_hostile_answer_fails_decoding_with_a_protocol_error(report_type: type, result: dict, words: str) -> None:
+    """A venue that answers inf, NaN, a negative number, a bad symbol or id, or too many entries:
+    ``parse_result`` refuses it (the connector counts and logs the error) and nothing is applied."""
+    valid = {proto.MassStatus: proto.MassStatus(session=1, fill_seq=0, open_orders=[], open_orders_total=0, positions=[]),
+             proto.FillPage: proto.FillPage(session=1, fills=[], last_seq=0, more=False),
+             proto.OrderStatusReports: proto.OrderStatusReports(session=1, reports=[]),
+             proto.OrderIdPage: proto.OrderIdPage(ids=[], next_after=0, more=False)}[report_type]
+    assert proto.parse_result(_wire(valid), report_type) == valid
+    with pytest.raises(proto.ProtocolError) as caught:
+        proto.parse_result(_wire(valid) | result, report_type)
+    assert caught.value.kind == "invalid" and f"{report_type.__name__}: " in str(caught.value), caught.value
+    assert words in str(caught.value), caught.value

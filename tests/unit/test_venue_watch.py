@@ -104,8 +104,10 @@ def test_an_order_no_report_told_of_is_found_within_the_interval(watch_rig: Call
     assert w.on_loop(w.watch.venue_unknown) == {"orders": 1, "positions": {}}
     assert w.on_loop(lambda: w.rig.book.orders["outsider-1"].strategy) == "foreign"
     runs = w.on_loop(lambda: w.rig.reconciler.runs)
-    time.sleep(0.5)
-    assert len(w.anomalies("outsider-1")) == 1  # adopted: the next comparisons agree
+    done = w.on_loop(lambda: len(w.rig.reports))
+    # two more comparisons have run to their outcome (what they published is in, over inproc) ...
+    wait_until(lambda: w.on_loop(lambda: len(w.rig.reports)) >= done + 2, 5)
+    assert len(w.anomalies("outsider-1")) == 1  # ... adopted: the next comparisons agree
     assert w.on_loop(lambda: w.rig.reconciler.runs) > runs
 
 

@@ -13,6 +13,8 @@ import zmq
 
 import proto
 from bus import Publisher, Reactor, Subscriber
+from proto.commands import OrderArgs
+from services.exchange_manager.order_book import OrderBook, OrderRecord
 
 T = TypeVar("T")
 
@@ -85,12 +87,21 @@ class Collector:
 
 
 def handshake(pub_sock: zmq.Socket, collector: Collector, timeout: float = 5.0, source: str = "probe") -> None:
-    """Wait out ZeroMQ's slow-joiner window: publish probes (from ``source``) until one arrives."""
+    """Wait out ZeroMQ's slow-joiner window: publish probes (from ``source``, on its heartbeat
+    topic ``hb.<source>``: a topic every source publishes) until one arrives."""
     probe = Publisher(pub_sock, source, 1)
 
     def check() -> bool:
-        probe.publish("probe", proto.Heartbeat(pid=0, interval_s=1.0))
+        probe.publish(proto.topics.heartbeat(source), proto.Heartbeat(pid=0, interval_s=1.0))
         collector.pump()
         return bool(collector.from_source(source))
 
     wait_until(check, timeout, interval=0.0, what="subscriber connected")
+
+
+def enter(book: OrderBook, args: OrderArgs, connector: str = "sim") -> OrderRecord:
+    """An order entered into the book as the exchange manager enters one (made, journalled, added),
+    minus the journal."""
+    record = book.make(args, connector)
+    book.add(record)
+    return record

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from unit_support import enter
+
 import proto
 from proto import Side
 from proto.commands import NewOrderArgs, OrderArgs, parse_args
@@ -106,7 +108,7 @@ class Rig:
         """An order in our book; ``send`` places it at the venue too (its reports are not seen)."""
         args = OrderArgs(symbol=symbol, side=side, qty=qty, order_type="limit" if limit else "market",
                          limit_price=limit)
-        record = self.book.new(args, connector)
+        record = enter(self.book, args, connector)
         if send:
             self.matcher.new_order(NewOrderArgs(client_order_id=record.client_order_id, symbol=symbol, side=side,
                                                 qty=qty, order_type=args.order_type, limit_price=limit))
