@@ -14,6 +14,7 @@ from services.exchange_manager.order_book import OrderBook
 from services.exchange_manager.session_ledger import AVERAGE_PRICE, FIRST_MARK, MARK_AT_START, SessionLedger
 from services.positions import Position
 from proto.commands import OrderArgs
+from unit_support import enter
 
 
 def test_totals_are_the_sums_of_the_rows() -> None:
@@ -77,7 +78,7 @@ def test_the_journal_keeps_the_session_with_its_fills_across_a_restart(tmp_path:
     journal = OrderJournal(path, fsync_per_order=False)
     book = OrderBook("t")
     ledger = SessionLedger("s5")
-    record = book.new(OrderArgs(symbol="BTC-USD", side=proto.Side.BUY, qty=0.01), "sim")
+    record = enter(book, OrderArgs(symbol="BTC-USD", side=proto.Side.BUY, qty=0.01))
     ledger.order("BTC-USD")
     journal.save_order(record, ledger)
     fill = proto.Fill(fill_id="f1", client_order_id=record.client_order_id, symbol="BTC-USD", side=proto.Side.BUY,
