@@ -73,7 +73,7 @@ def status(as_json: bool) -> None:
 @safety.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--symbol", default=None,
-              help="A data file's symbol name (default REPLAY); a recording: only this symbol's market data.")
+              help="A data file's symbol name (default REPLAY); a recording: only this symbol's data, orders and fills.")
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML settings whose [safety] section to use (default: the daemon's settings).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: events, per_day, totals.")
@@ -141,6 +141,7 @@ class _Counted:
 def _settings(settings_file: Path | None) -> Any:
     from services.settings import CONFIG_FILE_ENV, SettingsError, load_settings
 
+    before = os.environ.get(CONFIG_FILE_ENV)
     if settings_file is not None:
         if not settings_file.is_file():
             _fail(EXIT_BAD_INPUT, f"--settings {settings_file}: no such file")
@@ -150,6 +151,11 @@ def _settings(settings_file: Path | None) -> Any:
     except SettingsError as exc:
         where = f" in {settings_file}" if settings_file is not None else ""
         _fail(EXIT_BAD_INPUT, f"bad settings{where}: " + "; ".join(str(exc).splitlines()))
+    finally:  # the settings model reads the file's name from the environment: leave it as it was
+        if before is None:
+            os.environ.pop(CONFIG_FILE_ENV, None)
+        else:
+            os.environ[CONFIG_FILE_ENV] = before
 
 
 def _event_json(detector: str, ev: Any) -> dict[str, Any]:

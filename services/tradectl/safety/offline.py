@@ -45,7 +45,8 @@ def is_recording(path: Path) -> bool:
 
 
 def open_source(path: Path, symbol: str | None, spread_bps: float) -> Source:
-    """The updates in ``path``: a recording's (``symbol``: only that symbol's), or a data file's
+    """The updates in ``path``: a recording's (``symbol``: only that symbol's market data, orders
+    and fills), or a data file's
     quotes and trades under ``symbol`` (default ``REPLAY``)."""
     try:
         if is_recording(path):
