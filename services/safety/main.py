@@ -117,7 +117,8 @@ class Safety:
         clock = self.monitor.clock
         return {**self.session.summary(), "events": dict(self.monitor.counts),
                 "suppressed": self.monitor.dedup.suppressed, "clock": clock.mode,
-                "session_time": clock.now() if clock.started else None, "holding": self.conditions()}
+                "session_time": clock.now() if clock.started else None, "symbols": len(self.monitor.stale.symbols),
+                "holding": self.conditions()}
 
     def run(self) -> None:
         self.runtime.run()
