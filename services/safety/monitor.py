@@ -108,12 +108,13 @@ class SafetyMonitor:
         now = self.clock.now()
         for ev in events:
             self.holds.record(detector, ev, now, hold_s)  # a repeat the cool-down hides still holds
-        return self._emit(detector, events)
+        return self._emit(detector, events, now)
 
-    def _emit(self, detector: str, events: list[SafetyEvent]) -> list[Published]:
-        now, out = self.clock.now(), []
+    def _emit(self, detector: str, events: list[SafetyEvent], now: float | None = None) -> list[Published]:
+        now = self.clock.now() if now is None else now
+        out = []
         for ev in events:
-            ev.ts_ns = self.clock.now_ns()
+            ev.ts_ns = int(now * 1e9)  # the same instant as the condition's ``since``
             if self.dedup.admit(detector, ev, now):
                 self.counts[detector] += 1
                 out.append((detector, ev))
