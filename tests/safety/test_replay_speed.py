@@ -1,5 +1,5 @@
-"""Invariant 10 end to end: the same recorded minutes replayed through the real daemon at 60x and at
-6,000x raise the same safety events (type, severity, symbol, session time, message).
+"""Invariant 10 end to end: the same recorded minutes replayed through the real daemon at 60x, 600x
+and 6,000x raise the same safety events (type, severity, symbol, session time, message).
 
 The file: 16 real one-minute BTC bars around the sharpest minute of the shared data (2022-01-07
 08:27, +2.66 %), or, without ../shared/data, 16 synthetic bars with a 3 % minute. The safety
@@ -13,7 +13,9 @@ another symbol (``PACER``), one a wall second for eight wall seconds before the 
 the test checks that the safety process had seen one of them after the test's own subscriber
 connected (so both saw everything from the bars' start), and compares the BTC events only (PACER
 goes stale, at a time that depends on when the session opened, and so may the whole feed at the end).
-Both daemons run at once: about 35 s in all.
+A second symbol stops quoting half-way: its staleness, judged on session time against its own
+cadence, must come at the same market time at every speed.
+The three daemons run at once: about 40 s in all.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ BARS = SHARED_DATA / "btc-perp_2021-12-31_2022-01-15_1m.csv"
 FIRST_BAR, N_BARS = "2022-01-07 08:18", 16
 LEAD_WALL_S = 8.0
 SYMBOL = "BTC-USD"
-SPEEDS = (60.0, 6_000.0)
+SPEEDS = (60.0, 600.0, 6_000.0)
+# A second symbol quoting every 15 s for the first 8 minutes, then silent: stale on session time
+# (4 x its 15 s cadence after its last quote), while the bars move the clock on.
+SLOW, SLOW_QUOTES = "SLOW-USD", 32
 
 
 def _bar_rows() -> list[str]:
@@ -54,8 +59,8 @@ def _bar_rows() -> list[str]:
     return out
 
 
-def _files(root: Path, speed: float) -> tuple[Path, Path, float, float]:
-    """The bars file, the pacer's quote file, and the first and last BTC quote times."""
+def _files(root: Path, speed: float) -> tuple[Path, Path, Path, float, float]:
+    """The bars file, the pacer's and the slow symbol's quote files, the first and last BTC quote times."""
     rows = _bar_rows()
     bars = root / f"bars-{speed:g}.csv"
     bars.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
@@ -66,13 +71,17 @@ def _files(root: Path, speed: float) -> tuple[Path, Path, float, float]:
     for i in range(int(LEAD_WALL_S), 0, -1):  # one a wall second, the last one a wall second before the bars
         lines.append(f"{(first - timedelta(seconds=i * speed)).isoformat(sep=' ')},99.99,100.01")
     pacer.write_text("\n".join(lines) + "\n")
-    return bars, pacer, first.timestamp(), last.timestamp()
+    slow = root / f"slow-{speed:g}.csv"
+    slow.write_text("timestamp,bid,ask\n" + "\n".join(
+        f"{(first + timedelta(seconds=15 * i)).isoformat(sep=' ')},2999.5,3000.5" for i in range(SLOW_QUOTES)) + "\n")
+    return bars, pacer, slow, first.timestamp(), last.timestamp()
 
 
-def _config(bars: Path, pacer: Path, speed: float) -> dict[str, Any]:
+def _config(bars: Path, pacer: Path, slow: Path, speed: float) -> dict[str, Any]:
     return merged(BASE_CONFIG, {
         "venue_sim": {"source": "replay", "replay_speed": speed, "spread_bps": 2.0,
-                      "replay_files": [{"path": str(pacer), "symbol": "PACER"}, {"path": str(bars), "symbol": SYMBOL}]},
+                      "replay_files": [{"path": str(pacer), "symbol": "PACER"}, {"path": str(bars), "symbol": SYMBOL},
+                                       {"path": str(slow), "symbol": SLOW}]},
         "engine": {"strategies": []},
         "safety": {"price_jump_min_samples": 5},
     })
@@ -82,12 +91,12 @@ def _session_time(d: Daemon) -> float | None:
     return ask(d, "safety", "status")["stats"]["session_time"]
 
 
-def test_the_same_replay_at_60x_and_6000x_raises_the_same_safety_events(tmp_path: Path) -> None:
+def test_the_same_replay_at_60x_600x_and_6000x_raises_the_same_safety_events(tmp_path: Path) -> None:
     runs: list[tuple[Daemon, float, float, float]] = []
     try:
         for speed in SPEEDS:
-            bars, pacer, first, last = _files(tmp_path, speed)
-            d = open_daemon(_config(bars, pacer, speed), start=False)
+            bars, pacer, slow, first, last = _files(tmp_path, speed)
+            d = open_daemon(_config(bars, pacer, slow, speed), start=False)
             runs.append((d, speed, first, last))
             d.start(wait=False)
         for d, *_ in runs:
@@ -100,6 +109,10 @@ def test_the_same_replay_at_60x_and_6000x_raises_the_same_safety_events(tmp_path
             seen = wait_until(lambda: _session_time(d), 20, interval=0.05, ignore=(CommandTimeout,))
             assert seen < first, (f"{speed:g}x: the bars began ({first}) before the safety process or this test's "
                                   f"subscriber was seen connected ({seen}): the run cannot be compared")
+        for d, speed, first, _ in runs:
+            # stale feeds are judged while the session trades: it must be open before the bars begin
+            d.wait_state("live", timeout=10)
+            assert (_session_time(d) or 0.0) < first, f"{speed:g}x: the session opened after the bars began"
         for (d, speed, _, last), collector in zip(runs, collectors):
             wait_until(lambda: abs((_session_time(d) or 0.0) - last) < 1e-3, 60, interval=0.2, ignore=(CommandTimeout,),
                        message=lambda: f"{speed:g}x: the replay did not reach its end ({_session_time(d)})")
@@ -108,17 +121,24 @@ def test_the_same_replay_at_60x_and_6000x_raises_the_same_safety_events(tmp_path
         events = []
         for (_, speed, first, last), collector in zip(runs, collectors):
             got = [(e.event_type.value, e.severity.value, e.symbol, e.ts_ns, e.message)
-                   for e in collector.bodies(proto.SafetyEvent) if e.symbol == SYMBOL]
+                   for e in collector.bodies(proto.SafetyEvent) if e.symbol in (SYMBOL, SLOW)]
             assert all(first * 1e9 <= e[3] <= last * 1e9 for e in got), got  # stamped with the data's time
             events.append(got)
-        slow, fast = events
-        assert slow == fast
-        jumps = [e for e in slow if e[0] == "data_anomaly"]
-        assert jumps, slow
+        reference = events[0]
+        for speed, other in zip(SPEEDS[1:], events[1:]):
+            assert other == reference, f"{speed:g}x differs from {SPEEDS[0]:g}x"
+        jumps = [e for e in reference if e[0] == "data_anomaly"]
+        assert jumps, reference
+        stale = [e for e in reference if e[0] == "stale_feed"]
+        # SLOW's last quote 15 x 31 s after the first bar; stale 4 x 15 s later (a bar quote's time),
+        # and reported again each cool-down (30 s of session time) while it stays silent
+        stale_at = runs[0][2] + 15 * (SLOW_QUOTES - 1) + 60
+        assert stale and {e[2] for e in stale} == {SLOW}, stale
+        assert [e[3] for e in stale] == [int((stale_at + 30 * i) * 1e9) for i in range(len(stale))], stale
         stamp = datetime(2022, 1, 7, 8, 27, tzinfo=timezone.utc).timestamp()
         assert any(stamp * 1e9 <= e[3] < (stamp + 60) * 1e9 for e in jumps), jumps  # the 08:27 minute
-        print(f"\nsame events at {SPEEDS[0]:g}x and {SPEEDS[1]:g}x ({'real' if BARS.exists() else 'synthetic'} bars):")
-        for kind, severity, symbol, ts_ns, message in slow:
+        print(f"\nsame events at {', '.join(f'{s:g}x' for s in SPEEDS)} ({'real' if BARS.exists() else 'synthetic'} bars):")
+        for kind, severity, symbol, ts_ns, message in reference:
             print(f"  {datetime.fromtimestamp(ts_ns / 1e9, timezone.utc):%Y-%m-%d %H:%M:%S} UTC {severity} {kind} "
                   f"{symbol}: {message}")
     finally:
