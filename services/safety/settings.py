@@ -49,11 +49,13 @@ class SafetySettings(BaseModel):
     # A price jump counts as holding (recovery refused) this long after it was last seen.
     price_jump_hold_s: float = Field(default=120.0, ge=0)
 
-    # stale feed: a symbol with no update for max(stale_feed_s, stale_cadence_factor x the median
-    # of its recent update intervals) of session time while the session is trading; the whole feed
-    # silent that long on the wall clock (intervals between any two updates, in wall seconds).
+    # stale feed: a symbol with no update for max(stale_feed_s, stale_cadence_factor x the longest
+    # of its last 128 update intervals) of session time while the session is trading (seen only
+    # once: stale_unknown_cadence_s); the whole feed silent that long on the wall clock (the
+    # intervals between any two updates, in wall seconds).
     stale_feed_s: float = Field(default=5.0, gt=0)
-    stale_cadence_factor: float = Field(default=4.0, ge=1)
+    stale_cadence_factor: float = Field(default=2.0, ge=1)
+    stale_unknown_cadence_s: float = Field(default=60.0, gt=0)
 
     # execution: reject ratio over a window (once enough orders); a market order's fill versus the
     # touch when it was sent; a fill worse than its own limit price, a fill of an order the book of

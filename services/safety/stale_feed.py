@@ -1,25 +1,24 @@
 """The stale-feed detector: a symbol gone silent, and the whole feed gone silent.
 
 * **A symbol** is stale when, while the session is trading, no update of it has come for its
-  threshold of session time: ``max(stale_feed_s, stale_cadence_factor x the median of its last 32
-  update intervals)`` (before its second update, when its cadence is unknown: ``stale_feed_s x
-  stale_cadence_factor``). The cadence term keeps a
-  slow symbol from looking dead between two of its own updates: replayed one-minute bars give a
-  quote every 15 s, so 5 s would fire between every two quotes. Session time is the data's time in
-  a replay: a symbol is judged silent while other symbols' data moves the clock on, on every update
-  (``on_update``), so the same file gives the same events at any speed; live, the periodic check
-  sees the wall clock move too.
+  threshold of session time: ``max(stale_feed_s, stale_cadence_factor x the longest of its last
+  128 update intervals)``; seen only once (its cadence unknown), ``stale_unknown_cadence_s``. The
+  cadence term keeps a slow or bursty symbol from looking dead between two of its own updates:
+  replayed one-minute bars give a quote every 15 s, so 5 s would fire between every two quotes, and
+  recorded FX ticks come a few every second and then nothing for 20 s (docs/safety.md has the
+  figures). Session time is the data's time in a replay: a symbol is judged silent while other
+  symbols' data moves the clock on, on every update (``SafetyMonitor.on_quote``), so the same file
+  gives the same events at any speed; live, the periodic check sees the wall clock move too.
 * **The whole feed** is silent when no update of any symbol has come for ``max(stale_feed_s,
-  stale_cadence_factor x the median of the last 32 wall intervals between updates)`` of wall time
-  (before the first update: since the session began trading). Only the wall clock can see it: in a
-  replay the session clock stands still when no data comes.
+  stale_cadence_factor x the longest of the last 128 wall intervals between updates)`` of wall time
+  (before the first update: ``stale_feed_s`` since the session began trading). Only the wall clock
+  can see it: in a replay the session clock stands still when no data comes.
 
 Either holds (``holding``) until the next update. A closed session has no stale feeds.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,21 +29,30 @@ from services.safety.conditions import Condition
 from services.safety.detectors import event
 from services.safety.settings import SafetySettings
 
-CADENCE_SAMPLES = 32
+CADENCE_SAMPLES = 128
 ALL = "*"
 
 
 @dataclass
 class _Cadence:
+    """The latest update's time and the longest of the last ``CADENCE_SAMPLES`` intervals (a
+    monotonic queue: constant time per update, whatever the window)."""
+
     last: float
-    intervals: deque[float] = field(default_factory=lambda: deque(maxlen=CADENCE_SAMPLES))
-    threshold: float = 0.0
+    threshold: float
+    intervals: int = 0
+    longest: deque[tuple[int, float]] = field(default_factory=deque)  # (interval number, length), decreasing
 
     def update(self, t: float, floor: float, factor: float) -> None:
         if t > self.last:
-            self.intervals.append(t - self.last)
-            self.threshold = max(floor, factor * statistics.median(self.intervals))
-        self.last = max(self.last, t)
+            gap, self.intervals = t - self.last, self.intervals + 1
+            while self.longest and self.longest[-1][1] <= gap:
+                self.longest.pop()
+            self.longest.append((self.intervals, gap))
+            if self.longest[0][0] <= self.intervals - CADENCE_SAMPLES:
+                self.longest.popleft()
+            self.threshold = max(floor, factor * self.longest[0][1])
+            self.last = t
 
 
 class StaleFeed:
@@ -64,8 +72,8 @@ class StaleFeed:
         cfg = self._cfg
         cadence = self.symbols.get(symbol)
         if cadence is None:
-            # Its cadence unknown yet, a symbol gets the larger allowance: bars quote every 15 s.
-            cadence = self.symbols[symbol] = _Cadence(last=t, threshold=cfg.stale_feed_s * cfg.stale_cadence_factor)
+            cadence = self.symbols[symbol] = _Cadence(last=t, threshold=max(cfg.stale_feed_s,
+                                                                            cfg.stale_unknown_cadence_s))
         else:
             cadence.update(t, cfg.stale_feed_s, cfg.stale_cadence_factor)
         self._stale.pop(symbol, None)

@@ -39,7 +39,7 @@ LEAD_WALL_S = 8.0
 SYMBOL = "BTC-USD"
 SPEEDS = (60.0, 600.0, 6_000.0)
 # A second symbol quoting every 15 s for the first 8 minutes, then silent: stale on session time
-# (4 x its 15 s cadence after its last quote), while the bars move the clock on.
+# (2 x its 15 s cadence after its last quote), while the bars move the clock on.
 SLOW, SLOW_QUOTES = "SLOW-USD", 32
 
 
@@ -130,9 +130,9 @@ def test_the_same_replay_at_60x_600x_and_6000x_raises_the_same_safety_events(tmp
         jumps = [e for e in reference if e[0] == "data_anomaly"]
         assert jumps, reference
         stale = [e for e in reference if e[0] == "stale_feed"]
-        # SLOW's last quote 15 x 31 s after the first bar; stale 4 x 15 s later (a bar quote's time),
+        # SLOW's last quote 15 x 31 s after the first bar; stale 2 x 15 s later (a bar quote's time),
         # and reported again each cool-down (30 s of session time) while it stays silent
-        stale_at = runs[0][2] + 15 * (SLOW_QUOTES - 1) + 60
+        stale_at = runs[0][2] + 15 * (SLOW_QUOTES - 1) + 30
         assert stale and {e[2] for e in stale} == {SLOW}, stale
         assert [e[3] for e in stale] == [int((stale_at + 30 * i) * 1e9) for i in range(len(stale))], stale
         stamp = datetime(2022, 1, 7, 8, 27, tzinfo=timezone.utc).timestamp()

@@ -66,8 +66,8 @@ def test_the_same_data_gives_the_same_events_at_any_speed() -> None:
     jump = next(e for e in slow if e[0] == "price_jump")
     assert jump[2] == int((T0 + 615) * 1e9)  # stamped with the data's own time
     stale = next(e for e in slow if e[0] == "stale_feed")
-    # ETH quoted every 5 s (threshold max(5, 4 x 5) = 20 s) and last at 08:24:55: stale at 08:25:15,
-    # seen at the first BTC quote at or after it (the session clock only moves with data)
+    # ETH quoted every 5 s (threshold max(5, 2 x 5) = 10 s) and last at 08:24:55: due at 08:25:05,
+    # seen at the first BTC quote at or after it, 08:25:15 (the session clock only moves with data)
     assert stale[2] == int((T0 + 15 * 60 + 15) * 1e9)
 
 
