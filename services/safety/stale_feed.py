@@ -66,6 +66,7 @@ class StaleFeed:
         self._next_due = float("inf")  # no other symbol can go stale before this session time
         self._feed: _Cadence | None = None  # wall time of updates of any symbol
         self._trading_since: float | None = None  # wall time the session was first seen trading
+        self._feed_silent_since: float | None = None  # session time the whole feed was first seen silent
 
     def on_update(self, symbol: str, t: float) -> None:
         """An update of ``symbol`` at session time ``t`` (its own time in a replay)."""
@@ -77,6 +78,7 @@ class StaleFeed:
         else:
             cadence.update(t, cfg.stale_feed_s, cfg.stale_cadence_factor)
         self._stale.pop(symbol, None)
+        self._feed_silent_since = None
         self._next_due = min(self._next_due, cadence.last + cadence.threshold)
         wall = self._monotonic()
         if self._feed is None:
@@ -98,7 +100,7 @@ class StaleFeed:
 
     def holding(self, now: float, trading: bool) -> list[Condition]:
         if not trading:
-            self._trading_since = None
+            self._trading_since = self._feed_silent_since = None
             return []
         wall = self._monotonic()
         if self._trading_since is None:
@@ -113,9 +115,12 @@ class StaleFeed:
         limit = feed.threshold if feed is not None else self._cfg.stale_feed_s
         silent = wall - max(feed.last if feed is not None else self._trading_since, self._trading_since)
         if silent >= limit:
+            if self._feed_silent_since is None:
+                self._feed_silent_since = now
             what = "no market data at all" if feed is None else "no update of any symbol"
             found.append(Condition(self.name, SafetyEventType.STALE_FEED, ALL,
-                                   f"Stale feed: {what} for {silent:.1f}s (wall clock; threshold {limit:.1f}s)", now))
+                                   f"Stale feed: {what} for {silent:.1f}s (wall clock; threshold {limit:.1f}s)",
+                                   self._feed_silent_since))
         return found
 
     def _find_stale(self, now: float) -> None:

@@ -111,7 +111,7 @@ def jumps_of(report: dict) -> list[tuple[int, float, str]]:
 
 
 def assert_same(got: list[tuple[int, float, str]], want: list[tuple[float, float, str]]) -> None:
-    assert [g[0] for g in got] == [int(round(t * 1e9)) for t, _, _ in want]
+    assert [g[0] for g in got] == [int(t * 1e9) for t, _, _ in want]
     assert [g[1] for g in got] == pytest.approx([m for _, m, _ in want], rel=1e-9)
     assert [g[2] for g in got] == [s for _, _, s in want]
 

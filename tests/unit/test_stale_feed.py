@@ -116,6 +116,9 @@ def test_the_whole_feed_silent_is_seen_on_the_wall_clock() -> None:
     assert ev.symbol == "*" and ev.message == "Stale feed: no update of any symbol for 5.0s (wall clock; threshold 5.0s)"
     (held,) = sf.holding(session_now, trading=True)
     assert held.symbol == "*" and held.since == session_now
+    wall.t += 3.0
+    (held,) = sf.holding(session_now + 3.0, trading=True)  # live, the session clock moves with the wall
+    assert held.since == session_now  # since it was first seen silent, not since it was asked
     wall.t += 0.1
     sf.on_update("A", session_now + 15)
     assert sf.holding(session_now + 15, trading=True) == []

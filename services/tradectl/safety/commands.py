@@ -71,10 +71,10 @@ def status(as_json: bool) -> None:
 
 
 @safety.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))  # checked when read: exit 78, one line
 @click.option("--symbol", default=None,
               help="A data file's symbol name (default REPLAY); a recording: only this symbol's data, orders and fills.")
-@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--settings", "settings_file", type=click.Path(path_type=Path), default=None,
               help="TOML settings whose [safety] section to use (default: the daemon's settings).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: events, per_day, totals.")
 def replay(file: Path, symbol: str | None, settings_file: Path | None, as_json: bool) -> None:
@@ -144,7 +144,7 @@ def _settings(settings_file: Path | None) -> Any:
     before = os.environ.get(CONFIG_FILE_ENV)
     if settings_file is not None:
         if not settings_file.is_file():
-            _fail(EXIT_BAD_INPUT, f"--settings {settings_file}: no such file")
+            _fail(EXIT_BAD_INPUT, f"--settings {settings_file}: no such file (or not a file)")
         os.environ[CONFIG_FILE_ENV] = str(settings_file)
     try:
         return load_settings()

@@ -13,6 +13,8 @@ in flight), lost messages. The session is taken as trading throughout.
 
 from __future__ import annotations
 
+import csv
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,20 +48,20 @@ def is_recording(path: Path) -> bool:
 
 def open_source(path: Path, symbol: str | None, spread_bps: float) -> Source:
     """The updates in ``path``: a recording's (``symbol``: only that symbol's market data, orders
-    and fills), or a data file's
-    quotes and trades under ``symbol`` (default ``REPLAY``)."""
+    and fills), or a data file's quotes and trades under ``symbol`` (default ``REPLAY``), stamped
+    as the venue simulator stamps them."""
     try:
         if is_recording(path):
             source = Source("recording", [])
             source.updates = _recorded(Reader(path), symbol, source)
             return source
         events = load(path, "auto", spread_bps)
-    except (OSError, RecordingError, ReplayFormatError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, csv.Error, RecordingError, ReplayFormatError, UnicodeDecodeError) as exc:
         raise OfflineInputError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     name = symbol or "REPLAY"
     updates: list[Update] = []
     for e in events:
-        ts_ns = int(round(e.ts * 1e9))
+        ts_ns = int(e.ts * 1e9)  # as services/venue_sim/prices.py does
         if e.kind == "quote":
             updates.append(proto.Quote(symbol=name, bid=e.bid, ask=e.ask, bid_size=e.size or 1.0,
                                        ask_size=e.size or 1.0, ts_ns=ts_ns))
