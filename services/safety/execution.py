@@ -7,7 +7,9 @@ of record publishes it (``orders``, ``fills``):
 * a **market** order's fill more than ``fill_far_bps`` worse than the touch when it was sent (the
   touch when this process saw the order NEW);
 * a fill of an order the book of record did not send (``strategy == "foreign"``: the exchange
-  manager adopted it), and a fill that takes an order past its quantity (an overfill);
+  manager adopted it), holding while the exchange manager says the venue holds anything this
+  system did not send (``venue_unknown`` in its heartbeat); a fill that takes an order past its
+  quantity (an overfill);
 * a reject ratio over ``reject_window_s`` (once ``reject_min_orders`` orders ended), and an
   order-rate spike (more than ``order_rate_per_s`` new orders within one second);
 * a position at the exchange manager that differs from the sum of the fills it published.
@@ -61,6 +63,7 @@ class ExecutionAnomalies:
         self.fill_position: dict[str, float] = {}
         self._suspect: dict[str, int] = {}
         self._mismatch: dict[str, Condition] = {}
+        self._foreign: dict[str, Condition] = {}  # symbol -> the first fill not sent by this system
 
     def on_quote(self, quote: proto.Quote) -> None:
         self.touch[quote.symbol] = (quote.bid, quote.ask)
@@ -126,13 +129,19 @@ class ExecutionAnomalies:
 
     # -- fills -------------------------------------------------------------------------------------
 
-    def on_fill(self, fill: proto.Fill) -> list[SafetyEvent]:
+    def on_fill(self, fill: proto.Fill, now: float) -> tuple[list[SafetyEvent], list[SafetyEvent]]:
+        """(one-shot anomalies: this fill against its order; lasting ones: a fill not sent by this system)."""
         self.fill_position[fill.symbol] = self.fill_position.get(fill.symbol, 0.0) + fill.side.sign * fill.qty
         what = f"Fill {fill.side.value} {fill.qty:g} {fill.symbol} at {price_text(fill.price)}"
         if fill.strategy == FOREIGN:
-            return [event(SafetyEventType.EXECUTION_ANOMALY, Severity.WARNING, fill.symbol,
-                          f"{what}: an order the book of record did not send ({fill.client_order_id})",
-                          price=fill.price, qty=fill.qty)]
+            message = f"{what}: an order the book of record did not send ({fill.client_order_id})"
+            self._foreign.setdefault(fill.symbol, Condition(self.name, SafetyEventType.EXECUTION_ANOMALY, fill.symbol,
+                                                            message, now))
+            return [], [event(SafetyEventType.EXECUTION_ANOMALY, Severity.WARNING, fill.symbol, message,
+                              price=fill.price, qty=fill.qty)]
+        return self._judge(fill, what), []
+
+    def _judge(self, fill: proto.Fill, what: str) -> list[SafetyEvent]:
         order = self._orders.get(fill.client_order_id)
         if order is None:
             return []  # sent before this process started and not reported since: nothing to judge by
@@ -181,6 +190,12 @@ class ExecutionAnomalies:
                                    exchange_manager=theirs, sum_of_fills=ours))
         return found
 
+    def venue_unknown(self, unknown: dict[str, object]) -> None:
+        """The exchange manager's word on what the venue holds that this system did not send: once
+        nothing, the fills of such orders no longer hold."""
+        if not unknown.get("orders") and not unknown.get("positions"):
+            self._foreign.clear()
+
     def adopt_positions(self, positions: dict[str, float]) -> None:
         """Start the fill sum from the exchange manager's positions: at start, when it restarted or
         corrected its book from the venue, and after messages were lost (the sum is no good then)."""
@@ -191,9 +206,10 @@ class ExecutionAnomalies:
     # -- what holds --------------------------------------------------------------------------------
 
     def holding(self, now: float) -> list[Condition]:
-        """The lasting conditions: a reject ratio still over the threshold, positions still apart.
-        (The one-shot anomalies hold for ``anomaly_hold_s``: ``conditions.OneShotHolds``.)"""
-        found = list(self._mismatch.values())
+        """The lasting conditions: a reject ratio still over the threshold, positions still apart,
+        the venue still holding what this system did not send. (The one-shot anomalies hold for
+        ``anomaly_hold_s``: ``conditions.OneShotHolds``.)"""
+        found = list(self._mismatch.values()) + list(self._foreign.values())
         over = self._reject_over(now)
         if over is not None and self._reject_since is not None:
             found.append(Condition(self.name, SafetyEventType.EXECUTION_ANOMALY, "*",

@@ -72,6 +72,7 @@ class Safety:
             # is an execution anomaly it publishes itself): start the fill sum afresh from its positions.
             self._positions_adopted = False
         elif isinstance(body, proto.Heartbeat):
+            self.monitor.execution.venue_unknown(body.stats.get("venue_unknown", {}))
             positions = body.stats.get("positions", {})
             if env.epoch != self._em_epoch:
                 # A restarted exchange manager: its positions come from its journal and the venue,

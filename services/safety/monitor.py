@@ -74,15 +74,18 @@ class SafetyMonitor:
         return self._one_shot("execution", spike, self.cfg.anomaly_hold_s) + self._emit("execution", ratio)
 
     def on_fill(self, fill: proto.Fill) -> list[Published]:
-        return self._one_shot("execution", self.execution.on_fill(fill), self.cfg.anomaly_hold_s)
+        one_shot, lasting = self.execution.on_fill(fill, self.clock.now())
+        return self._one_shot("execution", one_shot, self.cfg.anomaly_hold_s) + self._emit("execution", lasting)
 
     def check_positions(self, positions: dict[str, float], fills_quiet: bool) -> list[Published]:
         return self._emit("execution", self.execution.check_positions(positions, fills_quiet, self.clock.now()))
 
     def sequence_gap(self, lost: int) -> list[Published]:
+        """Lost order/fill messages: reported, not held. What they cost is made good at once (the
+        fill sum starts again from the exchange manager's positions; the engine asks for its book)."""
         ev = event(SafetyEventType.SEQUENCE_GAP, Severity.WARNING, "*",
                    f"{lost} message(s) lost on the exchange manager's order/fill streams", lost=float(lost))
-        return self._one_shot("sequence_gap", [ev], self.cfg.anomaly_hold_s)
+        return self._emit("sequence_gap", [ev])
 
     # -- what holds, and the operator's reset --------------------------------------------------------
 

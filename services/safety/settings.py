@@ -67,8 +67,8 @@ class SafetySettings(BaseModel):
     fill_far_bps: float = Field(default=50.0, gt=0)
     order_rate_per_s: float = Field(default=50.0, gt=0)
     position_tolerance: float = Field(default=1e-6, ge=0)
-    # Any other one-shot anomaly (an execution anomaly of one fill or order, an order-rate spike, a
-    # locked or refused book, lost order/fill messages) counts as holding this long after it was last seen.
+    # Any other one-shot anomaly (a fill against its order, an overfill, an order-rate spike, a locked
+    # or refused book) counts as holding this long after it was last seen.
     anomaly_hold_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="before")

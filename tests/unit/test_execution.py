@@ -23,6 +23,13 @@ def fill(cid: str, side: Side, qty: float, price: float, *, strategy: str = "mm"
                       ts_ns=1, strategy=strategy)
 
 
+def judged(ex: ExecutionAnomalies, f: proto.Fill, now: float = 0.0) -> list[proto.SafetyEvent]:
+    """A fill of an order this system sent: only one-shot anomalies, never a lasting one."""
+    one_shot, lasting = ex.on_fill(f, now)
+    assert lasting == []
+    return one_shot
+
+
 def touch(ex: ExecutionAnomalies, bid: float, ask: float, symbol: str = "BTC-USD") -> None:
     ex.on_quote(proto.Quote(symbol=symbol, bid=bid, ask=ask, bid_size=1, ask_size=1, ts_ns=1))
 
@@ -34,22 +41,22 @@ def test_a_resting_limit_order_filled_at_its_limit_far_from_the_touch_is_no_anom
     touch(ex, 41_757.0, 41_759.0)
     ex.on_order(update("s1", OrderStatus.NEW, side=Side.SELL, order_type="limit", limit=41_800.0), now=0.0)
     touch(ex, 42_868.0, 42_870.0)  # the market gapped through the limit
-    assert ex.on_fill(fill("s1", Side.SELL, 1.0, 41_800.0)) == []
+    assert judged(ex, fill("s1", Side.SELL, 1.0, 41_800.0)) == []
     # a buy limit filled below its limit (better) is no anomaly either
     ex.on_order(update("b1", OrderStatus.NEW, side=Side.BUY, order_type="limit", limit=42_000.0), now=1.0)
-    assert ex.on_fill(fill("b1", Side.BUY, 1.0, 41_000.0, fid="f2")) == []
+    assert judged(ex, fill("b1", Side.BUY, 1.0, 41_000.0, fid="f2")) == []
 
 
 def test_a_limit_fill_worse_than_its_limit_is_an_anomaly() -> None:
     ex = ExecutionAnomalies(SafetySettings())
     touch(ex, 100.0, 101.0)
     ex.on_order(update("b1", OrderStatus.NEW, side=Side.BUY, order_type="limit", limit=100.0), now=0.0)
-    (ev,) = ex.on_fill(fill("b1", Side.BUY, 1.0, 100.05))
+    (ev,) = judged(ex, fill("b1", Side.BUY, 1.0, 100.05))
     assert ev.event_type is SafetyEventType.EXECUTION_ANOMALY and ev.severity is Severity.WARNING
     assert ev.message == "Fill buy 1 BTC-USD at 100.050 is 5.0 bps worse than its limit 100.000"
     assert ev.evidence == pytest.approx({"bps": 5.0, "price": 100.05, "limit": 100.0})
     ex.on_order(update("s1", OrderStatus.ACKNOWLEDGED, side=Side.SELL, order_type="limit", limit=100.0), now=1.0)
-    (ev,) = ex.on_fill(fill("s1", Side.SELL, 1.0, 99.9, fid="f2"))  # learnt from an update other than NEW
+    (ev,) = judged(ex, fill("s1", Side.SELL, 1.0, 99.9, fid="f2"))  # learnt from an update other than NEW
     assert ev.evidence["bps"] == pytest.approx(10.0)
 
 
@@ -58,13 +65,13 @@ def test_a_market_order_is_judged_against_the_touch_when_it_was_sent() -> None:
     touch(ex, 100.0, 101.0)
     ex.on_order(update("m1", OrderStatus.NEW, side=Side.BUY), now=0.0)
     touch(ex, 110.0, 111.0)  # the touch moves after it was sent: what the fill is judged by does not
-    (ev,) = ex.on_fill(fill("m1", Side.BUY, 1.0, 101.202))  # 20 bps above the ask when sent
+    (ev,) = judged(ex, fill("m1", Side.BUY, 1.0, 101.202))  # 20 bps above the ask when sent
     assert ev.message == "Fill buy 1 BTC-USD at 101.202 is 20 bps from the touch 101.000 when it was sent"
     assert ev.evidence == pytest.approx({"bps": 20.0, "price": 101.202, "touch": 101.0})
     ex.on_order(update("m2", OrderStatus.NEW, side=Side.SELL), now=1.0)  # the bid when sent: 110
-    assert ex.on_fill(fill("m2", Side.SELL, 1.0, 109.95, fid="f2")) == []  # 4.5 bps: fine
+    assert judged(ex, fill("m2", Side.SELL, 1.0, 109.95, fid="f2")) == []  # 4.5 bps: fine
     ex.on_order(update("m3", OrderStatus.NEW, side=Side.SELL), now=2.0)
-    assert ex.on_fill(fill("m3", Side.SELL, 1.0, 120.0, fid="f3")) == []  # better than the touch: never
+    assert judged(ex, fill("m3", Side.SELL, 1.0, 120.0, fid="f3")) == []  # better than the touch: never
 
 
 def test_orders_it_has_not_seen_are_not_judged_and_unknown_ones_are_the_books_word() -> None:
@@ -72,28 +79,35 @@ def test_orders_it_has_not_seen_are_not_judged_and_unknown_ones_are_the_books_wo
     orders'. An order the book of record did not send is one it adopted as ``foreign``."""
     ex = ExecutionAnomalies(SafetySettings(fill_far_bps=10.0))
     touch(ex, 100.0, 101.0)
-    assert ex.on_fill(fill("before-start", Side.BUY, 1.0, 150.0)) == []
-    (ev,) = ex.on_fill(fill("venue-9", Side.SELL, 2.0, 100.0, strategy="foreign"))
-    assert ev.event_type is SafetyEventType.EXECUTION_ANOMALY and ev.symbol == "BTC-USD"
+    assert judged(ex, fill("before-start", Side.BUY, 1.0, 150.0)) == []
+    one_shot, (ev,) = ex.on_fill(fill("venue-9", Side.SELL, 2.0, 100.0, strategy="foreign"), now=5.0)
+    assert one_shot == [] and ev.event_type is SafetyEventType.EXECUTION_ANOMALY and ev.symbol == "BTC-USD"
     assert ev.message == "Fill sell 2 BTC-USD at 100.000: an order the book of record did not send (venue-9)"
+    # it holds while the exchange manager says the venue holds what this system did not send
+    (held,) = ex.holding(100.0)
+    assert (held.symbol, held.since, held.reason) == ("BTC-USD", 5.0, ev.message)
+    ex.venue_unknown({"orders": 0, "positions": {"BTC-USD": -2.0}})
+    assert len(ex.holding(1000.0)) == 1
+    ex.venue_unknown({"orders": 0, "positions": {}})  # flattened
+    assert ex.holding(1000.0) == []
     # a market order whose NEW it missed (it learns the order from a later update): no touch to judge by
     ex.on_order(update("m1", OrderStatus.ACKNOWLEDGED, side=Side.BUY), now=0.0)
-    assert ex.on_fill(fill("m1", Side.BUY, 1.0, 150.0, fid="f2")) == []
+    assert judged(ex, fill("m1", Side.BUY, 1.0, 150.0, fid="f2")) == []
     assert ex.fill_position["BTC-USD"] == pytest.approx(1.0 - 2.0 + 1.0)  # every fill counts in the sum
 
 
 def test_an_overfill_is_an_anomaly() -> None:
     ex = ExecutionAnomalies(SafetySettings())
     ex.on_order(update("b1", OrderStatus.NEW, qty=1.0, order_type="limit", limit=100.0), now=0.0)
-    assert ex.on_fill(fill("b1", Side.BUY, 0.6, 100.0, fid="f1")) == []
+    assert judged(ex, fill("b1", Side.BUY, 0.6, 100.0, fid="f1")) == []
     ex.on_order(update("b1", OrderStatus.PARTIALLY_FILLED, qty=1.0, order_type="limit", limit=100.0, filled=0.6), 0.1)
-    assert ex.on_fill(fill("b1", Side.BUY, 0.4, 100.0, fid="f2")) == []
-    (ev,) = ex.on_fill(fill("b1", Side.BUY, 0.5, 100.0, fid="f3"))
+    assert judged(ex, fill("b1", Side.BUY, 0.4, 100.0, fid="f2")) == []
+    (ev,) = judged(ex, fill("b1", Side.BUY, 0.5, 100.0, fid="f3"))
     assert ev.message == "Fill buy 0.5 BTC-USD at 100.000: overfill, 1.5 filled of 1 ordered"
     assert ev.evidence == pytest.approx({"filled": 1.5, "qty": 1.0})
     # an order first seen part-filled starts from what its update says
     ex.on_order(update("b2", OrderStatus.PARTIALLY_FILLED, qty=1.0, order_type="limit", limit=100.0, filled=0.9), 1.0)
-    assert len(ex.on_fill(fill("b2", Side.BUY, 0.2, 100.0, fid="f4"))) == 1
+    assert len(judged(ex, fill("b2", Side.BUY, 0.2, 100.0, fid="f4"))) == 1
 
 
 def test_reject_ratio_on_session_time_and_it_holds_while_over() -> None:
@@ -126,7 +140,7 @@ def test_order_rate_spike_on_session_time() -> None:
 
 def test_position_mismatch_needs_two_quiet_checks_and_holds_until_they_agree() -> None:
     ex = ExecutionAnomalies(SafetySettings())
-    ex.on_fill(fill("c", Side.BUY, 1.0, 100.0))
+    judged(ex, fill("c", Side.BUY, 1.0, 100.0))
     assert ex.check_positions({"BTC-USD": 1.0}, fills_quiet=True, now=0.0) == []  # agree
     assert ex.check_positions({"BTC-USD": 2.0}, fills_quiet=True, now=1.0) == []  # one check could be mid-update
     assert ex.check_positions({"BTC-USD": 2.0}, fills_quiet=False, now=2.0) == []  # a fill in between: start over

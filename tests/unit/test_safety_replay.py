@@ -172,8 +172,10 @@ def test_a_synthetic_file_gives_exactly_the_events_the_rule_says(tmp_path: Path)
 
 
 def test_a_bus_recording_replays_market_data_and_execution(tmp_path: Path) -> None:
-    """Quotes with a jump, a limit order filled at its limit far from the touch (no event) and one
-    filled worse than its limit (an event), as the data router and the exchange manager published them."""
+    """Quotes with a jump, a limit order filled at its limit far from the touch (no event), one filled
+    worse than its limit (an event), and a fill of an order the system did not send (an event that
+    holds until the exchange manager's heartbeat says the venue holds nothing foreign), as the data
+    router and the exchange manager published them."""
     path = tmp_path / "day.tdbus"
     t0 = int(datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp() * 1e9)
     writer = Writer(path, {"tool": "test"}, created_ns=t0)
@@ -204,18 +206,32 @@ def test_a_bus_recording_replays_market_data_and_execution(tmp_path: Path) -> No
                 put("fills", "exchange_manager", ts, proto.Fill(
                     fill_id=f"f-{cid}", client_order_id=cid, symbol="BTC-USD", side=proto.Side.SELL, qty=1.0,
                     price=price, fee=0.0, ts_ns=ts, strategy="mm"))
-    put("hb.exchange_manager", "exchange_manager", t0, proto.Heartbeat(pid=1, interval_s=0.5))
+        if i == 12:  # an order placed at the venue behind the system's back fills
+            put("fills", "exchange_manager", ts, proto.Fill(
+                fill_id="f-x", client_order_id="outsider-1", symbol="ETH-USD", side=proto.Side.BUY, qty=1.0,
+                price=3001.0, fee=0.0, ts_ns=ts, strategy="foreign"))
+        if i in (15, 19):  # the exchange manager's word on it: held at 15, flattened by 19
+            unknown = {"orders": 0, "positions": {"ETH-USD": 1.0} if i == 15 else {}}
+            put("hb.exchange_manager", "exchange_manager", ts, proto.Heartbeat(
+                pid=1, interval_s=0.5, stats={"venue_unknown": unknown}))
+            put("hb.engine", "engine", ts, proto.Heartbeat(pid=2, interval_s=0.5))
     writer.close()
 
     report = replay_json(str(path))
-    assert report["format"] == "recording" and report["skipped"] == {"heartbeat": 1}
+    assert report["format"] == "recording" and report["skipped"] == {"heartbeat": 2}  # the engine's
     got = [(e["detector"], e["symbol"], e["ts_ns"], e["message"]) for e in report["events"]]
     assert got == [
         ("price_jump", "BTC-USD", t0 + 10 * 10**9, "Price jump 4.0% from 40000.00 to 41600.00"),
         ("execution", "BTC-USD", t0 + 10 * 10**9,
          "Fill sell 1 BTC-USD at 40050.00 is 12.5 bps worse than its limit 40100.00"),
+        ("execution", "ETH-USD", t0 + 12 * 10**9,
+         "Fill buy 1 ETH-USD at 3001.00: an order the book of record did not send (outsider-1)"),
     ], got
-    assert replay_json(str(path), "--symbol", "ETH-USD")["events"] == []  # only ETH-USD's data, orders, fills
+    # at the end the jump and the bad fill still hold (session time moved on 9 s); the outsider's
+    # fill no longer does: the exchange manager said the venue holds nothing foreign any more
+    assert [(c["detector"], c["symbol"]) for c in report["holding_at_end"]] == [("execution", "BTC-USD"),
+                                                                                 ("price_jump", "BTC-USD")]
+    assert [e["detector"] for e in replay_json(str(path), "--symbol", "ETH-USD")["events"]] == ["execution"]
     assert [e["detector"] for e in replay_json(str(path), "--symbol", "BTC-USD")["events"]] == ["price_jump",
                                                                                               "execution"]
 

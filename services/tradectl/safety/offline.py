@@ -4,7 +4,7 @@
 Inputs: a market-data file the venue simulator replays (bars, quotes, histdata, tardis:
 ``services/venue_sim/replay.py``'s loader, the same quotes it would publish), or a bus recording
 made by ``tradectl bus record`` (its quotes, trades and refused data from the data router, its
-orders and fills from the exchange manager, as they were published).
+orders, fills and heartbeats from the exchange manager, as they were published).
 
 What an offline run cannot judge, and leaves out: the whole feed's silence (only the wall clock of
 a running session sees it), the exchange manager's positions against its fills (a check on messages
@@ -26,7 +26,7 @@ from services.session_clock import SessionClock
 from services.tradectl.sniffer.recording import MAGIC, Reader, RecordingError
 from services.venue_sim.replay import ReplayFormatError, detect_format, load, open_text
 
-Update = proto.Quote | proto.Trade | proto.BadMarketData | proto.OrderUpdate | proto.Fill
+Update = proto.Quote | proto.Trade | proto.BadMarketData | proto.OrderUpdate | proto.Fill | proto.Heartbeat
 
 
 class OfflineInputError(Exception):
@@ -79,13 +79,16 @@ def _format_of(path: Path) -> str:
 def _recorded(reader: Reader, symbol: str | None, source: Source) -> Iterator[Update]:
     for _recv_ns, _topic, data in reader.messages():
         try:
-            body = proto.decode(data).body
+            env = proto.decode(data)
         except proto.ProtocolError:
             source.undecodable += 1
             continue
+        body = env.body
         if isinstance(body, (proto.Quote, proto.Trade, proto.BadMarketData, proto.OrderUpdate, proto.Fill)):
             if symbol is None or body.symbol == symbol:
                 yield body
+        elif isinstance(body, proto.Heartbeat) and env.source == "exchange_manager":
+            yield body  # what the venue holds that this system did not send (``venue_unknown``)
         else:
             kind = type(body).TYPE
             source.skipped[kind] = source.skipped.get(kind, 0) + 1
@@ -98,8 +101,12 @@ def run(cfg: SafetySettings, updates: Iterable[Update]) -> tuple[list[Published]
     """Every event the safety process would publish for these updates, in order."""
     # No wall clock offline: the whole feed's silence is never judged (frozen at 0).
     monitor = SafetyMonitor(cfg, SessionClock("data"), monotonic=lambda: 0.0)
+    def heartbeat(hb: proto.Heartbeat) -> list[Published]:
+        monitor.execution.venue_unknown(hb.stats.get("venue_unknown", {}))
+        return []
+
     dispatch = {proto.Quote: monitor.on_quote, proto.Trade: monitor.on_trade, proto.BadMarketData: monitor.on_bad_data,
-                proto.OrderUpdate: monitor.on_order, proto.Fill: monitor.on_fill}
+                proto.OrderUpdate: monitor.on_order, proto.Fill: monitor.on_fill, proto.Heartbeat: heartbeat}
     out: list[Published] = []
     for update in updates:
         out += dispatch[type(update)](update)  # type: ignore[operator]
