@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
@@ -123,11 +124,11 @@ def replay(file: Path, symbol: str | None, settings_file: Path | None, as_json: 
 class _Counted:
     """The updates as they go by: how many, and the days (UTC) their market data covers."""
 
-    def __init__(self, items: Any) -> None:
+    def __init__(self, items: Iterable[Any]) -> None:
         self._items, self.n = items, 0
         self.days: set[str] = set()
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:
         day_ns, last_day = 86_400 * 10**9, None
         for item in self._items:
             self.n += 1
