@@ -163,6 +163,8 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     # data router
     "subscribe": SymbolsArgs,
     "unsubscribe": SymbolsArgs,
+    # safety: the conditions that hold now (``reset`` above is shared with the orchestrator)
+    "conditions": NoArgs,
 }
 
 
@@ -170,7 +172,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
 # keep no reply of theirs for retries. Every other command runs at most once per command id.
 QUERIES: frozenset[str] = frozenset({
     "status", "state", "stats", "positions", "orders", "strategy_book", "reconciliation", "open_orders",
-    "instruments", "session_stats", "mass_status", "fills_since", "order_status", "orders_received",
+    "instruments", "session_stats", "mass_status", "fills_since", "order_status", "orders_received", "conditions",
 })
 assert QUERIES <= ARG_SCHEMAS.keys()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bus.command_server import Handler
-from proto.commands import ReasonArgs
+from proto.commands import NoArgs, ReasonArgs
 
 if TYPE_CHECKING:
     from services.safety.main import Safety
@@ -13,12 +13,25 @@ if TYPE_CHECKING:
 
 def build_handlers(safety: "Safety") -> dict[str, Handler]:
     def reset(_: ReasonArgs) -> dict[str, Any]:
-        """``reset``: forget every open incident, window and cool-down.
+        """``reset``: forget every cool-down, so the next incident is reported afresh; what still
+        holds is reported again at once (a reset never hides a condition).
 
-        Wire: ``Command(name="reset", args={"reason": str})`` → ``ok(events={detector: count})``. Sent by the orchestrator
-        when an operator recovers from DEGRADED (``tradectl recover``).
+        Wire: ``Command(name="reset", args={"reason": str})`` → ``ok(events={detector: count},
+        holding=[condition, ...])``. Sent by the orchestrator when the session recovers from
+        DEGRADED (``tradectl recover``).
         """
         safety.reset()
-        return {"events": dict(safety.counts)}
+        return {"events": dict(safety.monitor.counts), "holding": safety.conditions()}
 
-    return {"reset": reset}
+    def conditions(_: NoArgs) -> dict[str, Any]:
+        """``conditions``: every detector's condition that holds now (the heartbeat's ``holding``).
+
+        Wire: ``Command(name="conditions", args={})`` → ``ok(holding=[{detector, event_type, symbol,
+        reason, since}], clock="wall"|"data", session_time=float|None)``; ``since`` is session time
+        (seconds since the epoch). CLI: ``tradectl safety status``.
+        """
+        clock = safety.monitor.clock
+        return {"holding": safety.conditions(), "clock": clock.mode,
+                "session_time": clock.now() if clock.started else None}
+
+    return {"reset": reset, "conditions": conditions}

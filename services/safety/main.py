@@ -1,9 +1,12 @@
 """``python -m services.safety``: anomaly detectors over market data, orders and fills.
 
-Top to bottom: bind sockets; follow the session (stale-feed checks only matter while trading);
-subscribe to the data router (quotes, refused data) and the exchange manager (orders, fills, its
-heartbeat for positions); run every update through the detectors; publish each new incident as
-one ``SafetyEvent`` on ``safety``. The orchestrator decides what to do about it.
+Top to bottom: bind sockets; follow the session (stale-feed checks only matter while trading); read
+the session clock (``Settings.clock_mode()``: wall time live, the data's own time in a replay, moved
+by each quote's and trade's ``ts_ns``); subscribe to the data router (quotes, refused data) and the
+exchange manager (orders, fills, its heartbeat for positions); run every update through the
+detectors (``monitor.SafetyMonitor``); publish each new incident as one ``SafetyEvent`` on
+``safety``, and what still holds in the heartbeat's ``holding``. The orchestrator decides what to
+do about it.
 """
 
 from __future__ import annotations
@@ -14,28 +17,26 @@ from typing import Any
 
 import proto
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
-from services.safety.detectors import CrossedBook, Dedup, ExecutionAnomalies, PriceJump, StaleFeed
 from services.safety.handlers import build_handlers
+from services.safety.monitor import Published, SafetyMonitor
+from services.session_clock import SessionClock
 from services.session_follower import TRADING_STATES, SessionFollower
 from services.settings import Settings
 
 log = logging.getLogger("safety")
+# A fill within this long (wall) may not be in the exchange manager's positions yet: the position
+# check is about messages in flight on the bus, so it waits on the wall clock, not the session's.
+FILLS_SETTLE_S = 1.0
 
 
 class Safety:
     def __init__(self, settings: Settings) -> None:
-        cfg = settings.safety
         self.runtime = ServiceRuntime("safety", settings, stats=self.stats,
                                       state=lambda: self.session.state)
         # Safety never trades; it follows the session only to know when a quiet feed matters.
         self.session = SessionFollower(self.runtime, deadman_timeout_s=settings.exchange_manager.deadman_timeout_s)
-        self.price_jump = PriceJump(cfg)
-        self.stale = StaleFeed(cfg, time.monotonic())
-        self.crossed = CrossedBook()
-        self.execution = ExecutionAnomalies(cfg)
-        self.dedup = Dedup(cfg.cooldown_s, cfg.critical_cooldown_s)
-        self.counts: dict[str, int] = {d: 0 for d in ("price_jump", "stale_feed", "crossed_book", "execution",
-                                                      "sequence_gap")}
+        self.monitor = SafetyMonitor(settings.safety, SessionClock(settings.clock_mode()),
+                                     trading=lambda: self.session.state in TRADING_STATES)
         self._positions_adopted = False
         self._last_fill = 0.0
         self._lost_seen = 0
@@ -51,31 +52,27 @@ class Safety:
     # -- inputs ----------------------------------------------------------------------------------
 
     def _on_market_data(self, _topic: str, env: proto.Envelope) -> None:
-        now = time.monotonic()
         body = env.body
         if isinstance(body, proto.Quote):
-            self.stale.on_update(body.symbol, now)
-            self.execution.on_quote(body)
-            self._raise("price_jump", self.price_jump.on_quote(body, now), now)
-            self._raise("crossed_book", self.crossed.on_quote(body), now)
+            self._publish(self.monitor.on_quote(body))
         elif isinstance(body, proto.Trade):
-            self.stale.on_update(body.symbol, now)
+            self._publish(self.monitor.on_trade(body))
         elif isinstance(body, proto.BadMarketData):
-            self._raise("crossed_book", self.crossed.on_bad_data(body), now)
+            self._publish(self.monitor.on_bad_data(body))
 
     def _on_execution(self, _topic: str, env: proto.Envelope) -> None:
-        now = time.monotonic()
         body = env.body
         if isinstance(body, proto.OrderUpdate):
-            self._raise("execution", self.execution.on_order(body, now), now)
+            self._publish(self.monitor.on_order(body))
         elif isinstance(body, proto.Fill):
-            self._last_fill = now
-            self._raise("execution", self.execution.on_fill(body), now)
+            self._last_fill = time.monotonic()
+            self._publish(self.monitor.on_fill(body))
         elif isinstance(body, proto.GovernanceEvent) and body.kind == "reconciliation":
             # The exchange manager corrected its book from the venue (a position it took as the truth
             # is an execution anomaly it publishes itself): start the fill sum afresh from its positions.
             self._positions_adopted = False
         elif isinstance(body, proto.Heartbeat):
+            self.monitor.execution.venue_unknown(body.stats.get("venue_unknown", {}))
             positions = body.stats.get("positions", {})
             if env.epoch != self._em_epoch:
                 # A restarted exchange manager: its positions come from its journal and the venue,
@@ -84,44 +81,45 @@ class Safety:
                 self._positions_adopted = False
             if not self._positions_adopted:
                 # Clone pattern: start from the exchange manager's state, then follow its fills.
-                self.execution.adopt_positions(positions)
+                self.monitor.execution.adopt_positions(positions)
                 self._positions_adopted = True
             else:
-                self._raise("execution", self.execution.check_positions(positions, now - self._last_fill > 1.0), now)
+                quiet = time.monotonic() - self._last_fill > FILLS_SETTLE_S
+                self._publish(self.monitor.check_positions(positions, quiet))
 
     def _periodic(self) -> None:
-        now = time.monotonic()
-        self._raise("stale_feed", self.stale.check(now, self.session.state in TRADING_STATES), now)
+        self._publish(self.monitor.check_stale())
         peer = self._em.peers.get("exchange_manager")
         # Order and fill streams only: a heartbeat missed across a restart is not an execution gap.
         lost = sum(peer.lost_by_topic.get(t, 0) for t in (proto.topics.ORDERS, proto.topics.FILLS)) if peer else 0
         if lost > self._lost_seen:
-            self._raise("sequence_gap", [proto.SafetyEvent(
-                event_type=proto.SafetyEventType.SEQUENCE_GAP, severity=proto.Severity.WARNING, symbol="*",
-                message=f"{lost - self._lost_seen} message(s) lost on the exchange manager's order/fill streams",
-                evidence={"lost": float(lost - self._lost_seen)})], now)
+            self._publish(self.monitor.sequence_gap(lost - self._lost_seen))
             self._lost_seen = lost
+            # A fill may be among the lost: the fill sum is no measure of the positions any more.
+            self._positions_adopted = False
 
     # -- output ----------------------------------------------------------------------------------
 
-    def _raise(self, detector: str, events: list[proto.SafetyEvent], now: float) -> None:
-        for ev in events:
-            if not self.dedup.admit(detector, ev, now):
-                continue
-            self.counts[detector] += 1
+    def _publish(self, events: list[Published]) -> None:
+        for _detector, ev in events:
             log.warning("%s %s %s: %s", ev.severity.value.upper(), ev.event_type.value, ev.symbol, ev.message)
             self.runtime.publisher.publish(proto.topics.SAFETY, ev)
 
     def reset(self) -> None:
-        """Forget every incident and window: the next anomaly is reported afresh."""
-        for detector in (self.price_jump, self.crossed, self.execution, self.dedup):
-            detector.reset()
-        self.stale.reset(time.monotonic())
-        self._positions_adopted = False
+        """Forget every cool-down: the next anomaly is reported afresh, and what still holds is
+        reported again now (a reset never hides a condition)."""
+        self._publish(self.monitor.reset())
         log.info("safety reset")
 
+    def conditions(self) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in self.monitor.holding()]
+
     def stats(self) -> dict[str, Any]:
-        return {**self.session.summary(), "events": dict(self.counts), "suppressed": self.dedup.suppressed}
+        clock = self.monitor.clock
+        return {**self.session.summary(), "events": dict(self.monitor.counts),
+                "suppressed": self.monitor.dedup.suppressed, "clock": clock.mode,
+                "session_time": clock.now() if clock.started else None, "symbols": len(self.monitor.stale.symbols),
+                "holding": self.conditions()}
 
     def run(self) -> None:
         self.runtime.run()

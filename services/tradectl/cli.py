@@ -20,6 +20,7 @@ from rich.table import Table
 from bus import CommandClient, CommandTimeout, Endpoints
 from services.settings import CONFIG_FILE_ENV, SettingsError, load_settings
 from services.tradectl.logs import logs
+from services.tradectl.safety.commands import safety
 from services.tradectl.sniffer.commands import bus as sniffer_bus
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2
@@ -369,6 +370,7 @@ def completion(shell: str) -> None:
 
 cli.add_command(sniffer_bus)  # tradectl bus ... (services/tradectl/sniffer/)
 cli.add_command(logs)  # tradectl logs ... (services/tradectl/logs.py)
+cli.add_command(safety)  # tradectl safety ... (services/tradectl/safety/)
 
 
 def main() -> None:

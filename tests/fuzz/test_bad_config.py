@@ -74,8 +74,10 @@ CASES: dict[str, Case] = {
                                                ("bus.heartbeat_interval_s",)),
     # -- impossible limits (cross-field) ------------------------------------------------------------
     "cross-field: critical price jump below warning": Case(
-        "safety", {"safety": {"price_jump_pct": 10.0, "price_jump_critical_pct": 5.0}},
+        "safety", {"safety": {"price_jump_cap_pct": 10.0, "price_jump_critical_pct": 5.0}},
         ("price_jump_critical_pct",)),
+    "removed setting: the old fixed price-jump threshold names its replacement": Case(
+        "safety", {"safety": {"price_jump_pct": 5.0}}, ("safety", "price_jump_pct was removed", "price_jump_k")),
     "cross-field: reconnect backoff min > max": Case(
         "exchange_manager",
         {"exchange_manager": {"connectors": [{"name": "sim", "reconnect_initial_s": 10.0, "reconnect_max_s": 1.0}]}},

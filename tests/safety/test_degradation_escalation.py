@@ -62,8 +62,7 @@ def test_the_third_degradation_escalates_to_failsafe(module_daemon: Daemon) -> N
                 res = d.tradectl("recover")
                 assert res.returncode == 0, (n, res.stderr)
                 assert d.state() == "live"
-                # The recovery reset the safety process, which forgets every symbol it has seen: the
-                # feed must be seen again before it can go stale (see test_degraded_and_recovery).
+                # The feed flows again before the next stop: the next silence is a new incident.
                 routed = _routed(d)
                 wait_until(lambda: _quotes_flowed_since(d, routed), 5, ignore=(CommandTimeout,))
             else:

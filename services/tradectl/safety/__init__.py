@@ -1,0 +1,1 @@
+"""``tradectl safety``: what the safety layer holds now, and its detectors over a recorded file."""
