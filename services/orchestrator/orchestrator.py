@@ -34,6 +34,7 @@ from services.orchestrator.health import Assessment, HealthMonitor, publish_heal
 from services.orchestrator.incident import IncidentReport
 from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
 from services.orchestrator.metrics import MetricsServer
+from services.orchestrator.recovery_checks import safety_holding
 from services.orchestrator.session_counters import engine_decisions, trading_counters
 from services.orchestrator.session_fingerprint import fingerprint
 from services.orchestrator.session_lifecycle import announce_session, begin_session, stop_verdict
@@ -41,6 +42,7 @@ from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import IllegalTransition, StateCallback, StateMachine, Transition
 from services.orchestrator.supervision import Supervision, tracked_supervisor
 from services.runtime import ServiceRuntime
+from services.session_clock import SessionClock
 from services.settings import Settings, load_settings
 
 log = logging.getLogger("orchestrator")
@@ -77,6 +79,8 @@ class LiveTradingOrchestrator:
         self._last_disk_check = 0.0
         self._journal_alerted = False
         self._holdings_since: float | None = None
+        # Market time: the degradation window, the automatic recovery and the schedule read it.
+        self._clock = SessionClock(self.settings.clock_mode())
         self._flat_verified_at: float | None = None  # time.monotonic() of the latest flat verify
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -317,7 +321,8 @@ class LiveTradingOrchestrator:
 
     def recover(self, reason: str = "operator recover") -> None:
         """DEGRADED → LIVE when: in DEGRADED, every process alive, at least one connector healthy,
-        and the safety process's reset succeeds. Otherwise refused with the first unmet condition."""
+        no safety condition still holding (``recovery_checks.py``), and the safety process's reset
+        succeeds. Otherwise refused with the first unmet condition."""
         self._require(S.DEGRADED, "recover")
         missing = self._components.not_alive()
         if missing:
@@ -325,6 +330,10 @@ class LiveTradingOrchestrator:
         assessment = self._health.assess(self._components)
         if assessment.healthy_connectors == 0:
             raise Refused("no connector is healthy")
+        holding = safety_holding(self._components.components["safety"], self.settings.bus.heartbeat_interval_s,
+                                 time.monotonic())
+        if holding:
+            raise Refused(f"the cause is not gone: {'; '.join(holding)}")
         self._require_reconciled("recover")
         self._require_storage("recover")
         step, _ = run_step(None, "reset safety", self._safety, "reset", {"reason": reason})
@@ -362,6 +371,8 @@ class LiveTradingOrchestrator:
                                         proto.topics.GOVERNANCE], self._on_message)
         self._runtime.subscribe([SUPERVISOR], [proto.topics.PROCESS_ALERT, proto.topics.heartbeat(SUPERVISOR)],
                                 self._on_process_alert)
+        if self._clock.replaying:
+            self._runtime.subscribe(["data_router"], [proto.topics.CLOCK], self._on_clock)
         oset = settings.orchestrator
         self._peers: dict[str, CommandClient] = {
             name: self._runtime.client(name, timeout_s=oset.command_timeout_s, retries=oset.command_retries)
@@ -456,7 +467,7 @@ class LiveTradingOrchestrator:
             counters.failsafe_activations += 1
             counters.failsafe_pending = transition.reason
         elif transition.new == S.DEGRADED:
-            counters.degradations.append(transition.ts)
+            counters.degradations.append(self._clock.now())
         elif transition.new == S.READY:
             if transition.old == S.FAILSAFE:
                 counters.degradations = []  # an operator reset starts the count afresh
@@ -542,7 +553,7 @@ class LiveTradingOrchestrator:
         if self.get_state() != S.DEGRADED:
             return
         oset = self.settings.orchestrator
-        horizon = time.time() - oset.degradation_window_s
+        horizon = self._clock.now() - oset.degradation_window_s
         recent = [ts for ts in self._counters.degradations if ts >= horizon]
         if len(recent) >= oset.failsafe_degradation_count:
             self._transition(S.FAILSAFE, f"{len(recent)} degradations within {oset.degradation_window_s:g}s "
@@ -685,7 +696,7 @@ class LiveTradingOrchestrator:
         self._maybe_auto_recover(assessment)
 
     def _maybe_auto_recover(self, assessment: Assessment) -> None:
-        now = time.monotonic()
+        now = self._clock.now()
         if self.get_state() != S.DEGRADED:
             self._healthy_since = None
             return
@@ -720,7 +731,8 @@ class LiveTradingOrchestrator:
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
-        return self.settings.orchestrator.schedule.is_open(datetime.datetime.now(datetime.timezone.utc))
+        return self.settings.orchestrator.schedule.is_open(
+            datetime.datetime.fromtimestamp(self._clock.now(), datetime.timezone.utc))
 
     def _command_trading(self, force: bool = False) -> None:
         """Bring each trading process's flag to what the session wants; repeat (at most once a
@@ -804,8 +816,13 @@ class LiveTradingOrchestrator:
                               logging.INFO if accepted else logging.WARNING, event="operator_command",
                               data={"command": name, "accepted": accepted, "detail": detail})
 
+    def _on_clock(self, _topic: str, env: proto.Envelope) -> None:
+        if isinstance(env.body, proto.SessionTime):
+            self._clock.observe(env.body.ts_ns)
+
     def _on_safety_event(self, ev: proto.SafetyEvent) -> None:
         """Critical → FAILSAFE; any other anomaly → DEGRADED (and no automatic recovery yet)."""
+        self._clock.observe(ev.ts_ns)  # the event's market time, however late the clock topic is
         self._safety_events += 1
         key = (ev.event_type.value, ev.severity.value)
         self._safety_by_type[key] = self._safety_by_type.get(key, 0) + 1
@@ -840,7 +857,7 @@ class LiveTradingOrchestrator:
     def _stats(self) -> dict[str, Any]:
         comps = self._components.components
         engine = comps["engine"].stats
-        horizon = time.time() - self.settings.orchestrator.degradation_window_s
+        horizon = self._clock.now() - self.settings.orchestrator.degradation_window_s
         return {
             "session_id": self._counters.session_id,
             "state": self.get_state().value,

@@ -65,8 +65,9 @@ class HealthSettings(BaseModel):
     engine_error_storm: int = Field(default=10, ge=1)  # new engine errors per assessment
     # How often to assess while DEGRADED (health_check_interval_s applies otherwise).
     degraded_check_interval_s: float = Field(default=1.0, gt=0)
-    # Back to LIVE by itself after this long with everything healthy and no new safety event;
-    # null (None) turns the automatic recovery off.
+    # Back to LIVE by itself after this long (session time: market time in a replay) with
+    # everything healthy, no new safety event and no safety condition still holding; null (None)
+    # turns the automatic recovery off.
     auto_recover_after_s: float | None = Field(default=30.0, gt=0)
     # Trading while DEGRADED: only orders that reduce a position (default), all, or none.
     degraded_mode: Literal["reduce_only", "continue", "halt"] = "reduce_only"
@@ -113,7 +114,8 @@ class OrchestratorSettings(BaseModel):
 
     # Seconds between overall health assessments (faster while DEGRADED).
     health_check_interval_s: float = Field(default=5.0, gt=0)
-    # Degradations within ``degradation_window_s`` that escalate to FAILSAFE.
+    # Degradations within ``degradation_window_s`` (session time: market time in a replay) that
+    # escalate to FAILSAFE.
     failsafe_degradation_count: int = Field(default=3, ge=1)
     degradation_window_s: float = Field(default=3600.0, gt=0)
     # The market-open signal at start-up: open as soon as every process is heard from (READY).
