@@ -14,6 +14,9 @@
   (before the first update: ``stale_feed_s`` since the session began trading). Only the wall clock
   can see it: in a replay the session clock stands still when no data comes.
 
+A gap that spans a silence of the whole feed is an outage, not a cadence: it is not learnt (a
+learnt outage doubled the threshold each time, and a third outage in a row went unseen for 10 s).
+
 Either holds (``holding``) until the next update. A closed session has no stale feeds.
 """
 
@@ -40,10 +43,16 @@ class _Cadence:
 
     last: float
     threshold: float
+    outages: int = 0  # the whole-feed outages counted when this was last updated
     intervals: int = 0
     longest: deque[tuple[int, float]] = field(default_factory=deque)  # (interval number, length), decreasing
 
-    def update(self, t: float, floor: float, factor: float) -> None:
+    def update(self, t: float, floor: float, factor: float, outages: int) -> None:
+        if outages != self.outages:
+            # The gap spans a silence of the whole feed: an outage, not this stream's cadence. Were
+            # it learnt, each outage would double the threshold and the next one be seen later.
+            self.outages, self.last = outages, max(self.last, t)
+            return
         if t > self.last:
             gap, self.intervals = t - self.last, self.intervals + 1
             while self.longest and self.longest[-1][1] <= gap:
@@ -67,6 +76,7 @@ class StaleFeed:
         self._feed: _Cadence | None = None  # wall time of updates of any symbol
         self._trading_since: float | None = None  # wall time the session was first seen trading
         self._feed_silent_since: float | None = None  # session time the whole feed was first seen silent
+        self._outages = 0  # whole-feed silences seen: a gap across one teaches no cadence
 
     def on_update(self, symbol: str, t: float) -> None:
         """An update of ``symbol`` at session time ``t`` (its own time in a replay)."""
@@ -74,17 +84,18 @@ class StaleFeed:
         cadence = self.symbols.get(symbol)
         if cadence is None:
             cadence = self.symbols[symbol] = _Cadence(last=t, threshold=max(cfg.stale_feed_s,
-                                                                            cfg.stale_unknown_cadence_s))
+                                                                            cfg.stale_unknown_cadence_s),
+                                                      outages=self._outages)
         else:
-            cadence.update(t, cfg.stale_feed_s, cfg.stale_cadence_factor)
+            cadence.update(t, cfg.stale_feed_s, cfg.stale_cadence_factor, self._outages)
         self._stale.pop(symbol, None)
         self._feed_silent_since = None
         self._next_due = min(self._next_due, cadence.last + cadence.threshold)
         wall = self._monotonic()
         if self._feed is None:
-            self._feed = _Cadence(last=wall, threshold=cfg.stale_feed_s)
+            self._feed = _Cadence(last=wall, threshold=cfg.stale_feed_s, outages=self._outages)
         else:
-            self._feed.update(wall, cfg.stale_feed_s, cfg.stale_cadence_factor)
+            self._feed.update(wall, cfg.stale_feed_s, cfg.stale_cadence_factor, self._outages)
 
     def check(self, now: float, trading: bool) -> list[SafetyEvent]:
         """An event for each stale symbol at session time ``now``, and for the whole feed by the wall clock."""
@@ -117,6 +128,7 @@ class StaleFeed:
         if silent >= limit:
             if self._feed_silent_since is None:
                 self._feed_silent_since = now
+                self._outages += 1
             what = "no market data at all" if feed is None else "no update of any symbol"
             found.append(Condition(self.name, SafetyEventType.STALE_FEED, ALL,
                                    f"Stale feed: {what} for {silent:.1f}s (wall clock; threshold {limit:.1f}s)",

@@ -164,3 +164,26 @@ def test_a_closed_session_has_no_stale_symbols() -> None:
     sf.on_update("B", 100.0)
     assert sf.check(100.0, trading=False) == [] and sf.holding(100.0, trading=False) == []
     assert [c.symbol for c in sf.holding(100.0, trading=True)] == ["A"]
+
+
+def test_an_outage_of_the_whole_feed_is_not_learnt_as_cadence() -> None:
+    """Live (session time = wall time), quotes every 0.1 s, stale_feed_s 1: the whole feed stops
+    three times for 4 s. Each silence is seen after 1 s, the third as soon as the first: an outage
+    teaches no cadence (learnt, the first one set the threshold to 8 s and the third went unseen)."""
+    wall = Wall()
+    sf = StaleFeed(SafetySettings(stale_feed_s=1.0, stale_cadence_factor=2.0), wall)
+    seen_after = []
+    for _outage in range(3):
+        for _ in range(50):
+            wall.t += 0.1
+            sf.on_update("BTC-USD", wall.t)
+            sf.on_update("ETH-USD", wall.t)
+            assert sf.check(wall.t, trading=True) == []
+        stopped = wall.t
+        first = None
+        while wall.t - stopped < 4.0:
+            wall.t += 0.05
+            if first is None and sf.check(wall.t, trading=True):
+                first = wall.t - stopped
+        seen_after.append(first)
+    assert seen_after == pytest.approx([1.0, 1.0, 1.0], abs=0.06), seen_after
