@@ -61,6 +61,7 @@ def test_status_json_has_every_component_with_supervisord_pids(module_daemon: Da
     assert set(components) <= set(SERVICE_NAMES) | {"supervisor"}, components.keys()
     assert components["supervisor"]["alive"] is True, components["supervisor"]
     assert components["supervisor"]["pid"] == d.pid_of("event_listener"), components["supervisor"]
+    d.wait_running()  # supervisorctl lists pids of RUNNING programs, startsecs after the spawn
     supervisor_pids = d.supervisorctl_pids()
     for name in services:
         comp = components[name]

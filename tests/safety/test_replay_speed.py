@@ -24,6 +24,8 @@ import csv
 import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 import proto
@@ -91,6 +93,7 @@ def _session_time(d: Daemon) -> float | None:
     return ask(d, "safety", "status")["stats"]["session_time"]
 
 
+@pytest.mark.alone  # three daemons at once: beside another test's daemon they starve both
 def test_the_same_replay_at_60x_600x_and_6000x_raises_the_same_safety_events(tmp_path: Path) -> None:
     runs: list[tuple[Daemon, float, float, float]] = []
     try:
