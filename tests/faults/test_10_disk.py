@@ -223,6 +223,7 @@ def test_low_disk_space_degrades_before_the_disk_is_full(disk_daemon) -> None:
     assert d.state() == "live"
 
 
+@pytest.mark.alone  # supervisord's clock judges it: a start starved past startsecs is RUNNING, not FATAL
 def test_a_read_only_state_directory_refuses_to_start(disk_daemon) -> None:
     """A file system already open for writing cannot be made read-only under a running process
     (EBUSY), so the read-only case a host meets is at start: every program that keeps state says

@@ -32,7 +32,7 @@ SESSION_LOG_KINDS = ("live_trading", "safety_events", "connector_health", "gover
 
 def test_all_programs_running_and_orchestrator_ready(module_daemon: Daemon) -> None:
     d = module_daemon
-    d.wait_statename(EVENT_LISTENER, "RUNNING")
+    d.wait_running()  # RUNNING is startsecs after the spawn; the daemon is ready once it serves
     names = d.statenames()
     assert set(names) == {*program_names(), EVENT_LISTENER}
     assert set(names.values()) == {"RUNNING"}, names

@@ -24,9 +24,9 @@ import csv
 import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 
 import proto
 from bus import CommandTimeout

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 import proto
@@ -89,6 +90,7 @@ def _tally(lines: list[str], full: str, summary_label: str) -> tuple[int, int, i
     return full_lines, len(counts), sum(counts)
 
 
+@pytest.mark.alone  # 5,000 orders as fast as they go: it loads both cores (and a loaded host degrades it)
 def test_a_storm_of_refusals_is_a_few_lines_in_every_log_and_every_refusal_is_counted(module_daemon: Daemon) -> None:
     d = module_daemon
     ensure_live(d)
