@@ -12,16 +12,10 @@ from proto import SafetyEventType, Side
 from services.safety.monitor import SafetyMonitor
 from services.safety.settings import SafetySettings
 from services.session_clock import SessionClock
+from unit_support import ManualClock
 
 T0 = 1_641_543_000.0  # 2022-01-07 08:10 UTC
 
-
-class Wall:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def quote(symbol: str, mid: float, t: float) -> proto.Quote:
@@ -43,7 +37,7 @@ def replay_data() -> list[proto.Quote]:
 def run(speed: float, periodic_every: int, seed: int) -> list[tuple[str, str, int, str]]:
     """The data fed as a replay at ``speed`` (wall seconds between quotes = data seconds / speed),
     with the periodic check run after every ``periodic_every`` quotes and at random extra moments."""
-    wall = Wall()
+    wall = ManualClock(0.0)
     monitor = SafetyMonitor(SafetySettings(), SessionClock("data", monotonic=wall), monotonic=wall)
     rng = random.Random(seed)
     out = []
@@ -72,7 +66,7 @@ def test_the_same_data_gives_the_same_events_at_any_speed() -> None:
 
 
 def test_holding_is_empty_when_healthy_and_each_entry_clears_by_itself() -> None:
-    wall = Wall()
+    wall = ManualClock(0.0)
     cfg = SafetySettings(price_jump_hold_s=120.0, anomaly_hold_s=60.0)
     m = SafetyMonitor(cfg, SessionClock("data", monotonic=wall), monotonic=wall)
     m.on_quote(quote("BTC", 40_000.0, T0))
@@ -100,7 +94,7 @@ def test_holding_is_empty_when_healthy_and_each_entry_clears_by_itself() -> None
 
 
 def test_a_stale_symbol_holds_until_it_updates_and_only_while_trading() -> None:
-    wall = Wall()
+    wall = ManualClock(0.0)
     trading = [True]
     m = SafetyMonitor(SafetySettings(), SessionClock("data", monotonic=wall), trading=lambda: trading[0],
                       monotonic=wall)
@@ -122,7 +116,7 @@ def test_a_stale_symbol_holds_until_it_updates_and_only_while_trading() -> None:
 def test_a_reset_reports_again_at_once_what_still_holds() -> None:
     """The orchestrator resets safety when the session recovers: a feed still silent must not pass
     for a healthy one, and a jump still within its hold time is said again."""
-    wall = Wall()
+    wall = ManualClock(0.0)
     m = SafetyMonitor(SafetySettings(), SessionClock("data", monotonic=wall), monotonic=wall)
     m.on_quote(quote("A", 100.0, T0))
     m.on_quote(quote("A", 110.0, T0 + 1))  # a 10 % jump

@@ -8,18 +8,12 @@ from services.session_clock import SessionClock
 from services.settings import Settings
 from services.venue_sim.prices import ReplayPrices
 from services.venue_sim.settings import VenueSimSettings
+from unit_support import ManualClock
 
-
-class Ticking:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_live_clock_is_the_wall_clock() -> None:
-    wall = Ticking()
+    wall = ManualClock(100.0)
     clock = SessionClock("wall", wall=wall)
     clock.observe(1_600_000_000_000_000_000)  # data time does not move a live clock
     assert clock.now() == 100.0 and clock.started and not clock.replaying
@@ -28,7 +22,7 @@ def test_live_clock_is_the_wall_clock() -> None:
 
 
 def test_replay_clock_follows_the_data_forward_only() -> None:
-    mono = Ticking()
+    mono = ManualClock(100.0)
     clock = SessionClock("data", monotonic=mono)
     assert not clock.started and clock.now() == 0.0
     clock.observe(1_641_540_000_000_000_000)

@@ -9,21 +9,15 @@ import pytest
 from proto import SafetyEventType, Severity
 from services.safety.settings import SafetySettings
 from services.safety.stale_feed import StaleFeed
+from unit_support import ManualClock
 
-
-class Wall:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_a_slow_symbol_is_judged_on_its_own_cadence_while_a_fast_one_moves_the_clock() -> None:
     """Bars give a quote every 15 s of market time; another symbol quotes every second. With a 5 s
     floor and a factor of 2, the bars' threshold is 30 s: they are never stale between two of their
     own quotes, and are stale once 30 s pass without one."""
-    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_cadence_factor=2.0), Wall())
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_cadence_factor=2.0), ManualClock(1000.0))
     for t in range(0, 300):
         if t % 15 == 0:
             sf.on_update("BARS", float(t))
@@ -48,7 +42,7 @@ def test_a_slow_symbol_is_judged_on_its_own_cadence_while_a_fast_one_moves_the_c
 def test_a_bursty_symbol_is_not_stale_within_its_usual_pauses() -> None:
     """Recorded FX ticks: bursts of quotes 50 ms apart, then nothing for 20 s. The longest recent
     interval sets the threshold (2 x 20 s), not the median (50 ms, which the 5 s floor would replace)."""
-    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_cadence_factor=2.0), Wall())
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_cadence_factor=2.0), ManualClock(1000.0))
     t = 0.0
     for _burst in range(5):
         for _ in range(10):
@@ -63,7 +57,7 @@ def test_a_bursty_symbol_is_not_stale_within_its_usual_pauses() -> None:
 
 
 def test_the_floor_applies_to_a_fast_symbol_and_one_seen_once_has_its_own_allowance() -> None:
-    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_unknown_cadence_s=60.0), Wall())
+    sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_unknown_cadence_s=60.0), ManualClock(1000.0))
     sf.on_update("A", 0.0)  # one update: its cadence unknown
     sf.on_update("B", 59.9)
     assert sf.check(59.9, trading=True) == []
@@ -83,7 +77,7 @@ def test_the_floor_applies_to_a_fast_symbol_and_one_seen_once_has_its_own_allowa
 def test_a_symbol_whose_cadence_quickens_is_still_watched() -> None:
     """Its threshold shrinks once its long intervals leave the window: the next check must come no
     later than its new due time."""
-    sf = StaleFeed(SafetySettings(stale_feed_s=1.0, stale_cadence_factor=2.0), Wall())
+    sf = StaleFeed(SafetySettings(stale_feed_s=1.0, stale_cadence_factor=2.0), ManualClock(1000.0))
     for t in (0.0, 30.0, 60.0):  # threshold 60 s
         sf.on_update("A", t)
         sf.on_update("B", t)
@@ -102,7 +96,7 @@ def test_a_symbol_whose_cadence_quickens_is_still_watched() -> None:
 
 def test_the_whole_feed_silent_is_seen_on_the_wall_clock() -> None:
     """In a replay the session clock stands still when no data comes: only wall time shows it."""
-    wall = Wall()
+    wall = ManualClock(1000.0)
     sf = StaleFeed(SafetySettings(stale_feed_s=5.0), wall)
     assert sf.check(0.0, trading=True) == []  # the session trades
     for i in range(10):
@@ -126,7 +120,7 @@ def test_the_whole_feed_silent_is_seen_on_the_wall_clock() -> None:
 
 def test_the_whole_feeds_threshold_follows_its_wall_cadence() -> None:
     """A replay at 1x of bars has 15 wall seconds between quotes: 2 x 15 s, not 5 s, is silence."""
-    wall = Wall()
+    wall = ManualClock(1000.0)
     sf = StaleFeed(SafetySettings(stale_feed_s=5.0, stale_cadence_factor=2.0), wall)
     assert sf.check(0.0, trading=True) == []
     for i in range(5):
@@ -139,7 +133,7 @@ def test_the_whole_feeds_threshold_follows_its_wall_cadence() -> None:
 
 
 def test_no_market_data_at_all_counts_from_the_opening_and_only_while_trading() -> None:
-    wall = Wall()
+    wall = ManualClock(1000.0)
     sf = StaleFeed(SafetySettings(stale_feed_s=5.0), wall)
     wall.t += 50
     assert sf.check(0.0, trading=False) == []
@@ -158,7 +152,7 @@ def test_no_market_data_at_all_counts_from_the_opening_and_only_while_trading() 
 
 
 def test_a_closed_session_has_no_stale_symbols() -> None:
-    wall = Wall()
+    wall = ManualClock(1000.0)
     sf = StaleFeed(SafetySettings(stale_feed_s=5.0), wall)
     sf.on_update("A", 0.0)
     sf.on_update("B", 100.0)
@@ -170,7 +164,7 @@ def test_an_outage_of_the_whole_feed_is_not_learnt_as_cadence() -> None:
     """Live (session time = wall time), quotes every 0.1 s, stale_feed_s 1: the whole feed stops
     three times for 4 s. Each silence is seen after 1 s, the third as soon as the first: an outage
     teaches no cadence (learnt, the first one set the threshold to 8 s and the third went unseen)."""
-    wall = Wall()
+    wall = ManualClock(1000.0)
     sf = StaleFeed(SafetySettings(stale_feed_s=1.0, stale_cadence_factor=2.0), wall)
     seen_after = []
     for _outage in range(3):

@@ -105,3 +105,14 @@ def enter(book: OrderBook, args: OrderArgs, connector: str = "sim") -> OrderReco
     record = book.make(args, connector)
     book.add(record)
     return record
+
+
+class ManualClock:
+    """A clock a test sets by hand (``clock.t = ...``): pass it where code takes ``time.time`` or
+    ``time.monotonic``."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
