@@ -576,9 +576,12 @@ class Daemon:
         return self.log_dir / "incidents"
 
     def diagnostics(self, lines: int = 15) -> str:
-        """The tail of supervisord's log and of every program's log, for failure messages."""
+        """The tail of supervisord's log, of every program's log and of the session's live log (its
+        transitions and their reasons), for failure messages."""
         parts = []
-        for path in [self.supervisord_out, self.supervisord_log, *(self.program_log(p) for p in self.programs)]:
+        session_logs = sorted((self.log_dir / "live").glob("live_trading_*.log"))[-1:]
+        for path in [self.supervisord_out, self.supervisord_log, *(self.program_log(p) for p in self.programs),
+                     *session_logs]:
             try:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
             except OSError:
