@@ -25,6 +25,7 @@ def daemon() -> Daemon:
 def test_a_restart_loop_ends_fatal_alerted_and_the_session_fails_safe(daemon: Daemon) -> None:
     d = daemon
     wait_until(lambda: d.state() == "live", 30, ignore=(CommandTimeout,), message=d.diagnostics)
+    d.wait_running(["engine"])  # a RUNNING engine dies (a STARTING one killed would be FATAL at once)
     with Collector(d, "supervisor", [proto.topics.PROCESS_ALERT]) as alerts:
         first = d.kill9("engine")
         # Kill the new process while it is still STARTING (within startsecs): a failed start, and
