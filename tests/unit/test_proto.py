@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import proto
 from proto import OrchestratorState as S
 from proto import SafetyEventType, Severity
-from proto.commands import FailsafeArgs, NoArgs, ReasonArgs
+from proto.commands import Failsafe, NoArgs, Open, ReasonArgs, Status
 
 # One valid, fully populated instance of every message type on the wire. A new message type
 # without a sample here fails test_samples_cover_every_message_type: add one.
@@ -473,9 +473,9 @@ def test_parse_args_refuses_wrong_field_types(name: str) -> None:
 
 
 def test_parse_args_defaults_and_required_fields() -> None:
-    assert proto.parse_args("status", {}) == NoArgs()
-    assert proto.parse_args("open", {}) == ReasonArgs(reason="operator request")
-    assert proto.parse_args("failsafe", {"reason": "x"}) == FailsafeArgs(reason="x")
+    assert proto.parse_args("status", {}) == Status()
+    assert proto.parse_args("open", {}) == Open(reason="operator request")
+    assert proto.parse_args("failsafe", {"reason": "x"}) == Failsafe(reason="x")
     with pytest.raises(proto.ProtocolError) as info:
         proto.parse_args("failsafe", {})
     assert info.value.kind == "invalid" and "reason" in str(info.value)
