@@ -102,7 +102,7 @@ class FaultArgs(Args):
     fault: Literal["drop_connection", "stop_feed", "resume_feed", "latency", "reject_all", "jump_price", "clear"]
     symbol: Symbol | None = None
     value: float = 0.0  # latency in ms, jump in percent
-    duration_s: float = 0.0  # drop_connection: how long the venue stays away
+    duration_s: float = 5.0  # drop_connection: how long the venue stays away (the CLI's default too)
 
 
 class FillsSinceArgs(Args):
