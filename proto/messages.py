@@ -21,6 +21,7 @@ from proto.fields import (Amount, Count, Name, OptionalId, OrderId, Price, Price
 from proto.limits import MAX_ARGS_KEYS, Id
 from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
+from proto.summaries import ServiceSummary
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -44,7 +45,7 @@ class Heartbeat(Message):
     TYPE: ClassVar[str] = "heartbeat"
     pid: int
     interval_s: float
-    stats: dict[str, Any] = {}
+    stats: ServiceSummary | None = None  # proto/summaries.py
     # The session state as the sender knows it: authoritative only from the orchestrator.
     state: OrchestratorState | None = None
     trading_enabled: bool = False

@@ -11,6 +11,7 @@ from typing import Any
 
 from proto.commands.base import Result
 from proto.messages import OrderUpdate
+from proto.summaries import ServiceSummary
 
 
 # --- every service --------------------------------------------------------------------------------
@@ -22,7 +23,7 @@ class ProcessStatus(Result):
     service: str
     pid: int
     epoch: int
-    stats: dict[str, Any]
+    stats: ServiceSummary
     bus: dict[str, Any]
     supervisor_lost: str | None = None  # why supervisord, its parent, is gone
 
@@ -50,7 +51,7 @@ class ComponentStatus(Result):
     restarts: int
     trading_enabled: bool
     fatal: bool = False
-    stats: dict[str, Any] = {}
+    stats: ServiceSummary | None = None  # its latest heartbeat's
 
 
 class JournalStatus(Result):

@@ -24,6 +24,7 @@ import proto
 from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints, Subscriber, make_socket
 from proto import OrchestratorState
 from proto import commands as rq
+from proto.summaries import ExchangeSummary
 from services.settings import Settings, load_settings
 
 
@@ -83,8 +84,8 @@ class RemoteOrchestrator:
         return proto.to_builtins(self._request(rq.Status()))
 
     def get_connector_status(self) -> dict[str, Any]:
-        exchange = self._request(rq.Status()).components["exchange_manager"]
-        return dict(exchange.stats.get("connectors", {}))
+        exchange = self._request(rq.Status()).components["exchange_manager"].stats
+        return proto.to_builtins(exchange.connectors) if isinstance(exchange, ExchangeSummary) else {}
 
     def recover_from_degraded(self) -> bool:
         try:

@@ -20,7 +20,8 @@ from proto.commands import Failsafe, NoArgs, Open, ReasonArgs, Status
 # without a sample here fails test_samples_cover_every_message_type: add one.
 SAMPLES: dict[type[proto.Message], proto.Message] = {
     proto.Heartbeat: proto.Heartbeat(
-        pid=4242, interval_s=0.2, stats={"uptime_s": 1.5, "nested": {"list": [1, 2.5, "x", None, True]}},
+        pid=4242, interval_s=0.2, stats=proto.summaries.EngineSummary(
+            uptime_s=1.5, decisions_made=3, book_sync={"nested": {"list": [1, 2.5, "x", None, True]}}),
         state=S.LIVE, trading_enabled=True,
     ),
     proto.StateChanged: proto.StateChanged(old=S.LIVE, new=S.DEGRADED, reason="feed stale", transition_no=7),
@@ -69,6 +70,8 @@ def _valid_value(t: msgspec.inspect.Type) -> Any:
         return {"any": [1, "two"]}
     if isinstance(t, mi.NoneType):
         return None
+    if isinstance(t, mi.StructType):
+        return t.cls(**{f.name: _valid_value(f.type) for f in t.fields if f.required})
     raise NotImplementedError(f"no sample value for {t!r}: extend _valid_value")
 
 
@@ -152,7 +155,7 @@ def test_frame_built_by_reference_msgpack_decodes(cls: type[proto.Message]) -> N
 def test_optional_fields_take_their_defaults_when_absent() -> None:
     env = proto.decode(frame(body={"pid": 9, "interval_s": 1}))
     assert env.body == proto.Heartbeat(pid=9, interval_s=1.0)
-    assert env.body.state is None and env.body.trading_enabled is False and env.body.stats == {}
+    assert env.body.state is None and env.body.trading_enabled is False and env.body.stats is None
 
 
 def test_enum_values_travel_as_lower_case_names() -> None:
