@@ -4,7 +4,7 @@ Nothing here knows what a message means; ``proto`` turns messages into bytes and
 """
 
 from bus.command_channel import CommandChannel, NotConnected
-from bus.command_client import CommandClient, CommandTimeout
+from bus.command_client import CommandClient, CommandRefused, CommandTimeout
 from bus.command_server import CommandServer
 from bus.endpoints import SERVICE_NAMES, Endpoints, ensure_private_dir
 from bus.heartbeat import Heartbeater
@@ -16,7 +16,7 @@ from bus.subscriber import PeerTrack, Subscriber
 from bus.subscription_guard import SubscriptionGuard
 
 __all__ = [
-    "BusSettings", "CommandChannel", "CommandClient", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater", "NotConnected",
+    "BusSettings", "CommandChannel", "CommandClient", "CommandRefused", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater", "NotConnected",
     "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "SubscriptionGuard", "ensure_private_dir",
     "make_socket",
 ]

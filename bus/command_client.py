@@ -24,6 +24,10 @@ class CommandTimeout(Exception):
     """No reply within the timeout after every retry: the service is unreachable."""
 
 
+class CommandRefused(Exception):
+    """The service answered ``error(reason)``; the message is its reason."""
+
+
 class CommandClient:
     def __init__(
         self,
@@ -34,8 +38,11 @@ class CommandClient:
         *,
         timeout_s: float | None = None,
         retries: int | None = None,
+        service: str = "",
     ) -> None:
+        """``service``: the service behind ``endpoint``, which types ``request``'s results."""
         self._ctx = ctx
+        self.service = service
         self._endpoint = endpoint
         self._bus = bus
         self._source = source
@@ -75,6 +82,19 @@ class CommandClient:
         raise CommandTimeout(
             f"no reply from {self._endpoint} to {name!r} after {retries + 1} attempt(s) of {timeout_s:g}s"
         )
+
+    def request(self, request: proto.Args, *, timeout_s: float | None = None, retries: int | None = None) -> Any:
+        """Send a typed request (``client.request(Failsafe(reason="..."))``) and return its typed
+        result (``Transition``); ``CommandRefused`` with the reason if the service refuses it,
+        ``CommandTimeout`` if it does not answer, ``ProtocolError`` if the result is not what the
+        registry declares."""
+        spec = proto.spec_of(self.service, request.NAME)
+        if spec is None:
+            raise ValueError(f"{self.service or 'this client'} does not serve {request.NAME!r} (proto/commands/registry.py)")
+        reply = self.call(request.NAME, proto.args_of(request), timeout_s=timeout_s, retries=retries)
+        if not reply.ok:
+            raise CommandRefused(reply.error)
+        return proto.read_result(spec, reply.result)
 
     def _attempt(self, command_id: str, data: bytes, timeout_s: float) -> proto.Reply | None:
         sock = self._socket()

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 import zmq
 
 import proto
@@ -34,7 +35,8 @@ from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[proto.Args], dict[str, Any]]
+# A handler returns its command's result struct, or its fields as a dict (checked against the struct).
+Handler = Callable[[proto.Args], Any]
 # The identity the ROUTER adds, REQ's empty delimiter or a route through proxies, the command: no
 # request of ours has more than 3; more than this is garbage, read and dropped part by part.
 MAX_REQUEST_FRAMES = 16
@@ -60,7 +62,8 @@ class CommandServer:
         self._audit = audit
         self._source = source
         self._epoch = epoch
-        self._handlers = dict(handlers)
+        self._handlers: dict[str, Handler] = {}
+        self.add_handlers(handlers)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
         self._cache_bytes_max = cache_bytes
@@ -88,6 +91,12 @@ class CommandServer:
         clash = (set(handlers) & set(self._handlers)) - replace
         if clash:
             raise ValueError(f"commands already served: {', '.join(sorted(clash))}")
+        # A service of the registry serves only what the registry declares for it: a command
+        # without a declared request and result would have no contract to hold its reply to.
+        undeclared = [name for name in handlers if proto.spec_of(self._source, name) is None]
+        if self._source in proto.commands.registry.SERVICES and undeclared:
+            raise ValueError(f"{self._source} serves commands the registry does not declare for it: "
+                             f"{', '.join(sorted(undeclared))}")
         self._handlers.update(handlers)
 
     def drain(self, limit: int = 1_000) -> int:
@@ -170,7 +179,7 @@ class CommandServer:
             self._reject(exc.kind, str(exc))
             return proto.error(cmd.id, str(exc)), False
         try:
-            reply = proto.ok(cmd.id, **handler(args))
+            result = handler(args)
         except proto.CommandError as exc:
             self.refused += 1
             return proto.error(cmd.id, str(exc)), True
@@ -178,8 +187,18 @@ class CommandServer:
             self.handler_errors += 1
             log.exception("command %s failed", cmd.name)
             return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}"), True
+        spec = proto.spec_of(self._source, cmd.name)
+        try:
+            if spec is not None:
+                result = proto.check_result(spec, result)
+            elif not isinstance(result, (dict, msgspec.Struct)):  # a server outside the registry (tests)
+                raise proto.ProtocolError("invalid", f"{cmd.name} result: a {type(result).__name__}, not a map")
+        except proto.ProtocolError as exc:  # the handler broke its contract: its bug, answered
+            self.handler_errors += 1
+            log.error("command %s: %s", cmd.name, exc)
+            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc}"), True
         self.handled += 1
-        return reply, True
+        return proto.ok(cmd.id, result), True
 
     def _encode(self, reply: proto.Reply) -> bytes:
         self._seq += 1

@@ -39,6 +39,7 @@ import zmq
 from supervisor import childutils
 
 import proto
+from proto.summaries import HungOrchestrator, SupervisorSummary
 from bus import Endpoints, Heartbeater, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir, make_socket
 from bus.endpoints import SERVICE_NAMES, VENUE_NAMES
 from bus.sockets import bind
@@ -141,12 +142,13 @@ class HungRestarter:
                                             from_state=hung.statename, pid=hung.pid, detail=detail))
 
     def stats(self) -> dict[str, Any]:
+        """``SupervisorSummary``'s fields of the hung watch."""
         out: dict[str, Any] = {"hung_killed": self.killed, "rpc_errors": self.rpc_errors}
         hung = self.hung_orchestrator
         if hung is not None and time.time() - hung["at"] > HUNG_ORCHESTRATOR_TOLD_S:
             self.hung_orchestrator = hung = None
         if hung is not None:
-            out["hung_orchestrator"] = hung
+            out["hung_orchestrator"] = HungOrchestrator(**hung)
         return out
 
 
@@ -234,11 +236,9 @@ class Listener:
         self._stdout.write(text)
         self._stdout.flush()
 
-    def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"events": self.events, "alerts": self.alerts, "alert_log_errors": self.alert_log_errors}
-        if self._hung is not None:
-            out.update(self._hung.stats())
-        return out
+    def stats(self) -> SupervisorSummary:
+        return SupervisorSummary(events=self.events, alerts=self.alerts, alert_log_errors=self.alert_log_errors,
+                                 **({} if self._hung is None else self._hung.stats()))
 
 
 def _rpc_factory() -> RpcFactory | None:

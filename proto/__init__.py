@@ -1,7 +1,9 @@
 """The wire contract: every message, its envelope, and the one encoder/decoder (see envelope.py)."""
 
 from proto import limits, topics
-from proto.commands import ARG_SCHEMAS, QUERIES, Args, CommandError, error, ok, parse_args
+from proto import commands, summaries
+from proto.commands import (ARG_SCHEMAS, QUERIES, Args, CommandError, CommandSpec, args_of, check_result, error, ok, parse_args,
+                            read_result, spec_of)
 from proto.envelope import (
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
@@ -50,7 +52,7 @@ from proto.venue_reports import (
 )
 
 __all__ = [
-    "ARG_SCHEMAS", "QUERIES", "FillPage", "MassStatus", "OrderIdPage", "OrderStatusReport", "OrderStatusReports",
+    "ARG_SCHEMAS", "QUERIES", "CommandSpec", "args_of", "check_result", "commands", "summaries", "read_result", "spec_of", "FillPage", "MassStatus", "OrderIdPage", "OrderStatusReport", "OrderStatusReports",
     "PositionReport", "parse_result", "result_of", "Args", "BadMarketData", "SessionTime", "Command", "CommandAudit", "CommandError", "ConnectorHealthEvent",
     "EngineHealthEvent", "Envelope", "Fill", "GovernanceEvent", "Header", "Heartbeat", "Instrument", "InstrumentBook", "InstrumentList", "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES", "Message", "OrchestratorState", "OrderStatus", "OrderUpdate", "ProcessAlert", "ProcessHealthEvent",

@@ -22,6 +22,10 @@ from proto.limits import MAX_COMMAND_BYTES, Name
 from proto.messages import MESSAGE_TYPES, Command, Message
 
 SCHEMA_VERSION = 1
+# The versions this build reads (docs/protocol.md, Compatibility): adding an optional field keeps
+# the version, since bodies ignore fields they do not know; an incompatible change is a new version,
+# and a build that can still read the one before keeps it in this range while peers catch up.
+COMPATIBLE_VERSIONS = range(1, SCHEMA_VERSION + 1)
 # The decoder's own limit; sockets also enforce ZMQ_MAXMSGSIZE so an oversized frame never even
 # reaches Python (see bus.sockets).
 MAX_MESSAGE_BYTES = 1 << 20
@@ -98,8 +102,9 @@ def restamp(data: bytes | memoryview, epoch: int, max_bytes: int = MAX_MESSAGE_B
 def decode(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> Envelope:
     """Validate and decode one message; anything wrong raises ``ProtocolError`` and nothing else."""
     raw = decode_header(data, max_bytes)
-    if raw.v != SCHEMA_VERSION:
-        raise ProtocolError("version", f"schema version {raw.v}, this build speaks {SCHEMA_VERSION}")
+    if raw.v not in COMPATIBLE_VERSIONS:
+        raise ProtocolError("version", f"schema version {raw.v}, this build reads {COMPATIBLE_VERSIONS.start}"
+                                       f"..{COMPATIBLE_VERSIONS.stop - 1}")
     entry = _BODY_DECODERS.get(raw.type)
     if entry is None:
         raise ProtocolError("unknown_type", f"message type {raw.type!r}")

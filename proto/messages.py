@@ -1,11 +1,13 @@
 """Every message body that travels on the bus, defined once.
 
 Each body is a ``msgspec.Struct`` with a ``TYPE`` class variable: that string is the envelope's
-``type`` field and the key under which the decoder finds the schema. Bodies are strict: a field of
-the wrong type or a field this schema version does not know is a protocol error, never a guess.
+``type`` field and the key under which the decoder finds the schema. A field of the wrong type is a
+protocol error; a field this build does not know is ignored (a newer peer's optional addition),
+except in a ``Command``, whose unknown parts are refused.
 
-Adding a message: define the struct here and add it to ``MESSAGE_TYPES`` at the bottom. Changing
-the meaning or shape of an existing one: bump ``proto.envelope.SCHEMA_VERSION``.
+Adding a message or an optional field: define it here (a new struct goes in ``MESSAGE_TYPES`` at
+the bottom). Changing the meaning or shape of an existing field: bump
+``proto.envelope.SCHEMA_VERSION`` (docs/protocol.md, Compatibility).
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from proto.fields import (Amount, Count, Name, OptionalId, OrderId, Price, Price
 from proto.limits import MAX_ARGS_KEYS, Id
 from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
+from proto.summaries import ServiceSummary
 
 
-class Message(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class Message(msgspec.Struct, kw_only=True):
+    """Base of every body. A field this build does not know is ignored (docs/protocol.md,
+    Compatibility): a peer restarted on a build that adds an optional field keeps being understood.
+    A known field of the wrong type is still a protocol error, never a guess."""
+
     TYPE: ClassVar[str]
 
 
@@ -38,7 +45,7 @@ class Heartbeat(Message):
     TYPE: ClassVar[str] = "heartbeat"
     pid: int
     interval_s: float
-    stats: dict[str, Any] = {}
+    stats: ServiceSummary | None = None  # proto/summaries.py
     # The session state as the sender knows it: authoritative only from the orchestrator.
     state: OrchestratorState | None = None
     trading_enabled: bool = False
@@ -58,7 +65,7 @@ class StateChanged(Message):
 # --- commands and replies ----------------------------------------------------------------------
 
 
-class Command(Message):
+class Command(Message, forbid_unknown_fields=True):
     """A request on a service's command socket. ``id`` is unique per request: a server that sees an
     ``id`` again answers with the reply it already gave and does not run the command twice.
 
@@ -106,6 +113,8 @@ class CommandAudit(Message):
 
 
 class SafetyEvent(Message):
+    """An anomaly a detector saw (safety), or the exchange manager's reconciliation or disk, on topic ``safety``."""
+
     TYPE: ClassVar[str] = "safety_event"
     event_type: SafetyEventType
     severity: Severity
@@ -127,6 +136,8 @@ class SessionTime(Message):
 
 
 class ConnectorHealthEvent(Message):
+    """A venue connector's health, from the orchestrator's assessment, on ``health.connector``."""
+
     TYPE: ClassVar[str] = "connector_health"
     connector: Name
     connected: bool
@@ -139,6 +150,8 @@ class ConnectorHealthEvent(Message):
 
 
 class EngineHealthEvent(Message):
+    """The engine's decision statistics and verdict, on ``health.engine``."""
+
     TYPE: ClassVar[str] = "engine_health"
     decisions_made: int
     latency_p50_ms: float
@@ -198,6 +211,8 @@ class Quote(Message):
 
 
 class Trade(Message):
+    """A trade printed at the venue, on ``md.<symbol>``."""
+
     TYPE: ClassVar[str] = "trade"
     symbol: Symbol
     price: float
@@ -241,6 +256,8 @@ class OrderUpdate(Message):
 
 
 class Fill(Message):
+    """An execution of one of our orders, on ``fills`` (from the venue and from the exchange manager's book)."""
+
     TYPE: ClassVar[str] = "fill"
     fill_id: OrderId
     client_order_id: OrderId

@@ -75,3 +75,20 @@ def known(prefix: bytes) -> bool:
     publishers sends each of them all of its prefixes, so a PUB sees prefixes of its peers' topics
     as a matter of course (not applied, but no sign of a misbehaving peer)."""
     return any(subscribable(service, prefix) for service in PUBLISHED)
+
+
+# The message types each topic (or family) carries, for the written contract (docs/protocol.md).
+CARRIES: dict[str, tuple[str, ...]] = {
+    HEARTBEAT_PREFIX + "<service>": ("heartbeat",),
+    AUDIT_PREFIX + "<service>": ("command_audit",),
+    STATE: ("state_changed",),
+    HEALTH_PREFIX + "*": ("connector_health", "engine_health", "process_health"),
+    SAFETY: ("safety_event",),
+    PROCESS_ALERT: ("process_alert",),
+    MARKET_DATA_PREFIX + "<symbol>": ("quote", "trade"),
+    BAD_MARKET_DATA: ("bad_market_data",),
+    CLOCK: ("session_time",),
+    ORDERS: ("order_update",),
+    FILLS: ("fill",),
+    GOVERNANCE: ("governance_event",),
+}

@@ -138,7 +138,7 @@ class ServiceRuntime:
         )
         self.reactor.add_reader(cmd_sock, self.commands.drain)
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
-                                  self._status_stats, state, trading_enabled)
+                                  self.summary, state, trading_enabled)
         self.reactor.call_every(settings.bus.heartbeat_interval_s, heartbeater.beat)
         self.reactor.on_stall(settings.bus.heartbeat_interval_s * settings.bus.missed_heartbeats, self._log_stall)
         self.reactor.call_every(1.0, self._flush_log_storms)  # a storm's summary once it is over
@@ -301,21 +301,25 @@ class ServiceRuntime:
         for channel in list(self._channels):
             channel.expire()
 
-    def _status_stats(self) -> dict[str, Any]:
-        return {**self._stats(), "uptime_s": round(time.monotonic() - self.started, 3), "bus": self.bus_totals()}
+    def summary(self) -> proto.summaries.Summary:
+        """This process's typed summary (``proto/summaries.py``), as its heartbeat and ``status`` carry it."""
+        summary = self._stats()
+        summary.uptime_s = round(time.monotonic() - self.started, 3)
+        summary.bus = self.bus_totals()
+        return summary
 
-    def bus_totals(self) -> dict[str, int]:
-        """This process's bus counters in one small dict for its heartbeat (the metrics' source)."""
+    def bus_totals(self) -> proto.summaries.BusTotals:
+        """This process's bus counters for its heartbeat (the metrics' source)."""
         subs = [sub for _, sub in self._subscribers]
-        return {
-            "published": self.publisher.sent,
-            "received": sum(sub.received for sub in subs),
-            "rejected": (sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values())
-                         + self._subscriptions_refused()),
-            "gaps": sum(p.gaps for sub in subs for p in sub.peers.values()),
-            "lost": sum(p.lost for sub in subs for p in sub.peers.values()),
-            "commands": self.commands.handled,
-        }
+        return proto.summaries.BusTotals(
+            published=self.publisher.sent,
+            received=sum(sub.received for sub in subs),
+            rejected=(sum(sum(sub.rejected.values()) for sub in subs) + sum(self.commands.rejected.values())
+                      + self._subscriptions_refused()),
+            gaps=sum(p.gaps for sub in subs for p in sub.peers.values()),
+            lost=sum(p.lost for sub in subs for p in sub.peers.values()),
+            commands=self.commands.handled,
+        )
 
     def process_status(self) -> dict[str, Any]:
         """``status``: this process's identity, liveness and counters.
@@ -326,7 +330,7 @@ class ServiceRuntime:
             "service": self.name,
             "pid": os.getpid(),
             "epoch": self.epoch,
-            "stats": self._status_stats(),
+            "stats": self.summary(),
             "bus": {"publisher": {**self.publisher.stats(), "rejected": self._guard_stats().get("not_subscriptions", 0),
                                   "subscriptions": self._guard_stats()},
                     "commands": self.commands.stats(),

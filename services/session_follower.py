@@ -28,6 +28,7 @@ import proto
 from bus import CommandTimeout
 from bus.command_server import Handler
 from proto.commands import ReasonArgs
+from proto.summaries import OrchestratorSummary
 from services.log_storm import keep
 from services.runtime import ServiceRuntime
 
@@ -104,8 +105,8 @@ class SessionFollower:
             self._learn_session(body.session_id)
             self._learn(body.new, env.ts_ns)
         elif isinstance(body, proto.Heartbeat) and body.state is not None:
-            session_id = body.stats.get("session_id")
-            self._learn_session(session_id if isinstance(session_id, str) else "")
+            summary = body.stats
+            self._learn_session(summary.session_id if isinstance(summary, OrchestratorSummary) else "")
             self._learn(body.state, env.ts_ns)
 
     def _learn_session(self, session_id: str) -> None:

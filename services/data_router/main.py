@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import proto
+from proto.summaries import RouterSummary
 from services.data_router.feeds import FeedAdapter, VenueFeed
 from services.data_router.handlers import build_handlers
 from services.data_router.validation import MarketData, Validator
@@ -54,16 +55,15 @@ class DataRouter:
             self._clock_told_ns = now_ns
             self.runtime.publisher.publish(proto.topics.CLOCK, proto.SessionTime(ts_ns=now_ns))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> RouterSummary:
         now = time.time()
-        return {
-            "clock": self.clock.mode,
-            "session_time": self.clock.now() if self.clock.started else None,
-            "routed": sum(self.routed.values()),
-            "refused": dict(self.refused),
-            "symbols": {s: {"routed": n, "age_s": round(now - self.last_update[s], 3)}
-                        for s, n in self.routed.items()},
-        }
+        return RouterSummary(
+            clock=self.clock.mode,
+            session_time=self.clock.now() if self.clock.started else None,
+            routed=sum(self.routed.values()),
+            refused=dict(self.refused),
+            symbols={s: {"routed": n, "age_s": round(now - self.last_update[s], 3)} for s, n in self.routed.items()},
+        )
 
     def run(self) -> None:
         self.runtime.run()

@@ -18,6 +18,7 @@ import msgspec
 import proto
 from bus import NotConnected
 from proto.commands import OrderArgs
+from proto.summaries import EngineSummary
 from services.engine.handlers import build_handlers
 from services.engine.instrument_guard import InstrumentGuard
 from services.engine.strategies import Intent, Strategy, build
@@ -183,23 +184,23 @@ class Engine:
         ordered = sorted(self._latency_ns)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def stats(self) -> EngineSummary:
+        return EngineSummary(
             **self.session.summary(),
-            "session_id": self.session_id,
-            "decisions_made": self.decisions_made,
-            "latency_p50_ms": round(self.latency_ms(0.50), 4),
-            "latency_p99_ms": round(self.latency_ms(0.99), 4),
-            "decision_latency": self.decision_latency.snapshot(),
-            "error_count": sum(self.strategy_errors.values()) + self.order_timeouts,
-            "orders_refused": self.orders_refused,
-            "suppressed": self.suppressed,
-            "book_sync": self.sync.stats(),
-            "instruments": self.instruments.stats(),
-            "strategies": {name: {"symbol": s.symbol, "position": s.position,
-                                  "errors": self.strategy_errors[name], "on": name not in self.switched_off}
-                           for name, s in self.strategies.items()},
-        }
+            session_id=self.session_id,
+            decisions_made=self.decisions_made,
+            latency_p50_ms=round(self.latency_ms(0.50), 4),
+            latency_p99_ms=round(self.latency_ms(0.99), 4),
+            decision_latency=self.decision_latency.snapshot(),
+            error_count=sum(self.strategy_errors.values()) + self.order_timeouts,
+            orders_refused=self.orders_refused,
+            suppressed=self.suppressed,
+            book_sync=self.sync.stats(),
+            instruments=self.instruments.stats(),
+            strategies={name: {"symbol": s.symbol, "position": s.position,
+                               "errors": self.strategy_errors[name], "on": name not in self.switched_off}
+                        for name, s in self.strategies.items()},
+        )
 
     def run(self) -> None:
         self.runtime.run()

@@ -17,6 +17,7 @@ import proto
 from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
+from proto.summaries import BookJournal, ConnectorStats, ExchangeSummary, VenueUnknown
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.handlers import build_handlers
@@ -352,40 +353,40 @@ class ExchangeManager:
         return {s: {**p.to_dict(), "mark": self.marks.get(s), "unrealized_pnl": p.unrealized(self.marks.get(s))}
                 for s, p in self.positions.items()}
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ExchangeSummary:
         session = self.ledger.report(self.marks, self._steps)
         totals = session["totals"]
-        return {
+        return ExchangeSummary(
             **self.session.summary(),
             # The session's counters (session_ledger.py); positions are the account's holdings.
-            "session_id": self.ledger.session_id,
-            "orders_submitted": totals["orders"],
-            "orders_rejected": totals["rejected"],
-            "fills": totals["fills"],
-            "volume": totals["volume"],
-            "realized_pnl": totals["realized_pnl"],
-            "unrealized_pnl": totals["unrealized_pnl"],
-            "fees": totals["fees"],
-            "session_symbols": session["symbols"],
-            "foreign_rejects": self.foreign_rejects,
-            "open_orders": len(self.book.open_orders()),
-            "positions": {s: p.qty for s, p in self.positions.items()},
-            "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
-            "connectors": {name: c.get_stats() for name, c in self.connectors.items()},
-            "reconciliations": self.reconciler.runs,
-            "stale_reconciliation_answers": self.reconciler.stale_answers,
-            "unasked_reconciliation_answers": self.reconciler.unasked_answers,
-            "journal": {**self.writes.stats(), "refused_orders": self.journal_refusals},
+            session_id=self.ledger.session_id,
+            orders_submitted=totals["orders"],
+            orders_rejected=totals["rejected"],
+            fills=totals["fills"],
+            volume=totals["volume"],
+            realized_pnl=totals["realized_pnl"],
+            unrealized_pnl=totals["unrealized_pnl"],
+            fees=totals["fees"],
+            session_symbols=session["symbols"],
+            foreign_rejects=self.foreign_rejects,
+            open_orders=len(self.book.open_orders()),
+            positions={s: p.qty for s, p in self.positions.items()},
+            gate={"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
+            connectors={name: ConnectorStats(**c.get_stats()) for name, c in self.connectors.items()},
+            reconciliations=self.reconciler.runs,
+            stale_reconciliation_answers=self.reconciler.stale_answers,
+            unasked_reconciliation_answers=self.reconciler.unasked_answers,
+            journal=BookJournal(**self.writes.stats(), refused_orders=self.journal_refusals),
             # what must be known before the session may open: the book agrees with every venue (each
             # connector's own latest verdict), and every venue's instrument list is loaded since its
             # latest connection
-            "reconciled": self.reconciler.reconciled(self.connectors) and self.instruments.ready(),
-            "instruments": self.instruments.stats(),
-            "reconciliation": self.venue_watch.stats(),
+            reconciled=self.reconciler.reconciled(self.connectors) and self.instruments.ready(),
+            instruments=self.instruments.stats(),
+            reconciliation=self.venue_watch.stats(),
             # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.
-            "venue_unknown": self.venue_watch.venue_unknown(),
-            "tick_to_order": self.tick_to_order.snapshot(),
-        }
+            venue_unknown=VenueUnknown(**self.venue_watch.venue_unknown()),
+            tick_to_order=self.tick_to_order.snapshot(),
+        )
 
     def run(self) -> None:
         try:

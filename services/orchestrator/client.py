@@ -21,8 +21,10 @@ from typing import Any
 import zmq
 
 import proto
-from bus import CommandClient, Endpoints, Subscriber, make_socket
+from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints, Subscriber, make_socket
 from proto import OrchestratorState
+from proto import commands as rq
+from proto.summaries import ExchangeSummary
 from services.settings import Settings, load_settings
 
 
@@ -36,7 +38,7 @@ class RemoteOrchestrator:
         self._ctx = zmq.Context()
         self._endpoints = Endpoints(self.settings.bus, self.settings.paths.run_dir)
         self._client = CommandClient(self._ctx, self._endpoints.cmd("orchestrator"), self.settings.bus,
-                                     "python-api")
+                                     "python-api", service="orchestrator")
         self._callbacks: dict[str, list[Callable[..., None]]] = {"state": [], "connector": [], "health": [],
                                                                  "safety": []}
         self._listener: threading.Thread | None = None
@@ -66,27 +68,28 @@ class RemoteOrchestrator:
 
     def is_running(self) -> bool:
         try:
-            self._call("state")
+            self._request(rq.State())
         except RemoteError:
             return False
         return True
 
     def get_state(self) -> OrchestratorState:
-        return OrchestratorState(self._call("state")["state"])
+        return OrchestratorState(self._request(rq.State()).state)
 
     def get_stats(self) -> dict[str, Any]:
-        return self._call("stats")
+        """The session's counters (``proto.commands.results.SessionStatsResult``) as a dict."""
+        return proto.to_builtins(self._request(rq.Stats()))
 
     def get_status(self) -> dict[str, Any]:
-        return self._call("status")
+        return proto.to_builtins(self._request(rq.Status()))
 
     def get_connector_status(self) -> dict[str, Any]:
-        exchange = self._call("status")["components"]["exchange_manager"]
-        return dict(exchange.get("stats", {}).get("connectors", {}))
+        exchange = self._request(rq.Status()).components["exchange_manager"].stats
+        return proto.to_builtins(exchange.connectors) if isinstance(exchange, ExchangeSummary) else {}
 
     def recover_from_degraded(self) -> bool:
         try:
-            self._call("recover")
+            self._request(rq.Recover())
         except RemoteError:
             return False
         return True
@@ -114,14 +117,11 @@ class RemoteOrchestrator:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _call(self, name: str, **args: Any) -> dict[str, Any]:
+    def _request(self, request: proto.Args) -> Any:
         try:
-            reply = self._client.call(name, args)
-        except Exception as exc:  # CommandTimeout: the daemon is unreachable
+            return self._client.request(request)
+        except (CommandRefused, CommandTimeout, proto.ProtocolError) as exc:  # refused, unreachable, not understood
             raise RemoteError(str(exc)) from None
-        if not reply.ok:
-            raise RemoteError(reply.error)
-        return reply.result
 
     def _listen(self) -> None:
         sock = make_socket(self._ctx, zmq.SUB, self.settings.bus)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TypeVar
 
 import proto
+
+
+S = TypeVar("S", bound=proto.summaries.Summary)
 
 
 @dataclass
@@ -17,11 +20,16 @@ class Component:
     last_seen: float | None = None  # time.monotonic() of any message from it
     restarts: int = 0  # new epochs seen after the first
     trading_enabled: bool = False
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: proto.summaries.ServiceSummary | None = None  # its latest heartbeat's summary
     stats_at: float | None = None  # time.monotonic() of the heartbeat that brought ``stats``
     # supervisord gave up on it (FATAL, from the event listener): missing for good until it is
     # heard from again with a new epoch (an operator started it).
     fatal: bool = False
+
+    def summary(self, kind: type[S]) -> S:
+        """Its latest summary; before its first heartbeat an empty one, whose every check fails
+        closed (nothing reconciled, nothing counted)."""
+        return self.stats if isinstance(self.stats, kind) else kind()
 
 
 class ComponentTracker:
@@ -81,7 +89,7 @@ class ComponentTracker:
         grace_over = time.monotonic() - self._started >= self._missing_after_s
         return [name for name in self.not_alive() if grace_over or self.components[name].last_seen is not None]
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, dict[str, object]]:
         out = {}
         for name, comp in self.components.items():
             age = self.age_s(name)

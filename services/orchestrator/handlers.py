@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import proto
 from bus.command_server import Handler
-from proto.commands import FailsafeArgs, NoArgs, ReasonArgs, SymbolArgs
+from proto.commands import Failsafe, NoArgs, ReasonArgs, SymbolArgs
 from services.orchestrator.state_machine import IllegalTransition
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         """
         return refusing("recover", "operator recover", orch.recover)
 
-    def failsafe(args: FailsafeArgs) -> dict[str, Any]:
+    def failsafe(args: Failsafe) -> dict[str, Any]:
         """``failsafe``: stop trading now (LIVE/DEGRADED → FAILSAFE) and run the failsafe sequence.
         In FAILSAFE: a round of the sequence now (the venue not flat yet, or holding something again).
 

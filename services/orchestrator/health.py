@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import proto
+from proto.summaries import ConnectorStats, EngineSummary, ExchangeSummary
 from services.orchestrator.components import ComponentTracker
 from bus import Publisher
 from services.orchestrator.session_logs import SessionLogs
@@ -58,32 +59,31 @@ class HealthMonitor:
                 restarts=comp.restarts, reason="" if components.alive(name) else "no heartbeat"))
         exchange = components.components["exchange_manager"]
         if components.alive("exchange_manager"):
-            self._connectors(exchange.stats.get("connectors", {}), out)
-            self._loss(exchange.stats, out)
-        engine = components.components["engine"]
-        if components.alive("engine") and engine.stats:
-            self._engine(engine.stats, out)
+            summary = exchange.summary(ExchangeSummary)
+            self._connectors(summary.connectors, out)
+            self._loss(summary, out)
+        if components.alive("engine") and components.components["engine"].stats is not None:
+            self._engine(components.components["engine"].summary(EngineSummary), out)
         return out
 
-    def _connectors(self, connectors: dict[str, dict[str, Any]], out: Assessment) -> None:
+    def _connectors(self, connectors: dict[str, ConnectorStats], out: Assessment) -> None:
         cfg = self._cfg
         for name, st in connectors.items():
-            errors = int(st.get("error_count", 0))
+            errors = st.error_count
             new_errors = errors - self._connector_errors.get(name, errors)
             self._connector_errors[name] = errors
             reasons = []
-            if not st.get("connected"):
+            if not st.connected:
                 reasons.append("disconnected")
-            if st.get("latency_ms", 0.0) > cfg.connector_max_latency_ms:
-                reasons.append(f"latency {st['latency_ms']:.1f}ms over {cfg.connector_max_latency_ms:g}ms")
+            if st.latency_ms > cfg.connector_max_latency_ms:
+                reasons.append(f"latency {st.latency_ms:.1f}ms over {cfg.connector_max_latency_ms:g}ms")
             if new_errors > cfg.connector_max_new_errors:
                 reasons.append(f"{new_errors} new errors")
             healthy = not reasons
             out.healthy_connectors += healthy
             out.events.append(proto.ConnectorHealthEvent(
-                connector=name, connected=bool(st.get("connected")), latency_ms=float(st.get("latency_ms", 0.0)),
-                messages_received=int(st.get("messages_received", 0)),
-                messages_dropped=int(st.get("messages_dropped", 0)), error_count=errors,
+                connector=name, connected=st.connected, latency_ms=st.latency_ms,
+                messages_received=st.messages_received, messages_dropped=st.messages_dropped, error_count=errors,
                 healthy=healthy, reason="; ".join(reasons)))
         if not connectors or out.healthy_connectors:
             self._all_down_since = None
@@ -96,24 +96,24 @@ class HealthMonitor:
         if after is not None and now - self._all_down_since >= after and out.critical is None:
             out.critical = f"every connector down or unhealthy for {now - self._all_down_since:.0f}s"
 
-    def _engine(self, st: dict[str, Any], out: Assessment) -> None:
+    def _engine(self, st: EngineSummary, out: Assessment) -> None:
         cfg = self._cfg
-        errors = int(st.get("error_count", 0))
+        errors = st.error_count
         new_errors = 0 if self._engine_errors is None else errors - self._engine_errors
         self._engine_errors = errors
         reasons = []
-        if st.get("latency_p99_ms", 0.0) > cfg.engine_max_p99_ms:
-            reasons.append(f"decision p99 {st['latency_p99_ms']:.2f}ms over {cfg.engine_max_p99_ms:g}ms")
+        if st.latency_p99_ms > cfg.engine_max_p99_ms:
+            reasons.append(f"decision p99 {st.latency_p99_ms:.2f}ms over {cfg.engine_max_p99_ms:g}ms")
         if new_errors >= cfg.engine_error_storm:
             reasons.append(f"error storm: {new_errors} new errors")
             out.problems.append(f"engine error storm ({new_errors} new errors)")
         out.events.append(proto.EngineHealthEvent(
-            decisions_made=int(st.get("decisions_made", 0)), latency_p50_ms=float(st.get("latency_p50_ms", 0.0)),
-            latency_p99_ms=float(st.get("latency_p99_ms", 0.0)), error_count=errors,
+            decisions_made=st.decisions_made, latency_p50_ms=st.latency_p50_ms,
+            latency_p99_ms=st.latency_p99_ms, error_count=errors,
             healthy=not reasons, reason="; ".join(reasons)))
 
-    def _loss(self, st: dict[str, Any], out: Assessment) -> None:
-        pnl = float(st.get("realized_pnl", 0.0)) + float(st.get("unrealized_pnl", 0.0))
+    def _loss(self, st: ExchangeSummary, out: Assessment) -> None:
+        pnl = st.realized_pnl + st.unrealized_pnl
         if pnl < -self._cfg.max_daily_loss:
             out.critical = f"loss limit: PnL {pnl:,.2f} beyond -{self._cfg.max_daily_loss:,.2f}"
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proto import OrchestratorState
+from proto.summaries import EngineSummary, ExchangeSummary, RouterSummary, Summary
+
+S = TypeVar("S", bound=Summary)
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +97,10 @@ def _processes(components: dict[str, dict[str, Any]], alerts: dict[str, int]) ->
         if comp["heartbeat_age_s"] is not None:
             age.add_metric([name], comp["heartbeat_age_s"])
         restarts.add_metric([name], comp["restarts"])
-        for key, family in bus.items():
-            value = comp["stats"].get("bus", {}).get(key)
-            if value is not None:
-                family.add_metric([name], value)
+        summary = comp["stats"]
+        if summary is not None:
+            for key, family in bus.items():
+                family.add_metric([name], getattr(summary.bus, key))
     yield from (up, fatal, age, restarts, *bus.values())
     by_event = CounterMetricFamily("trading_process_alerts", "supervisord alerts (event listener), by event",
                                    labels=["event"])
@@ -129,26 +132,32 @@ def _trading(stats: dict[str, Any], components: dict[str, dict[str, Any]]) -> It
     pnl.add_metric(["realized"], stats.get("realized_pnl", 0.0))
     pnl.add_metric(["unrealized"], stats.get("unrealized_pnl", 0.0))
     yield pnl
-    exchange = components.get("exchange_manager", {}).get("stats", {})
+    exchange = _summary(components, "exchange_manager", ExchangeSummary)
     refusals = CounterMetricFamily("trading_gate_refusals", "Orders refused by the pre-trade gate, by limit",
                                    labels=["limit"])
-    for limit, n in sorted(exchange.get("gate", {}).get("refusals", {}).items()):
+    for limit, n in sorted(exchange.gate.get("refusals", {}).items()):
         refusals.add_metric([limit], n)
     yield refusals
-    router = components.get("data_router", {}).get("stats", {})
+    router = _summary(components, "data_router", RouterSummary)
     routed = CounterMetricFamily("trading_market_data_routed", "Market data updates routed to subscribers")
-    routed.add_metric([], router.get("routed", 0))
+    routed.add_metric([], router.routed)
     yield routed
     refused = CounterMetricFamily("trading_market_data_refused", "Market data refused by validation, by reason",
                                   labels=["reason"])
-    for reason, n in sorted(router.get("refused", {}).items()):
+    for reason, n in sorted(router.refused.items()):
         refused.add_metric([reason], n)
     yield refused
     yield _histogram("trading_decision_latency_seconds", "Strategy decision time per quote",
-                     components.get("engine", {}).get("stats", {}).get("decision_latency"))
+                     _summary(components, "engine", EngineSummary).decision_latency)
     yield _histogram("trading_tick_to_order_latency_seconds",
                      "Quote published at the venue to its order sent to the venue",
-                     exchange.get("tick_to_order"))
+                     exchange.tick_to_order)
+
+
+def _summary(components: dict[str, dict[str, Any]], name: str, kind: type[S]) -> S:
+    """``name``'s latest heartbeat summary, or an empty one (zeros) before the first."""
+    summary = components.get(name, {}).get("stats")
+    return summary if isinstance(summary, kind) else kind()
 
 
 def _histogram(name: str, help_: str, snap: dict[str, Any] | None) -> Metric:

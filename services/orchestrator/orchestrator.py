@@ -23,6 +23,7 @@ import proto
 from bus import CommandClient, CommandTimeout
 from bus.endpoints import VENUE_NAMES
 from proto import OrchestratorState as S
+from proto.summaries import EngineSummary, ExchangeSummary, OrchestratorSummary
 from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.disk_watch import MIB, DiskWatch
@@ -148,7 +149,8 @@ class LiveTradingOrchestrator:
         return self._in_loop(self._status)
 
     def get_connector_status(self) -> dict[str, Any]:
-        return self._in_loop(lambda: dict(self._components.components["exchange_manager"].stats.get("connectors", {})))
+        return self._in_loop(lambda: proto.to_builtins(
+            self._components.components["exchange_manager"].summary(ExchangeSummary).connectors))
 
     def recover_from_degraded(self) -> bool:
         """DEGRADED → LIVE under the conditions of ``recover``; False (and the reason logged) if not."""
@@ -190,9 +192,9 @@ class LiveTradingOrchestrator:
 
     def _reconciled(self) -> bool:
         """The exchange manager's book agrees with its venues (its latest reconciliation passed)."""
-        stats = self._components.components["exchange_manager"].stats
+        stats = self._components.components["exchange_manager"].summary(ExchangeSummary)
         # ... and counts this session's orders and PnL (it took up the session: session_ledger.py)
-        return bool(stats.get("reconciled")) and stats.get("session_id") == self._counters.session_id
+        return stats.reconciled and stats.session_id == self._counters.session_id
 
     def _require_reconciled(self, action: str) -> None:
         if not self._reconciled():
@@ -200,10 +202,10 @@ class LiveTradingOrchestrator:
 
     def _require_nothing_foreign(self, action: str) -> None:
         """The venue holds nothing this system did not send (an order placed behind its back)."""
-        unknown = self._components.components["exchange_manager"].stats.get("venue_unknown", {})
-        if unknown.get("orders") or unknown.get("positions"):
-            raise Refused(f"{action}: the venue holds what this system did not send: {unknown.get('orders', 0)} "
-                          f"order(s), positions {unknown.get('positions', {})}; cancel and flatten first")
+        unknown = self._components.components["exchange_manager"].summary(ExchangeSummary).venue_unknown
+        if unknown.orders or unknown.positions:
+            raise Refused(f"{action}: the venue holds what this system did not send: {unknown.orders} "
+                          f"order(s), positions {unknown.positions}; cancel and flatten first")
 
     def _require_storage(self, action: str) -> None:
         """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
@@ -215,9 +217,9 @@ class LiveTradingOrchestrator:
         problems = list(self._disk_problems)
         if self._session_journal.held and not (retry and self._session_journal.retry()):
             problems.append(f"the session journal cannot be written ({self._session_journal.error})")
-        book = self._components.components["exchange_manager"].stats.get("journal", {})
-        if book.get("error"):
-            problems.append(f"the exchange manager's book of record cannot be written ({book['error']})")
+        book = self._components.components["exchange_manager"].summary(ExchangeSummary).journal
+        if book.error:
+            problems.append(f"the exchange manager's book of record cannot be written ({book.error})")
         return problems
 
     def _venue_holdings(self) -> str | None:
@@ -226,12 +228,12 @@ class LiveTradingOrchestrator:
         em = self._components.components["exchange_manager"]
         if self._flat_verified_at is not None and (em.stats_at or 0.0) <= self._flat_verified_at:
             return None
-        stats = em.stats
-        positions = {s: q for s, q in stats.get("positions", {}).items() if abs(q) > 1e-9}
-        open_orders = stats.get("open_orders", 0)
-        unknown = stats.get("venue_unknown", {})
-        foreign = (f" (not sent by this system: {unknown.get('orders', 0)} order(s), positions "
-                   f"{unknown.get('positions', {})})" if unknown.get("orders") or unknown.get("positions") else "")
+        stats = em.summary(ExchangeSummary)
+        positions = {s: q for s, q in stats.positions.items() if abs(q) > 1e-9}
+        open_orders = stats.open_orders
+        unknown = stats.venue_unknown
+        foreign = (f" (not sent by this system: {unknown.orders} order(s), positions {unknown.positions})"
+                   if unknown.orders or unknown.positions else "")
         if not positions and not open_orders and not foreign:
             return None
         return f"positions {positions} and {open_orders} open order(s){foreign}"
@@ -856,7 +858,7 @@ class LiveTradingOrchestrator:
 
     def _stats(self) -> dict[str, Any]:
         comps = self._components.components
-        engine = comps["engine"].stats
+        engine = comps["engine"].summary(EngineSummary)
         horizon = self._clock.now() - self.settings.orchestrator.degradation_window_s
         return {
             "session_id": self._counters.session_id,
@@ -869,9 +871,9 @@ class LiveTradingOrchestrator:
             "safety_events": self._safety_events,
             "process_alerts": dict(self._process_alerts),
             **self._supervision.stats(),
-            "engine_latency_p50_ms": engine.get("latency_p50_ms", 0.0),
-            "engine_latency_p99_ms": engine.get("latency_p99_ms", 0.0),
-            "engine_errors": engine.get("error_count", 0),
+            "engine_latency_p50_ms": engine.latency_p50_ms,
+            "engine_latency_p99_ms": engine.latency_p99_ms,
+            "engine_errors": engine.error_count,
             # this session's: session_counters.py
             **trading_counters(comps["exchange_manager"], self._decisions(), self._counters.session_id),
         }
@@ -897,11 +899,12 @@ class LiveTradingOrchestrator:
         return {"orchestrator": {
             "alive": True, "pid": os.getpid(), "heartbeat_age_s": 0.0,
             "restarts": self._counters.orchestrator_restarts, "trading_enabled": self.get_state() in (S.LIVE, S.DEGRADED),
-            "fatal": False, "stats": {**self._heartbeat_stats(), "bus": self._runtime.bus_totals()},
+            "fatal": False, "stats": self._runtime.summary(),
         }, **self._components.snapshot()}
 
-    def _heartbeat_stats(self) -> dict[str, Any]:
-        return {"session_id": self._counters.session_id, "transitions": self._machine.transitions_done if self._machine else 0}
+    def _heartbeat_stats(self) -> OrchestratorSummary:
+        return OrchestratorSummary(session_id=self._counters.session_id,
+                                   transitions=self._machine.transitions_done if self._machine else 0)
 
     def _status(self) -> dict[str, Any]:
         assert self._runtime is not None

@@ -10,8 +10,7 @@ clean bill of health.
 
 from __future__ import annotations
 
-from typing import Any
-
+from proto.summaries import SafetySummary
 from services.orchestrator.components import Component
 
 # A heartbeat older than this many intervals is too old to vouch that nothing holds.
@@ -26,15 +25,6 @@ def safety_holding(safety: Component, heartbeat_interval_s: float, now_monotonic
     age = now_monotonic - safety.stats_at
     if age > FRESH_HEARTBEATS * heartbeat_interval_s:
         return [f"the safety process has not reported for {age:.1f}s"]
-    holding = safety.stats.get("holding")
-    if not isinstance(holding, list):
+    if not isinstance(safety.stats, SafetySummary) or safety.stats.holding is None:
         return ["the safety process does not say which conditions hold"]
-    return [_describe(item) for item in holding]
-
-
-def _describe(item: Any) -> str:
-    if not isinstance(item, dict):
-        return f"safety condition {str(item)[:120]}"
-    symbol = item.get("symbol", "*")
-    reason = str(item.get("reason", ""))[:200]
-    return f"{item.get('detector', '?')} {symbol}: {reason}".rstrip(": ")
+    return [f"{c.detector} {c.symbol}: {c.reason[:200]}".rstrip(": ") for c in safety.stats.holding]

@@ -17,6 +17,7 @@ from typing import Any
 
 from bus import CommandClient, CommandTimeout
 from services.orchestrator.components import Component
+from proto.summaries import EngineSummary, ExchangeSummary
 from services.orchestrator.journal import SessionCounters
 
 MONEY = ("volume", "fees", "realized_pnl", "unrealized_pnl")
@@ -26,8 +27,8 @@ ASK_TIMEOUT_S = 0.3
 def engine_decisions(engine: Component, counters: SessionCounters) -> tuple[int, bool]:
     """This session's decisions so far, and whether ``counters`` changed (to be journalled): an
     engine of a new epoch adds its predecessor's last count to the base."""
-    stats = engine.stats
-    if stats.get("session_id") != counters.session_id or engine.epoch is None:
+    stats = engine.summary(EngineSummary)
+    if stats.session_id != counters.session_id or engine.epoch is None:
         return counters.engine_decisions_base + counters.engine_decisions_last, False
     changed = False
     if counters.engine_epoch != engine.epoch:
@@ -35,26 +36,26 @@ def engine_decisions(engine: Component, counters: SessionCounters) -> tuple[int,
             counters.engine_decisions_base += counters.engine_decisions_last
         counters.engine_epoch = engine.epoch
         changed = True
-    counters.engine_decisions_last = int(stats.get("decisions_made", 0))
+    counters.engine_decisions_last = stats.decisions_made
     return counters.engine_decisions_base + counters.engine_decisions_last, changed
 
 
 def trading_counters(exchange: Component, decisions: int, session_id: str) -> dict[str, Any]:
     """The ``stats`` keys that count trading in this session."""
-    stats = exchange.stats
-    ours = stats.get("session_id") == session_id
+    stats = exchange.summary(ExchangeSummary)
+    ours = stats.session_id == session_id
     out: dict[str, Any] = {
         "decisions_made": decisions,
-        "orders_submitted": stats.get("orders_submitted", 0) if ours else 0,
-        "orders_rejected": stats.get("orders_rejected", 0) if ours else 0,
-        "fills": stats.get("fills", 0) if ours else 0,
-        **{key: stats.get(key, 0.0) if ours else 0.0 for key in MONEY},
-        "open_orders": stats.get("open_orders", 0),
-        "positions": stats.get("positions", {}),
+        "orders_submitted": stats.orders_submitted if ours else 0,
+        "orders_rejected": stats.orders_rejected if ours else 0,
+        "fills": stats.fills if ours else 0,
+        **{key: getattr(stats, key) if ours else 0.0 for key in MONEY},
+        "open_orders": stats.open_orders,
+        "positions": stats.positions,
     }
     if not ours:
         out["counters_pending"] = (f"the exchange manager has not taken up session {session_id} yet "
-                                   f"(it counts for {stats.get('session_id')})")
+                                   f"(it counts for {stats.session_id or 'no session'})")
     return out
 
 
@@ -68,9 +69,9 @@ def exchange_session(client: CommandClient, exchange: Component, session_id: str
         reply = None
     if reply is not None and reply.ok:
         return reply.result, "the exchange manager's session counters"
-    stats = exchange.stats
-    if stats.get("session_id") == session_id and "session_symbols" in stats:
-        symbols = stats["session_symbols"]
+    stats = exchange.summary(ExchangeSummary)
+    if stats.session_id == session_id:
+        symbols = stats.session_symbols
         totals = {key: sum(row[key] for row in symbols.values())
                   for key in ("orders", "rejected", "fills", *MONEY)}
         return ({"session_id": session_id, "symbols": symbols, "totals": totals},

@@ -93,18 +93,14 @@ class Supervision:
         if tripped:
             self._degrade(f"orchestrator stalled {stalled_s:.1f}s: the peers' dead-man switches tripped, nobody watched")
 
-    def listener_heartbeat(self, stats: Mapping[str, Any]) -> None:
+    def listener_heartbeat(self, stats: proto.summaries.ServiceSummary | None) -> None:
         """What the event listener's heartbeat says: was this orchestrator's predecessor killed as hung?"""
-        hung = stats.get("hung_orchestrator")
+        hung = stats.hung_orchestrator if isinstance(stats, proto.summaries.SupervisorSummary) else None
         # only the first orchestrator the listener heard after the kill is the successor
-        if self._predecessor_told or not isinstance(hung, Mapping) or hung.get("successor_pid") != os.getpid():
-            return
-        try:
-            pid, silent_s = int(hung["pid"]), float(hung["silent_s"])
-        except (KeyError, TypeError, ValueError):
+        if self._predecessor_told or hung is None or hung.successor_pid != os.getpid():
             return
         self._predecessor_told = True
-        detail = str(hung.get("detail", ""))
+        pid, silent_s, detail = hung.pid, hung.silent_s, hung.detail
         self._logs.health(f"Process orchestrator: HUNG under supervisord (pid {pid}): {detail}", logging.CRITICAL,
                           event="process_alert", data={"program": "orchestrator", "event": "hung", "pid": pid,
                                                        "silent_s": silent_s, "detail": detail})

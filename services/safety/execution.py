@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import proto
 from proto import SafetyEvent, SafetyEventType, Severity
+from proto.summaries import VenueUnknown
 from services.exchange_manager.order_book import FOREIGN
 from services.safety.conditions import Condition
 from services.safety.detectors import event, price_text
@@ -190,10 +191,10 @@ class ExecutionAnomalies:
                                    exchange_manager=theirs, sum_of_fills=ours))
         return found
 
-    def venue_unknown(self, unknown: dict[str, object]) -> None:
+    def venue_unknown(self, unknown: VenueUnknown) -> None:
         """The exchange manager's word on what the venue holds that this system did not send: once
         nothing, the fills of such orders no longer hold."""
-        if not unknown.get("orders") and not unknown.get("positions"):
+        if not unknown.orders and not unknown.positions:
             self._foreign.clear()
 
     def adopt_positions(self, positions: dict[str, float]) -> None:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import proto
+from proto.summaries import Condition, ExchangeSummary, SafetySummary
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.safety.handlers import build_handlers
 from services.safety.monitor import Published, SafetyMonitor
@@ -71,9 +72,9 @@ class Safety:
             # The exchange manager corrected its book from the venue (a position it took as the truth
             # is an execution anomaly it publishes itself): start the fill sum afresh from its positions.
             self._positions_adopted = False
-        elif isinstance(body, proto.Heartbeat):
-            self.monitor.execution.venue_unknown(body.stats.get("venue_unknown", {}))
-            positions = body.stats.get("positions", {})
+        elif isinstance(body, proto.Heartbeat) and isinstance(body.stats, ExchangeSummary):
+            self.monitor.execution.venue_unknown(body.stats.venue_unknown)
+            positions = body.stats.positions
             if env.epoch != self._em_epoch:
                 # A restarted exchange manager: its positions come from its journal and the venue,
                 # not from fills we saw; start the comparison afresh (it reconciles on its own).
@@ -114,12 +115,13 @@ class Safety:
     def conditions(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.monitor.holding()]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SafetySummary:
         clock = self.monitor.clock
-        return {**self.session.summary(), "events": dict(self.monitor.counts),
-                "suppressed": self.monitor.dedup.suppressed, "clock": clock.mode,
-                "session_time": clock.now() if clock.started else None, "symbols": len(self.monitor.stale.symbols),
-                "holding": self.conditions()}
+        return SafetySummary(**self.session.summary(), events=dict(self.monitor.counts),
+                             suppressed=self.monitor.dedup.suppressed, clock=clock.mode,
+                             session_time=clock.now() if clock.started else None,
+                             symbols=len(self.monitor.stale.symbols),
+                             holding=[Condition(**c) for c in self.conditions()])
 
     def run(self) -> None:
         self.runtime.run()

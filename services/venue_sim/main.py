@@ -16,6 +16,7 @@ from typing import Any
 
 import proto
 from proto.commands import FaultArgs, NewOrderArgs
+from proto.summaries import VenueSummary
 from services.runtime import ServiceRuntime, configure_logging, exit_bad_settings, load_settings_or_exit
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
@@ -142,11 +143,11 @@ class Venue:
         pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1e3  # noqa: E731
         return {"count": len(samples), "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> VenueSummary:
         m = self.matcher
-        return {"quotes_published": self.quotes_published, "feed_on": self.feed_on,
-                "open_orders": len(m.open_orders()), "fills": len(m.fills), "rejected": m.rejected,
-                "duplicate_ids": m.duplicate_ids, "replay_finished": self.source.finished}
+        return VenueSummary(quotes_published=self.quotes_published, feed_on=self.feed_on,
+                            open_orders=len(m.open_orders()), fills=len(m.fills), rejected=m.rejected,
+                            duplicate_ids=m.duplicate_ids, replay_finished=self.source.finished)
 
     def run(self) -> None:
         self.runtime.run()

@@ -64,6 +64,8 @@ def _valid_value(t: msgspec.inspect.Type) -> Any:
         return {"k": _valid_value(t.value_type)}
     if isinstance(t, (mi.AnyType, mi.NoneType)):
         return None
+    if isinstance(t, mi.StructType):
+        return t.cls(**{f.name: _valid_value(f.type) for f in t.fields if f.required})
     raise NotImplementedError(f"no sample value for {t!r}")
 
 

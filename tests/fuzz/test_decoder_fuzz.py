@@ -78,7 +78,7 @@ def test_decoder_volume_is_total_and_typed_full() -> None:
 
 def test_oversized_input_is_refused_before_parsing() -> None:
     limit = 4096
-    valid = proto.encode("fuzz", 1, 1, 1, proto.Heartbeat(pid=1, interval_s=0.1, stats={"pad": "x" * 5000}))
+    valid = proto.encode("fuzz", 1, 1, 1, proto.Heartbeat(pid=1, interval_s=0.1, stats=proto.summaries.EngineSummary(book_sync={"pad": "x" * 5000})))
     assert len(valid) > limit
     cases = [valid, b"\x00" * (limit + 1), b"\x97" + b"\xff" * limit, bytearray(limit + 1), memoryview(valid)]
     for data in cases:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from .daemon import _tool, clean_environ, run_tradectl, to_toml
+from services.tradectl import exit_codes
 
 LIMIT_S = 10.0
 COMMANDS = [("state",), ("status", "--json"), ("stats",), ("open",), ("failsafe", "--reason", "test")]
@@ -52,14 +53,14 @@ def _run_all(config: Path, commands: list[tuple[str, ...]]) -> list[tuple[tuple[
 
 def test_no_daemon_exits_2_with_a_clear_message(nowhere: Path) -> None:
     for args, code, out, err, elapsed in _run_all(nowhere, COMMANDS):
-        assert code == 2, (args, code, out, err)
+        assert code == exit_codes.UNREACHABLE, (args, code, out, err)
         assert out == "", (args, out)
         assert "not answering" in err and "Is it running?" in err, (args, err)
         assert str(nowhere.parent / "run" / "orchestrator.cmd") in err, (args, err)
         assert elapsed < LIMIT_S, (args, elapsed)
 
 
-def test_stale_socket_file_exits_2(nowhere: Path) -> None:
+def test_stale_socket_file_exits_unreachable(nowhere: Path) -> None:
     """A socket file left by a daemon that died: bound once, nobody listening now."""
     path = nowhere.parent / "run" / "orchestrator.cmd"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -67,14 +68,14 @@ def test_stale_socket_file_exits_2(nowhere: Path) -> None:
     sock.close()  # the file stays, nobody listens
     assert path.is_socket()
     [(args, code, out, err, elapsed)] = _run_all(nowhere, [("state",)])
-    assert code == 2, (code, out, err)
+    assert code == exit_codes.UNREACHABLE, (code, out, err)
     assert "not answering" in err
     assert elapsed < LIMIT_S
 
 
-def test_missing_config_file_exits_2() -> None:
+def test_missing_config_file_exits_bad_settings() -> None:
     t0 = time.monotonic()
     res = run_tradectl("state", config="/tmp/ltd-no-such-dir/config.toml")
-    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.returncode == exit_codes.BAD_SETTINGS, (res.stdout, res.stderr)
     assert "invalid settings" in res.stderr and "no such file" in res.stderr, res.stderr
     assert time.monotonic() - t0 < LIMIT_S

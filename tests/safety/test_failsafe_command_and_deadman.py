@@ -59,6 +59,19 @@ def test_tradectl_failsafe_is_flat_at_the_venue_with_a_report_within_a_second(mo
     assert d.state() == "failsafe"
 
 
+def test_tradectl_failsafe_wait_returns_once_the_venue_is_verified_flat(module_daemon: Daemon) -> None:
+    d = module_daemon
+    ensure_live(d)
+    wait_trading_with_positions(d)
+    place_resting_orders(d)
+    res = d.tradectl("failsafe", "--reason", "wait test", "--wait", "--timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert "sequence ended, venue verified flat" in res.stdout, res.stdout
+    # when it returns, the venue holds nothing: no waiting after the command
+    assert not venue_positions(d) and not venue_open_orders(d)
+    assert orchestrator_status(d)["failsafe_pending"] is None
+
+
 def _trading_allowed(d: Daemon, service: str) -> dict:
     return ask(d, service, "status")["stats"]
 

@@ -29,7 +29,7 @@ def quote(i: int, symbol: str = "BTC-USD") -> proto.Quote:
 
 
 def heartbeat(interval_s: float = 0.1) -> proto.Heartbeat:
-    return proto.Heartbeat(pid=os.getpid(), interval_s=interval_s, stats={"n": 1})
+    return proto.Heartbeat(pid=os.getpid(), interval_s=interval_s, stats=proto.summaries.EngineSummary(decisions_made=1))
 
 
 class FakePublisher:

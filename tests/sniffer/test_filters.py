@@ -9,6 +9,7 @@ import pytest
 import proto
 from services.tradectl.sniffer.attach import Seen
 from services.tradectl.sniffer.filters import Filter, FilterError
+from proto.summaries import Condition, SafetySummary
 
 
 def _ctx(topic: str, source: str, body: proto.Message, seq: int = 1) -> dict[str, Any]:
@@ -18,8 +19,10 @@ def _ctx(topic: str, source: str, body: proto.Message, seq: int = 1) -> dict[str
 
 FILL = _ctx("fills", "exchange_manager", proto.Fill(fill_id="f1", client_order_id="c1", symbol="BTC-USD",
                                                      side=proto.Side.BUY, qty=0.25, price=40000.0, fee=0.1, ts_ns=5))
-HB = _ctx("hb.engine", "engine", proto.Heartbeat(pid=42, interval_s=0.25, stats={"uptime_s": 90, "tags": ["a", "b"]},
-                                                 state=proto.OrchestratorState.LIVE))
+HB = _ctx("hb.safety", "safety", proto.Heartbeat(pid=42, interval_s=0.25, state=proto.OrchestratorState.LIVE,
+                                                 stats=SafetySummary(uptime_s=90, holding=[
+                                                     Condition(detector="d", event_type="e", symbol=s, reason="r",
+                                                               since=1.0) for s in ("a", "b")])))
 
 
 @pytest.mark.parametrize("expr, fill, hb", [
@@ -30,7 +33,7 @@ HB = _ctx("hb.engine", "engine", proto.Heartbeat(pid=42, interval_s=0.25, stats=
     ("body.side == 'buy'", True, False),  # enums compare by their wire value
     ("body.state == 'live' and body.stats.uptime_s >= 60", False, True),
     ('body.stats["uptime_s"] * 2 == 180', False, True),
-    ("body.stats.tags[1] == 'b' and len(body.stats.tags) == 2", False, True),
+    ("body.stats.holding[1].symbol == 'b' and len(body.stats.holding) == 2", False, True),
     ("startswith(topic, 'hb.') or endswith(topic, 'ills')", True, True),
     ("matches(source, '^exch') and contains(body.fill_id, 'f')", True, False),
     ("body.price - 39999 == 1 and -body.qty < 0 and body.price / 2 == 20000 and body.price % 7 == 2", True, False),

@@ -69,16 +69,16 @@ def test_demo_strategies_trade_and_the_counters_grow(module_daemon: Daemon) -> N
 
 def test_tradectl_positions_orders_and_human_tables(module_daemon: Daemon) -> None:
     d = module_daemon
-    positions = wait_until(lambda: tradectl_json(d, "positions") or None, 30)
+    positions = wait_until(lambda: tradectl_json(d, "positions")["positions"] or None, 30)
     assert set(positions) <= {"BTC-USD", "ETH-USD"}
     for symbol, p in positions.items():
         assert set(p) >= {"qty", "avg_price", "realized_pnl", "unrealized_pnl", "fees", "volume", "mark"}, p
         assert p["volume"] > 0, (symbol, p)
 
-    open_orders = tradectl_json(d, "orders")
+    open_orders = tradectl_json(d, "orders")["orders"]
     assert isinstance(open_orders, list)
     assert all(o["status"] in OPEN_STATUSES for o in open_orders), open_orders
-    every = tradectl_json(d, "orders", "--all")
+    every = tradectl_json(d, "orders", "--all")["orders"]
     assert any(o["status"] == "filled" for o in every), every
     ids = [o["client_order_id"] for o in every]
     assert len(ids) == len(set(ids)), "a client order id appears twice in the book"
@@ -190,7 +190,7 @@ def test_positions_and_pnl_equal_a_recomputation_from_the_venue_fills(module_dae
     assert stats["fees"] == pytest.approx(sum(e["fees"] for e in expected.values()), abs=1e-6)
     assert stats["positions"] == pytest.approx({s: e["qty"] for s, e in expected.items()}, abs=1e-9)
     # and tradectl shows the same book
-    shown = tradectl_json(d, "positions")
+    shown = tradectl_json(d, "positions")["positions"]
     for symbol, exp in expected.items():
         assert shown[symbol]["qty"] == pytest.approx(exp["qty"], abs=1e-9)
         assert shown[symbol]["realized_pnl"] == pytest.approx(exp["realized_pnl"], rel=1e-9, abs=1e-9)

@@ -241,7 +241,7 @@ def test_subscriber_max_bytes_rejects_oversized_payload(ctx: zmq.Context, ipc_di
         col = Collector(sub)
         handshake(pub_sock, col)
         pub = Publisher(pub_sock, SRC, 1)
-        pub.publish(TOPIC, proto.Heartbeat(pid=1, interval_s=0.2, stats={"blob": "x" * 500}))
+        pub.publish(TOPIC, proto.Heartbeat(pid=1, interval_s=0.2, stats=proto.summaries.EngineSummary(book_sync={"blob": "x" * 500})))
         pub.publish(TOPIC, hb())
         col.wait_for(lambda c: c.from_source(SRC))
         assert sub.rejected == {"oversized": 1}
@@ -327,9 +327,9 @@ def test_heartbeater_publishes_pid_interval_state_and_stats(link: tuple[zmq.Sock
     pub = Publisher(pub_sock, "engine", 42)
     beats = {"n": 0}
 
-    def stats() -> dict[str, int]:
+    def stats() -> proto.summaries.EngineSummary:
         beats["n"] += 1
-        return {"beats": beats["n"]}
+        return proto.summaries.EngineSummary(decisions_made=beats["n"])
 
     hb_ = Heartbeater(pub, "engine", 0.2, stats, state=lambda: proto.OrchestratorState.DEGRADED,
                       trading_enabled=lambda: True)
@@ -339,7 +339,8 @@ def test_heartbeater_publishes_pid_interval_state_and_stats(link: tuple[zmq.Sock
     got = [(t, e) for t, e in col.messages if e.source == "engine"]
     assert [t for t, _ in got] == ["hb.engine", "hb.engine"]
     assert [e.body for _, e in got] == [
-        proto.Heartbeat(pid=os.getpid(), interval_s=0.2, stats={"beats": i}, state=proto.OrchestratorState.DEGRADED,
+        proto.Heartbeat(pid=os.getpid(), interval_s=0.2, stats=proto.summaries.EngineSummary(decisions_made=i),
+                        state=proto.OrchestratorState.DEGRADED,
                         trading_enabled=True)
         for i in (1, 2)
     ]

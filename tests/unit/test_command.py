@@ -128,7 +128,7 @@ def test_ok_reply(serve: StartServer, make_client: Callable[..., CommandClient])
     assert reply.ok and reply.error == ""
     assert reply.result == {"state": "live", "reason": "bell rang"}
     assert reply.id.startswith("tester:")
-    assert [(name, type(args).__name__) for name, args in rec.calls] == [("open", "ReasonArgs")]
+    assert [(name, type(args).__name__) for name, args in rec.calls] == [("open", "Open")]
     assert server.handled == 1 and server.rejected == {}
     # the next call has a new id and runs the handler again
     second = client.call("status")

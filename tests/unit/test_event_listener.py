@@ -158,12 +158,12 @@ def test_an_alert_log_that_cannot_be_written_loses_no_alert(tmp_path: Path) -> N
         assert [(a.program, a.event) for a in alerts] == [("engine", "exited"), ("engine", "fatal")]
         beat = None
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (beat and beat.stats["alert_log_errors"] == 2):
+        while time.monotonic() < deadline and not (beat and beat.stats.alert_log_errors == 2):
             if sub.poll(500):
                 topic, data = sub.recv_multipart()
                 if topic == proto.topics.heartbeat("supervisor").encode():
                     beat = proto.decode(data).body
-        assert beat is not None and beat.stats["alerts"] == 2 and beat.stats["alert_log_errors"] == 2, beat
+        assert beat is not None and beat.stats.alerts == 2 and beat.stats.alert_log_errors == 2, beat
         assert proc.poll() is None, "the listener died of its alert log"
         proc.stdin.close()
         assert proc.wait(10) == 0

@@ -9,6 +9,7 @@ import proto
 from proto import OrderStatus, SafetyEventType, Severity, Side
 from services.safety.execution import ExecutionAnomalies
 from services.safety.settings import SafetySettings
+from proto.summaries import VenueUnknown
 
 
 def update(cid: str, status: OrderStatus, *, side: Side = Side.BUY, qty: float = 1.0, order_type: str = "market",
@@ -86,9 +87,9 @@ def test_orders_it_has_not_seen_are_not_judged_and_unknown_ones_are_the_books_wo
     # it holds while the exchange manager says the venue holds what this system did not send
     (held,) = ex.holding(100.0)
     assert (held.symbol, held.since, held.reason) == ("BTC-USD", 5.0, ev.message)
-    ex.venue_unknown({"orders": 0, "positions": {"BTC-USD": -2.0}})
+    ex.venue_unknown(VenueUnknown(orders=0, positions={"BTC-USD": -2.0}))
     assert len(ex.holding(1000.0)) == 1
-    ex.venue_unknown({"orders": 0, "positions": {}})  # flattened
+    ex.venue_unknown(VenueUnknown(orders=0, positions={}))  # flattened
     assert ex.holding(1000.0) == []
     # a market order whose NEW it missed (it learns the order from a later update): no touch to judge by
     ex.on_order(update("m1", OrderStatus.ACKNOWLEDGED, side=Side.BUY), now=0.0)

@@ -15,12 +15,15 @@ from services.orchestrator.health import Assessment, HealthMonitor
 from services.orchestrator.orchestrator import PEERS
 from services.orchestrator.settings import HealthSettings
 from unit_support import wait_until
+import msgspec
+from proto.summaries import ConnectorStats
 
 EPOCH = time.time_ns()
 
 
 def heartbeat(source: str, stats: dict[str, Any] | None = None, epoch: int = EPOCH, seq: int = 1) -> proto.Envelope:
-    body = proto.Heartbeat(pid=os.getpid(), interval_s=0.2, stats=stats or {}, trading_enabled=True)
+    summary = msgspec.convert({**(stats or {}), "service": source}, proto.summaries.ServiceSummary)
+    body = proto.Heartbeat(pid=os.getpid(), interval_s=0.2, stats=summary, trading_enabled=True)
     return proto.decode(proto.encode(source, epoch, seq, time.time_ns(), body))
 
 
@@ -185,8 +188,8 @@ def test_every_connector_down_too_long_calls_for_failsafe() -> None:
     connector back resets the clock."""
     now = [1000.0]
     monitor = HealthMonitor(HealthSettings(connector_down_escalate_after_s=30.0), clock=lambda: now[0])
-    down = {"sim": {"connected": False, "latency_ms": 0.0, "error_count": 0}}
-    up = {"sim": {"connected": True, "latency_ms": 1.0, "error_count": 0}}
+    down = {"sim": ConnectorStats(connected=False, latency_ms=0.0, error_count=0)}
+    up = {"sim": ConnectorStats(connected=True, latency_ms=1.0, error_count=0)}
 
     def assess(connectors: dict) -> Assessment:
         out = Assessment()

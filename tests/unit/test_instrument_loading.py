@@ -22,7 +22,7 @@ import zmq
 import proto
 from bus import BusSettings, CommandChannel, CommandServer, Reactor, make_socket
 from proto import Side
-from proto.commands import NoArgs, OrderArgs
+from proto.commands import Instruments, NoArgs, OrderArgs
 from services.engine.instrument_guard import InstrumentGuard
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.venue_sim.matching import Matcher
@@ -187,4 +187,4 @@ def test_the_exchange_managers_book_is_typed_on_the_wire() -> None:
     book = msgspec.convert(received.result, proto.InstrumentBook)
     assert book.default_connector == "sim" and book.pending == []
     assert {s.symbol for s in book.connectors["sim"].instruments} == {"BTC-USD", "ETH-USD", "SOL-USD"}
-    assert NoArgs() == proto.parse_args("instruments", {})
+    assert Instruments() == proto.parse_args("instruments", {})

@@ -34,6 +34,7 @@ from click.testing import CliRunner, Result
 import proto
 from services.tradectl.cli import cli
 from services.tradectl.sniffer.recording import Writer
+from proto.summaries import ExchangeSummary, VenueUnknown
 
 BTC_BARS = Path(__file__).resolve().parents[3] / "shared" / "data" / "btc-perp_2021-12-31_2022-01-15_1m.csv"
 TRADECTL = [sys.executable, "-c", "from services.tradectl.cli import main; main()"]
@@ -213,7 +214,7 @@ def test_a_bus_recording_replays_market_data_and_execution(tmp_path: Path) -> No
         if i in (15, 19):  # the exchange manager's word on it: held at 15, flattened by 19
             unknown = {"orders": 0, "positions": {"ETH-USD": 1.0} if i == 15 else {}}
             put("hb.exchange_manager", "exchange_manager", ts, proto.Heartbeat(
-                pid=1, interval_s=0.5, stats={"venue_unknown": unknown}))
+                pid=1, interval_s=0.5, stats=ExchangeSummary(venue_unknown=VenueUnknown(**unknown))))
             put("hb.engine", "engine", ts, proto.Heartbeat(pid=2, interval_s=0.5))
     writer.close()
 

@@ -24,6 +24,7 @@ from services.parent_watch import ParentWatch
 from services.session_follower import SessionFollower, trading_handlers
 from services.settings import Settings
 from unit_support import never, reactor_thread, wait_until
+from proto.summaries import EngineSummary
 
 
 @dataclass
@@ -74,7 +75,7 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
         base = tmp_path_factory.mktemp("sf")
         settings = Settings(paths={"run_dir": base / "run", "log_dir": base / "logs", "state_dir": base / "state"},
                             bus={"heartbeat_interval_s": 0.05})
-        runtime = ServiceRuntime("engine", settings, stats=lambda: {})
+        runtime = ServiceRuntime("engine", settings, stats=EngineSummary)
         started = False
 
         def close_runtime() -> None:

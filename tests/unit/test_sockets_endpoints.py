@@ -105,7 +105,7 @@ def two_publishers(ctx: zmq.Context, ipc_dir: Path):
         handshake(good_sock, col, source="probe-good")
         bad = Publisher(bad_sock, "bad", 1)
         good = Publisher(good_sock, "good", 1)
-        bad.publish("hb.bad", proto.Heartbeat(pid=1, interval_s=0.2, stats={"blob": "x" * (4 * limit)}))
+        bad.publish("hb.bad", proto.Heartbeat(pid=1, interval_s=0.2, stats=proto.summaries.EngineSummary(book_sync={"blob": "x" * (4 * limit)})))
         yield bad, good, col
     finally:
         sub_sock.close(linger=0)

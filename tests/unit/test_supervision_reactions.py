@@ -14,6 +14,7 @@ import proto
 from proto import OrchestratorState as S
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.supervision import SUPERVISOR, Supervision, tracked_supervisor
+import msgspec
 
 
 class Rig:
@@ -75,13 +76,18 @@ def test_supervisor_lost_is_critical_alerted_and_degrades(rig: Rig) -> None:
 def test_the_successor_of_a_hung_orchestrator_writes_it_and_degrades_once(rig: Rig) -> None:
     hung = {"pid": os.getpid() + 1, "at": time.time() - 2.0, "silent_s": 5.3, "detail": "trading:orchestrator hung",
             "successor_pid": os.getpid()}
-    rig.sup.listener_heartbeat({"events": 3})
-    rig.sup.listener_heartbeat({"hung_orchestrator": {**hung, "successor_pid": os.getpid() + 2}})  # another one's
-    rig.sup.listener_heartbeat({"hung_orchestrator": {k: v for k, v in hung.items() if k != "successor_pid"}})
-    rig.sup.listener_heartbeat({"hung_orchestrator": {"successor_pid": os.getpid(), "pid": "x"}})  # garbage
+    def beat(**stats: object) -> proto.summaries.SupervisorSummary:  # as a heartbeat brings it off the wire
+        return msgspec.convert({"service": "supervisor", **stats}, proto.summaries.ServiceSummary)
+
+    rig.sup.listener_heartbeat(beat(events=3))
+    rig.sup.listener_heartbeat(beat(hung_orchestrator={**hung, "successor_pid": os.getpid() + 2}))  # another one's
+    rig.sup.listener_heartbeat(beat(hung_orchestrator={k: v for k, v in hung.items() if k != "successor_pid"}))
+    rig.sup.listener_heartbeat(None)  # a heartbeat without a summary
+    with pytest.raises(msgspec.ValidationError):  # garbage never gets past decoding
+        beat(hung_orchestrator={"successor_pid": os.getpid(), "pid": "x"})
     assert rig.degraded == []
-    rig.sup.listener_heartbeat({"hung_orchestrator": hung})
-    rig.sup.listener_heartbeat({"hung_orchestrator": hung})  # every heartbeat carries it: told once
+    rig.sup.listener_heartbeat(beat(hung_orchestrator=hung))
+    rig.sup.listener_heartbeat(beat(hung_orchestrator=hung))  # every heartbeat carries it: told once
     assert rig.degraded == ["orchestrator was hung 5.3s and restarted: the peers' dead-man switches tripped, "
                             "nobody watched"]
     assert f"CRITICAL - Process orchestrator: HUNG under supervisord (pid {hung['pid']})" in rig.live_log()

@@ -13,6 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from services.tradectl import exit_codes
 from services.tradectl.cli import cli
 
 TRADECTL = [sys.executable, "-c", "from services.tradectl.cli import main; main()"]
@@ -46,7 +47,7 @@ def test_unreachable_daemon_says_what_to_do(tmp_path: Path) -> None:
            "TRADING_PATHS__RUN_DIR": str(tmp_path / "run"), "TRADING_BUS__COMMAND_TIMEOUT_S": "0.2",
            "TRADING_BUS__COMMAND_RETRIES": "0"}
     res = subprocess.run([*TRADECTL, "state"], env=env, capture_output=True, text=True, timeout=30)
-    assert res.returncode == 2
+    assert res.returncode == exit_codes.UNREACHABLE == 3
     assert "not answering" in res.stderr and "make run" in res.stderr
 
 

@@ -22,6 +22,7 @@ from rich.table import Table
 import proto
 from proto.fields import valid_symbol
 from services.safety.monitor import DETECTORS, Published
+from services.tradectl.daemon_client import Daemon
 
 EXIT_BAD_INPUT = 78  # services.settings.EXIT_BAD_SETTINGS, as a process with bad settings exits
 
@@ -54,8 +55,6 @@ def status(as_json: bool) -> None:
       tradectl safety status
       tradectl safety status --json | jq '.holding[] | .reason'
     """
-    from services.tradectl.cli import Daemon  # the CLI's root imports this module
-
     result = Daemon("safety").call("conditions")
     events = Daemon("safety").call("status")["stats"].get("events", {})
     if as_json:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import proto
+from proto.summaries import ExchangeSummary
 from services.safety.monitor import Published, SafetyMonitor
 from services.safety.settings import SafetySettings
 from services.session_clock import SessionClock
@@ -102,7 +103,8 @@ def run(cfg: SafetySettings, updates: Iterable[Update]) -> tuple[list[Published]
     # No wall clock offline: the whole feed's silence is never judged (frozen at 0).
     monitor = SafetyMonitor(cfg, SessionClock("data"), monotonic=lambda: 0.0)
     def heartbeat(hb: proto.Heartbeat) -> list[Published]:
-        monitor.execution.venue_unknown(hb.stats.get("venue_unknown", {}))
+        if isinstance(hb.stats, ExchangeSummary):
+            monitor.execution.venue_unknown(hb.stats.venue_unknown)
         return []
 
     dispatch = {proto.Quote: monitor.on_quote, proto.Trade: monitor.on_trade, proto.BadMarketData: monitor.on_bad_data,

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from bus.settings import BusSettings
+from services.tradectl import exit_codes
 from services.tradectl.sniffer.attach import DEFAULT_HWM, Attachment
 from services.tradectl.sniffer.gaps import SeqTracker
 
@@ -34,7 +35,7 @@ def settings() -> tuple[BusSettings, Path]:
     try:
         s = load_settings()
     except SettingsError as exc:
-        fail(EXIT_ERROR, f"invalid settings:\n{exc}")
+        fail(exit_codes.BAD_SETTINGS, f"invalid settings:\n{exc}")
     return s.bus, s.paths.run_dir
 
 
