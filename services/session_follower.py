@@ -196,20 +196,14 @@ def trading_handlers(session: SessionFollower) -> dict[str, Handler]:
     """The orchestrator's switch on a trading process (engine, exchange manager's gate)."""
 
     def enable_trading(args: ReasonArgs) -> dict[str, object]:
-        """``enable_trading``: lift a disable; trading still needs a LIVE session and a live orchestrator.
-
-        Wire: ``Command(name="enable_trading", args={"reason": str})`` → ``ok(trading_allowed=bool)``.
-        Sent by the orchestrator when the session opens.
-        """
+        """``enable_trading``: lift a disable; trading still needs a LIVE session and a live
+        orchestrator. Sent by the orchestrator when the session opens."""
         session.enable()
         return {"trading_allowed": session.trading_allowed()}
 
     def disable_trading(args: ReasonArgs) -> dict[str, object]:
-        """``disable_trading``: stop trading now and stay stopped until told to enable again.
-
-        Wire: ``Command(name="disable_trading", args={"reason": str})`` → ``ok(trading_allowed=False)``.
-        Sent by the orchestrator on FAILSAFE and SHUTDOWN.
-        """
+        """``disable_trading``: stop trading now and stay stopped until told to enable again. Sent
+        by the orchestrator on FAILSAFE and SHUTDOWN."""
         session.disable(args.reason)
         return {"trading_allowed": session.trading_allowed()}
 

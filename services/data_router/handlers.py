@@ -1,4 +1,5 @@
-"""The data router's commands (besides ``status``, which every service answers)."""
+"""The data router's commands (besides ``status``, which every service answers); requests and
+results in ``proto/commands/registry.py`` and docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ if TYPE_CHECKING:
 
 def build_handlers(router: "DataRouter") -> dict[str, Handler]:
     def subscribe(args: SymbolsArgs) -> dict[str, Any]:
-        """``subscribe``: route these symbols too. Wire: ``Command(name="subscribe", args={"symbols": [...]})``.
-
-        Refused if the symbols routed by name would pass ``data_router.max_symbols``."""
+        """``subscribe``: route these symbols too; refused if the symbols routed by name would pass
+        ``data_router.max_symbols``."""
         new = set(args.symbols) - router.feed.symbols
         if len(router.feed.symbols) + len(new) > router.max_symbols:
             raise proto.CommandError(f"routing {len(router.feed.symbols)} symbols by name; {len(new)} more would pass "
@@ -25,7 +25,7 @@ def build_handlers(router: "DataRouter") -> dict[str, Handler]:
         return {"subscribed": args.symbols}
 
     def unsubscribe(args: SymbolsArgs) -> dict[str, Any]:
-        """``unsubscribe``: stop routing these symbols. Wire: ``Command(name="unsubscribe", args={"symbols": [...]})``."""
+        """``unsubscribe``: stop routing these symbols."""
         router.feed.unsubscribe(args.symbols)
         return {"unsubscribed": args.symbols}
 

@@ -1,4 +1,5 @@
-"""The safety process's commands (besides ``status``, which every service answers)."""
+"""The safety process's commands (besides ``status``, which every service answers). Their requests
+and results are declared in ``proto/commands/registry.py`` and written out in docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -14,22 +15,14 @@ if TYPE_CHECKING:
 def build_handlers(safety: "Safety") -> dict[str, Handler]:
     def reset(_: ReasonArgs) -> dict[str, Any]:
         """``reset``: forget every cool-down, so the next incident is reported afresh; what still
-        holds is reported again at once (a reset never hides a condition).
-
-        Wire: ``Command(name="reset", args={"reason": str})`` → ``ok(events={detector: count},
-        holding=[condition, ...])``. Sent by the orchestrator when the session recovers from
-        DEGRADED (``tradectl recover``).
-        """
+        holds is reported again at once (a reset never hides a condition). Sent by the orchestrator
+        when the session recovers from DEGRADED (``tradectl recover``)."""
         safety.reset()
         return {"events": dict(safety.monitor.counts), "holding": safety.conditions()}
 
     def conditions(_: NoArgs) -> dict[str, Any]:
-        """``conditions``: every detector's condition that holds now (the heartbeat's ``holding``).
-
-        Wire: ``Command(name="conditions", args={})`` → ``ok(holding=[{detector, event_type, symbol,
-        reason, since}], clock="wall"|"data", session_time=float|None)``; ``since`` is session time
-        (seconds since the epoch). CLI: ``tradectl safety status``.
-        """
+        """``conditions``: every detector's condition that holds now (the heartbeat's ``holding``;
+        ``since`` is session time). CLI: ``tradectl safety status``."""
         clock = safety.monitor.clock
         return {"holding": safety.conditions(), "clock": clock.mode,
                 "session_time": clock.now() if clock.started else None}
