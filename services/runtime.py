@@ -322,10 +322,7 @@ class ServiceRuntime:
         )
 
     def process_status(self) -> dict[str, Any]:
-        """``status``: this process's identity, liveness and counters.
-
-        Wire: ``Command(name="status", args={})`` → ``ok(service, pid, epoch, uptime_s, stats, bus)``.
-        """
+        """``status``: this process's identity, liveness and counters (``ProcessStatus``)."""
         return {
             "service": self.name,
             "pid": os.getpid(),
