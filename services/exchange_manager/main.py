@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 import proto
 from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
@@ -124,7 +126,7 @@ class ExchangeManager:
             if 0 <= since_tick < TICK_TO_ORDER_MAX_NS:  # a replayed quote carries a historic time
                 self.tick_to_order.observe_ns(since_tick)
         try:
-            connector.submit(record.message(), args.origin_ts_ns)
+            connector.submit(record.order)
         except NotConnected as exc:
             self.book.reject(record, str(exc))
             self._record(record)
@@ -226,7 +228,10 @@ class ExchangeManager:
                                                         f"{update.client_order_id} {update.symbol}: {update.reason}")
             return
         known = update.client_order_id in self.book.orders
-        self._record(self.book.apply_update(update))
+        record = self.book.apply_update(update)
+        if record is None:
+            return  # the same step again (the venue's reply and its stream both report it): counted
+        self._record(record)
         if not known:
             self.venue_watch.foreign_order(update)
 
@@ -249,10 +254,8 @@ class ExchangeManager:
         self.writes.write(("fill", fill.fill_id),
                           lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor,
                                                          ledger=self.ledger))
-        self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
-            fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
-            qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
-            connector=record.connector))
+        self.runtime.publisher.publish(proto.topics.FILLS, msgspec.structs.replace(
+            fill, strategy=record.strategy, connector=record.connector, venue_seq=0))
         self._publish_order(record)
         if known is None or known.strategy == FOREIGN:
             self.venue_watch.foreign_fill(fill)
@@ -368,6 +371,9 @@ class ExchangeManager:
             "fees": totals["fees"],
             "session_symbols": session["symbols"],
             "foreign_rejects": self.foreign_rejects,
+            # venue reports that changed nothing, dropped unjournalled and unpublished (each step
+            # comes twice: in the venue's reply and on its stream)
+            "duplicate_reports": self.book.duplicate_reports,
             "open_orders": len(self.book.open_orders()),
             "positions": {s: p.qty for s, p in self.positions.items()},
             "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
