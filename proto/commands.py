@@ -83,6 +83,13 @@ class SymbolArgs(Args):
     symbol: Symbol | None = None  # None = every symbol
 
 
+class FlattenArgs(SymbolArgs):
+    # The exchange manager cancels the open orders (of the symbol) at every venue before it sizes
+    # the flatten; False skips that when the caller has just cancelled them itself (the failsafe's
+    # own cancel step: one cancel_all per round). The orchestrator's ``flatten`` ignores it.
+    cancel_first: bool = True
+
+
 class SymbolsArgs(Args):
     symbols: Annotated[list[Symbol], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
 
@@ -148,7 +155,7 @@ ARG_SCHEMAS: dict[str, type[Args]] = {
     "submit_order": OrderArgs,
     "cancel_order": CancelArgs,
     "cancel_all": SymbolArgs,
-    "flatten": SymbolArgs,
+    "flatten": FlattenArgs,
     "positions": NoArgs,
     "orders": NoArgs,
     "strategy_book": NoArgs,

@@ -194,11 +194,12 @@ class ExchangeManager:
                     record.cancel_requested = True
         return count
 
-    def flatten(self, symbol: str | None) -> list[str]:
-        """Cancel open orders, then send a reduce-only market order against every position, less
-        what earlier flatten orders still working will already take off: flattening twice (a
-        retry, a slow venue) never reverses a position."""
-        self.cancel_all(symbol)
+    def flatten(self, symbol: str | None, cancel_first: bool = True) -> list[str]:
+        """Cancel open orders (unless the caller just did), then send a reduce-only market order
+        against every position, less what earlier flatten orders still working will already take
+        off: flattening twice (a retry, a slow venue) never reverses a position."""
+        if cancel_first:
+            self.cancel_all(symbol)
         sent = []
         for sym, pos in list(self.positions.items()):
             if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
