@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-import msgspec
-
 import proto
 from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
@@ -195,9 +193,9 @@ class ExchangeManager:
         return count
 
     def flatten(self, symbol: str | None, cancel_first: bool = True) -> list[str]:
-        """Cancel open orders (unless the caller just did), then send a reduce-only market order
-        against every position, less what earlier flatten orders still working will already take
-        off: flattening twice (a retry, a slow venue) never reverses a position."""
+        """Cancel open orders (unless the caller just did), then a reduce-only market order against
+        every position, less what earlier flatten orders still working will take off: flattening
+        twice (a retry, a slow venue) never reverses a position."""
         if cancel_first:
             self.cancel_all(symbol)
         sent = []
@@ -229,10 +227,9 @@ class ExchangeManager:
                                                         f"{update.client_order_id} {update.symbol}: {update.reason}")
             return
         known = update.client_order_id in self.book.orders
-        record = self.book.apply_update(update)
-        if record is None:
-            return  # the same step again (the venue's reply and its stream both report it): counted
-        self._record(record)
+        # None: the same step again (the venue's reply and its stream both report it), counted
+        if (record := self.book.apply_update(update)) is not None:
+            self._record(record)
         if not known:
             self.venue_watch.foreign_order(update)
 
@@ -255,8 +252,10 @@ class ExchangeManager:
         self.writes.write(("fill", fill.fill_id),
                           lambda: self.journal.save_fill(fill, record, position, strategies, cursor=cursor,
                                                          ledger=self.ledger))
-        self.runtime.publisher.publish(proto.topics.FILLS, msgspec.structs.replace(
-            fill, strategy=record.strategy, connector=record.connector, venue_seq=0))
+        self.runtime.publisher.publish(proto.topics.FILLS, proto.Fill(
+            fill_id=fill.fill_id, client_order_id=fill.client_order_id, symbol=fill.symbol, side=fill.side,
+            qty=fill.qty, price=fill.price, fee=fill.fee, ts_ns=fill.ts_ns, strategy=record.strategy,
+            connector=record.connector))
         self._publish_order(record)
         if known is None or known.strategy == FOREIGN:
             self.venue_watch.foreign_fill(fill)
@@ -371,10 +370,7 @@ class ExchangeManager:
             "unrealized_pnl": totals["unrealized_pnl"],
             "fees": totals["fees"],
             "session_symbols": session["symbols"],
-            "foreign_rejects": self.foreign_rejects,
-            # venue reports that changed nothing, dropped unjournalled and unpublished (each step
-            # comes twice: in the venue's reply and on its stream)
-            "duplicate_reports": self.book.duplicate_reports,
+            "foreign_rejects": self.foreign_rejects, "duplicate_reports": self.book.duplicate_reports,
             "open_orders": len(self.book.open_orders()),
             "positions": {s: p.qty for s, p in self.positions.items()},
             "gate": {"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
