@@ -165,8 +165,8 @@ class ExchangeManager:
         them, a flatten between the report and the fill would flatten twice and reverse)."""
         working = [o for o in self.book.open_orders(symbol) if not o.cancel_requested]
         working += self.book.awaiting_fills(symbol)
-        return sum(o.qty - o.filled_qty for o in working
-                   if o.side == side and (strategy is None or o.strategy == strategy))
+        return sum(o.order.qty - o.filled_qty for o in working
+                   if o.order.side == side and (strategy is None or o.order.strategy == strategy))
 
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)
@@ -188,7 +188,7 @@ class ExchangeManager:
                 log.warning("cancel_all: connector %s not connected", connector.name)
                 continue
             for record in self.book.open_orders(symbol):
-                if record.connector == connector.name and record.strategy != FLATTEN:
+                if record.order.connector == connector.name and record.order.strategy != FLATTEN:
                     record.cancel_requested = True
         return count
 

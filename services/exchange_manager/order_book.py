@@ -45,6 +45,8 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     cancel_requested: bool = False
 
     # The order's own fields, read everywhere the book is: a record is its order plus its fate.
+    # A loop over many orders (the gate's, flatten's) reads ``record.order`` instead: a property
+    # costs two to three times an attribute.
     @property
     def client_order_id(self) -> str:
         return self.order.client_order_id
@@ -234,11 +236,11 @@ class OrderBook:
 
     def foreign_open(self) -> list[OrderRecord]:
         """Open orders this system did not send."""
-        return [o for o in self._open.values() if o.strategy == FOREIGN]
+        return [o for o in self._open.values() if o.order.strategy == FOREIGN]
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
-        return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
+        return [o for o in self._open.values() if symbol is None or o.order.symbol == symbol]
 
     def awaiting_fills(self, symbol: str | None = None) -> list[OrderRecord]:
         """Orders reported filled whose fills have not all arrived yet."""
-        return [o for o in self._awaiting_fills.values() if symbol is None or o.symbol == symbol]
+        return [o for o in self._awaiting_fills.values() if symbol is None or o.order.symbol == symbol]

@@ -60,6 +60,17 @@ class WatchRig:
         assert done.wait(timeout), "the loop did not run the call"
         return box[0]
 
+    def hold_answers(self) -> list[Callable[[], None]]:
+        """The venue's answers from now on wait in the list returned, each delivered by calling it."""
+        held: list[Callable[[], None]] = []
+        query = self.rig.connector.query
+
+        def held_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+            query(name, args, report_type, lambda result: held.append(lambda: on_result(result)))
+
+        self.rig.connector.query = held_query  # type: ignore[method-assign]
+        return held
+
     def asked(self, name: str) -> int:
         return self.on_loop(lambda: sum(1 for q, _ in self.rig.connector.asked if q == name))
 
@@ -113,13 +124,7 @@ def test_an_order_no_report_told_of_is_found_within_the_interval(watch_rig: Call
 
 def test_requests_while_a_run_is_out_join_the_next_run(watch_rig: Callable[..., WatchRig]) -> None:
     w = watch_rig(60.0)
-    held: list[Callable[[], None]] = []
-    query = w.rig.connector.query
-
-    def held_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
-        query(name, args, report_type, lambda result: held.append(lambda: on_result(result)))
-
-    w.rig.connector.query = held_query  # type: ignore[method-assign]
+    held = w.hold_answers()
     connector = w.rig.connector
     numbers = w.on_loop(lambda: [w.watch.request(connector) for _ in range(50)])  # type: ignore[arg-type]
     first = numbers[0]
@@ -193,13 +198,7 @@ def test_a_reconcile_request_is_answered_when_its_run_has_ended(watch_rig: Calla
     """``reconcile``'s reply waits for the run that answers it (no polling of ``reconciliation``):
     not before that run's outcome, with it; a run that cannot start ends the wait with the reason."""
     w = watch_rig(60.0)
-    held: list[Callable[[], None]] = []
-    query = w.rig.connector.query
-
-    def held_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
-        query(name, args, report_type, lambda result: held.append(lambda: on_result(result)))
-
-    w.rig.connector.query = held_query  # type: ignore[method-assign]
+    held = w.hold_answers()
     connector = w.rig.connector
     replies: list[tuple[dict[str, Any] | None, str]] = []
 
