@@ -1,8 +1,10 @@
 """The order book of record: every order's life, under a client order id that is never reused.
 
 Statuses only move forward (new → acknowledged → partially filled → filled; or → cancelled /
-rejected); a late or repeated report never moves an order back. Fills are applied once per
-``fill_id``, whichever way they arrive (execution report, reply, reconciliation).
+rejected); a late or repeated report never moves an order back, and one that changes nothing is
+reported as such (``apply_update`` returns None, counted), so the exchange manager journals and
+publishes each step once. Fills are applied once per ``fill_id``, whichever way they arrive
+(execution report, reply, reconciliation).
 """
 
 from __future__ import annotations
