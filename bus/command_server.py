@@ -16,6 +16,12 @@ first out: a peer's command id is at most ``proto.limits.MAX_ID_CHARS`` and its 
 neither bound can be bypassed by what a peer chooses to send. A retry finds its reply as long as
 fewer than that many entries or bytes of other cached replies came in between (at 10,000 entries
 and 16 MiB: minutes of a busy session, against a client's retry window of seconds).
+
+A handler whose answer waits on other work of the same loop (a reconciliation with a venue) returns
+a ``Deferred`` and the reply goes out when that work calls ``resolve``/``refuse``; meanwhile the
+server goes on serving, and a retry of the same id is answered with it, not run again. At most
+``MAX_WAITING`` requests wait at a time (memory stays bounded whatever peers send): beyond, a
+request is refused with the reason.
 """
 
 from __future__ import annotations
@@ -35,12 +41,48 @@ from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
-# A handler returns its command's result struct, or its fields as a dict (checked against the struct).
+# A handler returns its command's result struct, or its fields as a dict (checked against the
+# struct), or a ``Deferred`` that brings one later.
 Handler = Callable[[proto.Args], Any]
 # The identity the ROUTER adds, REQ's empty delimiter or a route through proxies, the command: no
 # request of ours has more than 3; more than this is garbage, read and dropped part by part.
 MAX_REQUEST_FRAMES = 16
 Audit = Callable[[proto.CommandAudit], None]
+MAX_WAITING = 1_000
+MAX_RETRY_ROUTES = 8  # a waiting request's retries (each from a new socket) answered with it
+
+
+class Deferred:
+    """A reply a handler gives later: it returns this, and the work its answer waits on calls
+    ``resolve(result)`` or ``refuse(reason)`` once, on the loop's thread. The one who creates it
+    makes sure it ends (a bound on the wait), or its caller times out."""
+
+    def __init__(self) -> None:
+        self._outcome: tuple[dict[str, Any] | None, str] | None = None
+        self._done: Callable[[dict[str, Any] | None, str], None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    def resolve(self, result: Any) -> None:
+        self._finish(result, "")
+
+    def refuse(self, reason: str) -> None:
+        self._finish(None, reason)
+
+    def _finish(self, result: Any, reason: str) -> None:
+        if self._outcome is not None:
+            return
+        self._outcome = (result, reason)
+        if self._done is not None:
+            self._done(result, reason)
+
+    def bind(self, done: Callable[[Any, str], None]) -> None:
+        """The server's: ``done(result, reason)`` once the reply is known (at once if it is)."""
+        self._done = done
+        if self._outcome is not None:
+            done(*self._outcome)
 
 
 class CommandServer:
@@ -71,6 +113,7 @@ class CommandServer:
         self.cache_evictions = 0
         self._max_bytes = max_bytes
         self._seq = 0
+        self._waiting: dict[str, list[list[bytes]]] = {}  # command id -> routes awaiting its Deferred
         self._bad_log = RateLimitedLog(log)
         self.handled = 0
         self.duplicates = 0
@@ -139,10 +182,43 @@ class CommandServer:
                 audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
                                          sent_ns=env.ts_ns, duplicate=True))
             return
+        waiting = self._waiting.get(cmd.id)
+        if waiting is not None:  # a retry of a request whose reply is still to come: it gets that one
+            self.duplicates += 1
+            if len(waiting) < MAX_RETRY_ROUTES:
+                waiting.append(route)
+            return
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="request",
                                      sent_ns=env.ts_ns))
         reply, ran = self._run(cmd)
+        if isinstance(reply, Deferred):
+            self._wait(cmd, env, route, reply)
+            return
+        self._answer(cmd, env, [route], reply, ran)
+
+    def _wait(self, cmd: proto.Command, env: proto.Envelope, route: list[bytes], deferred: Deferred) -> None:
+        if len(self._waiting) >= MAX_WAITING:
+            self.refused += 1
+            deferred.refuse("")  # nobody waits on it any more
+            self._answer(cmd, env, [route], proto.error(cmd.id, f"{cmd.name}: {MAX_WAITING} requests already "
+                                                                 f"waiting for their answer; ask again later"), True)
+            return
+        self._waiting[cmd.id] = [route]
+
+        def done(result: Any, reason: str) -> None:
+            routes = self._waiting.pop(cmd.id, [route])
+            if result is None:
+                self.refused += 1
+                self._answer(cmd, env, routes, proto.error(cmd.id, reason), True)
+            else:
+                self._answer(cmd, env, routes, self._ok(cmd, result), True)
+
+        deferred.bind(done)
+
+    def _answer(self, cmd: proto.Command, env: proto.Envelope, routes: list[list[bytes]], reply: proto.Reply,
+                ran: bool) -> None:
+        audit = self._audit
         try:
             data = self._encode(reply)
         except Exception as exc:  # a handler's result that cannot be encoded is its bug: answer it
@@ -151,7 +227,8 @@ class CommandServer:
             data = self._encode(proto.error(cmd.id, f"internal error in {cmd.name}: result cannot be encoded"))
         if ran and cmd.name not in proto.QUERIES:
             self._remember(cmd.id, data)
-        self._send(route, data)
+        for route in routes:
+            self._send(route, data)
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
                                      sent_ns=env.ts_ns, ok=reply.ok, error=reply.error))
@@ -166,8 +243,9 @@ class CommandServer:
             self._cache_bytes -= _entry_bytes(old_id, old)
             self.cache_evictions += 1
 
-    def _run(self, cmd: proto.Command) -> tuple[proto.Reply, bool]:
-        """The reply, and whether the handler ran (a refusal by the handler counts: it decided)."""
+    def _run(self, cmd: proto.Command) -> tuple[proto.Reply | Deferred, bool]:
+        """The reply (or the handler's promise of one), and whether the handler ran (a refusal by
+        the handler counts: it decided)."""
         handler = self._handlers.get(cmd.name)
         if handler is None:
             self._reject("unknown_command", cmd.name)
@@ -180,6 +258,8 @@ class CommandServer:
             return proto.error(cmd.id, str(exc)), False
         try:
             result = handler(args)
+            if isinstance(result, Deferred):
+                return result, True
         except proto.CommandError as exc:
             self.refused += 1
             return proto.error(cmd.id, str(exc)), True
@@ -187,18 +267,23 @@ class CommandServer:
             self.handler_errors += 1
             log.exception("command %s failed", cmd.name)
             return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}"), True
+        return self._ok(cmd, result), True
+
+    def _ok(self, cmd: proto.Command, result: Any) -> proto.Reply:
+        """The success reply of a handler's ``result``, checked against the registry's declared
+        result (an error reply if the handler broke its contract: its bug, answered)."""
         spec = proto.spec_of(self._source, cmd.name)
         try:
             if spec is not None:
                 result = proto.check_result(spec, result)
             elif not isinstance(result, (dict, msgspec.Struct)):  # a server outside the registry (tests)
                 raise proto.ProtocolError("invalid", f"{cmd.name} result: a {type(result).__name__}, not a map")
-        except proto.ProtocolError as exc:  # the handler broke its contract: its bug, answered
+        except proto.ProtocolError as exc:
             self.handler_errors += 1
             log.error("command %s: %s", cmd.name, exc)
-            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc}"), True
+            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc}")
         self.handled += 1
-        return proto.ok(cmd.id, result), True
+        return proto.ok(cmd.id, result)
 
     def _encode(self, reply: proto.Reply) -> bytes:
         self._seq += 1

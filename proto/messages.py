@@ -70,7 +70,11 @@ class Command(Message, forbid_unknown_fields=True):
     ``id`` again answers with the reply it already gave and does not run the command twice.
 
     Bounded (``proto.limits``): the server keeps ``id`` with its reply for retries, so a peer must
-    not choose its size; the encoded body as a whole is at most ``MAX_COMMAND_BYTES``."""
+    not choose its size; the encoded body as a whole is at most ``MAX_COMMAND_BYTES``.
+
+    ``args`` decodes as a map, which the server checks against the command's argument struct
+    (``proto.commands.parse_args``); a sender may put that struct itself in ``args``
+    (``bus.CommandChannel.send``): it encodes as the same map."""
 
     TYPE: ClassVar[str] = "command"
     id: Id

@@ -91,6 +91,7 @@ class ExchangeSummary(FollowerSummary, tag="exchange_manager", kw_only=True):
     # manager stops with the daemon (bounded by the symbols traded).
     session_symbols: dict[str, dict[str, Any]] = {}
     foreign_rejects: int = 0
+    duplicate_reports: int = 0  # venue reports that changed nothing: dropped, not journalled or published
     open_orders: int = 0
     positions: dict[str, float] = {}
     gate: dict[str, Any] = {}

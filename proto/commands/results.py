@@ -164,7 +164,10 @@ class GateMode(Result):
 
 
 class ReconcileRuns(Result):
+    """Sent once the runs have ended (or the exchange manager gave up waiting on one)."""
+
     runs: dict[str, int]  # connector -> the run whose outcome answers this request
+    outcomes: dict[str, dict[str, Any]] = {}  # connector -> that run's outcome
 
 
 class ReconciliationOutcomes(Result):

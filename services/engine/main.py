@@ -142,7 +142,7 @@ class Engine:
 
         name = "submit_order" if is_order else "cancel_order"
         try:
-            self.orders.send(name, proto.to_builtins(wire), on_reply, on_timeout)
+            self.orders.send(name, wire, on_reply, on_timeout)
         except NotConnected:
             on_timeout("")
 

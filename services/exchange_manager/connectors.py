@@ -18,6 +18,7 @@ import msgspec
 
 import proto
 from bus import CommandChannel, NotConnected, Subscriber
+from proto.commands import NewOrderArgs
 from services.exchange_manager.settings import ConnectorSettings
 from services.runtime import ServiceRuntime
 
@@ -50,7 +51,7 @@ class Connector(Protocol):
 
     def get_stats(self) -> dict[str, Any]: ...
 
-    def submit(self, order: proto.OrderUpdate, origin_ts_ns: int = 0) -> None: ...
+    def submit(self, order: NewOrderArgs) -> None: ...
 
     def cancel(self, client_order_id: str) -> None: ...
 
@@ -165,11 +166,9 @@ class VenueSimConnector:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def submit(self, order: proto.OrderUpdate, origin_ts_ns: int = 0) -> None:
-        """Send a new order; raises ``NotConnected`` if it could not leave."""
-        args = {"client_order_id": order.client_order_id, "symbol": order.symbol, "side": order.side.value,
-                "qty": order.qty, "order_type": order.order_type, "limit_price": order.limit_price,
-                "origin_ts_ns": origin_ts_ns, "reduce_only": order.reduce_only}
+    def submit(self, order: NewOrderArgs) -> None:
+        """Send a new order, the book's own struct as it is; raises ``NotConnected`` if it could not
+        leave."""
         cid = order.client_order_id
 
         def on_reply(reply: proto.Reply) -> None:
@@ -182,9 +181,11 @@ class VenueSimConnector:
                     status=proto.OrderStatus.REJECTED, filled_qty=0.0, avg_fill_price=0.0,
                     reason=f"venue: {reply.error}", connector=self.name, ts_ns=time.time_ns()))
             elif reply.result.get("order"):
-                self._events.on_order_update(proto.from_builtins(reply.result["order"], proto.OrderUpdate))
+                update = proto.from_builtins(reply.result["order"], proto.OrderUpdate)
+                update.connector = self.name  # the venue names itself; the book names its connector
+                self._events.on_order_update(update)
 
-        self._send("new_order", args, on_reply, lambda _id: self._events.on_in_doubt(self, cid))
+        self._send("new_order", order, on_reply, lambda _id: self._events.on_in_doubt(self, cid))
 
     def cancel(self, client_order_id: str) -> None:
         self._send("cancel_order", {"client_order_id": client_order_id}, lambda _r: self._track_latency(), None)
@@ -229,7 +230,7 @@ class VenueSimConnector:
         except NotConnected:
             on_result(None)
 
-    def _send(self, name: str, args: dict[str, Any], on_reply: Callable[[proto.Reply], None],
+    def _send(self, name: str, args: dict[str, Any] | proto.Args, on_reply: Callable[[proto.Reply], None],
               on_timeout: Callable[[str], None] | None) -> None:
         if self._channel is None:
             self.errors += 1

@@ -6,8 +6,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import proto
-from bus.command_server import Handler
-from proto.commands import CancelArgs, ModeArgs, NoArgs, OrderArgs, SessionArgs, SymbolArgs
+from bus.command_server import Deferred, Handler
+from proto.commands import CancelArgs, Flatten, ModeArgs, NoArgs, OrderArgs, SessionArgs, SymbolArgs
 from services.session_follower import trading_handlers
 
 if TYPE_CHECKING:
@@ -42,13 +42,16 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         """``cancel_all``: cancel every open order (of one symbol) at every connected venue."""
         return {"venues": em.cancel_all(args.symbol)}
 
-    def flatten(args: SymbolArgs) -> dict[str, Any]:
+    def flatten(args: Flatten) -> dict[str, Any]:
         """``flatten``: cancel open orders, then reduce-only market orders against every position.
 
-        Wire: ``Command(name="flatten", args={"symbol": str | None})`` → ``ok(orders=[client ids])``.
+        Wire: ``Command(name="flatten", args={"symbol": str | None, "cancel_first": bool = True})``
+        → ``ok(orders=[client ids])``; ``cancel_first=False`` when the caller has just cancelled
+        (the failsafe's round: one ``cancel_all`` per round). CLI: ``tradectl flatten [--symbol S]``
+        (through the orchestrator).
         """
         try:
-            return {"orders": em.flatten(args.symbol)}
+            return {"orders": em.flatten(args.symbol, cancel_first=args.cancel_first)}
         except Refused as exc:
             raise proto.CommandError(str(exc)) from None
 
@@ -118,12 +121,16 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
         """
         return proto.to_builtins(em.instruments.book())
 
-    def reconcile(_: NoArgs) -> dict[str, Any]:
-        """``reconcile``: reconcile with every connected venue → ``ok(runs={connector: run})``, the
-        run whose outcome answers this request (one already out is not started twice: the request
-        joins the next run). Follow it with ``reconciliation`` until ``outcomes[c]["run"] >= run``."""
-        return {"runs": {name: em.venue_watch.request(connector) for name, connector in em.connectors.items()
-                         if connector.is_connected_check()}}
+    def reconcile(_: NoArgs) -> Deferred:
+        """``reconcile``: reconcile with every connected venue; the reply comes once those runs
+        have ended → ``ok(runs={connector: run}, outcomes={connector: outcome})``: the run whose
+        outcome answers this request (one already out is not started twice: the request joins the
+        next run) and that outcome (as ``reconciliation`` gives it); ``error`` if a run has not ended
+        within ``venue_watch.REPLY_WITHIN_S``. No venue connected: ``ok(runs={}, outcomes={})`` at once.
+        """
+        return em.venue_watch.when_done({name: em.venue_watch.request(connector)
+                                         for name, connector in em.connectors.items()
+                                         if connector.is_connected_check()})
 
     def reconciliation(_: NoArgs) -> dict[str, Any]:
         """``reconciliation`` → ``ok(outcomes={connector: {run, ok, stale, venue_positions,

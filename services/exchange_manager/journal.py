@@ -18,12 +18,17 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
+
 import proto
+from proto.commands import NewOrderArgs
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.order_book import OrderRecord
 from services.exchange_manager.session_ledger import SessionLedger
 from services.positions import Position
 
+_RECORD = msgspec.json.Encoder()
+_ORDER_FIELDS = frozenset(NewOrderArgs.__struct_fields__)
 KEEP_FILL_IDS = 100_000
 KEEP_CLOSED_ORDERS = 10_000
 KEEP_SESSION_LEDGERS = 20  # the latest sessions' counters, for their end-of-day reports
@@ -64,7 +69,7 @@ class OrderJournal:
         self._db.execute(
             "INSERT INTO orders VALUES (?, ?, ?, ?) ON CONFLICT(client_order_id) DO UPDATE SET "
             "open = excluded.open, updated_ns = excluded.updated_ns, record = excluded.record",
-            (record.client_order_id, int(record.status.is_open), record.updated_ns, json.dumps(record.to_dict())))
+            (record.client_order_id, int(record.status.is_open), record.updated_ns, _RECORD.encode(record).decode()))
 
     def save_fill(self, fill: proto.Fill, record: OrderRecord, position: Position,
                   strategies: Mapping[tuple[str, str], float] | None = None,
@@ -122,8 +127,7 @@ class OrderJournal:
     def load(self) -> tuple[list[OrderRecord], dict[str, Position], list[str]]:
         """Orders (open ones and the latest closed), positions, and the applied fill ids."""
         self._prune()
-        orders = [OrderRecord.from_dict(json.loads(row[0])) for row in self._db.execute(
-            "SELECT record FROM orders ORDER BY updated_ns")]
+        orders = [_decode_record(row[0]) for row in self._db.execute("SELECT record FROM orders ORDER BY updated_ns")]
         positions = {symbol: Position(**json.loads(data))
                      for symbol, data in self._db.execute("SELECT symbol, position FROM positions")}
         fill_ids = [row[0] for row in self._db.execute("SELECT fill_id FROM fills ORDER BY seq")]
@@ -148,3 +152,13 @@ class OrderJournal:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _decode_record(text: str) -> OrderRecord:
+    """A journalled order; one written before the record embedded its order (flat: every field at
+    the top) is read as well, so an upgrade restarts with the orders it had open."""
+    data = msgspec.json.decode(text)
+    if "order" not in data:
+        data = {"order": {k: v for k, v in data.items() if k in _ORDER_FIELDS},
+                **{k: v for k, v in data.items() if k not in _ORDER_FIELDS}}
+    return msgspec.convert(data, OrderRecord)

@@ -125,7 +125,7 @@ class ExchangeManager:
             if 0 <= since_tick < TICK_TO_ORDER_MAX_NS:  # a replayed quote carries a historic time
                 self.tick_to_order.observe_ns(since_tick)
         try:
-            connector.submit(record.message(), args.origin_ts_ns)
+            connector.submit(record.order)
         except NotConnected as exc:
             self.book.reject(record, str(exc))
             self._record(record)
@@ -166,8 +166,8 @@ class ExchangeManager:
         them, a flatten between the report and the fill would flatten twice and reverse)."""
         working = [o for o in self.book.open_orders(symbol) if not o.cancel_requested]
         working += self.book.awaiting_fills(symbol)
-        return sum(o.qty - o.filled_qty for o in working
-                   if o.side == side and (strategy is None or o.strategy == strategy))
+        return sum(o.order.qty - o.filled_qty for o in working
+                   if o.order.side == side and (strategy is None or o.order.strategy == strategy))
 
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)
@@ -189,15 +189,16 @@ class ExchangeManager:
                 log.warning("cancel_all: connector %s not connected", connector.name)
                 continue
             for record in self.book.open_orders(symbol):
-                if record.connector == connector.name and record.strategy != FLATTEN:
+                if record.order.connector == connector.name and record.order.strategy != FLATTEN:
                     record.cancel_requested = True
         return count
 
-    def flatten(self, symbol: str | None) -> list[str]:
-        """Cancel open orders, then send a reduce-only market order against every position, less
-        what earlier flatten orders still working will already take off: flattening twice (a
-        retry, a slow venue) never reverses a position."""
-        self.cancel_all(symbol)
+    def flatten(self, symbol: str | None, cancel_first: bool = True) -> list[str]:
+        """Cancel open orders (unless the caller just did), then a reduce-only market order against
+        every position, less what earlier flatten orders still working will take off: flattening
+        twice (a retry, a slow venue) never reverses a position."""
+        if cancel_first:
+            self.cancel_all(symbol)
         sent = []
         for sym, pos in list(self.positions.items()):
             if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
@@ -227,7 +228,9 @@ class ExchangeManager:
                                                         f"{update.client_order_id} {update.symbol}: {update.reason}")
             return
         known = update.client_order_id in self.book.orders
-        self._record(self.book.apply_update(update))
+        # None: the same step again (the venue's reply and its stream both report it), counted
+        if (record := self.book.apply_update(update)) is not None:
+            self._record(record)
         if not known:
             self.venue_watch.foreign_order(update)
 
@@ -369,6 +372,7 @@ class ExchangeManager:
             fees=totals["fees"],
             session_symbols=session["symbols"],
             foreign_rejects=self.foreign_rejects,
+            duplicate_reports=self.book.duplicate_reports,
             open_orders=len(self.book.open_orders()),
             positions={s: p.qty for s, p in self.positions.items()},
             gate={"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},

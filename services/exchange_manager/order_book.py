@@ -1,8 +1,10 @@
 """The order book of record: every order's life, under a client order id that is never reused.
 
 Statuses only move forward (new → acknowledged → partially filled → filled; or → cancelled /
-rejected); a late or repeated report never moves an order back. Fills are applied once per
-``fill_id``, whichever way they arrive (execution report, reply, reconciliation).
+rejected); a late or repeated report never moves an order back, and one that changes nothing is
+reported as such (``apply_update`` returns None, counted), so the exchange manager journals and
+publishes each step once. Fills are applied once per ``fill_id``, whichever way they arrive
+(execution report, reply, reconciliation).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import Any
+
+import msgspec
 
 import proto
 from proto import OrderStatus, Side
-from proto.commands import OrderArgs
+from proto.commands import NewOrderArgs, OrderArgs
 
 # The strategy of an adopted order: one the venue holds or filled that this system did not send
 # (placed at the venue behind its back). Its fills are attributed to it, never to a strategy.
@@ -25,16 +29,13 @@ _RANK = {OrderStatus.NEW: 0, OrderStatus.ACKNOWLEDGED: 1, OrderStatus.PARTIALLY_
          OrderStatus.FILLED: 3, OrderStatus.CANCELLED: 3, OrderStatus.REJECTED: 3}
 
 
-@dataclass
-class OrderRecord:
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: float
-    order_type: str
-    limit_price: float | None
-    strategy: str
-    connector: str
+class OrderRecord(msgspec.Struct, kw_only=True):
+    """An order in the book of record: the order as sent (``order``: the engine's intent under its
+    client order id and connector, the very struct that went to the venue) and what became of it.
+    The journal keeps it as it is (``journal.py``); the ``orders`` topic carries its public view
+    (``message()``)."""
+
+    order: NewOrderArgs
     status: OrderStatus = OrderStatus.NEW
     filled_qty: float = 0.0
     avg_fill_price: float = 0.0
@@ -44,24 +45,67 @@ class OrderRecord:
     updated_ns: int = 0
     # A cancel was sent: the order no longer counts as exposure the gate must allow for.
     cancel_requested: bool = False
-    reduce_only: bool = False
+
+    # The order's own fields, read everywhere the book is: a record is its order plus its fate.
+    # A loop over many orders (the gate's, flatten's) reads ``record.order`` instead: a property
+    # costs two to three times an attribute.
+    @property
+    def client_order_id(self) -> str:
+        return self.order.client_order_id
+
+    @property
+    def symbol(self) -> str:
+        return self.order.symbol
+
+    @property
+    def side(self) -> Side:
+        return self.order.side
+
+    @property
+    def qty(self) -> float:
+        return self.order.qty
+
+    @property
+    def order_type(self) -> str:
+        return self.order.order_type
+
+    @property
+    def limit_price(self) -> float | None:
+        return self.order.limit_price
+
+    @property
+    def strategy(self) -> str:
+        return self.order.strategy
+
+    @property
+    def connector(self) -> str:
+        return self.order.connector
+
+    @property
+    def reduce_only(self) -> bool:
+        return self.order.reduce_only
 
     def message(self) -> proto.OrderUpdate:
+        o = self.order
         return proto.OrderUpdate(
-            client_order_id=self.client_order_id, symbol=self.symbol, side=self.side, qty=self.qty,
-            order_type=self.order_type, limit_price=self.limit_price, status=self.status,
-            filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price, venue_order_id=self.venue_order_id,
-            reason=self.reason, strategy=self.strategy, connector=self.connector, ts_ns=self.updated_ns,
-            reduce_only=self.reduce_only)
+            client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, qty=o.qty, order_type=o.order_type,
+            limit_price=o.limit_price, status=self.status, filled_qty=self.filled_qty,
+            avg_fill_price=self.avg_fill_price, venue_order_id=self.venue_order_id, reason=self.reason,
+            strategy=o.strategy, connector=o.connector, ts_ns=self.updated_ns, reduce_only=o.reduce_only)
 
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["side"], d["status"] = self.side.value, self.status.value
-        return d
+    def to_dict(self) -> dict[str, Any]:
+        """Flat, as ``tradectl orders`` and the incident report show it."""
+        d: dict[str, Any] = msgspec.to_builtins(self)
+        return {**d.pop("order"), **d}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> "OrderRecord":
-        return cls(**{**d, "side": Side(d["side"]), "status": OrderStatus(d["status"])})  # type: ignore[arg-type]
+
+def _adopted(cid: str, symbol: str, side: Side, qty: float, order_type: str, limit_price: float | None,
+             connector: str, ts_ns: int) -> OrderRecord:
+    """A record for an order the venue holds or filled that this book never sent."""
+    return OrderRecord(order=NewOrderArgs(client_order_id=cid, symbol=symbol, side=side, qty=qty,
+                                          order_type=order_type,  # type: ignore[arg-type]
+                                          limit_price=limit_price, strategy=FOREIGN, connector=connector),
+                       created_ns=ts_ns, updated_ns=ts_ns)
 
 
 class OrderBook:
@@ -84,6 +128,7 @@ class OrderBook:
         self.rejected = 0
         self.fills = 0
         self.adopted = 0
+        self.duplicate_reports = 0  # venue reports that changed nothing (each step comes twice)
         # Told of every order that becomes rejected (by the venue, a reconciliation, a lost connection).
         self.on_rejected: Callable[[OrderRecord], None] | None = None
 
@@ -107,9 +152,8 @@ class OrderBook:
         """A new order under a fresh client order id, not yet in the book: it enters with ``add``
         once it is journalled, so a write that fails leaves no phantom order behind."""
         now = time.time_ns()
-        return OrderRecord(f"{self._prefix}-{next(self._numbers)}", args.symbol, args.side, args.qty,
-                           args.order_type, args.limit_price, args.strategy, connector,
-                           created_ns=now, updated_ns=now, reduce_only=args.reduce_only)
+        return OrderRecord(order=NewOrderArgs.of(args, f"{self._prefix}-{next(self._numbers)}", connector),
+                           created_ns=now, updated_ns=now)
 
     def add(self, record: OrderRecord) -> None:
         self.orders[record.client_order_id] = record
@@ -119,22 +163,31 @@ class OrderBook:
     def reject(self, record: OrderRecord, reason: str) -> None:
         self._move(record, OrderStatus.REJECTED, reason)
 
-    def apply_update(self, update: proto.OrderUpdate) -> OrderRecord:
-        """Apply a venue's report; an order the book does not know is adopted (and counted)."""
+    def apply_update(self, update: proto.OrderUpdate) -> OrderRecord | None:
+        """Apply a venue's report; an order the book does not know is adopted (and counted).
+        Returns the order, or None if the report changed nothing (counted in ``duplicate_reports``):
+        the venue reports each step twice (its reply and its stream), and a late report never moves
+        an order back. Fill progress is the fills' business (``apply_fill``): a report only moves the
+        status on and names the venue's order id."""
         record = self.orders.get(update.client_order_id)
         if record is None:
-            record = OrderRecord(update.client_order_id, update.symbol, update.side, update.qty, update.order_type,
-                                 update.limit_price, FOREIGN, update.connector,
-                                 created_ns=update.ts_ns, updated_ns=update.ts_ns)
+            record = _adopted(update.client_order_id, update.symbol, update.side, update.qty, update.order_type,
+                              update.limit_price, update.connector, update.ts_ns)
             self.orders[record.client_order_id] = record
             self._open[record.client_order_id] = record
             self.adopted += 1
+            changed = True
+        else:
+            changed = bool(update.venue_order_id) and update.venue_order_id != record.venue_order_id
         if update.venue_order_id:
             record.venue_order_id = update.venue_order_id
-        # Fill progress is the fills' business (apply_fill); a report only moves the status on.
-        self._move(record, update.status, update.reason)
-        if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
-            self._awaiting_fills[record.client_order_id] = record
+        if self._move(record, update.status, update.reason):
+            changed = True
+            if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
+                self._awaiting_fills[record.client_order_id] = record
+        if not changed:
+            self.duplicate_reports += 1
+            return None
         return record
 
     def apply_fill(self, fill: proto.Fill) -> OrderRecord | None:
@@ -148,23 +201,25 @@ class OrderBook:
         self.fills += 1
         record = self.orders.get(fill.client_order_id)
         if record is None:
-            record = OrderRecord(fill.client_order_id, fill.symbol, fill.side, fill.qty, "market", None,
-                                 FOREIGN, fill.connector, created_ns=fill.ts_ns)
+            record = _adopted(fill.client_order_id, fill.symbol, fill.side, fill.qty, "market", None, fill.connector,
+                              fill.ts_ns)
             self.orders[record.client_order_id] = record
             self._open[record.client_order_id] = record
             self.adopted += 1
         total = record.filled_qty + fill.qty
         record.avg_fill_price = (record.avg_fill_price * record.filled_qty + fill.price * fill.qty) / total
         record.filled_qty = total
+        record.updated_ns = time.time_ns()
         filled = total >= record.qty - 1e-12
         self._move(record, OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED, "")
         if filled:
             self._awaiting_fills.pop(record.client_order_id, None)
         return record
 
-    def _move(self, record: OrderRecord, status: OrderStatus, reason: str) -> None:
-        if _RANK[status] < _RANK[record.status] or not record.status.is_open:
-            return
+    def _move(self, record: OrderRecord, status: OrderStatus, reason: str) -> bool:
+        """Move ``record`` on to ``status``; False if that is no step forward (nothing changed)."""
+        if _RANK[status] <= _RANK[record.status] or not record.status.is_open:
+            return False
         if status == OrderStatus.REJECTED:
             self.rejected += 1
             if self.on_rejected is not None:
@@ -179,14 +234,15 @@ class OrderBook:
                 forgotten = self._closed.popleft()
                 self.orders.pop(forgotten, None)
                 self._awaiting_fills.pop(forgotten, None)
+        return True
 
     def foreign_open(self) -> list[OrderRecord]:
         """Open orders this system did not send."""
-        return [o for o in self._open.values() if o.strategy == FOREIGN]
+        return [o for o in self._open.values() if o.order.strategy == FOREIGN]
 
     def open_orders(self, symbol: str | None = None) -> list[OrderRecord]:
-        return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
+        return [o for o in self._open.values() if symbol is None or o.order.symbol == symbol]
 
     def awaiting_fills(self, symbol: str | None = None) -> list[OrderRecord]:
         """Orders reported filled whose fills have not all arrived yet."""
-        return [o for o in self._awaiting_fills.values() if symbol is None or o.symbol == symbol]
+        return [o for o in self._awaiting_fills.values() if symbol is None or o.order.symbol == symbol]

@@ -15,6 +15,9 @@ execution anomaly.
     in LIVE). At most one per kind and symbol per second: the rest are counted and summed up in one
     more event at the end of that second, so a flood at the venue cannot flood the session.
     While the venue still holds any of it, the event is published again every ``REMIND_S``.
+  * **Answering when done**: ``reconcile`` replies once the runs it asked for have ended, with their
+    outcomes (``when_done``), so a caller waits on the reply instead of polling; a run that cannot
+    start (the venue went away) ends the wait after ``REPLY_WITHIN_S`` with the reason.
   * **What the orchestrator reads** (``venue_unknown`` in the heartbeat's stats): the open orders the
     venue holds that this system did not send, and the positions their fills built up.
 """
@@ -24,10 +27,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import proto
+from bus.command_server import Deferred
 from services.backoff import Backoff
 from services.exchange_manager.connectors import Connector
 from services.exchange_manager.order_book import OrderBook, OrderRecord
@@ -42,6 +46,9 @@ ANOMALY_WINDOW_S = 1.0
 # event published before a subscriber (re)connected (a restarted exchange manager reconciles within
 # milliseconds, ZeroMQ reconnects after 100 ms) is lost, and the session must not trade on meanwhile.
 REMIND_S = 5.0
+# Longest a ``reconcile`` request waits for its runs: a run asks a few questions, each bounded by the
+# connector's request timeout; one that never starts (its venue gone) must not hold the caller forever.
+REPLY_WITHIN_S = 10.0
 
 
 @dataclass
@@ -51,6 +58,13 @@ class _Schedule:
     started: float = float("-inf")  # monotonic time the latest run started
     timer: bool = False  # a start (queued or a retry) is already scheduled
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_S, RETRY_MAX_S))
+
+
+@dataclass
+class _Waiter:
+    runs: dict[str, int]  # connector -> the run whose outcome answers it
+    reply: Deferred
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +87,7 @@ class VenueWatch:
         self._schedules: dict[str, _Schedule] = {}
         self._bursts: dict[tuple[str, str], _Burst] = {}
         self._reminded = time.monotonic()
+        self._waiters: list[_Waiter] = []
         self.anomalies: dict[str, int] = {}  # kind -> events published
         self.suppressed = 0
         self.largest_reply_bytes = 0
@@ -94,6 +109,24 @@ class VenueWatch:
             self._start_later(connector.name, wait)
             return self._reconciler.runs + 1
         return self._start(connector)
+
+    def when_done(self, runs: dict[str, int]) -> Deferred:
+        """The reply to a ``reconcile`` that asked for ``runs`` (``request``'s answers): ``runs``
+        and each connector's ``outcomes`` once every run has ended."""
+        waiter = _Waiter(runs, Deferred())
+        # A run may have ended already: a venue that cannot be asked answers at once.
+        for outcome in self._reconciler.outcomes.values():
+            _take(waiter, outcome)
+        if not _answered(waiter):
+            self._waiters.append(waiter)
+            self._runtime.reactor.call_later(REPLY_WITHIN_S, lambda: self._give_up(waiter))
+        return waiter.reply
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            missing = sorted(set(waiter.runs) - set(waiter.outcomes))
+            waiter.reply.refuse(f"reconciliation with {', '.join(missing)} not done within {REPLY_WITHIN_S:g}s")
 
     def _start(self, connector: Connector) -> int:
         sched = self._schedules.setdefault(connector.name, _Schedule())
@@ -156,6 +189,9 @@ class VenueWatch:
                 delay = max(delay, sched.backoff.next())
             sched.queued = True
             self._start_later(outcome.connector, delay)
+        for waiter in self._waiters:
+            _take(waiter, outcome)
+        self._waiters = [w for w in self._waiters if not _answered(w)]
         for cid in outcome.adopted:
             order = self._book.orders.get(cid)
             self.anomaly("foreign_order", order.symbol if order is not None else "*",
@@ -232,6 +268,20 @@ class VenueWatch:
             "fill_cursors": {name: {"session": c.session, "applied": c.applied}
                              for name, c in self._reconciler.cursors.items()},
         }
+
+
+def _take(waiter: _Waiter, outcome: Outcome) -> None:
+    """Keep ``outcome`` if it is (or follows) the run ``waiter`` waits for at its connector."""
+    if waiter.runs.get(outcome.connector, outcome.run + 1) <= outcome.run:
+        waiter.outcomes[outcome.connector] = asdict(outcome)
+
+
+def _answered(waiter: _Waiter) -> bool:
+    """Reply once every run has ended; True when it has."""
+    if len(waiter.outcomes) == len(waiter.runs):
+        waiter.reply.resolve({"runs": waiter.runs, "outcomes": waiter.outcomes})
+        return True
+    return False
 
 
 def _describe(order: OrderRecord | None) -> str:

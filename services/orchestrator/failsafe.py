@@ -22,17 +22,22 @@ from services.backoff import Backoff
 from services.orchestrator.incident import IncidentReport, Step
 from services.orchestrator.settings import FailsafeSettings
 
-# Waiting on the venue inside one verify step: asked again soon while an answer is about to come,
-# then less and less often (the venue is slow or holds something): never a spin.
-AWAIT_POLL_S = (0.002, 0.05)
+# Asking the venue again inside one verify step (it is slow, or holds something): soon at first,
+# then less and less often: never a spin.
 VERIFY_AGAIN_S = (0.005, 0.25)
+# Least time given to one ``reconcile`` (its reply comes when the run has ended), even near the
+# verify's deadline: a run takes a few milliseconds when the venue answers.
+RECONCILE_MIN_WAIT_S = 0.2
 
 
 def run_step(report: IncidentReport | None, name: str, client: CommandClient, command: str,
-             args: dict[str, Any] | None = None) -> tuple[Step, dict[str, Any]]:
+             args: dict[str, Any] | None = None, *, wait_s: float | None = None) -> tuple[Step, dict[str, Any]]:
+    """Run one command as a step (``report``'s, if given); ``wait_s``: one attempt of that long
+    instead of the client's timeout and retries (a reply that comes when work is done)."""
     t0 = time.perf_counter()
     try:
-        reply = client.call(command, args or {})
+        reply = (client.call(command, args or {}) if wait_s is None else
+                 client.call(command, args or {}, timeout_s=wait_s, retries=0))
         ok, detail, result = reply.ok, reply.error or "done", reply.result
     except CommandTimeout as exc:
         ok, detail, result = False, str(exc), {}
@@ -80,8 +85,10 @@ class FailsafeSequence:
         return engine, gate
 
     def _round(self, report: IncidentReport, label: str) -> bool:
-        run_step(report, f"cancel every open order (attempt {label})", self._exchange, "cancel_all")
-        run_step(report, f"flatten every position (attempt {label})", self._exchange, "flatten")
+        cancel, _ = run_step(report, f"cancel every open order (attempt {label})", self._exchange, "cancel_all")
+        # One cancel_all per round: the flatten cancels again only if this step did not get through.
+        run_step(report, f"flatten every position (attempt {label})", self._exchange, "flatten",
+                 {"cancel_first": not cancel.ok})
         return self._verify(report, label)
 
     def _verify(self, report: IncidentReport, attempt: str) -> bool:
@@ -95,14 +102,19 @@ class FailsafeSequence:
         detail = "no answer from the venue"
         again = Backoff(*VERIFY_AGAIN_S)
         while time.monotonic() < deadline:
-            step, started = run_step(None, name, self._exchange, "reconcile")
-            runs: dict[str, int] = started.get("runs", {})
+            # The reply comes once the reconciliation runs it started have ended, with their outcomes.
+            step, result = run_step(None, name, self._exchange, "reconcile",
+                                    wait_s=max(RECONCILE_MIN_WAIT_S, deadline - time.monotonic()))
+            runs: dict[str, int] = result.get("runs", {})
             if not step.ok or not runs:
                 detail = step.detail if not step.ok else "no venue connected to verify against"
                 self._sleep(again.next(), deadline)
                 continue
-            done = self._await_runs(runs, deadline)
-            if done is None:
+            outcomes = result.get("outcomes", {})
+            done = [outcomes[c] for c in runs if c in outcomes]
+            if len(done) < len(runs):  # an exchange manager that does not answer with them
+                detail = "the reconciliation's reply has no outcome"
+                self._sleep(again.next(), deadline)
                 continue
             stale = [o["error"] for o in done if o.get("stale")]
             if stale:
@@ -138,18 +150,6 @@ class FailsafeSequence:
         if not step.ok:
             return True
         return any(o["status"] in ("new", "acknowledged", "partially_filled") for o in result.get("orders", []))
-
-    def _await_runs(self, runs: dict[str, int], deadline: float) -> list[dict[str, Any]] | None:
-        """The outcomes of the given reconciliation runs, once every one has finished."""
-        poll = Backoff(*AWAIT_POLL_S, factor=1.5)
-        while time.monotonic() < deadline:
-            _, result = run_step(None, "reconciliation", self._exchange, "reconciliation")
-            outcomes = result.get("outcomes", {})
-            done = [outcomes[c] for c in runs if outcomes.get(c, {}).get("run", 0) >= runs[c]]
-            if len(done) == len(runs):
-                return done
-            self._sleep(poll.next(), deadline)
-        return None
 
     def _book(self) -> dict[str, Any]:
         """Positions, open orders and the session's counters (its PnL), for the incident report."""

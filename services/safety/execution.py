@@ -49,6 +49,8 @@ class _Order:
     limit_price: float | None
     filled: float
     touch: float | None = None  # the touch on the order's side when it was seen NEW
+    ended: bool = False  # its end is counted in the reject ratio (once: a filled order is reported
+    # again when its fills arrive)
 
 
 class ExecutionAnomalies:
@@ -84,7 +86,8 @@ class ExecutionAnomalies:
                 spike = self._order_rate(update, now)
         else:
             order.filled = max(order.filled, update.filled_qty)
-        if not update.status.is_open:
+        if not update.status.is_open and not order.ended:
+            order.ended = True
             self._outcomes.append((now, update.status is proto.OrderStatus.REJECTED))
             ratio = self._reject_ratio(update.symbol, now)
         return spike, ratio

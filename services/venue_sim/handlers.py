@@ -27,10 +27,12 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
     def new_order(args: NewOrderArgs) -> dict[str, Any]:
         """``new_order``: place an order under the caller's unique client order id.
 
-        Wire: ``Command(name="new_order", args={client_order_id, symbol, side, qty, order_type,
-        limit_price})`` → ``ok(order=OrderUpdate | None)``: the order's state after matching, or
-        None while a latency is applied (the outcome then comes on the ``orders``/``fills`` topics).
-        Resending a known id executes nothing and reports the known order.
+        Wire: ``Command(name="new_order", args=NewOrderArgs{client_order_id, symbol, side, qty,
+        order_type="market", limit_price=None, reduce_only=False, origin_ts_ns=0, strategy="",
+        connector=""})`` (``strategy`` and ``connector`` are the sender's, ignored here) →
+        ``ok(order=OrderUpdate | None)``: the order's state after matching, or None while a latency
+        is applied (the outcome then comes on the ``orders``/``fills`` topics). Resending a known id
+        executes nothing and reports the known order.
         """
         return {"order": venue.submit(args)}
 

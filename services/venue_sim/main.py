@@ -72,7 +72,7 @@ class Venue:
 
     # -- orders ----------------------------------------------------------------------------------
 
-    def submit(self, args: NewOrderArgs) -> dict[str, Any] | None:
+    def submit(self, args: NewOrderArgs) -> proto.OrderUpdate | None:
         # Only a quote stamped at publication measures tick-to-order: a replayed one carries the
         # recorded time.
         if args.origin_ts_ns and self.settings.source == "synthetic":
@@ -81,7 +81,7 @@ class Venue:
             return None
         events = self.matcher.new_order(args)
         self._publish(events)
-        return proto.to_builtins(self.matcher.orders[args.client_order_id].update(self.settings.venue))
+        return self.matcher.orders[args.client_order_id].update(self.settings.venue)
 
     def cancel(self, client_order_id: str) -> bool | None:
         if self._later(lambda: self._publish(self.matcher.cancel(client_order_id))):

@@ -48,7 +48,8 @@ def test_price_jump_failsafe_flattens_reports_alerts_and_stays_closed(make_daemo
         resting = place_resting_orders(d)
         assert venue_positions(d), "nothing to flatten at the venue"
         with Collector(d, "safety", [proto.topics.SAFETY]) as safety, \
-                Collector(d, "orchestrator", [proto.topics.STATE]) as states:
+                Collector(d, "orchestrator", [proto.topics.STATE]) as states, \
+                Collector(d, "venue_sim", [proto.topics.audit("venue_sim")]) as venue_calls:
             assert ask(d, "venue_sim", "fault", fault="jump_price", symbol="BTC-USD", value=25.0)
             d.wait_state("failsafe", timeout=10)
             wait_until(lambda: orchestrator_status(d)["failsafe_pending"] is None, 15)
@@ -80,6 +81,10 @@ def test_price_jump_failsafe_flattens_reports_alerts_and_stays_closed(make_daemo
         for step in report["steps"]:
             assert step["ok"] is True and step["duration_ms"] >= 0 and step["detail"], step
         assert "venue confirms no open order and no position" in report["steps"][-1]["detail"]
+        # one cancel_all reaches the venue per round (the flatten after the cancel step does not cancel again)
+        rounds = [n for n in names if n.startswith("cancel every open order")]
+        cancels = [a for a in venue_calls.bodies(proto.CommandAudit) if a.name == "cancel_all" and a.phase == "request"]
+        assert len(cancels) == len(rounds) == 1, (cancels, names)
         timeline = [e["what"] for e in report["timeline"]]
         assert any("safety critical data_anomaly BTC-USD" in w for w in timeline), timeline
         assert any("LIVE → DEGRADED" in w for w in timeline) and any("DEGRADED → FAILSAFE" in w for w in timeline), timeline

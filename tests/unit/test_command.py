@@ -14,6 +14,7 @@ import zmq
 
 import proto
 from bus import BusSettings, CommandClient, CommandServer, CommandTimeout, Reactor, make_socket
+from bus import command_server
 from bus.command_server import Handler
 from unit_support import wait_until
 
@@ -515,3 +516,58 @@ def test_retries_reuse_the_command_id(ctx: zmq.Context, make_client: Callable[..
     assert not failure
     assert reply.ok
     assert len(ids) == 2 and ids[0] == ids[1] == reply.id
+
+
+def test_a_deferred_reply_goes_out_when_resolved_to_the_request_and_its_retries(
+        ctx: zmq.Context, serve: StartServer, make_client: Callable[..., CommandClient],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler whose answer waits on other work of the loop returns a ``Deferred``: the server
+    goes on serving; the reply goes out when resolved, to the request and to a retry of its id that
+    came meanwhile (from another socket, as a client's retry does), and the handler runs once."""
+    from bus.command_server import Deferred
+    waiting: list[Deferred] = []
+    calls: list[str] = []
+
+    def reconcile(_: proto.Args) -> Deferred:
+        calls.append("reconcile")
+        waiting.append(Deferred())
+        return waiting[-1]
+
+    def open_(args: proto.Args) -> dict[str, Any]:  # the loop's other work, ending the wait
+        deferred = waiting.pop(0)
+        if args.reason == "refuse":
+            deferred.refuse("the venue went away")
+        else:
+            deferred.resolve({"done": args.reason})
+        return {}
+
+    monkeypatch.setattr(command_server, "MAX_WAITING", 2)
+    server, endpoint = serve({"reconcile": reconcile, "open": open_})
+    client = make_client(endpoint, timeout_s=2.0, retries=0)
+    first, retry = raw_dealer(ctx, endpoint), raw_dealer(ctx, endpoint)
+    try:
+        first.send(command_frame("w-1", "reconcile"))
+        wait_until(lambda: calls == ["reconcile"], 5)
+        retry.send(command_frame("w-1", "reconcile", seq=2))
+        assert not first.poll(200), "no reply before the work is done"
+        assert client.call("open", {"reason": "x"}).ok  # served meanwhile; it ends w-1's wait
+        a, b = recv(first), recv(retry)
+        assert a == b and reply_of(a).ok and reply_of(a).result == {"done": "x"}
+        assert calls == ["reconcile"] and server.duplicates == 1
+        first.send(command_frame("w-1", "reconcile", seq=3))  # later: the cached reply
+        assert recv(first) == a and calls == ["reconcile"]
+        # refused: an error reply with the reason
+        first.send(command_frame("w-2", "reconcile", seq=4))
+        wait_until(lambda: len(calls) == 2, 5)
+        assert client.call("open", {"reason": "refuse"}).ok
+        refused = reply_of(recv(first))
+        assert not refused.ok and refused.error == "the venue went away"
+        # bounded: beyond MAX_WAITING waiting requests, one is refused at once with the reason
+        for i in range(3):
+            first.send(command_frame(f"w-{3 + i}", "reconcile", seq=5 + i))
+        over = reply_of(recv(first))
+        assert over.id == "w-5" and not over.ok and "2 requests already waiting" in over.error
+        assert not first.poll(200), "the two within the bound still wait"
+    finally:
+        first.close(linger=0)
+        retry.close(linger=0)

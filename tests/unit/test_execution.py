@@ -128,6 +128,20 @@ def test_reject_ratio_on_session_time_and_it_holds_while_over() -> None:
     assert ex.on_order(update("x", OrderStatus.ACKNOWLEDGED), now=104.0) == ([], [])  # not an outcome
 
 
+def test_the_reject_ratio_counts_each_order_once_however_often_its_end_is_reported() -> None:
+    """A filled order is reported again when its fills arrive (and a report may come twice): the
+    ratio is of ended orders, not of reports."""
+    ex = ExecutionAnomalies(SafetySettings(reject_ratio=0.5, reject_window_s=30.0, reject_min_orders=4))
+    for i in range(2):
+        ex.on_order(update(f"r{i}", OrderStatus.REJECTED), now=float(i))
+        ex.on_order(update(f"r{i}", OrderStatus.REJECTED), now=float(i))
+    for i in range(2):
+        for _ in range(3):
+            ex.on_order(update(f"f{i}", OrderStatus.FILLED), now=2.0 + i)
+    (held,) = ex.holding(4.0)  # 2 of 4 orders, not 4 of 10 reports
+    assert held.reason == "Reject ratio 2/4 over 30s"
+
+
 def test_order_rate_spike_on_session_time() -> None:
     ex = ExecutionAnomalies(SafetySettings(order_rate_per_s=5.0))
     for i in range(5):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from unit_support import enter
 
 import proto
 from proto import OrderStatus, Side
-from proto.commands import OrderArgs
+from proto.commands import NewOrderArgs, OrderArgs
 from services.exchange_manager.order_book import OrderBook
 
 
@@ -191,3 +192,42 @@ def test_an_order_reported_filled_before_its_fills_still_counts_until_they_arriv
     book.apply_fill(fill(other.client_order_id, "f3", 1.0))
     book.apply_update(update(other.client_order_id, OrderStatus.FILLED, 1.0, symbol="SOL-USD"))
     assert book.awaiting_fills() == []
+
+
+def test_the_book_keeps_the_intent_itself_under_its_client_order_id() -> None:
+    """One order shape: the record's order is the engine's intent, every field of it, with the
+    client order id and the connector; that struct is what goes to the venue (``new_order``)."""
+    intent = OrderArgs(symbol="ETH-USD", side=Side.SELL, qty=2.5, order_type="limit", limit_price=3001.5,
+                       strategy="mm", reduce_only=True, connector="", origin_ts_ns=123456789)
+    assert all(getattr(intent, f) != getattr(OrderArgs(symbol="X", side=Side.BUY, qty=1.0), f)
+               for f in OrderArgs.__struct_fields__ if f not in ("symbol", "side", "qty", "connector"))
+    record = OrderBook("p").make(intent, "sim")
+    order = record.order
+    assert isinstance(order, NewOrderArgs) and order.client_order_id == record.client_order_id
+    assert {f: getattr(order, f) for f in OrderArgs.__struct_fields__} == \
+        {**{f: getattr(intent, f) for f in OrderArgs.__struct_fields__}, "connector": "sim"}
+    # as the venue decodes it
+    assert proto.parse_args("new_order", msgspec.to_builtins(order)) == order
+
+
+def test_a_report_that_changes_nothing_is_dropped_and_counted() -> None:
+    """The venue reports each step twice (its reply and its stream): the copy that changes nothing
+    (same status, a stale one, a fill claimed before the fill) comes back None and is counted; a
+    later status, or the venue's order id first named, still applies."""
+    book = OrderBook("p")
+    record = enter(book, args(qty=2.0), "sim")
+    cid = record.client_order_id
+    assert book.apply_update(update(cid, OrderStatus.ACKNOWLEDGED, qty=2.0)) is record
+    assert book.apply_update(update(cid, OrderStatus.ACKNOWLEDGED, qty=2.0)) is None
+    assert book.apply_update(update(cid, OrderStatus.ACKNOWLEDGED, qty=2.0, venue_order_id="v1")) is record
+    assert book.apply_update(update(cid, OrderStatus.NEW, qty=2.0, venue_order_id="v1")) is None
+    assert book.duplicate_reports == 2
+    assert book.apply_update(update(cid, OrderStatus.PARTIALLY_FILLED, qty=2.0, filled_qty=1.0)) is record
+    assert book.apply_update(update(cid, OrderStatus.PARTIALLY_FILLED, qty=2.0, filled_qty=1.5)) is None
+    assert record.filled_qty == 0.0  # fills bring the quantity, and none is lost:
+    assert book.apply_fill(fill(cid, "f1", 1.5)) is record and record.filled_qty == 1.5
+    assert book.apply_update(update(cid, OrderStatus.FILLED, qty=2.0)) is record
+    assert book.awaiting_fills() == [record]
+    assert book.apply_update(update(cid, OrderStatus.FILLED, qty=2.0)) is None  # the other copy
+    assert book.apply_fill(fill(cid, "f2", 0.5)) is record and record.filled_qty == 2.0
+    assert book.awaiting_fills() == [] and book.duplicate_reports == 4 and book.fills == 2

@@ -110,3 +110,36 @@ def test_the_fill_cursor_is_journalled_with_each_fill(tmp_path: Path) -> None:
 
     cursors = OrderJournal(path, fsync_per_order=False).load_cursors()
     assert {name: (c.session, c.applied) for name, c in cursors.items()} == {"sim": (42, 2), "other": (5, 9)}
+
+
+def test_the_record_comes_back_as_it_was_sent_and_an_older_flat_row_is_read(tmp_path: Path) -> None:
+    """The journal keeps the record itself (its order, the struct sent to the venue, and what became
+    of it); a row written by the previous version (every field at the top) is read as well, so an
+    upgrade restarts with the orders it had open."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "em.sqlite"
+    journal = OrderJournal(path, fsync_per_order=False)
+    record = enter(OrderBook("a"), OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=0.5, order_type="limit",
+                                             limit_price=41_000.0, strategy="mm", reduce_only=True,
+                                             origin_ts_ns=77), "sim")
+    record.cancel_requested, record.venue_order_id = True, "v-9"
+    journal.save_order(record)
+    journal.close()
+    legacy = {"client_order_id": "old-1", "symbol": "ETH-USD", "side": "buy", "qty": 1.0, "order_type": "market",
+              "limit_price": None, "strategy": "mr", "connector": "sim", "status": "acknowledged",
+              "filled_qty": 0.0, "avg_fill_price": 0.0, "venue_order_id": "v-1", "reason": "", "created_ns": 5,
+              "updated_ns": 6, "cancel_requested": False, "reduce_only": False}
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO orders VALUES (?, 1, 6, ?)", ("old-1", json.dumps(legacy)))
+    db.commit()
+    db.close()
+
+    orders, _, _ = OrderJournal(path, fsync_per_order=False).load()
+    by_id = {o.client_order_id: o for o in orders}
+    assert by_id[record.client_order_id] == record
+    old = by_id["old-1"]
+    assert (old.symbol, old.side, old.qty, old.strategy, old.connector, old.status, old.venue_order_id,
+            old.created_ns) == ("ETH-USD", Side.BUY, 1.0, "mr", "sim", OrderStatus.ACKNOWLEDGED, "v-1", 5)
+    assert old.to_dict() == {**legacy, "side": "buy", "origin_ts_ns": 0}

@@ -60,6 +60,17 @@ class WatchRig:
         assert done.wait(timeout), "the loop did not run the call"
         return box[0]
 
+    def hold_answers(self) -> list[Callable[[], None]]:
+        """The venue's answers from now on wait in the list returned, each delivered by calling it."""
+        held: list[Callable[[], None]] = []
+        query = self.rig.connector.query
+
+        def held_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+            query(name, args, report_type, lambda result: held.append(lambda: on_result(result)))
+
+        self.rig.connector.query = held_query  # type: ignore[method-assign]
+        return held
+
     def asked(self, name: str) -> int:
         return self.on_loop(lambda: sum(1 for q, _ in self.rig.connector.asked if q == name))
 
@@ -113,13 +124,7 @@ def test_an_order_no_report_told_of_is_found_within_the_interval(watch_rig: Call
 
 def test_requests_while_a_run_is_out_join_the_next_run(watch_rig: Callable[..., WatchRig]) -> None:
     w = watch_rig(60.0)
-    held: list[Callable[[], None]] = []
-    query = w.rig.connector.query
-
-    def held_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
-        query(name, args, report_type, lambda result: held.append(lambda: on_result(result)))
-
-    w.rig.connector.query = held_query  # type: ignore[method-assign]
+    held = w.hold_answers()
     connector = w.rig.connector
     numbers = w.on_loop(lambda: [w.watch.request(connector) for _ in range(50)])  # type: ignore[arg-type]
     first = numbers[0]
@@ -186,3 +191,43 @@ def test_what_the_venue_still_holds_is_announced_again(watch_rig: Callable[..., 
                                                            limit_price=160.0)))
     reminders = wait_until(lambda: len(w.anomalies("still holds")) >= 2 and w.anomalies("still holds"), 5)
     assert "outsider-r" in reminders[0].message and reminders[0].evidence["orders"] == 1.0
+
+
+def test_a_reconcile_request_is_answered_when_its_run_has_ended(watch_rig: Callable[..., WatchRig],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reconcile``'s reply waits for the run that answers it (no polling of ``reconciliation``):
+    not before that run's outcome, with it; a run that cannot start ends the wait with the reason."""
+    w = watch_rig(60.0)
+    held = w.hold_answers()
+    connector = w.rig.connector
+    replies: list[tuple[dict[str, Any] | None, str]] = []
+
+    def ask() -> int:
+        run = w.watch.request(connector)  # type: ignore[arg-type]
+        w.watch.when_done({"sim": run}).bind(lambda result, reason: replies.append((result, reason)))
+        return run
+
+    first = w.on_loop(ask)
+    second = w.on_loop(ask)  # while the first run is out: it joins the next one
+    assert second == first + 1
+    assert w.on_loop(lambda: list(replies)) == []
+    w.on_loop(lambda: held.pop(0)())  # the first run ends: only the first request is answered
+    result, reason = w.on_loop(lambda: replies[0])
+    assert reason == "" and result is not None
+    assert result["runs"] == {"sim": first} and result["outcomes"]["sim"]["run"] == first
+    assert result["outcomes"]["sim"]["ok"] and w.on_loop(lambda: len(replies)) == 1
+    wait_until(lambda: w.asked("mass_status") == 2, 2)
+    w.on_loop(lambda: held.pop(0)())
+    wait_until(lambda: w.on_loop(lambda: len(replies)) == 2, 2)
+    result, _ = w.on_loop(lambda: replies[1])
+    assert result is not None and result["outcomes"]["sim"]["run"] >= second
+    # nothing connected: answered at once, with nothing
+    empty: list[Any] = []
+    w.on_loop(lambda: w.watch.when_done({}).bind(lambda r, e: empty.append((r, e))))
+    assert empty == [({"runs": {}, "outcomes": {}}, "")]
+    # a run that never comes (its venue went away before it could start): the wait ends, with why
+    monkeypatch.setattr(venue_watch, "REPLY_WITHIN_S", 0.2)
+    never_ran: list[Any] = []
+    w.on_loop(lambda: w.watch.when_done({"sim": 10_000}).bind(lambda r, e: never_ran.append((r, e))))
+    wait_until(lambda: w.on_loop(lambda: list(never_ran)), 3)
+    assert never_ran[0][0] is None and "sim not done within 0.2s" in never_ran[0][1]
