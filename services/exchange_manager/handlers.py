@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import proto
 from bus.command_server import Deferred, Handler
 from proto.commands import CancelArgs, Flatten, ModeArgs, NoArgs, OrderArgs, SessionArgs, SymbolArgs
+from proto.commands.results import OrderAccepted
 from services.session_follower import trading_handlers
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
             record = em.submit(args)
         except Refused as exc:
             raise proto.CommandError(str(exc)) from None
-        return {"client_order_id": record.client_order_id}
+        return OrderAccepted(client_order_id=record.client_order_id)  # the hot path: a struct, no check
 
     def cancel_order(args: CancelArgs) -> dict[str, Any]:
         """``cancel_order``: ask the venue to cancel one open order → ``ok(client_order_id)``."""
@@ -36,7 +37,7 @@ def build_handlers(em: "ExchangeManager") -> dict[str, Handler]:
             em.cancel(args.client_order_id)
         except Refused as exc:
             raise proto.CommandError(str(exc)) from None
-        return {"client_order_id": args.client_order_id}
+        return OrderAccepted(client_order_id=args.client_order_id)
 
     def cancel_all(args: SymbolArgs) -> dict[str, Any]:
         """``cancel_all``: cancel every open order (of one symbol) at every connected venue."""

@@ -17,11 +17,11 @@ from proto.commands import (
     OrderStatusArgs,
     SymbolArgs,
 )
+from proto.commands.results import VenueCancel, VenueOrder
 from proto.venue_reports import MAX_OPEN_ORDERS
 
 if TYPE_CHECKING:
     from services.venue_sim.main import Venue
-
 
 def build_handlers(venue: "Venue") -> dict[str, Handler]:
     def new_order(args: NewOrderArgs) -> dict[str, Any]:
@@ -34,12 +34,12 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         is applied (the outcome then comes on the ``orders``/``fills`` topics). Resending a known id
         executes nothing and reports the known order.
         """
-        return {"order": venue.submit(args)}
+        return VenueOrder(order=venue.submit(args))  # the hot path: a struct, no check
 
     def cancel_order(args: CancelArgs) -> dict[str, Any]:
         """``cancel_order``: cancel one open order → ``ok(cancelled=bool)``, or ``cancelled=None``
         while a latency is applied (the outcome then comes on the ``orders`` topic)."""
-        return {"cancelled": venue.cancel(args.client_order_id)}
+        return VenueCancel(cancelled=venue.cancel(args.client_order_id))
 
     def cancel_all(args: SymbolArgs) -> dict[str, Any]:
         """``cancel_all``: cancel every open order (of one symbol) → ``ok(cancelled=[ids])``, or
