@@ -23,6 +23,7 @@ from proto.venue_reports import MAX_OPEN_ORDERS
 if TYPE_CHECKING:
     from services.venue_sim.main import Venue
 
+
 def build_handlers(venue: "Venue") -> dict[str, Handler]:
     def new_order(args: NewOrderArgs) -> dict[str, Any]:
         """``new_order``: place an order under the caller's unique client order id.
