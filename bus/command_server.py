@@ -11,6 +11,12 @@ command, bad arguments, over a size limit of ``proto.limits``) would be refused 
 bad requests or of status polls can push out the reply of an order that really went, and be re-run
 on its retry.
 
+A handler that must wait on a peer may return a ``concurrent.futures.Future`` of its result
+instead of the result: the request is answered when the future is done (on the thread that
+completes it: the loop's, in our services), so the loop goes on serving meanwhile. A retry of the
+same id while it is pending is answered then, on the retry's route (a client that timed out
+replaces its socket), and the handler does not run again.
+
 The cache is bounded in entries and in bytes (ids, replies and a fixed overhead per entry), oldest
 first out: a peer's command id is at most ``proto.limits.MAX_ID_CHARS`` and its reply is ours, so
 neither bound can be bypassed by what a peer chooses to send. A retry finds its reply as long as
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,7 +41,8 @@ from bus.sockets import recv_frames
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[proto.Args], dict[str, Any]]
+Result = dict[str, Any]
+Handler = Callable[[proto.Args], "Result | Future[Result]"]
 # The identity the ROUTER adds, REQ's empty delimiter or a route through proxies, the command: no
 # request of ours has more than 3; more than this is garbage, read and dropped part by part.
 MAX_REQUEST_FRAMES = 16
@@ -65,6 +73,7 @@ class CommandServer:
         self._cache_size = cache_size
         self._cache_bytes_max = cache_bytes
         self._cache_bytes = 0
+        self._pending: dict[str, list[bytes]] = {}  # deferred replies: command id -> latest route
         self.cache_evictions = 0
         self._max_bytes = max_bytes
         self._seq = 0
@@ -122,6 +131,10 @@ class CommandServer:
             self._send(route, self._encode(proto.error("", f"bad request: {env.type} is not a command")))
             return
         audit = self._audit
+        if cmd.id in self._pending:  # a retry of a deferred command: answered when it is done
+            self._pending[cmd.id] = route
+            self.duplicates += 1
+            return
         cached = self._cache.get(cmd.id)
         if cached is not None:
             self.duplicates += 1
@@ -134,6 +147,21 @@ class CommandServer:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="request",
                                      sent_ns=env.ts_ns))
         reply, ran = self._run(cmd)
+        if isinstance(reply, Future):
+            self._pending[cmd.id] = route
+            reply.add_done_callback(lambda done: self._answer_later(env, cmd, done))
+            return
+        self._answer(route, env, cmd, reply, ran)
+
+    def _answer_later(self, env: proto.Envelope, cmd: proto.Command, done: "Future[Result]") -> None:
+        route = self._pending.pop(cmd.id)
+        reply = self._outcome(cmd, done.result)
+        assert isinstance(reply, proto.Reply)  # a done future's result is a result
+        self._answer(route, env, cmd, reply, True)
+
+    def _answer(self, route: list[bytes], env: proto.Envelope, cmd: proto.Command, reply: proto.Reply,
+                ran: bool) -> None:
+        audit = self._audit
         try:
             data = self._encode(reply)
         except Exception as exc:  # a handler's result that cannot be encoded is its bug: answer it
@@ -157,7 +185,7 @@ class CommandServer:
             self._cache_bytes -= _entry_bytes(old_id, old)
             self.cache_evictions += 1
 
-    def _run(self, cmd: proto.Command) -> tuple[proto.Reply, bool]:
+    def _run(self, cmd: proto.Command) -> tuple["proto.Reply | Future[Result]", bool]:
         """The reply, and whether the handler ran (a refusal by the handler counts: it decided)."""
         handler = self._handlers.get(cmd.name)
         if handler is None:
@@ -169,17 +197,26 @@ class CommandServer:
         except proto.ProtocolError as exc:
             self._reject(exc.kind, str(exc))
             return proto.error(cmd.id, str(exc)), False
+        return self._outcome(cmd, lambda: handler(args)), True
+
+    def _outcome(self, cmd: proto.Command, result: Callable[[], "Result | Future[Result]"]
+                 ) -> "proto.Reply | Future[Result]":
+        """The reply to a handler's result, its refusal (``CommandError``) or its bug; or the
+        future of its result, to be answered when it is done."""
         try:
-            reply = proto.ok(cmd.id, **handler(args))
+            value = result()
+            if isinstance(value, Future):
+                return value
+            reply = proto.ok(cmd.id, **value)
         except proto.CommandError as exc:
             self.refused += 1
-            return proto.error(cmd.id, str(exc)), True
+            return proto.error(cmd.id, str(exc))
         except Exception as exc:  # a handler bug must not take the service down; it is an error reply
             self.handler_errors += 1
             log.exception("command %s failed", cmd.name)
-            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}"), True
+            return proto.error(cmd.id, f"internal error in {cmd.name}: {exc!r}")
         self.handled += 1
-        return reply, True
+        return reply
 
     def _encode(self, reply: proto.Reply) -> bytes:
         self._seq += 1
