@@ -128,12 +128,13 @@ class SequenceRunner:
         return future
 
     def wake(self, name: str) -> bool:
-        """End the pause of sequence ``name`` now (it resumes with True); False if not pausing."""
+        """End the pause of sequence ``name`` (it resumes with True); False if not pausing. It
+        resumes on the loop's next turn, after what the caller is doing (a transition under way)."""
         run = self._runs.get(name)
         wait = run.waiting if run is not None else None
         if wait is None or not wait.wakeable or wait.over:
             return False
-        self._resume_after(wait, True)
+        self._reactor.call_later(0.0, lambda: self._resume_after(wait, True))
         return True
 
     def close(self) -> None:
