@@ -45,6 +45,8 @@ from services.settings import Settings
 # A reply a sequence is still waiting for after this long is given up by its channel (each try's
 # own deadline, much shorter, is kept by the runner): it only bounds what a dead peer leaves behind.
 CHANNEL_TIMEOUT_S = 60.0
+FAILSAFE_RETRIES = 2  # each failsafe step is tried three times, ``failsafe.step_timeout_s`` each
+TRADING_COMMAND_TIMEOUT_S = 0.2  # enable/disable trading: unanswered, it is sent again a second later
 T = TypeVar("T")
 
 
@@ -65,20 +67,21 @@ class Orchestrator:
         missing_after_s = bus.heartbeat_interval_s * bus.missed_heartbeats
         self.components = components = ComponentTracker(PEERS + tracked_supervisor(os.environ), missing_after_s)
         alerter = Alerter(oset.failsafe)
-        alert = lambda alert: alerter.send({**alert, "session_id": session.session_id})  # noqa: E731
 
         # -- what guards the session -------------------------------------------------------------
         self.runner = runner = SequenceRunner(
             reactor, lambda peer: runtime.channel(peer, timeout_s=CHANNEL_TIMEOUT_S),
             lambda peer: runtime.client(peer), "orchestrator")
-        peers = {name: Peer(name, oset.command_timeout_s, oset.command_retries) for name in (*TRADING_PEERS, "safety")}
+        peers = {name: Peer(name, oset.command_timeout_s, oset.command_retries)
+                 for name in (*TRADING_PEERS, "safety")}
         fs = oset.failsafe
-        sequence = FailsafeSequence(fs, Peer("engine", fs.step_timeout_s, 2), Peer("exchange_manager", fs.step_timeout_s, 2))
+        sequence = FailsafeSequence(fs, Peer("engine", fs.step_timeout_s, FAILSAFE_RETRIES),
+                                    Peer("exchange_manager", fs.step_timeout_s, FAILSAFE_RETRIES))
         health = HealthMonitor(oset.health)
-        storage = StorageWatch(session, components, DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
-                                                              int(oset.min_free_disk_mb * MIB)),
-                               alerter, oset.disk_check_interval_s, lambda ev: self.events.raise_safety_event(ev),
-                               reactor.call_soon_threadsafe)
+        disk = DiskWatch({"state": settings.paths.state_dir, "log": settings.paths.log_dir},
+                         int(oset.min_free_disk_mb * MIB))
+        storage = StorageWatch(session, components, disk, alerter, oset.disk_check_interval_s,
+                               lambda ev: self.events.raise_safety_event(ev), reactor.call_soon_threadsafe)
         failsafe = FailsafeControl(session, sequence, fs, runner, components, storage, alerter,
                                    settings.paths.log_dir / "incidents")
         self.control = control = SessionControl(
@@ -86,15 +89,17 @@ class Orchestrator:
             peers=peers, log_dir=settings.paths.log_dir, heartbeat_interval_s=bus.heartbeat_interval_s,
             resume_after_stop=settings.session.resume_after_stop, stats=lambda: self.snapshots.stats(),
             ended_at_start=begun.ended_at_start)
-        trading = {name: runtime.channel(name, timeout_s=0.2) for name in TRADING_PEERS}
+        trading = {name: runtime.channel(name, timeout_s=TRADING_COMMAND_TIMEOUT_S) for name in TRADING_PEERS}
         watch = SessionWatch(session, oset, components=components, health=health, control=control,
                              failsafe=failsafe, storage=storage, trading_channels=trading,
                              publisher=runtime.publisher, callbacks=callbacks, later=reactor.call_soon_threadsafe)
         supervision = Supervision(self.logs, state=lambda: session.state, degrade=watch.degrade, note=session.note,
-                                  alert=alert, missing_after_s=missing_after_s,
+                                  alert=lambda alert: alerter.send({**alert, "session_id": session.session_id}),
+                                  missing_after_s=missing_after_s,
                                   deadman_s=min(settings.engine.deadman_timeout_s,
                                                 settings.exchange_manager.deadman_timeout_s))
-        self.events = events = EventHandlers(session, components, watch, failsafe, supervision, callbacks, runtime.publisher)
+        self.events = events = EventHandlers(session, components, watch, failsafe, supervision, callbacks,
+                                             runtime.publisher)
         self.snapshots = Snapshots(session, components, runtime, events=events, supervision=supervision,
                                    failsafe=failsafe, storage=storage, alerter=alerter,
                                    degradation_window_s=oset.degradation_window_s)
@@ -132,8 +137,9 @@ class Orchestrator:
                                              lambda: self.in_loop(self.snapshots.metrics, timeout_s=2.0))
             except OSError as exc:
                 runtime.close()
-                raise SystemExit(f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
-                                 f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
+                raise SystemExit(
+                    f"orchestrator: cannot serve metrics on {oset.metrics_host}:{oset.metrics_port}: "
+                    f"{exc.strerror or exc} (set orchestrator.metrics_port, 0 for any free port)") from None
             self.snapshots.metrics_url = self.metrics.url
         announce_session(self.logs, begun)
         session.note(f"orchestrator {'restored' if begun.resumed else 'started'} in {session.state.name}")
