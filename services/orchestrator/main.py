@@ -69,11 +69,11 @@ class Orchestrator:
         alerter = Alerter(oset.failsafe)
 
         # -- what guards the session -------------------------------------------------------------
+        asked = (*TRADING_PEERS, "safety")  # the peers the sequences ask
         self.runner = runner = SequenceRunner(
-            reactor, lambda peer: runtime.channel(peer, timeout_s=CHANNEL_TIMEOUT_S),
+            reactor, {name: runtime.channel(name, timeout_s=CHANNEL_TIMEOUT_S) for name in asked},
             lambda peer: runtime.client(peer), "orchestrator")
-        peers = {name: Peer(name, oset.command_timeout_s, oset.command_retries)
-                 for name in (*TRADING_PEERS, "safety")}
+        peers = {name: Peer(name, oset.command_timeout_s, oset.command_retries) for name in asked}
         fs = oset.failsafe
         sequence = FailsafeSequence(fs, Peer("engine", fs.step_timeout_s, FAILSAFE_RETRIES),
                                     Peer("exchange_manager", fs.step_timeout_s, FAILSAFE_RETRIES))

@@ -31,6 +31,7 @@ from bus.reactor import Reactor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RESEND_S = 0.01  # a peer not connected (restarting): the request is sent as soon as it is
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,15 @@ class _Wait:
 
 
 class SequenceRunner:
-    def __init__(self, reactor: Reactor, channel: Callable[[str], CommandChannel],
+    def __init__(self, reactor: Reactor, channels: dict[str, CommandChannel],
                  client: Callable[[str], CommandClient], source: str) -> None:
-        """``channel(peer)``: the pipelined channel to a peer (made once, on first use);
-        ``client(peer)``: a blocking client, for the way out."""
+        """``channels``: a pipelined channel per peer, made at start-up (connected by the time a
+        sequence needs it); ``client(peer)``: a blocking client, for the way out."""
         self._reactor = reactor
-        self._make_channel = channel
+        self._channels = channels
         self._make_client = client
         self._clients: dict[str, CommandClient] = {}
         self._closed = False
-        self._channels: dict[str, CommandChannel] = {}
         self._runs: dict[str, _Run] = {}
         self._ids = itertools.count(1)
         self._source = f"{source}:seq:{time.time_ns()}"
@@ -168,6 +168,8 @@ class SequenceRunner:
     def _send(self, wait: _Wait, wanted: Ask, command_id: str, tries_left: int) -> None:
         """One try of ``wanted``; on its deadline the next try (same id) or the failed answer."""
         peer = wanted.peer
+        channel = self._channels[peer.name]
+        deadline = time.monotonic() + peer.timeout_s
 
         def on_reply(reply: Any) -> None:
             self._resume_after(wait, Answer(reply.ok, reply.error or "done", reply.result if reply.ok else {}))
@@ -181,16 +183,17 @@ class SequenceRunner:
             self._resume_after(wait, Answer(False, f"no reply from {peer.name} to {wanted.command!r} after "
                                                    f"{peer.retries + 1} attempt(s) of {peer.timeout_s:g}s", {}, False))
 
-        try:
-            self._channel(peer.name).send(wanted.command, wanted.args, on_reply, command_id=command_id)
-        except NotConnected:
-            pass  # not connected now: the try fails at its deadline, as a try with no answer does
-        self._reactor.call_later(peer.timeout_s, on_deadline)
+        def send() -> None:
+            if wait.over:
+                return
+            try:
+                channel.send(wanted.command, wanted.args, on_reply, command_id=command_id)
+            except NotConnected:  # sent once connected, within the try, as CommandClient does
+                if time.monotonic() + RESEND_S < deadline:
+                    self._reactor.call_later(RESEND_S, send)
 
-    def _channel(self, peer: str) -> CommandChannel:
-        if peer not in self._channels:
-            self._channels[peer] = self._make_channel(peer)
-        return self._channels[peer]
+        send()
+        self._reactor.call_later(peer.timeout_s, on_deadline)
 
     def _client(self, peer: str) -> CommandClient:
         if peer not in self._clients:
