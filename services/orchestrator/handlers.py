@@ -2,7 +2,7 @@
 
 Each handler's docstring shows the wire request, the CLI usage and the reply. A refusal is an
 ``error(reason)`` reply (``tradectl`` exits 1); success is ``ok(...)`` (exit 0). A command whose
-work waits on a peer (``close``, ``recover``, ``flatten``) returns the future of its reply: the
+work waits on a peer (``close``, ``recover``, ``flatten``, ``shutdown``'s report) returns the future of its reply: the
 command server answers when the sequence has run (``sequence_runner.py``), and the loop serves
 meanwhile.
 """
@@ -131,12 +131,14 @@ def build_handlers(control: SessionControl, snapshots: Snapshots) -> dict[str, H
         """
         return refusing("reset", args.reason, lambda: control.reset(args.reason))
 
-    def shutdown(args: ReasonArgs) -> dict[str, Any]:
+    def shutdown(args: ReasonArgs) -> Reply | Future[Reply]:
         """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
         up; the next orchestrator start begins a new session. Never refused for a FAILSAFE sequence
         under way: its current round finishes, no other follows, and the reason says what is left.
+        Answered once the end-of-day report is written.
 
-        Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
+        Wire: ``Command(name="shutdown", args={"reason": str})`` → ``ok(state, report, report_md,
+        archive)``.  CLI: ``tradectl shutdown``.
         """
         return refusing("shutdown", args.reason, lambda: control.shutdown(args.reason))
 

@@ -191,15 +191,16 @@ class SessionControl:
         self._session.transition(S.SHUTDOWN, f"{reason} (flatten: {flatten})")
         return (yield from self._write_end_of_day(f"{reason} (flatten: {flatten})", self._session.counters))
 
-    def shutdown(self, reason: str = "operator shutdown") -> None:
+    def shutdown(self, reason: str = "operator shutdown") -> Future[dict[str, Any]]:
         """End the session. Never refused for a FAILSAFE sequence under way: its current round
         (cancel, flatten, verify) still finishes, no round follows, and the reason says so. The
-        end-of-day report follows once the exchange manager has told its counters."""
+        session has ended when this returns; the future is done once its end-of-day report is
+        written (the exchange manager asked for its counters)."""
         if self._session.state != S.SHUTDOWN and self._failsafe.end_rounds():
             reason += (" (failsafe sequence stopped before the venue was verified flat: "
                        f"{self._failsafe.venue_holdings() or 'book flat'})")
         self._session.transition_or_refuse(S.SHUTDOWN, reason, "shutdown")
-        self.end_of_day(reason)
+        return self.end_of_day(reason)
 
     def end_if_daemon_stops(self) -> None:
         """On the way out: a graceful stop of the whole daemon ends the session
@@ -211,12 +212,11 @@ class SessionControl:
 
     # -- the end of a session --------------------------------------------------------------------
 
-    def end_of_day(self, reason: str, counters: SessionCounters | None = None) -> None:
+    def end_of_day(self, reason: str, counters: SessionCounters | None = None) -> Future[dict[str, Any]]:
         """Write the ended session's report and log archive (``end_of_day.py``); ``counters``: a
-        session ended at start, not the current one."""
+        session ended at start, not the current one. Where they are, in the future."""
         counters = counters or self._session.counters
-        self._start(f"end of day {counters.session_id}", self._write_end_of_day(reason, counters)).add_done_callback(
-            _log_failure("end-of-day report"))
+        return self._start(f"end of day {counters.session_id}", self._write_end_of_day(reason, counters))
 
     def report_ended_at_start(self) -> None:
         """The end-of-day report of a session ended at start, once the exchange manager is up."""
@@ -227,11 +227,16 @@ class SessionControl:
         self.end_of_day(reason, counters)
 
     def _write_end_of_day(self, reason: str, counters: SessionCounters) -> Sequence[dict[str, Any]]:
+        """Never fails: the session has ended whatever its report (a full disk is said in it)."""
         current = counters is self._session.counters
-        return (yield from write_session_end(self._log_dir, self._session.logs, self._session.journal, counters,
-                                             reason, self._stats() if current else {},
-                                             self._peers["exchange_manager"],
-                                             self._components.components["exchange_manager"]))
+        try:
+            return (yield from write_session_end(self._log_dir, self._session.logs, self._session.journal, counters,
+                                                 reason, self._stats() if current else {},
+                                                 self._peers["exchange_manager"],
+                                                 self._components.components["exchange_manager"]))
+        except Exception as exc:
+            log.exception("end-of-day report of session %s failed", counters.session_id)
+            return {"report": None, "error": f"end-of-day report not written: {exc!r}"}
 
     def _start(self, name: str, sequence: Sequence[dict[str, Any]]) -> Future[dict[str, Any]]:
         if self._runner.running(name):
@@ -239,9 +244,3 @@ class SessionControl:
             raise Refused(f"{name}: already under way")
         return self._runner.start(name, sequence)
 
-
-def _log_failure(what: str) -> Callable[[Future[Any]], None]:
-    def done(future: Future[Any]) -> None:
-        if future.exception() is not None:
-            log.error("%s failed: %s", what, future.exception())
-    return done
