@@ -2,9 +2,9 @@
 
 Each handler's docstring shows the wire request, the CLI usage and the reply. A refusal is an
 ``error(reason)`` reply (``tradectl`` exits 1); success is ``ok(...)`` (exit 0). A command whose
-work waits on a peer (``close``, ``recover``, ``flatten``, ``shutdown``'s report) returns the future of its reply: the
-command server answers when the sequence has run (``sequence_runner.py``), and the loop serves
-meanwhile.
+work waits on a peer (``close``, ``recover``, ``flatten``, ``shutdown``'s report) returns the
+future of its reply: the command server answers when the sequence has run
+(``sequence_runner.py``), and the loop serves meanwhile.
 """
 
 from __future__ import annotations
