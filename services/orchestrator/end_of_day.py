@@ -29,7 +29,7 @@ from services.orchestrator.session_counters import exchange_session
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import Transition
 
-FLAT_POLL_S = 0.05
+FLAT_POLL_S = 0.05  # a close waiting for flat asks for positions this often
 
 
 def flatten_for_close(engine: Peer, exchange: Peer, timeout_s: float) -> Sequence[str]:

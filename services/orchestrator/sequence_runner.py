@@ -19,17 +19,16 @@ left for the process to do.
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import proto
 from bus import CommandChannel, CommandClient, CommandTimeout, NotConnected
 from bus.reactor import Reactor
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 RESEND_S = 0.01  # a peer not connected (restarting): the request is sent as soon as it is
 
@@ -104,10 +103,6 @@ class SequenceRunner:
     def running(self, name: str) -> bool:
         return name in self._runs
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._runs)
-
     def start(self, name: str, sequence: Sequence[T]) -> Future[T]:
         """Run ``sequence`` under ``name`` (on the loop thread); its outcome, or its exception, in
         the future. Refused (RuntimeError) while one of that name still runs."""
@@ -171,7 +166,7 @@ class SequenceRunner:
         channel = self._channels[peer.name]
         deadline = time.monotonic() + peer.timeout_s
 
-        def on_reply(reply: Any) -> None:
+        def on_reply(reply: proto.Reply) -> None:
             self._resume_after(wait, Answer(reply.ok, reply.error or "done", reply.result if reply.ok else {}))
 
         def on_deadline() -> None:
