@@ -30,6 +30,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 import msgspec
@@ -77,6 +78,24 @@ class Deferred:
         self._outcome = (result, reason)
         if self._done is not None:
             self._done(result, reason)
+
+    @classmethod
+    def of_future(cls, future: Future[Any]) -> "Deferred":
+        """The reply to a ``concurrent.futures.Future`` completed on the loop's thread (the
+        orchestrator's sequences): its result, or its ``CommandError`` as a refusal."""
+        deferred = cls()
+
+        def done(f: Future[Any]) -> None:
+            try:
+                deferred.resolve(f.result())
+            except proto.CommandError as exc:
+                deferred.refuse(str(exc))
+            except Exception as exc:  # a sequence's bug: answered, never left hanging
+                log.exception("deferred command failed")
+                deferred.refuse(f"internal error: {exc!r}")
+
+        future.add_done_callback(done)
+        return deferred
 
     def bind(self, done: Callable[[Any, str], None]) -> None:
         """The server's: ``done(result, reason)`` once the reply is known (at once if it is)."""
@@ -258,6 +277,8 @@ class CommandServer:
             return proto.error(cmd.id, str(exc)), False
         try:
             result = handler(args)
+            if isinstance(result, Future):
+                result = Deferred.of_future(result)
             if isinstance(result, Deferred):
                 return result, True
         except proto.CommandError as exc:

@@ -8,6 +8,9 @@ from typing import TypeVar
 
 import proto
 
+PEERS = ("exchange_manager", "engine", "data_router", "safety")  # the processes the session needs
+TRADING_PEERS = ("engine", "exchange_manager")  # those told whether to trade
+
 
 S = TypeVar("S", bound=proto.summaries.Summary)
 

@@ -19,38 +19,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bus import CommandClient, CommandTimeout
 from services.log_escape import escape, md_cell
 from services.orchestrator.failsafe import run_step
 from services.orchestrator.components import Component
 from services.orchestrator.journal import Journal, SessionCounters
 from services.orchestrator.report_format import Precision, money, utc
+from services.orchestrator.sequence_runner import Pause, Peer, Sequence, ask
 from services.orchestrator.session_counters import exchange_session
 from services.orchestrator.session_logs import SessionLogs
 from services.orchestrator.state_machine import Transition
 
-
-def ask(client: CommandClient, command: str) -> dict[str, Any]:
-    """A query's result, or ``{}`` if the service refused or did not answer."""
-    try:
-        reply = client.call(command)
-    except CommandTimeout:
-        return {}
-    return reply.result if reply.ok else {}
+FLAT_POLL_S = 0.05  # a close waiting for flat asks for positions this often
 
 
-def flatten_for_close(engine: CommandClient, exchange: CommandClient, timeout_s: float) -> str:
+def flatten_for_close(engine: Peer, exchange: Peer, timeout_s: float) -> Sequence[str]:
     """Stop the engine's decisions, flatten at the exchange manager, wait until flat."""
-    run_step(None, "disable engine", engine, "disable_trading", {"reason": "market close"})
-    step, _ = run_step(None, "flatten", exchange, "flatten")
+    yield from run_step(None, "disable engine", engine, "disable_trading", {"reason": "market close"})
+    step, _ = yield from run_step(None, "flatten", exchange, "flatten")
     if not step.ok:
         return f"failed: {step.detail}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        positions = ask(exchange, "positions").get("positions", {})
+        answer = yield from ask(exchange, "positions")
+        positions = answer.result.get("positions", {})
         if all(abs(p["qty"]) < 1e-9 for p in positions.values()):
             return "flat"
-        time.sleep(0.05)
+        yield Pause(FLAT_POLL_S)
     return "NOT FLAT after timeout"
 
 
@@ -134,11 +128,11 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def write_session_end(log_dir: Path, logs: SessionLogs, journal: Journal, counters: SessionCounters, reason: str,
-                      stats: dict[str, Any], exchange_client: CommandClient, exchange: Component,
-                      *, archive: bool = True) -> dict[str, Any]:
+                      stats: dict[str, Any], exchange_peer: Peer, exchange: Component,
+                      *, archive: bool = True) -> Sequence[dict[str, Any]]:
     """An ended session's report (and the archive of this orchestrator's session logs), with a line
     in the live log. A disk that refuses them is said in that line: ending is never refused."""
-    counts, source = exchange_session(exchange_client, exchange, counters.session_id)
+    counts, source = yield from exchange_session(exchange_peer, exchange, counters.session_id)
     report = build_report(counters.session_id, reason, stats, counts, source,
                           journal.transitions(counters.session_id, last=10_000), started_at=counters.started_at,
                           fingerprint=counters.fingerprint)

@@ -1,34 +1,68 @@
 """The orchestrator's control API: one handler per command, as ``tradectl`` sends them.
 
 Each handler's docstring shows the wire request, the CLI usage and the reply. A refusal is an
-``error(reason)`` reply (``tradectl`` exits 1); success is ``ok(...)`` (exit 0).
+``error(reason)`` reply (``tradectl`` exits 1); success is ``ok(...)`` (exit 0). A command whose
+work waits on a peer (``close``, ``recover``, ``flatten``, ``shutdown``'s report) returns the
+future of its reply: the command server answers when the sequence has run
+(``sequence_runner.py``), and the loop serves meanwhile.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
 import proto
 from bus.command_server import Handler
 from proto.commands import Failsafe, NoArgs, ReasonArgs, SymbolArgs
+from services.orchestrator.session_control import SessionControl
+from services.orchestrator.session_state import Refused
+from services.orchestrator.snapshots import Snapshots
 from services.orchestrator.state_machine import IllegalTransition
 
-if TYPE_CHECKING:
-    from services.orchestrator.orchestrator import LiveTradingOrchestrator
+Reply = dict[str, Any]
 
 
-def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
-    from services.orchestrator.orchestrator import Refused
+def build_handlers(control: SessionControl, snapshots: Snapshots) -> dict[str, Handler]:
+    session = control.session
 
-    def refusing(name: str, reason: str, action: Any) -> dict[str, Any]:
-        """Run a control action; record it (accepted or refused) in the governance log."""
+    def record(name: str, accepted: bool, detail: str) -> None:
+        """Every operator command, accepted or refused, goes to the governance log."""
+        session.logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
+                                logging.INFO if accepted else logging.WARNING, event="operator_command",
+                                data={"command": name, "accepted": accepted, "detail": detail})
+
+    def refused(name: str, exc: Exception) -> proto.CommandError:
+        record(name, False, str(exc))
+        return proto.CommandError(str(exc))
+
+    def accepted(name: str, reason: str, result: Reply | None) -> Reply:
+        record(name, True, f"{reason}; session is {session.state.value}")
+        return {"state": session.state.value, **(result or {})}
+
+    def refusing(name: str, reason: str, action: Callable[[], Reply | Future[Reply] | None]) -> Reply | Future[Reply]:
+        """Run a control action (now, or as a sequence: its future); record it, accepted or
+        refused, in the governance log."""
         try:
-            action()
+            done = action()
         except (Refused, IllegalTransition) as exc:
-            orch.record_command(name, False, str(exc))
-            raise proto.CommandError(str(exc)) from None
-        orch.record_command(name, True, f"{reason}; session is {orch.get_state().value}")
-        return {"state": orch.get_state().value}
+            raise refused(name, exc) from None
+        if not isinstance(done, Future):
+            return accepted(name, reason, done)
+        reply: Future[Reply] = Future()
+
+        def answer(done: Future[Reply]) -> None:
+            try:
+                reply.set_result(accepted(name, reason, done.result()))
+            except (Refused, IllegalTransition) as exc:
+                reply.set_exception(refused(name, exc))
+            except Exception as exc:  # a bug: the command server answers it as an internal error
+                reply.set_exception(exc)
+
+        done.add_done_callback(answer)
+        return reply
 
     def state(_: NoArgs) -> dict[str, Any]:
         """``state``: the session state's lower-case name.
@@ -36,7 +70,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         Wire: ``Command(name="state")`` → ``ok(state="live", session_id)``.  CLI: ``tradectl state``.
         A restarted trading process learns the session from it (its counters are per session).
         """
-        return {"state": orch.get_state().value, "session_id": orch.session_id}
+        return {"state": session.state.value, "session_id": session.session_id}
 
     def status(_: NoArgs) -> dict[str, Any]:
         """``status``: the state and every component's liveness.
@@ -45,40 +79,40 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         heartbeat_age_s, restarts, trading_enabled, stats}}, session_logs)``.
         CLI: ``tradectl status [--json]``.
         """
-        return orch.get_status()
+        return snapshots.status()
 
     def stats(_: NoArgs) -> dict[str, Any]:
         """``stats``: session counters (``session_duration``, ``failsafe_activations``, ...).
 
         Wire: ``Command(name="stats")`` → ``ok(**stats)``.  CLI: ``tradectl stats [--json]``.
         """
-        return orch.get_stats()
+        return snapshots.stats()
 
     def open_(args: ReasonArgs) -> dict[str, Any]:
         """``open``: the market-open signal, READY → LIVE.
 
         Wire: ``Command(name="open", args={"reason": str})``.  CLI: ``tradectl open``.
         """
-        return refusing("open", args.reason, lambda: orch.open_market(args.reason))
+        return refusing("open", args.reason, lambda: control.open_market(args.reason))
 
-    def close(args: ReasonArgs) -> dict[str, Any]:
+    def close(args: ReasonArgs) -> Reply | Future[Reply]:
         """``close``: market close: flatten (``orchestrator.close_flatten``; always in FAILSAFE),
         end the session (→ SHUTDOWN), write the end-of-day report and archive the session's logs.
-        A FAILSAFE sequence still retrying finishes its round and stops.
+        A FAILSAFE sequence still retrying finishes its round and stops. Answered once the report
+        is written (the flatten waits up to ``close_flatten_timeout_s`` for flat).
 
         Wire: ``Command(name="close", args={"reason": str})`` → ``ok(state, report, report_md, archive)``.
         CLI: ``tradectl close``.
         """
-        written: dict[str, Any] = {}
-        result = refusing("close", args.reason, lambda: written.update(orch.close_market(args.reason)))
-        return {**result, **written}
+        return refusing("close", args.reason, lambda: control.close_market(args.reason))
 
-    def recover(_: NoArgs) -> dict[str, Any]:
+    def recover(_: NoArgs) -> Reply | Future[Reply]:
         """``recover``: DEGRADED → LIVE when every process is healthy; refused with the reason otherwise.
+        Answered once the safety process has reset and the session is LIVE.
 
         Wire: ``Command(name="recover")``.  CLI: ``tradectl recover``.
         """
-        return refusing("recover", "operator recover", orch.recover)
+        return refusing("recover", "operator recover", control.recover)
 
     def failsafe(args: Failsafe) -> dict[str, Any]:
         """``failsafe``: stop trading now (LIVE/DEGRADED → FAILSAFE) and run the failsafe sequence.
@@ -87,7 +121,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         Wire: ``Command(name="failsafe", args={"reason": str})``.
         CLI: ``tradectl failsafe --reason TEXT``.
         """
-        return refusing("failsafe", args.reason, lambda: orch.trigger_failsafe(args.reason))
+        return refusing("failsafe", args.reason, lambda: control.trigger_failsafe(args.reason))
 
     def reset(args: ReasonArgs) -> dict[str, Any]:
         """``reset``: FAILSAFE → READY once the failsafe sequence has finished and the venue holds
@@ -95,18 +129,20 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
 
         Wire: ``Command(name="reset", args={"reason": str})``.  CLI: ``tradectl reset``.
         """
-        return refusing("reset", args.reason, lambda: orch.reset(args.reason))
+        return refusing("reset", args.reason, lambda: control.reset(args.reason))
 
-    def shutdown(args: ReasonArgs) -> dict[str, Any]:
+    def shutdown(args: ReasonArgs) -> Reply | Future[Reply]:
         """``shutdown``: end the session (→ SHUTDOWN); trading stops everywhere. The processes stay
         up; the next orchestrator start begins a new session. Never refused for a FAILSAFE sequence
         under way: its current round finishes, no other follows, and the reason says what is left.
+        Answered once the end-of-day report is written.
 
-        Wire: ``Command(name="shutdown", args={"reason": str})``.  CLI: ``tradectl shutdown``.
+        Wire: ``Command(name="shutdown", args={"reason": str})`` → ``ok(state, report, report_md,
+        archive)``.  CLI: ``tradectl shutdown``.
         """
-        return refusing("shutdown", args.reason, lambda: orch.shutdown(args.reason))
+        return refusing("shutdown", args.reason, lambda: control.shutdown(args.reason))
 
-    def flatten(args: SymbolArgs) -> dict[str, Any]:
+    def flatten(args: SymbolArgs) -> Reply | Future[Reply]:
         """``flatten``: in FAILSAFE, a round of the failsafe sequence now (stop new orders, cancel,
         flatten, verify flat); otherwise the exchange manager cancels and flattens (all symbols, or
         ``symbol``) while the strategies keep running.
@@ -115,10 +151,7 @@ def build_handlers(orch: "LiveTradingOrchestrator") -> dict[str, Handler]:
         in FAILSAFE, else ``ok(state, orders=[client order ids sent])``.
         CLI: ``tradectl flatten [--symbol S]``.
         """
-        done: dict[str, Any] = {}
-        result = refusing("flatten", f"flatten {args.symbol or 'every symbol'}",
-                          lambda: done.update(orch.flatten(args.symbol)))
-        return {**result, **done}
+        return refusing("flatten", f"flatten {args.symbol or 'every symbol'}", lambda: control.flatten(args.symbol))
 
     return {
         "flatten": flatten,

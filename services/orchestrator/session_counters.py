@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus import CommandClient, CommandTimeout
 from services.orchestrator.components import Component
 from proto.summaries import EngineSummary, ExchangeSummary
 from services.orchestrator.journal import SessionCounters
+from services.orchestrator.sequence_runner import Peer, Sequence, ask
 
 MONEY = ("volume", "fees", "realized_pnl", "unrealized_pnl")
 ASK_TIMEOUT_S = 0.3
@@ -59,15 +59,13 @@ def trading_counters(exchange: Component, decisions: int, session_id: str) -> di
     return out
 
 
-def exchange_session(client: CommandClient, exchange: Component, session_id: str) -> tuple[dict[str, Any] | None, str]:
+def exchange_session(peer: Peer, exchange: Component, session_id: str
+                     ) -> Sequence[tuple[dict[str, Any] | None, str]]:
     """The exchange manager's counters of ``session_id`` (per symbol and totals) and where they
-    come from: asked now, else its latest heartbeat if that counted this session (at a daemon stop
-    it is stopping too), else None."""
-    try:
-        reply = client.call("session_stats", {"session_id": session_id}, timeout_s=ASK_TIMEOUT_S, retries=0)
-    except CommandTimeout:
-        reply = None
-    if reply is not None and reply.ok:
+    come from: asked now (``peer``: asked once, for ``ASK_TIMEOUT_S``), else its latest heartbeat if
+    that counted this session (at a daemon stop it is stopping too), else None."""
+    reply = yield from ask(Peer(peer.name, ASK_TIMEOUT_S, 0), "session_stats", {"session_id": session_id})
+    if reply.ok:
         return reply.result, "the exchange manager's session counters"
     stats = exchange.summary(ExchangeSummary)
     if stats.session_id == session_id:
@@ -76,5 +74,5 @@ def exchange_session(client: CommandClient, exchange: Component, session_id: str
                   for key in ("orders", "rejected", "fills", *MONEY)}
         return ({"session_id": session_id, "symbols": symbols, "totals": totals},
                 "the exchange manager's latest heartbeat (it did not answer: stopping too)")
-    why = reply.error if reply is not None else "no answer"
+    why = reply.detail if reply.answered else "no answer"
     return None, f"the exchange manager has no counters for this session ({why})"

@@ -4,6 +4,10 @@ It publishes market data (``md.<symbol>``) and execution reports (``orders``, ``
 socket and takes orders on its command socket, like a venue's market-data and order-entry
 sessions. It is a separate supervisord program outside the ``trading`` group, so it outlives
 restarts of our services and reconnection and reconciliation are exercised for real.
+
+Top to bottom: read the price source (a replay's files in full, before anything is bound); bind
+sockets; the matcher; serve orders, queries and faults; on every tick publish what the source has
+due and the executions it causes.
 """
 
 from __future__ import annotations

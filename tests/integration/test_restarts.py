@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bus import CommandTimeout
-from services.orchestrator.orchestrator import TRADING_PEERS
+from services.orchestrator.components import TRADING_PEERS
 
 from .daemon import Daemon, command_services, orchestrated_services, program_names, wait_until
 

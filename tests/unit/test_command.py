@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -571,3 +572,59 @@ def test_a_deferred_reply_goes_out_when_resolved_to_the_request_and_its_retries(
     finally:
         first.close(linger=0)
         retry.close(linger=0)
+
+
+# --- deferred replies ------------------------------------------------------------------------------
+
+
+def test_a_handler_may_answer_later_with_a_future_and_the_server_serves_meanwhile(
+        ctx: zmq.Context, serve: StartServer) -> None:
+    """A handler that waits on a peer returns a Future: other requests are answered meanwhile, a
+    retry of the same id is answered once it is done (on the retry's route, the handler not run
+    again), and a refusal set on the future is an error reply. The futures are completed on the
+    server's loop thread, as a service's sequences complete them (here by other commands)."""
+    pending: list[Future[dict[str, Any]]] = []
+    calls: list[str] = []
+
+    def close(_args: proto.Args) -> Future[dict[str, Any]]:
+        calls.append("close")
+        pending.append(Future())
+        return pending[-1]
+
+    def open_(_args: proto.Args) -> dict[str, Any]:  # "the peer answered": the close is done
+        pending[-1].set_result({"report": "eod.json"})
+        return {}
+
+    def reset(_args: proto.Args) -> dict[str, Any]:  # "the peer refused": the close is refused
+        pending[-1].set_exception(proto.CommandError("session is shutdown; nothing to close"))
+        return {}
+
+    server, endpoint = serve({"close": close, "open": open_, "reset": reset,
+                              "status": lambda _args: {"service": "srv"}})
+    first, retry, other = raw_dealer(ctx, endpoint), raw_dealer(ctx, endpoint), raw_dealer(ctx, endpoint)
+    try:
+        first.send(command_frame("close-1", "close", {"reason": "bell"}))
+        wait_until(lambda: len(pending) == 1)
+        other.send(command_frame("st-1", "status"))
+        assert reply_of(recv(other, 2.0)).ok  # answered while close waits
+        assert not first.poll(100)
+        retry.send(command_frame("close-1", "close", {"reason": "bell"}, seq=2))  # a client's retry
+        wait_until(lambda: server.duplicates == 1)
+        other.send(command_frame("open-1", "open", {"reason": "x"}, seq=3))
+        assert reply_of(recv(other, 2.0)).ok
+        done = reply_of(recv(retry, 2.0))
+        assert done.ok and done.id == "close-1" and done.result == {"report": "eod.json"}
+        assert reply_of(recv(first, 2.0)) == done  # and on the first route too: each asker gets it once
+        retry.send(command_frame("close-1", "close", {"reason": "bell"}, seq=4))  # later: from the cache
+        assert reply_of(recv(retry, 2.0)) == done
+        first.send(command_frame("close-2", "close", {"reason": "again"}, seq=5))
+        wait_until(lambda: len(pending) == 2)
+        other.send(command_frame("reset-1", "reset", {"reason": "x"}, seq=6))
+        assert reply_of(recv(other, 2.0)).ok
+        refused = reply_of(recv(first, 2.0))
+        assert not refused.ok and refused.error == "session is shutdown; nothing to close"
+    finally:
+        for sock in (first, retry, other):
+            sock.close(linger=0)
+    assert calls == ["close", "close"]
+    assert server.refused == 1

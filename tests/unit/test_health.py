@@ -12,7 +12,7 @@ import pytest
 import proto
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.health import Assessment, HealthMonitor
-from services.orchestrator.orchestrator import PEERS
+from services.orchestrator.components import PEERS
 from services.orchestrator.settings import HealthSettings
 from unit_support import wait_until
 import msgspec
