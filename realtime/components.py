@@ -48,7 +48,7 @@ class ExchangeManager(ServiceProxy):
         return [o for o in self.request(rq.Orders()).orders if o["status"] in ("new", "acknowledged", "partially_filled")]
 
     def get_connector_status(self) -> dict[str, Any]:
-        return dict(self.status().stats.get("connectors", {}))
+        return proto.to_builtins(self.status().stats.connectors)
 
     def cancel_all(self, symbol: str | None = None) -> int:
         return self.request(rq.CancelAll(symbol=symbol)).venues
@@ -63,8 +63,9 @@ class RealTimeEngineLoop(ServiceProxy):
     service = "engine"
 
     def get_stats(self) -> dict[str, Any]:
-        """``decisions_made``, ``latency_p50_ms``, ``latency_p99_ms``, ``error_count``, ..."""
-        return dict(self.status().stats)
+        """``decisions_made``, ``latency_p50_ms``, ``latency_p99_ms``, ``error_count``, ...
+        (``proto.summaries.EngineSummary``)."""
+        return proto.to_builtins(self.status().stats)
 
 
 class DataFeedRouter(ServiceProxy):

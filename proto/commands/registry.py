@@ -47,7 +47,7 @@ SPECS: tuple[CommandSpec, ...] = (
     _spec("orchestrator", rq.Recover, rs.Transition, cli="tradectl recover"),
     _spec("orchestrator", rq.Failsafe, rs.Transition, callers=ANYONE, cli="tradectl failsafe --reason TEXT [--wait]"),
     _spec("orchestrator", rq.Reset, rs.Transition, cli="tradectl reset"),
-    _spec("orchestrator", rq.Shutdown, rs.Transition, callers=ANYONE, cli="tradectl shutdown"),
+    _spec("orchestrator", rq.Shutdown, rs.CloseResult, callers=ANYONE, cli="tradectl shutdown"),
     _spec("orchestrator", rq.Flatten, rs.FlattenResult, cli="tradectl flatten [--symbol S]"),
     # the trading processes' switch, thrown by the orchestrator
     *(_spec(s, request, rs.TradingSwitch, callers=CONTROL)

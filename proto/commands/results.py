@@ -116,7 +116,7 @@ class Transition(Result):
 
 
 class CloseResult(Transition):
-    """Where the end-of-day report and the archived session logs are (``report`` None: not written,
+    """``close`` and ``shutdown``: where the end-of-day report and the archived session logs are (``report`` None: not written,
     ``error`` says why)."""
 
     report: str | None = None
