@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime
 import logging
 import os
 import threading
@@ -33,6 +32,7 @@ from services.orchestrator.failsafe_runner import FailsafeRunner
 from services.orchestrator.health import Assessment, HealthMonitor, publish_health
 from services.orchestrator.incident import IncidentReport
 from services.orchestrator.journal import Journal, JournalUnavailable, SessionCounters, SessionJournal
+from services.orchestrator.market_calendar import market_schedule
 from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.recovery_checks import safety_holding
 from services.orchestrator.session_counters import engine_decisions, trading_counters
@@ -81,6 +81,7 @@ class LiveTradingOrchestrator:
         self._holdings_since: float | None = None
         # Market time: the degradation window, the automatic recovery and the schedule read it.
         self._clock = SessionClock(self.settings.clock_mode())
+        self._schedule = market_schedule(self.settings.orchestrator.schedule)  # raises UnknownCalendar
         self._flat_verified_at: float | None = None  # time.monotonic() of the latest flat verify
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -731,8 +732,11 @@ class LiveTradingOrchestrator:
         self._fan_out(self._health_callbacks, ev)
 
     def _market_open(self) -> bool:
-        return self.settings.orchestrator.schedule.is_open(
-            datetime.datetime.fromtimestamp(self._clock.now(), datetime.timezone.utc))
+        return self._schedule.is_open(self._market_time())
+
+    def _market_time(self) -> float | None:
+        """The session time the schedule reads; None in a replay before its first data."""
+        return self._clock.now() if self._clock.started else None
 
     def _command_trading(self, force: bool = False) -> None:
         """Bring each trading process's flag to what the session wants; repeat (at most once a
@@ -920,4 +924,5 @@ class LiveTradingOrchestrator:
             "session_logs": {kind: str(path) for kind, path in self._logs.paths.items()},
             "components": self._components_snapshot(),
             "metrics_url": None if self._metrics is None else self._metrics.url,
+            "market": self._schedule.status(self._market_time()),
         }

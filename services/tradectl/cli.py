@@ -121,6 +121,11 @@ def status(as_json: bool) -> None:
                       "-" if age is None else f"{age:.2f}", str(comp["restarts"]),
                       "on" if comp["trading_enabled"] else "off")
     Console().print(table)
+    market = result.get("market")
+    if market:
+        upcoming = (f", closes {market['next_close']}" if market["open"] and market["next_close"] else
+                    f", opens {market['next_open']}" if not market["open"] and market["next_open"] else "")
+        click.echo(f"market: {'open' if market['open'] else 'closed'} ({market['schedule']}){upcoming}")
     if result.get("metrics_url"):
         click.echo(f"metrics: {result['metrics_url']}")
 
