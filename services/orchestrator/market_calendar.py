@@ -143,24 +143,30 @@ class MarketSchedule:
         return span[2]
 
     def next_open(self, ts: float | None) -> float | None:
-        """When the market next opens after ``ts`` (its open when it is open now); None: always
-        open, no market time yet, or no session within the window loaded."""
+        """When the market next opens after ``ts`` (the next session's open when it is open now);
+        None: always open, no market time yet, or no session within the window loaded."""
         if self._source is None or ts is None:
             return None
         _, until, is_open = self._span_at(ts)
         if not is_open:
-            return until if until < self._covered[1] else None
+            return self._known(until)
         i = bisect.bisect_right(self._opens, ts)
-        return self._opens[i] if i < len(self._opens) else None
+        return self._known(self._opens[i]) if i < len(self._opens) else None
 
     def next_close(self, ts: float | None) -> float | None:
+        """When the session open at ``ts`` (or the next one) closes; None as for ``next_open``, or
+        when it lasts beyond the window loaded (a 24/7 calendar)."""
         if self._source is None or ts is None:
             return None
         _, until, is_open = self._span_at(ts)
         if is_open:
-            return until
+            return self._known(until)
         i = bisect.bisect_right(self._opens, ts)
-        return self._closes[i] if i < len(self._closes) else None
+        return self._known(self._closes[i]) if i < len(self._closes) else None
+
+    def _known(self, ts: float) -> float | None:
+        """``ts`` if the sessions loaded vouch for it: a session cut by the window's end has no known close."""
+        return ts if ts < self._covered[1] else None
 
     def status(self, ts: float | None) -> dict[str, Any]:
         """For ``tradectl status``: the schedule, open now, and the next open and close in the
@@ -200,7 +206,7 @@ class MarketSchedule:
 
     def _describe(self, span: tuple[float, float, bool]) -> str:
         _, until, is_open = span
-        end = self._iso(until) if until < self._covered[1] else "beyond the sessions loaded"
+        end = self._iso(self._known(until)) or "beyond the sessions loaded"
         return f"open until {end}" if is_open else f"closed until {end}"
 
 
