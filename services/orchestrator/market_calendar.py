@@ -210,10 +210,15 @@ class MarketSchedule:
         return f"open until {end}" if is_open else f"closed until {end}"
 
 
-def market_schedule(settings: ScheduleSettings) -> MarketSchedule:
-    """The schedule ``[orchestrator.schedule]`` describes; raises ``UnknownCalendar``."""
+def market_schedule(settings: ScheduleSettings, now: float | None = None) -> MarketSchedule:
+    """The schedule ``[orchestrator.schedule]`` describes, its sessions loaded around ``now`` (if
+    known: the first tick then finds them ready); raises ``UnknownCalendar``."""
     if settings.calendar is not None:
-        return MarketSchedule(ExchangeCalendar(settings.calendar))
-    if settings.always_open:
+        schedule = MarketSchedule(ExchangeCalendar(settings.calendar))
+    elif settings.always_open:
         return MarketSchedule(None)
-    return MarketSchedule(HandHours(settings))
+    else:
+        schedule = MarketSchedule(HandHours(settings))
+    if now is not None:
+        schedule.next_open(now)
+    return schedule

@@ -81,7 +81,8 @@ class LiveTradingOrchestrator:
         self._holdings_since: float | None = None
         # Market time: the degradation window, the automatic recovery and the schedule read it.
         self._clock = SessionClock(self.settings.clock_mode())
-        self._schedule = market_schedule(self.settings.orchestrator.schedule)  # raises UnknownCalendar
+        self._schedule = market_schedule(self.settings.orchestrator.schedule,  # raises UnknownCalendar
+                                         self._market_time())
         self._flat_verified_at: float | None = None  # time.monotonic() of the latest flat verify
 
     # -- lifecycle -------------------------------------------------------------------------------
