@@ -10,13 +10,14 @@ real calendar would depend on the day the test runs.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from .daemon import Daemon, wait_until
 
 CLOSES_IN_S = 30
 
 
-def test_overnight_hours_open_at_start_and_close_the_session_by_themselves(daemon_factory) -> None:
+def test_overnight_hours_open_at_start_and_close_the_session_by_themselves(daemon_factory: Callable[..., Daemon]) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     close = (now + dt.timedelta(seconds=CLOSES_IN_S)).time().replace(microsecond=0)
     open_ = (now + dt.timedelta(minutes=2)).time().replace(microsecond=0)
