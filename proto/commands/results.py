@@ -61,6 +61,15 @@ class JournalStatus(Result):
     failures: int = 0
 
 
+class MarketStatus(Result):
+    """The market schedule: open now, and the next open and close in the venue's local time."""
+
+    schedule: str
+    open: bool
+    next_open: str | None = None
+    next_close: str | None = None
+
+
 class OrchestratorStatus(ProcessStatus, kw_only=True):
     """The orchestrator's ``status``: its own, the session's and every process's."""
 
@@ -76,6 +85,7 @@ class OrchestratorStatus(ProcessStatus, kw_only=True):
     session_logs: dict[str, str]
     components: dict[str, ComponentStatus]
     metrics_url: str | None = None
+    market: MarketStatus | None = None
 
 
 class SessionStatsResult(Result):

@@ -27,6 +27,7 @@ from services.orchestrator.failsafe_control import FailsafeControl
 from services.orchestrator.handlers import build_handlers
 from services.orchestrator.health import HealthMonitor
 from services.orchestrator.journal import Journal
+from services.orchestrator.market_calendar import UnknownCalendar, market_schedule
 from services.orchestrator.metrics import MetricsServer
 from services.orchestrator.sequence_runner import Peer, SequenceRunner
 from services.orchestrator.session_control import SessionControl
@@ -38,7 +39,7 @@ from services.orchestrator.session_watch import SessionWatch
 from services.orchestrator.snapshots import Snapshots
 from services.orchestrator.storage_watch import StorageWatch
 from services.orchestrator.supervision import SUPERVISOR, Supervision, tracked_supervisor
-from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
+from services.runtime import ServiceRuntime, configure_logging, exit_bad_settings, load_settings_or_exit
 from services.session_clock import SessionClock
 from services.settings import Settings
 
@@ -53,6 +54,9 @@ T = TypeVar("T")
 class Orchestrator:
     def __init__(self, settings: Settings, callbacks: Callbacks) -> None:
         oset, bus = settings.orchestrator, settings.bus
+        clock = SessionClock(settings.clock_mode())
+        # First: a calendar it cannot find is a bad setting, refused before anything is written.
+        schedule = market_schedule(oset.schedule, clock.now() if clock.started else None)  # UnknownCalendar
         self.journal = Journal(settings.paths.state_dir / oset.journal_file)
         self.logs = SessionLogs(settings.paths.log_dir, max_bytes=oset.session_log_max_bytes,
                                 backups=oset.session_log_backups, budget_bytes=oset.session_log_budget_bytes,
@@ -62,8 +66,7 @@ class Orchestrator:
             "orchestrator", settings, stats=lambda: self.snapshots.heartbeat_stats(),
             state=lambda: self.session.state, trading_enabled=lambda: self.session.trading())
         reactor = runtime.reactor
-        self.session = session = Session(self.journal, self.logs, begun, SessionClock(settings.clock_mode()),
-                                         runtime.publisher.publish)
+        self.session = session = Session(self.journal, self.logs, begun, clock, runtime.publisher.publish)
         missing_after_s = bus.heartbeat_interval_s * bus.missed_heartbeats
         self.components = components = ComponentTracker(PEERS + tracked_supervisor(os.environ), missing_after_s)
         alerter = Alerter(oset.failsafe)
@@ -92,7 +95,8 @@ class Orchestrator:
         trading = {name: runtime.channel(name, timeout_s=TRADING_COMMAND_TIMEOUT_S) for name in TRADING_PEERS}
         watch = SessionWatch(session, oset, components=components, health=health, control=control,
                              failsafe=failsafe, storage=storage, trading_channels=trading,
-                             publisher=runtime.publisher, callbacks=callbacks, later=reactor.call_soon_threadsafe)
+                             publisher=runtime.publisher, callbacks=callbacks, later=reactor.call_soon_threadsafe,
+                             schedule=schedule)
         supervision = Supervision(self.logs, state=lambda: session.state, degrade=watch.degrade, note=session.note,
                                   alert=lambda alert: alerter.send({**alert, "session_id": session.session_id}),
                                   missing_after_s=missing_after_s,
@@ -102,7 +106,7 @@ class Orchestrator:
                                              runtime.publisher)
         self.snapshots = Snapshots(session, components, runtime, events=events, supervision=supervision,
                                    failsafe=failsafe, storage=storage, alerter=alerter,
-                                   degradation_window_s=oset.degradation_window_s)
+                                   degradation_window_s=oset.degradation_window_s, schedule=schedule)
         session.machine.add_callback(watch.after_transition)
         for callback in callbacks.state:
             session.machine.add_callback(callback)
@@ -175,4 +179,8 @@ class Orchestrator:
 def main() -> None:
     settings = load_settings_or_exit("orchestrator")
     configure_logging(settings.logs)
-    Orchestrator(settings, Callbacks()).run()
+    try:
+        orchestrator = Orchestrator(settings, Callbacks())
+    except UnknownCalendar as exc:  # only the orchestrator loads the calendars (with pandas)
+        exit_bad_settings("orchestrator", [str(exc)])
+    orchestrator.run()

@@ -74,6 +74,10 @@ class Session:
         except IllegalTransition as exc:
             raise Refused(f"{action}: {exc}") from None
 
+    def market_time(self) -> float | None:
+        """The session time the market schedule reads; None in a replay before its first data."""
+        return self.clock.now() if self.clock.started else None
+
     def recent_degradations(self, window_s: float) -> int:
         horizon = self.clock.now() - window_s
         return len([ts for ts in self.counters.degradations if ts >= horizon])

@@ -11,7 +11,6 @@ here waits on a peer: commands go out on pipelined channels, sequences to the ru
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from proto import OrchestratorState as S
 from services.orchestrator.components import TRADING_PEERS, ComponentTracker
 from services.orchestrator.callbacks import Callbacks
 from services.orchestrator.failsafe_control import FailsafeControl
+from services.orchestrator.market_calendar import MarketSchedule
 from services.orchestrator.health import HealthMonitor, publish_health
 from services.orchestrator.session_control import SessionControl
 from services.orchestrator.session_state import Refused, Session
@@ -38,8 +38,9 @@ class SessionWatch:
     def __init__(self, session: Session, settings: OrchestratorSettings, *, components: ComponentTracker,
                  health: HealthMonitor, control: SessionControl, failsafe: FailsafeControl, storage: StorageWatch,
                  trading_channels: dict[str, CommandChannel], publisher: Publisher, callbacks: Callbacks,
-                 later: Callable[[Callable[[], None]], None]) -> None:
-        """``later``: run on the loop's next turn."""
+                 later: Callable[[Callable[[], None]], None], schedule: MarketSchedule) -> None:
+        """``later``: run on the loop's next turn; ``schedule``: when the market is open."""
+        self._schedule = schedule
         self._session = session
         self._cfg = settings
         self._components = components
@@ -146,8 +147,7 @@ class SessionWatch:
             log.warning("scheduled close not done: %s", closed.exception())
 
     def _market_open(self) -> bool:
-        return self._cfg.schedule.is_open(
-            datetime.datetime.fromtimestamp(self._session.clock.now(), datetime.timezone.utc))
+        return self._schedule.is_open(self._session.market_time())
 
     def _check_escalation(self) -> None:
         if self._session.state != S.DEGRADED:

@@ -15,15 +15,27 @@ MIN_LOG_PART_BYTES = 10_000
 
 
 class ScheduleSettings(BaseModel):
-    """When the market is open. ``always_open`` (the default) opens at start-up and never closes."""
+    """When the market is open (``market_calendar.py`` answers from these). ``always_open`` (the
+    default: the synthetic / crypto 24/7 session) opens at start-up and never closes; a ``calendar``
+    takes the hours, holidays and early closes of an exchange; otherwise (``always_open = false``)
+    the hand-written hours below."""
 
     model_config = ConfigDict(extra="forbid")
 
     always_open: bool = True
+    # An exchange_calendars code or alias ("XNYS", "XLON", "CMES", ...): its sessions, holidays and
+    # early closes decide (the hours below must then be left out). Checked when the orchestrator
+    # starts (only it loads the library, with pandas): an unknown code exits 78 there.
+    calendar: str | None = Field(default=None, min_length=1)
+    # Hand-written hours, for a venue with no calendar: open..close local time in ``timezone`` on
+    # ``weekdays``. open after close is an overnight session (futures, FX: 17:00 -> 16:00), which
+    # opens on the weekday named and closes the next day.
     timezone: str = "UTC"
     open: dt.time = dt.time(9, 30)
     close: dt.time = dt.time(16, 0)
     weekdays: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # Monday = 0
+    # Dates (in ``timezone``) on which no session opens; for an overnight session, the date it would open.
+    holidays: list[dt.date] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -42,16 +54,20 @@ class ScheduleSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _opens_before_close(self) -> "ScheduleSettings":
-        if not self.always_open and self.open >= self.close:
-            raise ValueError(f"open {self.open} must be before close {self.close}: the market would never open")
+    def _one_source(self) -> "ScheduleSettings":
+        hours = sorted({"timezone", "open", "close", "weekdays", "holidays"} & self.model_fields_set)
+        if self.calendar is not None:
+            if hours:
+                raise ValueError(f"calendar={self.calendar!r} gives the hours: drop {', '.join(hours)} "
+                                 f"(they would be ignored)")
+            if self.always_open and "always_open" in self.model_fields_set:
+                raise ValueError(f"always_open = true and calendar={self.calendar!r} contradict each other")
+        elif self.always_open and self.holidays:
+            raise ValueError("holidays need hours to close: set always_open = false (or a calendar)")
+        elif not self.always_open and self.open == self.close:
+            raise ValueError(f"open {self.open} equals close: the market would never open "
+                             f"(open after close is an overnight session)")
         return self
-
-    def is_open(self, now: dt.datetime) -> bool:
-        if self.always_open:
-            return True
-        local = now.astimezone(zoneinfo.ZoneInfo(self.timezone))
-        return local.weekday() in self.weekdays and self.open <= local.time() < self.close
 
 
 class HealthSettings(BaseModel):

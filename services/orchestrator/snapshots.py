@@ -15,6 +15,7 @@ from services.orchestrator.alerts import Alerter
 from services.orchestrator.components import ComponentTracker
 from services.orchestrator.event_handlers import EventHandlers
 from services.orchestrator.failsafe_control import FailsafeControl
+from services.orchestrator.market_calendar import MarketSchedule
 from services.orchestrator.session_counters import engine_decisions, trading_counters
 from services.orchestrator.session_state import Session
 from services.orchestrator.storage_watch import StorageWatch
@@ -26,7 +27,8 @@ from proto.summaries import EngineSummary, ExchangeSummary, OrchestratorSummary
 class Snapshots:
     def __init__(self, session: Session, components: ComponentTracker, runtime: ServiceRuntime, *,
                  events: EventHandlers, supervision: Supervision, failsafe: FailsafeControl, storage: StorageWatch,
-                 alerter: Alerter, degradation_window_s: float) -> None:
+                 alerter: Alerter, degradation_window_s: float, schedule: MarketSchedule) -> None:
+        self._schedule = schedule
         self._session = session
         self._components = components
         self._runtime = runtime
@@ -86,6 +88,7 @@ class Snapshots:
             "session_logs": {kind: str(path) for kind, path in session.logs.paths.items()},
             "components": self.components(),
             "metrics_url": self.metrics_url,
+            "market": self._schedule.status(session.market_time()),
         }
 
     def metrics(self) -> dict[str, Any]:

@@ -60,6 +60,11 @@ def status(as_json: bool) -> None:
     Console().print(table)
     if result.failsafe_pending:
         click.echo(f"failsafe sequence not finished: {result.failsafe_pending}")
+    market = result.market
+    if market is not None:
+        upcoming = (f", closes {market.next_close}" if market.open and market.next_close else
+                    f", opens {market.next_open}" if not market.open and market.next_open else "")
+        click.echo(f"market: {'open' if market.open else 'closed'} ({market.schedule}){upcoming}")
     if result.metrics_url:
         click.echo(f"metrics: {result.metrics_url}")
 

@@ -107,6 +107,9 @@ CASES: dict[str, Case] = {
     "cross-field: schedule on a weekday that does not exist": Case(
         "orchestrator", {"orchestrator": {"schedule": {"always_open": False, "weekdays": [9]}}},
         ("weekdays",)),
+    "an exchange calendar that does not exist (checked by the orchestrator, which loads the calendars)": Case(
+        "orchestrator", {"orchestrator": {"schedule": {"calendar": "XNYZ"}}},
+        ("orchestrator.schedule.calendar='XNYZ'", "not an exchange_calendars calendar")),
     "cross-field: a hung process restarted before it even counts as missing": Case(
         "data_router", {"supervision": {"hung_restart_after_s": 0.5}}, ("supervision.hung_restart_after_s",)),
     "cross-field: default connector not configured": Case(

@@ -169,7 +169,8 @@ def test_config_variable_itself_is_not_an_unknown_key(tmp_path: Path, monkeypatc
     assert load_settings().orchestrator.failsafe_degradation_count == 3
 
 
-def _run_service(env_overrides: dict[str, str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _run_service(env_overrides: dict[str, str], tmp_path: Path,
+                 service: str = "engine") -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
     # Should the settings unexpectedly load, the process must not touch the project's run dir.
     env.update({
@@ -179,7 +180,7 @@ def _run_service(env_overrides: dict[str, str], tmp_path: Path) -> tuple[subproc
         **env_overrides,
     })
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "services.engine"], cwd=PROJECT_ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=15)
     return proc, time.monotonic() - t0
 
@@ -210,8 +211,13 @@ def test_service_with_missing_config_file_exits_78(tmp_path: Path) -> None:
          ("connectors[sim].reconnect_max_s=1", "reconnect_initial_s=2")),
         ("[exchange_manager.risk]\nmax_order_qty = 0.05\n",
          ("engine.strategies[mm].qty=0.1", "max_order_qty=0.05", "refuse every order")),
-        ("[orchestrator.schedule]\nalways_open = false\nopen = 16:00:00\nclose = 09:30:00\n",
-         ("orchestrator.schedule", "must be before close")),
+        ("[orchestrator.schedule]\nalways_open = false\nopen = 16:00:00\nclose = 16:00:00\n",
+         ("orchestrator.schedule", "equals close", "never open")),
+        ("[orchestrator.schedule]\ncalendar = \"XNYS\"\nopen = 10:00:00\nholidays = [2026-12-24]\n",
+         ("orchestrator.schedule", "calendar='XNYS' gives the hours: drop holidays, open")),
+        ("[orchestrator.schedule]\ncalendar = \"XNYS\"\nalways_open = true\n",
+         ("orchestrator.schedule", "contradict")),
+        ("[orchestrator.schedule]\nholidays = [2026-12-24]\n", ("orchestrator.schedule", "always_open = false")),
         ("[orchestrator.schedule]\nweekdays = [0, 7]\n", ("orchestrator.schedule.weekdays", "0 (Monday) .. 6")),
         ("[data_router]\nmax_symbols = 995\n", ("data_router.max_symbols=995", "bus.subscriptions_per_peer=1000",
                                                  "cut the data router off")),
@@ -225,6 +231,28 @@ def test_limits_that_cannot_work_together_are_refused(tmp_path: Path, monkeypatc
     message = settings_error(*fragments)
     assert len(message.splitlines()) == 1, message
     assert "{" not in message, message  # names the values, never dumps a whole section
+
+
+def test_schedule_open_after_close_is_an_overnight_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_toml(tmp_path, "[orchestrator.schedule]\nalways_open = false\nopen = 17:00:00\nclose = 16:00:00\n"
+                         "holidays = [2026-12-24]\n", monkeypatch)
+    schedule = load_settings().orchestrator.schedule
+    assert schedule.open > schedule.close and [str(d) for d in schedule.holidays] == ["2026-12-24"]
+    write_toml(tmp_path, "[orchestrator.schedule]\ncalendar = \"XNYS\"\nalways_open = false\n", monkeypatch)
+    assert load_settings().orchestrator.schedule.calendar == "XNYS"
+
+
+def test_orchestrator_with_an_unknown_calendar_exits_78_naming_it(tmp_path: Path) -> None:
+    """Every process loads the settings, but only the orchestrator loads the calendars (pandas):
+    it checks the code at start."""
+    proc, elapsed = _run_service({"TRADING_ORCHESTRATOR__SCHEDULE__CALENDAR": "XNYZ"}, tmp_path, "orchestrator")
+    assert proc.returncode == EXIT_BAD_SETTINGS, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("orchestrator: invalid settings: orchestrator.schedule.calendar='XNYZ' is not an "
+                           "exchange_calendars calendar"), line
+    assert elapsed < 10.0
+    # it gave up before binding anything (or taking its lock): the directories checked stay empty
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize("field", ["run_dir", "log_dir", "state_dir"])
