@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import proto
+from bus import CommandTimeout
 from .daemon import REPO_ROOT, Daemon, wait_until
 from .e2e import ensure_live
 
@@ -48,7 +49,7 @@ def test_the_orchestrator_on_a_newer_build_keeps_the_session_live(module_daemon:
     newer = subprocess.Popen([sys.executable, "-m", "services.orchestrator"], cwd=code, env=env,
                              stdout=open(tmp_path / "newer.log", "wb"), stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: d.status()["components"]["orchestrator"]["pid"] == newer.pid, 20)
+        wait_until(lambda: d.status()["components"]["orchestrator"]["pid"] == newer.pid, 30, ignore=(CommandTimeout,))
         # its replies carry the new field; this (older) build reads them into its own result type
         reply = d.client("orchestrator").call("state", {})
         assert reply.ok and reply.result["build"] == "newer", reply
