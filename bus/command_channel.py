@@ -69,6 +69,9 @@ class CommandChannel:
         except zmq.Again:
             self.not_connected += 1
             raise NotConnected(f"{self._endpoint} is not connected") from None
+        except zmq.ZMQError:  # closed: a request sent while its link is torn down is not connected either
+            self.not_connected += 1
+            raise NotConnected(f"{self._endpoint}: the channel is closed") from None
         self._pending[command_id] = _Pending(now + self._timeout_s, now, on_reply, on_timeout)
         self.sent += 1
         return command_id

@@ -109,9 +109,11 @@ class VenueSimConnector:
             self._dropped_before += self._lost()
             self._runtime.unsubscribe(self._sub)
             self._sub = None
-        if self._channel is not None:
-            self._runtime.close_channel(self._channel)
-            self._channel = None
+        # Forget the channel before closing it: closing reports its requests as timed out, and what
+        # they trigger must find the link down (NotConnected), not send on a closed socket.
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            self._runtime.close_channel(channel)
         if self._connected:
             log.warning("connector %s: disconnected: %s", self.name, reason)
         self._connected = False
