@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from services.settings import EXIT_BAD_SETTINGS
+from services.tradectl import exit_codes
 
 from .daemon import Daemon, WaitTimeout, wait_until
 
@@ -104,7 +105,7 @@ def test_bad_settings_end_fatal_and_name_the_field(outcome: Outcome) -> None:
             assert text in log, (program, text, log)
         assert "Traceback" not in log, log
     # tradectl, with the same bad settings, says so with exit code 2
-    assert outcome.tradectl_code == 2, outcome.tradectl_stderr
+    assert outcome.tradectl_code == exit_codes.BAD_SETTINGS, outcome.tradectl_stderr
     assert "invalid settings" in outcome.tradectl_stderr
 
 
