@@ -45,7 +45,7 @@ class ExchangeManager(ServiceProxy):
         return self.request(rq.Positions()).positions
 
     def get_open_orders(self) -> list[dict[str, Any]]:
-        return [o for o in self.request(rq.Orders()).orders if o["status"] in ("new", "acknowledged", "partially_filled")]
+        return [o for o in self.request(rq.Orders()).orders if proto.OrderStatus(o["status"]).is_open]
 
     def get_connector_status(self) -> dict[str, Any]:
         return proto.to_builtins(self.status().stats.connectors)

@@ -7,12 +7,10 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from proto import OrderStatus
 from proto import commands as rq
 from services.tradectl.daemon_client import Daemon, print_json
 from services.tradectl.session_commands import JSON_OPTION
-
-OPEN = ("new", "acknowledged", "partially_filled")
-
 
 def _field(request: type, name: str) -> msgspec.inspect.Field:
     """A request's field as proto declares it: its choices and default are the CLI's, not retyped."""
@@ -83,7 +81,7 @@ def orders(show_all: bool, as_json: bool) -> None:
       tradectl orders --all --json | jq '.orders[] | select(.status == "rejected")'
     """
     result = Daemon("exchange_manager").request(rq.Orders())
-    result.orders = [o for o in result.orders if show_all or o["status"] in OPEN]
+    result.orders = [o for o in result.orders if show_all or OrderStatus(o["status"]).is_open]
     if as_json:
         print_json(result)
         return

@@ -65,7 +65,11 @@ def test_the_orchestrator_on_a_newer_build_keeps_the_session_live(module_daemon:
             assert not invalid, (peer, invalid)
     finally:
         newer.send_signal(signal.SIGTERM)
-        newer.wait(timeout=20)
+        try:
+            newer.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # never leave it behind
+            newer.kill()
+            newer.wait(timeout=10)
         d.supervisorctl("start", d.qualified("orchestrator"))
     d.wait_running(["orchestrator"])
     wait_until(lambda: d.state() == "live", 30)
