@@ -182,16 +182,20 @@ class Daemon(TempDaemon):
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def restart(self, *programs: str, timeout: float = 30.0) -> None:
-        """Stop the programs and have supervisord start them again, all at once; return when each
-        serves as its new process (``wait_serving``). Not ``supervisorctl restart``: that starts
-        them one after another and waits ``startsecs`` (5 s) for each to be RUNNING."""
-        res = self.supervisorctl("stop", *(self.qualified(p) for p in programs), timeout=60)
-        assert res.returncode == 0, res.stdout + res.stderr
+    def start_programs(self, *programs: str, timeout: float = 30.0) -> None:
+        """Have supervisord start the (stopped) programs, all at once; return when each serves as
+        its new process (``wait_serving``). Not ``supervisorctl start``: that starts them one after
+        another and waits ``startsecs`` (5 s) for each to be RUNNING."""
         rpc = self.rpc()
         for program in programs:
             assert rpc.startProcess(self.qualified(program), False), program
         self.wait_serving(programs, timeout=timeout)
+
+    def restart(self, *programs: str, timeout: float = 30.0) -> None:
+        """Stop the programs, then ``start_programs`` them."""
+        res = self.supervisorctl("stop", *(self.qualified(p) for p in programs), timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        self.start_programs(*programs, timeout=timeout)
 
     def wait_running(self, programs: Iterable[str] | None = None, timeout: float = 30.0) -> dict[str, int]:
         """Wait until the programs (default: all) are RUNNING; fail at once if one is FATAL.
