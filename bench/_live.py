@@ -30,17 +30,6 @@ class LiveDaemon(Daemon):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def __enter__(self) -> "LiveDaemon":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     def close(self, *, keep: bool | None = None) -> None:
         """supervisord down (programs and all), temp dir gone, then every socket of ours closed
         (``destroy``, not ``term``: a socket a caller left open must not hang the clean-up)."""

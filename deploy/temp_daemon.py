@@ -35,7 +35,7 @@ import time
 import xmlrpc.client
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from deploy import supervisord_conf
 
@@ -234,6 +234,18 @@ class TempDaemon:
         finally:
             out.close()
         self.started_at = time.monotonic()
+
+    def __enter__(self) -> Self:
+        if self.proc is None:
+            try:
+                self.start()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def close(self, *, keep: bool | None = None) -> None:
         """Stop everything this daemon started and remove the temp dir. Safe to call twice."""

@@ -138,18 +138,6 @@ class Daemon(TempDaemon):
             self.wait_serving(timeout=timeout)
         return self
 
-    def __enter__(self) -> "Daemon":
-        if self.proc is None:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     def close(self, *, keep: bool | None = None) -> None:
         """Stop everything this daemon started and remove the temp dir. Safe to call twice."""
         if self._closed:
