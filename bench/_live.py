@@ -1,9 +1,9 @@
 """The whole daemon under a real supervisord, driven over the bus: shared by the live benchmarks
 (``tick_to_order``, ``throughput``, ``soak``, ``failsafe``).
 
-``LiveDaemon`` extends ``bench.daemon_idle.Daemon`` (same supervisord template, same start and the
-same always-clean stop) with: a TOML of the benchmark's own (after the temp ``[paths]``; validated
-with ``services.settings.Settings`` before anything starts), command clients to every service's
+``LiveDaemon`` extends ``bench.daemon_idle.Daemon`` (``deploy.temp_daemon``: the tests' supervisord
+template, start and always-clean stop; a TOML of the benchmark's own after the temp ``[paths]``,
+validated with ``services.settings.Settings`` before anything starts) with: command clients to every service's
 command socket (``bus.CommandClient`` to ``bus.Endpoints(settings.bus, run_dir).cmd(name)``), and
 waits on the session state. Use it as a context manager: supervisord is shut down, any program
 left behind killed and the temp dir removed, also on error or Ctrl-C.
@@ -11,11 +11,7 @@ left behind killed and the temp dir removed, also on error or Ctrl-C.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -23,51 +19,25 @@ import zmq
 import proto
 from bench.daemon_idle import Daemon, _status_kb, _ticks
 from bus import CommandClient, CommandTimeout, Endpoints
-from services.settings import Settings
 
 
 class LiveDaemon(Daemon):
     def __init__(self, toml: str, prefix: str = "bench-live-") -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix))
-        try:
-            super().__init__(tmp)
-            self.run_dir, self.log_dir = tmp / "run", tmp / "logs"
-            text = ("[paths]\n"
-                    f'run_dir = "{self.run_dir}"\nlog_dir = "{self.log_dir}"\nstate_dir = "{tmp / "state"}"\n\n'
-                    + toml)
-            self.settings = Settings(**tomllib.loads(text))  # fail here, clearly, on a bad benchmark TOML
-            self.config.write_text(text)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        super().__init__(toml, prefix)
         self.endpoints = Endpoints(self.settings.bus, self.run_dir)
         self.ctx = zmq.Context()
         self._clients: dict[str, CommandClient] = {}
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def __enter__(self) -> "LiveDaemon":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def close(self, *, keep: bool | None = None) -> None:
         """supervisord down (programs and all), temp dir gone, then every socket of ours closed
         (``destroy``, not ``term``: a socket a caller left open must not hang the clean-up)."""
         if self._closed:
             return
-        self._closed = True
         try:
-            self.stop()
+            super().close(keep=keep)
         finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
             self._clients.clear()
             self.ctx.destroy(linger=0)
 
@@ -97,7 +67,7 @@ class LiveDaemon(Daemon):
         last = "?"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {self.tmp}")
+                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {self.root}")
             try:
                 last = self.state()
                 if last in states:

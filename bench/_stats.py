@@ -1,22 +1,9 @@
-"""Small helpers shared by the benchmarks: percentiles, medians, formatting."""
+"""Small helpers shared by the benchmarks: medians, ratios, formatting (percentiles: ``services.latency``)."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    data = sorted(values)
-    if len(data) == 1:
-        return float(data[0])
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
 def median(values: Sequence[float]) -> float:

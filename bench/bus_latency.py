@@ -46,8 +46,9 @@ import zmq
 
 import proto
 from bench import _peer
-from bench._stats import median, percentile, ratio, table
+from bench._stats import median, ratio, table
 from bus import BusSettings, CommandClient, Reactor, Subscriber, make_socket
+from services.latency import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,8 +1,8 @@
 """Idle CPU and resident memory of the whole daemon under a real supervisord.
 
-Renders the supervisord configuration with ``deploy.supervisord_conf.render`` for a private temp
-dir (run, log and state dirs all there; ``[orchestrator] auto_open = false`` so the session stays
-in READY and nothing trades), starts ``supervisord -n -c <conf>``, waits until ``tradectl state``
+Starts the daemon from a private temp dir (``deploy.temp_daemon``, as the tests do: run, log and
+state dirs all there; ``[orchestrator] auto_open = false`` so the session stays in READY and nothing
+trades) under ``supervisord -n``, waits until ``tradectl state``
 prints ``ready``, lets it settle, then for ``seconds`` (20 s) samples every program process:
 
 * CPU: utime+stime from ``/proc/<pid>/stat`` (all threads, including ZeroMQ's I/O thread) at the
@@ -27,19 +27,15 @@ supervisord is always shut down and the temp dir removed, also on error or Ctrl-
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+import tomllib
 
 from bench._stats import table
-from deploy.supervisord_conf import GROUP, PROGRAMS, render
+from deploy.supervisord_conf import PROGRAMS
+from deploy.temp_daemon import TempDaemon, clean_environ, tool
+from services.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CPU_TARGET_PCT = 2.0
 RSS_TARGET_MB = 60.0
@@ -77,56 +73,23 @@ def _switches(pid: int) -> int:
     return n
 
 
-def _children(ppid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+class Daemon(TempDaemon):
+    """A benchmark's daemon: ``deploy.temp_daemon.TempDaemon`` (the tests' start and clean-up)
+    running the benchmark's own TOML after its temp ``[paths]``, validated with
+    ``services.settings.Settings`` before anything starts; ready when ``tradectl state`` says so."""
+
+    def __init__(self, toml: str, prefix: str) -> None:
+        # metrics on a free port: a developer's daemon may hold the default
+        super().__init__(environment={"TRADING_ORCHESTRATOR__METRICS_PORT": "0"}, prefix=prefix)
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid:
-            pids.append(int(entry))
-    return pids
-
-
-def _is_program(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"services." in f.read()
-    except OSError:
-        return False
-
-
-class Daemon:
-    def __init__(self, tmp: Path, extra_toml: str = "") -> None:
-        self.tmp = tmp
-        run_dir, log_dir, state_dir = tmp / "run", tmp / "logs", tmp / "state"
-        run_dir.mkdir(mode=0o700)
-        log_dir.mkdir()
-        state_dir.mkdir()
-        self.config = tmp / "trading.toml"
-        self.config.write_text(
-            "[paths]\n"
-            f'run_dir = "{run_dir}"\nlog_dir = "{log_dir}"\nstate_dir = "{state_dir}"\n\n'
-            "[orchestrator]\nauto_open = false\n" + extra_toml
-        )
-        self.conf = tmp / "supervisord.conf"
-        self.conf.write_text(render(root=str(ROOT), python=sys.executable, run_dir=str(run_dir),
-                                    log_dir=str(log_dir),
-                                    # metrics on a free port: a developer's daemon may hold the default
-                                    environment={"TRADING_CONFIG": str(self.config),
-                                                 "TRADING_ORCHESTRATOR__METRICS_PORT": "0"}))
-        self.env = {**os.environ, "TRADING_CONFIG": str(self.config)}
-        self.proc: subprocess.Popen | None = None
+            text = self.paths_toml() + "\n" + toml
+            self.settings = Settings(**tomllib.loads(text))  # fail here, clearly, on a bad benchmark TOML
+            self.toml_path.write_text(text)
+        except BaseException:
+            self.close()
+            raise
+        self.env = clean_environ(self.environment)
         self.program_pids: dict[str, int] = {}
-
-    def start(self) -> None:
-        with open(self.tmp / "supervisord.out", "wb") as out:
-            self.proc = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(self.conf)], cwd=ROOT,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 60.0) -> float:
         t0 = time.monotonic()
@@ -134,9 +97,9 @@ class Daemon:
         last = ""
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {self.tmp}")
+                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {self.root}")
             try:
-                res = subprocess.run([str(BIN / "tradectl"), "state"], env=self.env, cwd=ROOT,
+                res = subprocess.run([tool("tradectl"), "state"], env=self.env, cwd=self.root,
                                      capture_output=True, text=True, timeout=15)
                 last = (res.stdout + res.stderr).strip()
                 if res.stdout.strip() == "ready":
@@ -147,48 +110,14 @@ class Daemon:
         raise RuntimeError(f"daemon not ready after {timeout_s:g}s; last tradectl output: {last!r}")
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.conf), *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return self.supervisorctl(*args, timeout=timeout)
 
     def pids(self) -> dict[str, int]:
-        pids = {}
-        for line in self.ctl("status").stdout.splitlines():
-            parts = line.split()
-            if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
-                pids[parts[0].removeprefix(f"{GROUP}:")] = int(parts[3].rstrip(","))
-        return pids
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        known = set(self.program_pids.values()) | set(_children(self.proc.pid))
-        if self.proc.poll() is None:
-            try:
-                self.ctl("shutdown", timeout=30)
-            except (subprocess.TimeoutExpired, OSError):
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    try:
-                        os.killpg(self.proc.pid, sig)
-                        self.proc.wait(timeout=10)
-                        break
-                    except (ProcessLookupError, subprocess.TimeoutExpired):
-                        continue
-        # Any program left behind (supervisord killed hard): only pids we started, still ours.
-        for pid in known:
-            if _is_program(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        return self.supervisorctl_pids()
 
 
 def _measure(seconds: float, window_s: float, settle_s: float, extra_toml: str = "") -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
-    daemon = Daemon(tmp, extra_toml)
+    daemon = Daemon("[orchestrator]\nauto_open = false\n" + extra_toml, prefix="bench-daemon-")
     try:
         daemon.start()
         ready_s = daemon.wait_ready()
@@ -219,8 +148,7 @@ def _measure(seconds: float, window_s: float, settle_s: float, extra_toml: str =
         hwm = {name: _status_kb(pid, "VmHWM") / 1024 for name, pid in watched.items()}
         restarted = sorted(name for name, pid in daemon.pids().items() if pids.get(name) != pid)
     finally:
-        daemon.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        daemon.close()
     programs = [p.name for p in PROGRAMS]  # the trading group: the daemon proper
     return {
         "ready_s": ready_s, "elapsed_s": elapsed, "pids": watched, "programs": programs,

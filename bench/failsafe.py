@@ -56,8 +56,9 @@ import zmq
 
 import proto
 from bench._live import LiveDaemon
-from bench._stats import median, percentile, table
+from bench._stats import median, table
 from bus import make_socket
+from services.latency import percentile
 
 A_TARGET_MS = 5.0
 C_TARGET_MS = 50.0

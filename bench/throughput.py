@@ -99,7 +99,7 @@ def _rate(a: tuple[Any, float], b: tuple[Any, float], key: str | None = None) ->
 
 
 def _step(d: LiveDaemon, rate: float, step_s: float, settle_s: float) -> dict[str, Any]:
-    d.config.write_text(d.config.read_text().replace(f"quotes_per_s = {d.rate:g}", f"quotes_per_s = {rate:g}"))
+    d.toml_path.write_text(d.toml_path.read_text().replace(f"quotes_per_s = {d.rate:g}", f"quotes_per_s = {rate:g}"))
     d.rate = rate
     res = d.ctl("restart", "venue_sim", timeout=60)
     if "started" not in res.stdout:

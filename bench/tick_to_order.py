@@ -40,8 +40,9 @@ import zmq
 import proto
 from bench._chain import Child
 from bench._live import LiveDaemon, cpu_ticks, rss_mb, subscription_rows
-from bench._stats import median, percentile, ratio, table
+from bench._stats import median, ratio, table
 from bus import make_socket
+from services.latency import TICK_TO_ORDER_PERCENTILES, percentile
 from bench.daemon_idle import CLK_TCK
 
 P50_RATIO_TARGET = 1.5
@@ -86,12 +87,11 @@ lot_size = 1.0e-5
 
 
 def _pick(samples: list[int]) -> dict[str, float]:
-    """The venue's own percentile rule (``Venue.tick_to_order``), so both sides compare alike."""
+    """The venue's own figures (``Venue.tick_to_order``), so both sides compare alike."""
     data = sorted(samples)
     if not data:
         return {"count": 0}
-    pick = lambda q: data[min(len(data) - 1, int(q * len(data)))] / 1e3  # noqa: E731
-    return {"count": len(data), "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
+    return {"count": len(data), **{key: percentile(data, q) / 1e3 for key, q in TICK_TO_ORDER_PERCENTILES}}
 
 
 def _sizes() -> tuple[int, int]:

@@ -19,7 +19,7 @@ import zmq
 
 import proto
 from bus.settings import BusSettings
-from bus.sockets import make_socket
+from bus.sockets import drain, make_socket
 
 ReplyCallback = Callable[[proto.Reply], None]
 TimeoutCallback = Callable[[str], None]
@@ -77,26 +77,24 @@ class CommandChannel:
         return command_id
 
     def drain(self, limit: int = 10_000) -> int:
-        n = 0
-        sock = self.sock
-        # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
-        # than the message itself on an idle-ish socket.
-        while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(flags=zmq.NOBLOCK)
-            n += 1
-            try:
-                reply = proto.decode(frames[-1], self._bus.max_message_bytes).body
-            except proto.ProtocolError:
-                continue
-            if not isinstance(reply, proto.Reply):
-                continue
-            pending = self._pending.pop(reply.id, None)
-            if pending is None:
-                continue  # a reply after its deadline: the timeout already reported it
-            self.last_rtt_s = time.monotonic() - pending.sent_at
-            self.last_reply_bytes = len(frames[-1])
-            pending.on_reply(reply)
-        return n
+        # A reply is one frame; a message of more is read part by part and refused by its count.
+        return drain(self.sock, 1, self._on_reply, limit)
+
+    def _on_reply(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            return
+        try:
+            reply = proto.decode(frames[0], self._bus.max_message_bytes).body
+        except proto.ProtocolError:
+            return
+        if not isinstance(reply, proto.Reply):
+            return
+        pending = self._pending.pop(reply.id, None)
+        if pending is None:
+            return  # a reply after its deadline: the timeout already reported it
+        self.last_rtt_s = time.monotonic() - pending.sent_at
+        self.last_reply_bytes = len(frames[0])
+        pending.on_reply(reply)
 
     def expire(self) -> None:
         now = time.monotonic()

@@ -38,7 +38,7 @@ import zmq
 
 import proto
 from bus.ratelimit import RateLimitedLog
-from bus.sockets import recv_frames
+from bus.sockets import drain
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +162,7 @@ class CommandServer:
         self._handlers.update(handlers)
 
     def drain(self, limit: int = 1_000) -> int:
-        n = 0
-        sock = self._sock
-        # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
-        # than the message itself on an idle-ish socket.
-        while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = recv_frames(sock, MAX_REQUEST_FRAMES)
-            n += 1
-            self._serve(frames)
-        return n
+        return drain(self._sock, MAX_REQUEST_FRAMES, self._serve, limit)
 
     def _serve(self, frames: list[bytes]) -> None:
         if len(frames) < 2:  # a ROUTER always prepends the identity; this cannot be answered

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 import zmq
 
@@ -89,6 +90,19 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         if exc.errno == zmq.EADDRINUSE:
             raise EndpointInUse(f"{endpoint} is in use by another running process") from None
         raise
+
+
+def drain(sock: zmq.Socket, keep: int, on_message: Callable[[list[bytes]], object], limit: int) -> int:
+    """Hand each message waiting on ``sock`` (at most ``limit``; frames as ``recv_frames(sock, keep)``
+    gives them) to ``on_message``; returns how many were read. The one receive loop of every socket
+    a reactor reads, so each reader only says what one message means."""
+    n = 0
+    # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
+    # than the message itself on an idle-ish socket.
+    while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        on_message(recv_frames(sock, keep))
+        n += 1
+    return n
 
 
 def recv_frames(sock: zmq.Socket, keep: int) -> list[bytes]:

@@ -26,7 +26,7 @@ import zmq
 import proto
 from bus.ratelimit import RateLimitedLog
 from bus.settings import MAX_SUBSCRIPTION_BYTES
-from bus.sockets import recv_frames
+from bus.sockets import drain
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,14 @@ class Subscriber:
 
     def drain(self, handler: Handler, limit: int = 10_000) -> int:
         """Read what is waiting (at most ``limit``), hand each valid message to ``handler``."""
-        n = 0
-        sock = self._sock
-        # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
-        # than the message itself on an idle-ish socket.
-        while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = recv_frames(sock, 2)
-            n += 1
-            accepted = self._accept(frames)
+        accept = self._accept
+
+        def on_message(frames: list[bytes]) -> None:
+            accepted = accept(frames)
             if accepted is not None:
                 handler(*accepted)
-        return n
+
+        return drain(self._sock, 2, on_message, limit)
 
     def _accept(self, frames: list[bytes]) -> tuple[str, proto.Envelope] | None:
         if len(frames) != 2:

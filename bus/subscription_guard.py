@@ -45,6 +45,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ import zmq
 from bus.ratelimit import RateLimitedLog
 from bus.reactor import Reactor
 from bus.settings import BusSettings
+from bus.sockets import drain
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +237,14 @@ class SubscriptionGuard:
     # -- peers and their connections ---------------------------------------------------------------
 
     def read_monitor(self) -> None:
-        mon = self._monitor
-        while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = mon.recv_multipart(zmq.NOBLOCK)
-            event, fd = _EVENT.unpack_from(frames[0])
-            if event == zmq.EVENT_ACCEPTED:
-                self._accepted(fd)
-            elif event == zmq.EVENT_DISCONNECTED:
-                self._disconnected(fd)
+        drain(self._monitor, 2, self._on_monitor_event, sys.maxsize)  # to the end: a fd left unknown is misjudged
+
+    def _on_monitor_event(self, frames: list[bytes]) -> None:
+        event, fd = _EVENT.unpack_from(frames[0])
+        if event == zmq.EVENT_ACCEPTED:
+            self._accepted(fd)
+        elif event == zmq.EVENT_DISCONNECTED:
+            self._disconnected(fd)
 
     def _accepted(self, fd: int) -> None:
         self.connections += 1

@@ -23,6 +23,12 @@ import json
 import logging
 from typing import Any
 
+import msgspec
+
+# JSON as the session logs, the alerts and the sniffer write it: msgspec (compact, and several
+# times faster than ``json``); what it cannot encode itself (a Path, an exception) is written as text.
+JSON = msgspec.json.Encoder(enc_hook=str)
+
 
 def _escape_char(ch: str) -> str:
     return ch.encode("unicode_escape").decode("ascii") if ch != " " else ch
@@ -41,11 +47,23 @@ def md_cell(text: str) -> str:
 
 
 def json_line(record: Any) -> str:
-    """``record`` as one JSON line. Non-ASCII text stays readable; but ``json`` leaves some line
-    breaks unescaped (U+2028, U+2029, U+0085, which ``str.splitlines`` and JavaScript split on),
-    so a record holding any non-printable character is written in plain ASCII instead."""
-    line = json.dumps(record, default=str, ensure_ascii=False)
-    return line if line.isprintable() else json.dumps(record, default=str, ensure_ascii=True)
+    """``record`` as one JSON line. Non-ASCII text stays readable; but JSON leaves some line breaks
+    unescaped (U+2028, U+2029, U+0085, which ``str.splitlines`` and JavaScript split on), so every
+    non-printable character is written as its JSON escape (``\\u2028``). Outside its strings a JSON
+    text holds only printable ASCII, so the escapes land inside strings and the line stays JSON."""
+    try:
+        line = JSON.encode(record).decode()
+    except UnicodeEncodeError:  # a lone surrogate (a name read with surrogateescape): UTF-8 has none
+        line = json.dumps(record, default=str)  # all ASCII, the surrogate as its escape
+    return line if line.isprintable() else "".join(ch if ch.isprintable() else _json_escape(ch) for ch in line)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 class EscapingFormatter(logging.Formatter):

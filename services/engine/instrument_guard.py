@@ -25,10 +25,13 @@ import proto
 from bus import CommandChannel, NotConnected, Reactor
 from proto.commands import OrderArgs
 from proto.instruments import Instrument, InstrumentBook
+from services.backoff import Backoff
 from services.instruments import collar_problem, notional_problem, price_problem, quantity_problem, to_grid
 
 log = logging.getLogger(__name__)
-RETRY_S = 0.5
+# Asking the exchange manager again (instruments, the strategies' snapshot): soon, then less often
+# while it stays away (first delay, cap).
+RETRY_S = (0.5, 2.0)
 
 
 class InstrumentGuard:
@@ -39,6 +42,7 @@ class InstrumentGuard:
         self._book: InstrumentBook | None = None
         self._specs: dict[str, dict[str, Instrument]] = {}  # connector -> symbol -> spec
         self._asking = False
+        self._retry = Backoff(*RETRY_S)
         self.refused: dict[str, int] = {}
         self.rounded = 0
         self.loads = 0
@@ -57,7 +61,7 @@ class InstrumentGuard:
 
     def _on_no_answer(self, _command_id: str) -> None:
         self._asking = False
-        self._reactor.call_later(RETRY_S, self.refresh)
+        self._reactor.call_later(self._retry.next(), self.refresh)
 
     def _on_reply(self, reply: proto.Reply) -> None:
         self._asking = False
@@ -67,13 +71,14 @@ class InstrumentGuard:
             book = msgspec.convert(reply.result, InstrumentBook)
         except (ValueError, msgspec.ValidationError) as exc:
             log.warning("instruments from the exchange manager not usable (%s); asking again", exc)
-            self._reactor.call_later(RETRY_S, self.refresh)
+            self._reactor.call_later(self._retry.next(), self.refresh)
             return
         self._book = book
+        self._retry.reset()
         self._specs = {name: {s.symbol: s for s in lst.instruments} for name, lst in book.connectors.items()}
         self.loads += 1
         if book.pending:  # a venue's list is being reloaded: take the newer one when it is in
-            self._reactor.call_later(RETRY_S, self.refresh)
+            self._reactor.call_later(self._retry.next(), self.refresh)
 
     # -- the check -------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from services.engine.handlers import build_handlers
 from services.engine.instrument_guard import InstrumentGuard
 from services.engine.strategies import Intent, Strategy, build
 from services.engine.strategy_sync import StrategySync
-from services.latency import LatencyHistogram
+from services.latency import LatencyHistogram, percentile
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_follower import SessionFollower
 from services.settings import Settings
@@ -179,10 +179,7 @@ class Engine:
     # -- reporting -------------------------------------------------------------------------------
 
     def latency_ms(self, q: float) -> float:
-        if not self._latency_ns:
-            return 0.0
-        ordered = sorted(self._latency_ns)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+        return percentile(self._latency_ns, q * 100) / 1e6 if self._latency_ns else 0.0
 
     def stats(self) -> EngineSummary:
         return EngineSummary(

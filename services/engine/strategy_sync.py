@@ -23,13 +23,14 @@ from typing import Any
 
 import proto
 from bus import CommandChannel, NotConnected
+from services.backoff import Backoff
 from services.engine.strategies.base import Strategy
+from services.engine.instrument_guard import RETRY_S
 from services.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 STREAMS = (proto.topics.ORDERS, proto.topics.FILLS)
-RETRY_S = 0.5
 MAX_HELD = 100_000  # messages held back while a snapshot is awaited; older ones are in it anyway
 
 Deliver = Callable[[str, proto.Envelope], None]
@@ -53,6 +54,7 @@ class StrategySync:
         self._epoch: int | None = None  # the exchange manager's, as last seen on its streams
         self._covered: tuple[int, dict[str, int]] | None = None  # the last snapshot's epoch and seqs
         self._lost_seen = 0
+        self._retry = Backoff(*RETRY_S)
         self._openings = 0
         # Also refreshed at every resync (e.g. the instrument specifications, instrument_guard.py).
         self.on_resync: list[Callable[[], None]] = []
@@ -87,7 +89,7 @@ class StrategySync:
     def _on_no_answer(self, _command_id: str) -> None:
         self._asking = False
         self.failed_asks += 1
-        self._runtime.reactor.call_later(RETRY_S, self.resync)
+        self._runtime.reactor.call_later(self._retry.next(), self.resync)
 
     def _on_snapshot(self, reply: proto.Reply) -> None:
         self._asking = False
@@ -105,6 +107,7 @@ class StrategySync:
             self._tell(self._strategies[name], "resync", position, open_orders)
         self._covered = covered
         self.snapshots += 1
+        self._retry.reset()
         if self._again:  # something changed while this one was on its way: it may be out of date
             self.resync()
             return

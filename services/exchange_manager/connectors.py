@@ -9,7 +9,6 @@ of record is the exchange manager's.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -19,6 +18,7 @@ import msgspec
 import proto
 from bus import CommandChannel, NotConnected, Subscriber
 from proto.commands import NewOrderArgs
+from services.backoff import Backoff
 from services.exchange_manager.settings import ConnectorSettings
 from services.runtime import ServiceRuntime
 
@@ -82,8 +82,7 @@ class VenueSimConnector:
         self._heard: float | None = None
         self._venue_epoch: int | None = None
         self._since = 0.0
-        self._attempt = 0
-        self._rng = random.Random()
+        self._reconnect = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s, jitter=cfg.reconnect_jitter)
         self.reconnects = 0
         self.errors = 0
         self.received = 0
@@ -135,11 +134,9 @@ class VenueSimConnector:
             return
         self.errors += 1
         self.disconnect(f"nothing from {self._cfg.venue} for {now - (last or now):.1f}s")
-        delay = min(self._cfg.reconnect_max_s, self._cfg.reconnect_initial_s * 2 ** self._attempt)
-        delay *= 1 + self._cfg.reconnect_jitter * self._rng.uniform(-1, 1)
-        self._attempt += 1
+        delay = self._reconnect.next()
         self.reconnects += 1
-        log.info("connector %s: reconnect attempt %d in %.2fs", self.name, self._attempt, delay)
+        log.info("connector %s: reconnect attempt %d in %.2fs", self.name, self._reconnect.attempts, delay)
         self._runtime.reactor.call_later(delay, self.connect)
 
     def _on_message(self, _topic: str, env: proto.Envelope) -> None:
@@ -149,7 +146,7 @@ class VenueSimConnector:
         self._venue_epoch = env.epoch if self._venue_epoch is None else max(self._venue_epoch, env.epoch)
         if not self._connected:
             self._connected = True
-            self._attempt = 0
+            self._reconnect.reset()
             log.info("connector %s: connected to %s", self.name, self._cfg.venue)
             self._events.on_connected(self)
         elif restarted:

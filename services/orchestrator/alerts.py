@@ -6,13 +6,13 @@ A sink that fails or hangs never blocks the caller (the failsafe sequence): it i
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import threading
 import urllib.request
 from typing import Any
 
+from services.log_escape import JSON
 from services.orchestrator.settings import FailsafeSettings
 
 log = logging.getLogger("orchestrator.alerts")
@@ -25,7 +25,7 @@ class Alerter:
         self._lock = threading.Lock()
 
     def send(self, alert: dict[str, Any]) -> list[threading.Thread]:
-        log.critical("ALERT %s", json.dumps(alert, default=str))
+        log.critical("ALERT %s", JSON.encode(alert).decode())
         threads = []
         if self._cfg.webhook_url:
             threads.append(threading.Thread(target=self._webhook, args=(alert,), daemon=True, name="alert-webhook"))
@@ -36,7 +36,7 @@ class Alerter:
         return threads
 
     def _webhook(self, alert: dict[str, Any]) -> None:
-        body = json.dumps(alert, default=str).encode()
+        body = JSON.encode(alert)
         request = urllib.request.Request(self._cfg.webhook_url or "", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         try:
@@ -47,7 +47,7 @@ class Alerter:
 
     def _command(self, alert: dict[str, Any]) -> None:
         try:
-            done = subprocess.run(self._cfg.alert_command or [], input=json.dumps(alert, default=str).encode(),
+            done = subprocess.run(self._cfg.alert_command or [], input=JSON.encode(alert),
                                   capture_output=True, timeout=self._cfg.alert_timeout_s, check=False)
             self._record("command", done.returncode == 0, f"exit {done.returncode}")
         except Exception as exc:

@@ -10,13 +10,13 @@ down too, which is when it is needed most.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -114,7 +114,7 @@ def logs(name: str | None, lines: int, keep_following: bool, pattern: str | None
         if pattern is not None and pattern not in line:
             return
         if as_json and name != EVENTS:
-            line = json.dumps({"log": name, "line": line}, ensure_ascii=False)
+            line = msgspec.json.encode({"log": name, "line": line}).decode()
         click.echo(line)
 
     # With --grep, look further back than -n so that -n matching lines can be shown.
@@ -133,7 +133,7 @@ def _list(available: dict[str, Path], log_dir: Path, as_json: bool) -> None:
              "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime))}
             for name, path in sorted(available.items())]
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(msgspec.json.encode(rows))
         return
     if not rows:
         click.echo(f"no logs in {log_dir} yet (start the daemon with `make run`)")

@@ -21,6 +21,7 @@ from typing import Any
 import proto
 from proto.commands import FaultArgs, NewOrderArgs
 from proto.summaries import VenueSummary
+from services.latency import TICK_TO_ORDER_PERCENTILES, percentile
 from services.runtime import ServiceRuntime, configure_logging, exit_bad_settings, load_settings_or_exit
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
@@ -144,8 +145,7 @@ class Venue:
         samples = sorted(self.tick_to_order_ns)
         if not samples:
             return {"count": 0}
-        pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1e3  # noqa: E731
-        return {"count": len(samples), "p50_us": pick(0.5), "p99_us": pick(0.99), "p999_us": pick(0.999)}
+        return {"count": len(samples), **{key: percentile(samples, q) / 1e3 for key, q in TICK_TO_ORDER_PERCENTILES}}
 
     def stats(self) -> VenueSummary:
         m = self.matcher

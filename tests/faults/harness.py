@@ -367,9 +367,11 @@ class FaultHarness:
         sequence under way: the start of every cell."""
         d = self.d
         infos = d.all_process_info()
+        rpc = d.rpc()
         for program in d.programs:
             if infos[program]["statename"] in ("FATAL", "STOPPED", "EXITED"):
-                d.supervisorctl("start", d.qualified(program))
+                # not `supervisorctl start`: it returns only once RUNNING, startsecs (5 s) later
+                rpc.startProcess(d.qualified(program), False)
         # STARTING is enough here (RUNNING comes startsecs = 5 s after a spawn); a program about to
         # be killed waits for RUNNING (``settle``), or its kill would count as a failed start.
         wait_until(lambda: all(s in ("STARTING", "RUNNING") for p, s in d.statenames().items() if p in d.programs),

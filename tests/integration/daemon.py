@@ -8,40 +8,23 @@
         old = d.kill9("engine")
         d.wait_respawned("engine", old)
 
-What it does:
-  * makes ``/tmp/ltd-XXXXXXXX/`` (short on purpose: ipc socket paths must stay under ~100 chars)
-    with ``run/`` (0700), ``logs/`` and ``state/``;
-  * writes ``config.toml`` with ``[paths]`` pointing there, deep-merged with the test's overrides
-    (or the test's own raw TOML text, e.g. a broken one);
-  * renders the supervisord config with ``deploy.supervisord_conf.render`` (the same template as the
-    committed ``deploy/supervisord.conf``), with ``TRADING_CONFIG=<config.toml>`` for every program;
-  * starts ``supervisord -n`` in its own session, through ``deploy/launch.py`` as ``make run`` does
-    (it refuses while processes of an earlier daemon hold the run dir), and waits until every program of the rendered
-    config is RUNNING and every bus service answers ``status``;
-  * ``close()`` always: ``supervisorctl shutdown``, wait, SIGKILL whatever is left (supervisord's
-    process group, then any process whose command line or environment names the temp dir, which is
-    how a program orphaned by a dead supervisord is still found), then removes the temp dir.
+How a daemon is made, started and always cleaned up (temp dirs, TOML, the rendered supervisord
+config, ``deploy/launch.py``, ``close()``) is ``deploy.temp_daemon.TempDaemon``, shared with the
+live benchmarks; this ``Daemon`` adds what the tests wait on and ask: ``start()`` returns once every
+program with a command socket answers ``status`` as the process supervisord runs, the bus in
+process, ``tradectl``, and the logs for a failure's diagnostics.
 
 The program list always comes from the template (``deploy.supervisord_conf``: the ``trading`` group's
 ``PROGRAMS`` and any program it renders outside the group, such as the venue simulator), read back
 from the rendered config; nothing here names a program. Set ``LTD_KEEP=1`` to keep the temp dirs.
-
-Environment: inherited ``TRADING_*`` variables are dropped for supervisord and ``tradectl`` so a
-developer's shell cannot change what a test runs against.
 """
 
 from __future__ import annotations
 
-import configparser
-import functools
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable, Mapping
@@ -53,34 +36,19 @@ import zmq
 import proto
 from bus import SERVICE_NAMES, BusSettings, CommandClient, CommandTimeout, Endpoints
 from deploy import supervisord_conf
+from deploy.temp_daemon import (  # noqa: F401  (re-exported: the suites import them from here)
+    PYTHON,
+    TempDaemon,
+    clean_environ,
+    deep_merge,
+    supervised_programs,
+    to_toml,
+)
+from deploy.temp_daemon import CODE_ROOT as REPO_ROOT
+from deploy.temp_daemon import tool as _tool
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTHON = os.path.abspath(sys.executable)  # the venv python; not resolved (that would leave the venv)
-BIN = Path(PYTHON).parent
 GROUP = supervisord_conf.GROUP
 T = TypeVar("T")
-
-
-def _parse_programs(conf_text: str) -> dict[str, str]:
-    """{program: supervisor namespec} for every ``[program:x]`` of a rendered config, in order.
-    A program in a ``[group:g]`` is ``g:x``; one outside any group is its own group, ``x``."""
-    parser = configparser.RawConfigParser()
-    parser.read_string(conf_text)
-    member_of = {}
-    for section in parser.sections():
-        if section.startswith("group:"):
-            for name in parser.get(section, "programs").split(","):
-                member_of[name.strip()] = section.split(":", 1)[1]
-    names = [section.split(":", 1)[1] for section in parser.sections() if section.startswith("program:")]
-    return {name: f"{member_of[name]}:{name}" if name in member_of else name for name in names}
-
-
-@functools.cache
-def supervised_programs() -> dict[str, str]:
-    """Every program the template makes supervisord run, with its namespec (``trading:engine``,
-    ``venue_sim``), read from a rendering of ``deploy.supervisord_conf`` and never hard-coded."""
-    return _parse_programs(supervisord_conf.render(root="/r", python="/r/python", run_dir="/r/run",
-                                                   log_dir="/r/logs"))
 
 
 def program_names() -> list[str]:
@@ -109,23 +77,6 @@ def command_services() -> list[str]:
 def orchestrated_services() -> list[str]:
     """The programs the orchestrator tracks as session components (bus.SERVICE_NAMES)."""
     return [name for name in program_names() if name in SERVICE_NAMES]
-
-
-def _tool(name: str) -> str:
-    path = BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found next to {sys.executable} nor on PATH")
-    return found
-
-
-def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``os.environ`` without any ``TRADING_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
-    env.update(extra or {})
-    return env
 
 
 class WaitTimeout(AssertionError):
@@ -160,142 +111,20 @@ def wait_until(
         time.sleep(interval)
 
 
-def to_toml(config: Mapping[str, Any]) -> str:
-    """A small TOML writer for settings: tables of scalars and lists, nested tables, and arrays of
-    tables (a list of mappings, e.g. ``{"engine": {"strategies": [{...}, {...}]}}``)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (str, Path)):
-            return json.dumps(str(v))  # a JSON string is a valid TOML basic string
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML: {v!r}")
-
-    def key(k: str) -> str:
-        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-    def is_table_array(v: Any) -> bool:
-        return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
-
-    lines: list[str] = []
-
-    def table(prefix: str, data: Mapping[str, Any], header: str | None = None) -> None:
-        scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping) and not is_table_array(v)}
-        tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
-        arrays = {k: v for k, v in data.items() if is_table_array(v)}
-        if header is not None:
-            lines.append(header)
-        elif prefix and (scalars or not (tables or arrays)):
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{key(k)} = {value(v)}")
-        lines.append("")
-        for k, v in tables.items():
-            table(f"{prefix}.{key(k)}" if prefix else key(k), v)
-        for k, items in arrays.items():
-            name = f"{prefix}.{key(k)}" if prefix else key(k)
-            for item in items:
-                table(name, item, header=f"[[{name}]]")
-
-    table("", config)
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, val in override.items():
-        if isinstance(val, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], val)
-        else:
-            out[key] = val
-    return out
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line or environment contains ``text``."""
-    needle = text.encode()
-    me = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone, or not ours to read
-            continue
-        if needle in cmdline or needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
-class Daemon:
+class Daemon(TempDaemon):
     """One supervisord and its programs in a private temp dir. See the module docstring."""
-
-    def __init__(
-        self,
-        config: Mapping[str, Any] | None = None,
-        environment: Mapping[str, str] | None = None,
-        *,
-        toml_text: str | None = None,
-        toml_extra: str = "",
-        startsecs: int | None = None,
-        startretries: int = 3,
-    ) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ltd-", dir="/tmp"))
-        try:
-            self._prepare(config, environment, toml_text, toml_extra, startsecs, startretries)
-        except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise
 
     def _prepare(self, config: Mapping[str, Any] | None, environment: Mapping[str, str] | None,
                  toml_text: str | None, toml_extra: str, startsecs: int | None, startretries: int) -> None:
-        self.run_dir = self.root / "run"
-        self.log_dir = self.root / "logs"
-        self.state_dir = self.root / "state"
-        self.run_dir.mkdir(mode=0o700)
-        os.chmod(self.run_dir, 0o700)
-        self.log_dir.mkdir()
-        self.state_dir.mkdir()
-        self.conf_path = self.root / "supervisord.conf"
-        self.toml_path = self.root / "config.toml"
-        self.supervisord_out = self.root / "supervisord.out"
-        self.config: dict[str, Any] = deep_merge(
-            # metrics on any free port: daemons of parallel tests never collide
-            {"paths": {"run_dir": str(self.run_dir), "log_dir": str(self.log_dir),
-                       "state_dir": str(self.state_dir)},
-             "orchestrator": {"metrics_port": 0}},
-            config or {},
-        )
-        # toml_text replaces the generated file (paths included!); toml_extra is appended raw.
-        self.toml_path.write_text((toml_text if toml_text is not None else to_toml(self.config)) + toml_extra)
-        self.environment = {"TRADING_CONFIG": str(self.toml_path), **(environment or {})}
-        self.conf_path.write_text(supervisord_conf.render(
-            root=str(REPO_ROOT), python=PYTHON, run_dir=str(self.run_dir),
-            log_dir=str(self.log_dir), environment=self.environment,
-            # None: the product's own startsecs (deploy/supervisord_conf.py), as deployed
-            **({} if startsecs is None else {"startsecs": startsecs}), startretries=startretries,
-        ))
-        self.namespecs = _parse_programs(self.conf_path.read_text())
-        # {program: namespec} of every program supervisord runs here, e.g. trading:engine, venue_sim
-        self.programs = list(self.namespecs)
+        super()._prepare(config, environment, toml_text, toml_extra, startsecs, startretries)
         try:
             self.bus = BusSettings(**self.config.get("bus", {}))
         except ValueError:  # a test of bad settings: the daemon must refuse them, not this helper
             self.bus = BusSettings()
         self.endpoints = Endpoints(self.bus, self.run_dir)
         self._command_services = set(command_services())
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at: float | None = None  # time.monotonic() when supervisord was spawned
         self._ctx = zmq.Context()
         self._clients: dict[str, CommandClient] = {}
-        self._closed = False
-        self.leftovers_killed: list[int] = []  # what close() had to SIGKILL after the shutdown
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -304,124 +133,22 @@ class Daemon:
         ``status`` as the process supervisord runs (``wait_serving``). Not once every program is
         RUNNING: that is ``startsecs`` (5 s) after the spawn whatever the process does, 4 s per
         daemon of the suite's ~10 minutes; a test that needs it calls ``wait_running``."""
-        out = self.supervisord_out.open("wb")
-        try:
-            # as `make run` starts it: deploy/launch.py checks the run dir, then execs supervisord
-            # (same pid), or refuses with one line
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "deploy.launch", "-n", "-c", str(self.conf_path)],
-                cwd=self.root, env=clean_environ(), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            out.close()
-        self.started_at = time.monotonic()
+        super().start()
         if wait:
             self.wait_serving(timeout=timeout)
         return self
-
-    def __enter__(self) -> "Daemon":
-        if self.proc is None:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def close(self, *, keep: bool | None = None) -> None:
         """Stop everything this daemon started and remove the temp dir. Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
         for client in self._clients.values():
             client.close()
         self._clients.clear()
         self._ctx.term()
-        try:
-            self._stop_supervisord()
-        finally:
-            self._kill_leftovers()
-            if keep is None:
-                keep = bool(os.environ.get("LTD_KEEP"))
-            if not keep:
-                shutil.rmtree(self.root, ignore_errors=True)
-
-    def _stop_supervisord(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            res = self.supervisorctl("shutdown", timeout=10)
-            asked = res.returncode == 0 and "Shut down" in res.stdout
-        except subprocess.TimeoutExpired:
-            asked = False
-        if not asked:  # not listening (yet): SIGTERM is supervisord's other way to shut down
-            proc.terminate()
-        try:
-            proc.wait(timeout=25)  # stopwaitsecs=10 per program, then SIGKILL by supervisord
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
-
-    def _kill_leftovers(self) -> None:
-        """SIGKILL every process still naming the temp dir (its programs run in their own
-        process groups, so killing supervisord's group alone would orphan them)."""
-        leftovers = self.leftover_processes()
-        for pid in leftovers:
-            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-                try:
-                    kill()
-                except (ProcessLookupError, PermissionError):
-                    pass
-        if leftovers:
-            try:
-                wait_until(lambda: not self.leftover_processes(), 5)
-            except WaitTimeout:
-                pass
-        self.leftovers_killed = leftovers
-
-    def leftover_processes(self) -> list[int]:
-        """Processes that still name this daemon's temp dir (its config, sockets, logs)."""
-        return processes_mentioning(f"{self.root}/")
+        super().close(keep=keep)
 
     # -- supervisord -----------------------------------------------------------------------------
-
-    @property
-    def supervisor_socket(self) -> Path:
-        return self.run_dir / "supervisor.sock"
-
-    def rpc(self) -> Any:
-        """supervisord's XML-RPC interface over its unix socket (a new connection each time)."""
-        from supervisor.xmlrpc import SupervisorTransport
-
-        transport = SupervisorTransport(None, None, f"unix://{self.supervisor_socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
-
-    def supervisorctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_tool("supervisorctl"), "-c", str(self.conf_path), *args],
-            cwd=self.root, env=clean_environ(), capture_output=True, text=True, timeout=timeout,
-        )
-
-    def qualified(self, program: str) -> str:
-        """supervisor's name for the program: ``trading:engine``, or ``venue_sim`` outside the group
-        (and the event listener, a pool of its own)."""
-        return self.namespecs.get(program, program)
 
     def process_info(self, program: str) -> dict[str, Any]:
         return self.rpc().getProcessInfo(self.qualified(program))
@@ -436,23 +163,27 @@ class Daemon:
         """The program's pid according to supervisord (0 when not running)."""
         return int(self.process_info(program)["pid"])
 
-    def supervisorctl_pids(self) -> dict[str, int]:
-        """``supervisorctl status`` parsed: {program: pid} for RUNNING programs."""
-        res = self.supervisorctl("status")
-        by_namespec = {spec: name for name, spec in self.namespecs.items()}
-        pids = {}
-        for line in res.stdout.splitlines():
-            m = re.match(r"^(\S+)\s+RUNNING\s+pid (\d+),", line)
-            if m and m.group(1) in by_namespec:
-                pids[by_namespec[m.group(1)]] = int(m.group(2))
-        return pids
-
     def kill9(self, program: str) -> int:
         """SIGKILL the program's process; returns the pid it had."""
         pid = self.pid_of(program)
         assert pid > 0, f"{program} is not running: {self.process_info(program)}"
         os.kill(pid, signal.SIGKILL)
         return pid
+
+    def start_programs(self, *programs: str, timeout: float = 30.0) -> None:
+        """Have supervisord start the (stopped) programs, all at once; return when each serves as
+        its new process (``wait_serving``). Not ``supervisorctl start``: that starts them one after
+        another and waits ``startsecs`` (5 s) for each to be RUNNING."""
+        rpc = self.rpc()
+        for program in programs:
+            assert rpc.startProcess(self.qualified(program), False), program
+        self.wait_serving(programs, timeout=timeout)
+
+    def restart(self, *programs: str, timeout: float = 30.0) -> None:
+        """Stop the programs, then ``start_programs`` them."""
+        res = self.supervisorctl("stop", *(self.qualified(p) for p in programs), timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        self.start_programs(*programs, timeout=timeout)
 
     def wait_running(self, programs: Iterable[str] | None = None, timeout: float = 30.0) -> dict[str, int]:
         """Wait until the programs (default: all) are RUNNING; fail at once if one is FATAL.

@@ -119,9 +119,7 @@ def test_a_restart_of_the_orchestrator_alone_resumes_the_session(daemon: Daemon)
     d = daemon
     d.wait_state("live")
     first = d.status()["session_id"]
-    res = d.supervisorctl("restart", d.qualified("orchestrator"), timeout=60)
-    assert res.returncode == 0, res.stdout + res.stderr
-    wait_until(lambda: d.status()["pid"] == d.pid_of("orchestrator"), 20, ignore=(CommandTimeout,))
+    d.restart("orchestrator")
     d.wait_state("live")
     assert d.status()["session_id"] == first
     assert "Orchestrator stopped alone (supervisord is RUNNING" in _live_log(d)
@@ -139,8 +137,7 @@ def test_a_start_with_another_configuration_starts_a_new_session(daemon: Daemon)
     # a trading limit changes; the orchestrator starts again under it
     text = d.toml_path.read_text()
     d.toml_path.write_text(text + "\n[exchange_manager.risk]\nmax_order_qty = 8.0\n")
-    res = d.supervisorctl("restart", d.qualified("orchestrator"), timeout=60)
-    assert res.returncode == 0, res.stdout + res.stderr
+    d.restart("orchestrator")
     after = wait_until(lambda: (st := d.status())["session_id"] != first and st, 20, ignore=(CommandTimeout,))
     assert after["session_fingerprint"] != print_before
     old = [row for row in _journal(d) if row[0] == first]
@@ -186,8 +183,7 @@ def test_the_report_summary_is_the_sum_of_its_table_and_the_next_session_counts_
 
     # The next session: the orchestrator starts again (the last one ended); counters from zero,
     # the positions carried over as opening positions at their mark.
-    res = d.supervisorctl("restart", d.qualified("orchestrator"), timeout=60)
-    assert res.returncode == 0
+    d.restart("orchestrator")
     d.wait_state("live")
     second = d.status()["session_id"]
     assert second != first

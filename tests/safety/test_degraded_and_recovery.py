@@ -104,9 +104,7 @@ def test_recover_is_refused_while_a_process_is_missing_then_succeeds(live: Daemo
         log = Path(orchestrator_status(d)["session_logs"]["live_trading"]).read_text(encoding="utf-8")
         assert "process missing: data_router" in log, log
     finally:
-        res = d.supervisorctl("start", d.qualified(program))
-    assert res.returncode == 0, res.stdout + res.stderr
-    d.wait_running([program])
+        d.start_programs(program)
     d.wait_components_alive()
     wait_until(lambda: ask(d, program, "status")["stats"]["routed"] > 0, 10, ignore=(CommandTimeout,))
     res = d.tradectl("recover")

@@ -97,8 +97,7 @@ def _stop_orchestrator_until_the_deadman_trips(d: Daemon) -> None:
 
 
 def _start_orchestrator(d: Daemon) -> None:
-    res = d.supervisorctl("start", d.qualified("orchestrator"))
-    assert res.returncode == 0, res.stdout + res.stderr
+    d.start_programs("orchestrator")
     wait_until(lambda: d.call("orchestrator", "state").ok, 15, ignore=(CommandTimeout,))
 
 

@@ -132,9 +132,7 @@ def test_price_jump_failsafe_flattens_reports_alerts_and_stays_closed(make_daemo
 
     # no opening order gets through, before or after restarting the trading processes
     assert_no_opening_order(d)
-    res = d.supervisorctl("restart", d.qualified("engine"), d.qualified("exchange_manager"))
-    assert res.returncode == 0, res.stdout + res.stderr
-    d.wait_running()
+    d.restart("engine", "exchange_manager")
     wait_until(lambda: em_stats(d)["session_state"] == "failsafe" and em_stats(d)["connectors"]["sim"]["connected"],
                15, ignore=(CommandTimeout, AssertionError), message=lambda: d.diagnostics())
     wait_until(lambda: ask(d, "engine", "status")["stats"]["session_state"] == "failsafe", 10,

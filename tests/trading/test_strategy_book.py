@@ -15,7 +15,7 @@ import signal
 
 from bus import CommandTimeout
 from integration.daemon import Daemon, wait_until
-from integration.e2e import ask, orchestrator_status
+from integration.e2e import ask, ensure_live, orchestrator_status
 
 QUIET_PROBE = {"kind": "probe", "name": "quiet", "symbol": "BTC-USD", "every_n": 1_000_000_000, "qty": 0.001}
 MODULE_CONFIG = {"engine": {"strategies": [QUIET_PROBE]}}
@@ -57,7 +57,9 @@ def test_a_restarted_engine_takes_its_strategies_positions_from_the_book(module_
 
 def test_after_a_failsafe_flatten_the_strategies_are_flat_when_trading_resumes(module_daemon: Daemon) -> None:
     d = module_daemon
-    d.wait_state("live", timeout=30)
+    # the engine killed before left the session DEGRADED: recover now rather than wait 30 s for
+    # auto_recover_after_s
+    ensure_live(d)
     before = _book(d).get("quiet", {}).get("positions", {}).get("BTC-USD", 0.0)
     reply = d.call("exchange_manager", "submit_order", timeout_s=2, symbol="BTC-USD", side="buy", qty=0.01,
                    strategy="quiet")

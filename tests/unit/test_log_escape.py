@@ -57,8 +57,8 @@ def test_escape_keeps_printable_text_as_it_is() -> None:
 
 
 def test_json_lines_stay_one_line_and_readable() -> None:
-    assert json_line({"m": "READY → LIVE"}) == '{"m": "READY → LIVE"}'
-    for value in NASTY:
+    assert json_line({"m": "READY → LIVE"}) == '{"m":"READY → LIVE"}'
+    for value in [*NASTY, "\udc80", "\U000e0001 tag"]:  # a lone surrogate; a format character beyond the BMP
         line = json_line({"m": value})
         assert len(line.splitlines()) == 1 and line.isprintable() and json.loads(line) == {"m": value}
 

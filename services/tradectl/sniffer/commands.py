@@ -5,12 +5,12 @@ by behaviour; exit codes and shared options in ``common.py``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
 
 import click
+import msgspec
 
 from bus.endpoints import PUBLISHERS
 from services.tradectl.sniffer import calls as calls_mod
@@ -65,7 +65,7 @@ def topics(window: float, as_json: bool, hwm: int) -> None:
                 rates.add(m)
     rows = rates.topics()
     if as_json:
-        click.echo(json.dumps({"window_s": window, "topics": rows, "undecodable": rates.undecodable}))
+        click.echo(msgspec.json.encode({"window_s": window, "topics": rows, "undecodable": rates.undecodable}))
         return
     views.topics_table(rows, window)
 
@@ -116,7 +116,7 @@ def _periodic_verb(prefixes: tuple[str, ...], hwm: int, window: float, clock: st
             rows = rates.hz(now_ns) if kind == "hz" else rates.bw(now_ns)
             if as_json:
                 if rows:
-                    click.echo("\n".join(json.dumps({"ts_ns": now_ns, **r}) for r in rows))
+                    click.echo(b"\n".join(msgspec.json.encode({"ts_ns": now_ns, **r}) for r in rows))
             else:
                 views.rates_table(rows, kind)
         try:
@@ -195,7 +195,7 @@ def gaps(stale_after: float, interval: float, count: int | None, once: bool, tim
         r = gaps_mod.report(tracker, list(PUBLISHERS), stale_after, now_ns, since[0])
         since[0] = now_ns
         if as_json:
-            click.echo(json.dumps(r))
+            click.echo(msgspec.json.encode(r))
         else:
             views.gaps_table(r, stale_after)
 
@@ -233,7 +233,7 @@ def calls(services: tuple[str, ...], pending_after: float, count: int | None, ti
                 now = time.time_ns()
                 out += tracker.overdue(now)
                 for c in out:
-                    click.echo(json.dumps(c.as_dict(now)) if as_json else c.line(now))
+                    click.echo(msgspec.json.encode(c.as_dict(now)) if as_json else c.line(now))
                 done += sum(1 for c in out if c.reply_ns is not None)
         except KeyboardInterrupt:
             pass

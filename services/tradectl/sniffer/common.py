@@ -7,13 +7,13 @@ Summaries and the sniffer's own losses go to stderr, so ``--json`` output on std
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 
 from bus.settings import BusSettings
 from services.tradectl import exit_codes
@@ -54,7 +54,7 @@ def sigterm_as_interrupt() -> None:
 def losses(tracker: SeqTracker, as_json: bool, **extra: Any) -> None:
     s = {**extra, **tracker.summary()}
     if as_json:
-        click.echo(json.dumps({"sniffer": s}), err=True)
+        click.echo(msgspec.json.encode({"sniffer": s}), err=True)
     else:
         click.echo("tradectl bus: " + ", ".join(f"{k} {v}" for k, v in s.items())
                    + " (lost = sequence gaps: dropped by the sniffer or never sent)", err=True)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
+
 MAGIC, END_MAGIC, VERSION = b"TDBUSREC", b"TDBUSEND", 1
 HEADER = struct.Struct("<8sHHIQQ")
 CHUNK = struct.Struct("<BII")
@@ -126,7 +128,7 @@ class Writer:
         self.parts.append(p)
         self._io.put("open", p)
         self._buf = bytearray(HEADER.pack(MAGIC, VERSION, HEADER.size, self.part, self.rec_id, now_ns))
-        meta = json.dumps({**self._meta, "part": self.part, "format_version": VERSION}).encode()
+        meta = msgspec.json.encode({**self._meta, "part": self.part, "format_version": VERSION})
         self._buf += CHUNK.pack(KIND_META, len(meta), zlib.crc32(meta)) + meta
         self._written = 0  # bytes of this part already handed to the thread
         self._index: list[tuple[int, int, int]] = []
