@@ -110,6 +110,8 @@ class ServiceRuntime:
         self.settings = settings
         self.epoch = time.time_ns()
         self.started = time.monotonic()
+        self.summary_errors = 0
+        self.summary_error: str | None = None
         self.log = logging.getLogger(name)
         self.ctx = zmq.Context()
         self.reactor = Reactor()
@@ -301,12 +303,22 @@ class ServiceRuntime:
         for channel in list(self._channels):
             channel.expire()
 
-    def summary(self) -> proto.summaries.Summary:
-        """This process's typed summary (``proto/summaries.py``), as its heartbeat and ``status`` carry it."""
+    def summary(self) -> proto.summaries.Summary | None:
+        """This process's typed summary (``proto/summaries.py``), as its heartbeat and ``status`` carry it;
+        None when it would not decode (a field of the wrong type: this service's bug). Every peer
+        would reject the whole heartbeat; without a summary it still says the process is alive, and
+        the orchestrator, with nothing to go on, fails closed. Logged once per distinct reason."""
         summary = self._stats()
         summary.uptime_s = round(time.monotonic() - self.started, 3)
         summary.bus = self.bus_totals()
-        return summary
+        try:
+            return proto.summaries.checked(summary)
+        except proto.ProtocolError as exc:
+            self.summary_errors += 1
+            if str(exc) != self.summary_error:
+                self.summary_error = str(exc)
+                self.log.error("heartbeat summary invalid, sent without it (peers fail closed): %s", exc)
+            return None
 
     def bus_totals(self) -> proto.summaries.BusTotals:
         """This process's bus counters for its heartbeat (the metrics' source)."""
@@ -335,6 +347,8 @@ class ServiceRuntime:
                     "loop_errors": self.reactor.callback_errors,
                     "loop_longest_stall_s": round(self.reactor.longest_stall_s, 3)},
             "supervisor_lost": self.supervisor.lost,
+            "summary_error": self.summary_error,
+            "summary_errors": self.summary_errors,
         }
 
     def _guard_stats(self) -> dict[str, Any]:

@@ -23,9 +23,11 @@ class ProcessStatus(Result):
     service: str
     pid: int
     epoch: int
-    stats: ServiceSummary
+    stats: ServiceSummary | None  # None: its summary would not decode (summary_error), so peers fail closed
     bus: dict[str, Any]
     supervisor_lost: str | None = None  # why supervisord, its parent, is gone
+    summary_error: str | None = None  # the latest reason its summary was invalid (a bug in that service)
+    summary_errors: int = 0  # heartbeats sent without a summary since it started
 
 
 class TradingSwitch(Result):

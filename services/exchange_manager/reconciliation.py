@@ -82,6 +82,7 @@ class _Run:
     status: proto.MassStatus | None = None
     statuses: dict[str, proto.OrderStatusReport] = field(default_factory=dict)
     asked: int = 0  # order status questions still out
+    asked_after: int = 0  # the fill number the page asked for begins after
 
 
 class Reconciler:
@@ -165,6 +166,7 @@ class Reconciler:
         if cursor.applied >= state.status.fill_seq:
             return self._ask_orders_in_doubt(state)
         state.outcome.fill_pages += 1
+        state.asked_after = cursor.applied
         state.connector.fills_since(cursor.applied, self._page_size,
                                     lambda page: self._timed(state, self._on_page, page))
 
@@ -176,7 +178,6 @@ class Reconciler:
         cursor = self.cursor(state.connector.name)
         if page.session != state.status.session or cursor.session != page.session:
             return self._fail(state, "the venue restarted during reconciliation; asking again")
-        applied_before = cursor.applied
         for fill in page.fills:
             if fill.venue_seq > state.status.fill_seq:
                 break  # newer than the snapshot: the stream (or the next run) brings it
@@ -187,8 +188,10 @@ class Reconciler:
             state.outcome.fills_fetched += 1
             if was_open and record is not None and not record.status.is_open:
                 state.outcome.resolved[record.client_order_id] = record.status.value  # closed by a missed fill
-        if cursor.applied == applied_before:
-            return self._fail(state, f"the venue's fills after number {applied_before} are missing from its answer")
+        # Progress since the page was asked counts whether the page or the stream brought it: fills
+        # the stream applied meanwhile are in the page too, and change nothing the second time.
+        if cursor.applied == state.asked_after and cursor.applied < state.status.fill_seq:
+            return self._fail(state, f"the venue's fills after number {state.asked_after} are missing from its answer")
         self._next_page(state)
 
     def _ask_orders_in_doubt(self, state: _Run) -> None:

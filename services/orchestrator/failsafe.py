@@ -132,8 +132,10 @@ class FailsafeSequence:
                 report.add_step(Step(name, True, (time.perf_counter() - t0) * 1000,
                                      "venue confirms no open order and no position"))
                 return True
+            failed = [f"{o.get('connector', '?')}: {o['error']}" for o in done if not o["ok"] and o.get("error")]
             detail = (f"venue still has {open_orders} open order(s) and positions {positions}; "
-                      f"{in_flight} order(s) on their way to it")
+                      f"{in_flight} order(s) on their way to it"
+                      + (f"; reconciliation not ok ({'; '.join(failed)})" if failed else ""))
             if in_flight == 0 and not (yield from self._orders_in_flight()):
                 break  # nothing of ours is still on its way to change that: go round again now
             yield self._sleep(again.next(), deadline)

@@ -2,7 +2,7 @@
 the session, and the conditions under which each is done.
 
 A step toward risk (``open``, ``recover``, ``reset``) needs every check to pass, and is refused
-(``Refused``) with the first that does not; a step toward safety (``failsafe``, ``shutdown``,
+(``Refused``) naming every one that does not (an operator fixes them all at once, not one per try); a step toward safety (``failsafe``, ``shutdown``,
 ``close``, ``flatten``) is never refused for a peer that does not answer. What waits on a peer
 (``close`` flattening, ``recover`` resetting the safety process, ``flatten``) runs as a sequence
 in the runner and returns the future of its outcome, which the command server answers when done.
@@ -64,11 +64,8 @@ class SessionControl:
     def open_market(self, reason: str = "market open") -> None:
         self._session.require(S.READY, "open")
         missing = self._components.not_alive()
-        if missing:
-            raise Refused(f"open: not healthy: missing {', '.join(missing)}")
-        self._require_reconciled("open")
-        self._require_nothing_foreign("open")
-        self._require_storage("open")
+        self._refuse_unless("open: ", [f"not healthy: missing {', '.join(missing)}"] if missing else [],
+                            self._reconciliation_problems(), self._foreign_problems(), self._storage.problems(retry=True))
         self._session.transition(S.LIVE, reason)
 
     def reset(self, reason: str = "operator reset") -> None:
@@ -78,16 +75,15 @@ class SessionControl:
             raise Refused("the failsafe sequence has not finished (the venue is not verified flat yet); reset once "
                           "it has (tradectl status: failsafe_pending; tradectl flatten tries again now)")
         holdings = self._failsafe.venue_holdings()
-        if holdings is not None:
-            raise Refused(f"reset: the venue still holds {holdings}; flatten first (tradectl flatten)")
-        self._require_reconciled("reset")
-        self._require_storage("reset")
+        self._refuse_unless("reset: ", [f"the venue still holds {holdings}; flatten first (tradectl flatten)"]
+                            if holdings is not None else [],
+                            self._reconciliation_problems(), self._storage.problems(retry=True))
         self._session.transition(S.READY, reason)
 
     def recover(self, reason: str = "operator recover") -> Future[dict[str, Any]]:
         """DEGRADED → LIVE when: in DEGRADED, every process alive, at least one connector healthy,
         no safety condition still holding (``recovery_checks.py``), and the safety process's reset
-        succeeds. Otherwise refused with the first unmet condition. The checks are made again
+        succeeds. Otherwise refused with every unmet condition. The checks are made again
         once the safety process has answered, just before the transition."""
         self._check_recovery()
         return self._start("recover", self._recover(reason))
@@ -105,17 +101,18 @@ class SessionControl:
 
     def _check_recovery(self) -> None:
         self._session.require(S.DEGRADED, "recover")
+        problems = []
         missing = self._components.not_alive()
         if missing:
-            raise Refused(f"not healthy: missing {', '.join(missing)}")
+            problems.append(f"not healthy: missing {', '.join(missing)}")
         if self._health.assess(self._components).healthy_connectors == 0:
-            raise Refused("no connector is healthy")
+            problems.append("no connector is healthy")
         holding = safety_holding(self._components.components["safety"], self._heartbeat_interval_s,
                                  time.monotonic())
         if holding:
-            raise Refused(f"the cause is not gone: {'; '.join(holding)}")
-        self._require_reconciled("recover")
-        self._require_storage("recover")
+            problems.append(f"the cause is not gone: {'; '.join(holding)}")
+        # its messages read "refused: not healthy: ..." since the first release: no action prefix
+        self._refuse_unless("", problems, self._reconciliation_problems(), self._storage.problems(retry=True))
 
     def reconciled(self) -> bool:
         """The exchange manager's book agrees with its venues (its latest reconciliation passed)."""
@@ -123,22 +120,25 @@ class SessionControl:
         # ... and counts this session's orders and PnL (it took up the session: session_ledger.py)
         return stats.reconciled and stats.session_id == self._session.session_id
 
-    def _require_reconciled(self, action: str) -> None:
-        if not self.reconciled():
-            raise Refused(f"{action}: the exchange manager has not reconciled with its venues yet")
+    def _reconciliation_problems(self) -> list[str]:
+        return [] if self.reconciled() else ["the exchange manager has not reconciled with its venues yet"]
 
-    def _require_nothing_foreign(self, action: str) -> None:
+    def _foreign_problems(self) -> list[str]:
         """The venue holds nothing this system did not send (an order placed behind its back)."""
         unknown = self._components.components["exchange_manager"].summary(ExchangeSummary).venue_unknown
         if unknown.orders or unknown.positions:
-            raise Refused(f"{action}: the venue holds what this system did not send: {unknown.orders} "
-                          f"order(s), positions {unknown.positions}; cancel and flatten first")
+            return [f"the venue holds what this system did not send: {unknown.orders} order(s), positions "
+                    f"{unknown.positions}; cancel and flatten first"]
+        return []
 
-    def _require_storage(self, action: str) -> None:
-        """A step toward risk needs durable journals: ours, the book of record's, and disk space."""
-        problems = self._storage.problems(retry=True)
+    @staticmethod
+    def _refuse_unless(prefix: str, *problem_lists: list[str]) -> None:
+        """Refused naming every problem of every check (a step toward risk needs them all to pass);
+        the storage checks (``StorageWatch.problems``: our journal, the book of record's, disk space)
+        are among them."""
+        problems = [p for found in problem_lists for p in found]
         if problems:
-            raise Refused(f"{action}: {'; '.join(problems)}")
+            raise Refused(prefix + "; ".join(problems))
 
     # -- toward safety: never refused for a peer -------------------------------------------------
 

@@ -306,6 +306,27 @@ def test_more_open_orders_than_one_answer_carries_is_not_reconciled() -> None:
     assert outcome.adopted == [] and rig.book.adopted == 0  # nothing taken from an incomplete answer
 
 
+def test_fills_the_stream_brings_while_the_page_is_asked_are_not_missing() -> None:
+    """The book is behind the venue's snapshot; while its page of fills is on its way, the stream
+    delivers those same fills. The page then changes nothing, and that is not a venue leaving fills
+    out (it failed the run: a failsafe's verify read it as "not flat" and flattened again)."""
+    rig = Rig()
+    _missed_fills(rig, 2)
+    query = rig.connector.query
+
+    def racing_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        if name == "fills_since":
+            for fill in rig.matcher.fills:  # their messages overtake the page
+                rig.apply_fill(fill)
+        query(name, args, report_type, on_result)
+
+    rig.connector.query = racing_query  # type: ignore[method-assign]
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.position_mismatches == {}, outcome
+    assert outcome.fill_pages == 1 and rig.book.fills == 2
+    assert rig.reconciler.cursor("sim").applied == 2
+
+
 def test_a_venue_that_leaves_out_fills_is_not_reconciled() -> None:
     """A page that does not move the book's number on (fills missing at the venue) fails the run
     rather than compare positions the book cannot have."""

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import zmq
@@ -346,3 +347,26 @@ def test_a_stall_as_long_as_the_dead_man_timeout_forgets_the_state_and_learns_it
     assert rig.follower.summary()["stalls"] == 1
     rig.pump_until(rig.follower.trading_allowed)
     assert rig.follower.openings == openings + 1  # a new opening: the engine resyncs its strategies
+
+
+def test_a_follower_that_has_heard_no_session_yet_sends_a_summary_its_peers_read(make_rig: Callable[..., Rig]) -> None:
+    """Before the first session its session fields are None: the summary still decodes (it did
+    not: every peer rejected the engine's and exchange manager's heartbeats until a session began)."""
+    rig = make_rig()
+    summary = EngineSummary(**rig.follower.summary())
+    assert summary.orchestrator_session is None
+    assert proto.summaries.checked(summary) is summary
+    beat = proto.decode(proto.encode("engine", 1, 1, 1, proto.Heartbeat(pid=1, interval_s=0.1, stats=summary)))
+    assert beat.body.stats == summary
+
+
+def test_a_summary_of_the_wrong_type_is_named_at_the_sender_and_sent_as_none(tmp_path: Path) -> None:
+    settings = Settings(paths={"run_dir": tmp_path / "run", "log_dir": tmp_path / "logs", "state_dir": tmp_path / "state"})
+    runtime = ServiceRuntime("engine", settings, stats=lambda: EngineSummary(session_id=7))  # type: ignore[arg-type]
+    try:
+        for _ in range(3):
+            status = proto.check_result(proto.spec_of("engine", "status"), runtime.process_status())
+            assert status.stats is None
+        assert status.summary_errors == 3 and "session_id" in status.summary_error, status
+    finally:
+        runtime.close()
