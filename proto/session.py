@@ -50,4 +50,10 @@ class OrderStatus(str, enum.Enum):
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.NEW, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED)
+        return self.value in OPEN_ORDER_STATUSES
+
+
+# The wire values of the open statuses, for readers of a reply's plain dicts (the failsafe, the
+# incident report): the one list of what "open" means.
+OPEN_ORDER_STATUSES = frozenset({OrderStatus.NEW.value, OrderStatus.ACKNOWLEDGED.value,
+                                 OrderStatus.PARTIALLY_FILLED.value})

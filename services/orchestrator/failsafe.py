@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from proto.session import OPEN_ORDER_STATUSES
 from services.backoff import Backoff
 from services.orchestrator.incident import IncidentReport, Step
 from services.orchestrator.sequence_runner import Answer, Pause, Peer, Sequence, ask
@@ -152,7 +153,7 @@ class FailsafeSequence:
         step, result = yield from run_step(None, "orders", self._exchange, "orders")
         if not step.ok:
             return True
-        return any(o["status"] in ("new", "acknowledged", "partially_filled") for o in result.get("orders", []))
+        return any(o["status"] in OPEN_ORDER_STATUSES for o in result.get("orders", []))
 
     def _book(self) -> Sequence[dict[str, Any]]:
         """Positions, open orders and the session's counters (its PnL), for the incident report."""
@@ -162,8 +163,7 @@ class FailsafeSequence:
             positions = reply.result.get("positions") if reply.ok else reply.detail
             reply = yield from ask(self._exchange, "orders")
         if reply.answered:
-            orders = [o for o in reply.result.get("orders", []) if o["status"] in ("new", "acknowledged",
-                                                                                 "partially_filled")]
+            orders = [o for o in reply.result.get("orders", []) if o["status"] in OPEN_ORDER_STATUSES]
             reply = yield from ask(self._exchange, "session_stats")
         if not reply.answered:
             return {"error": reply.detail, "positions": positions, "open_orders": orders}

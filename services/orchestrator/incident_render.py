@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from proto.session import OPEN_ORDER_STATUSES
 from services.log_escape import escape, md_cell
 from services.orchestrator.report_format import Precision, money, utc
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from services.orchestrator.incident import IncidentReport
 
 EPSILON = 1e-9
-OPEN = ("new", "acknowledged", "partially_filled")
 
 
 def positions_left(book: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -31,7 +31,7 @@ def positions_left(book: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def orders_left(book: dict[str, Any]) -> list[dict[str, Any]]:
     orders = book.get("open_orders")
-    return [o for o in orders if o.get("status") in OPEN] if isinstance(orders, list) else []
+    return [o for o in orders if o.get("status") in OPEN_ORDER_STATUSES] if isinstance(orders, list) else []
 
 
 def _known(book: dict[str, Any]) -> bool:

@@ -1,5 +1,6 @@
 """The orchestrator's loop never waits on a peer (issue 13): while a sequence (a failsafe, a close)
-waits on a hung process, ``status`` answers within 50 ms and the orchestrator's heartbeat keeps
+waits on a hung process, ``status`` answers within 50 ms (every turn of its loop; 99 % of the
+round trips, the host's scheduling being in the rest) and the orchestrator's heartbeat keeps
 flowing; once the process is continued the sequence completes.
 
 A real daemon; the peer is hung with SIGSTOP (and always continued, in ``finally``). Before,
@@ -33,9 +34,11 @@ HEARTBEAT_GAP_S = 0.75  # three heartbeat intervals (0.25 s): the loop turned al
 # The event listener must not kill the stopped peer as hung meanwhile; the orchestrator's commands
 # wait longer than the peer is stopped, so a close's flatten is answered once it is continued.
 CONFIG = {"supervision": {"hung_restart_after_s": 30.0}, "orchestrator": {"command_timeout_s": 2.0}}
-# A bound on round trips is one on the host too: beside another test's daemon (two daemons, 14
-# processes on 2 cores) one call in 200 waited 80-420 ms for a core while the orchestrator's loop
-# never turned longer than 7 ms. The loop's own longest turn is asserted as well.
+# A bound on one round trip is a bound on the host too: beside another test's daemon (two daemons,
+# 14 processes on 2 cores) one call in 200 waited 80-420 ms, and once 90 ms even alone, while the
+# orchestrator's loop never turned longer than 7 ms. So the bound is asserted on every turn of the
+# loop (its own measure: the time in its callbacks, which is where waiting on a peer would show)
+# and on the 99th percentile of the round trips; the worst round trip is printed.
 pytestmark = pytest.mark.alone
 
 
@@ -114,12 +117,13 @@ def assert_loop_free(d: Daemon, start: Callable[[], None], busy: Callable[[dict[
         gaps = heartbeat_gaps(beats, t0_ns, t1_ns)
     longest_turn = d.status()["bus"]["loop_longest_stall_s"]
     ordered = sorted(latencies)
+    p99 = ordered[int(0.99 * len(ordered))]
     print(f"FIGURE status during a sequence on a hung peer: {len(latencies)} calls, median "
-          f"{ordered[len(ordered) // 2] * 1000:.2f} ms, max {ordered[-1] * 1000:.2f} ms; heartbeat gap max "
+          f"{ordered[len(ordered) // 2] * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {ordered[-1] * 1000:.2f} ms; heartbeat gap max "
           f"{max(gaps):.3f}s; the orchestrator loop's longest turn {longest_turn * 1000:.1f} ms")
     assert all(busy(a) for a in answers), "the sequence ended while the peer was stopped"
     assert len(latencies) >= 50, len(latencies)
-    assert ordered[-1] < STATUS_BOUND_S, f"status round trips (s), worst 5 of {len(latencies)}: {ordered[-5:]}"
+    assert p99 < STATUS_BOUND_S, f"status round trips (s), worst 5 of {len(latencies)}: {ordered[-5:]}"
     assert max(gaps) < HEARTBEAT_GAP_S, f"heartbeat gaps (s): {gaps}"
     assert longest_turn < STATUS_BOUND_S, f"the orchestrator's loop turned for {longest_turn:.3f}s (since it started)"
 
