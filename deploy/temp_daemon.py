@@ -234,6 +234,20 @@ class TempDaemon:
         finally:
             out.close()
         self.started_at = time.monotonic()
+        self._wake_supervisord()
+
+    def _wake_supervisord(self, timeout_s: float = 10.0) -> None:
+        """Return once supervisord answers on its socket (or has exited, or ``timeout_s``). It spawns
+        its programs on its main loop's first turn, which first waits up to 1 s in ``poll``; a
+        request on its socket ends that wait: the programs start ~1 s sooner (about 1.3 s of each
+        daemon's start, quiet)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
+            try:
+                self.rpc().getState()
+                return
+            except (OSError, xmlrpc.client.Error):
+                time.sleep(0.02)
 
     def __enter__(self) -> Self:
         if self.proc is None:
@@ -265,10 +279,9 @@ class TempDaemon:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
-        try:
-            res = self.supervisorctl("shutdown", timeout=10)
-            asked = res.returncode == 0 and "Shut down" in res.stdout
-        except subprocess.TimeoutExpired:
+        try:  # over its socket, not supervisorctl: a Python start-up less per daemon
+            asked = bool(self.rpc().shutdown())
+        except (OSError, xmlrpc.client.Error):
             asked = False
         if not asked:  # not listening (yet): SIGTERM is supervisord's other way to shut down
             proc.terminate()
@@ -314,11 +327,23 @@ class TempDaemon:
     def supervisor_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
 
-    def rpc(self) -> Any:
-        """supervisord's XML-RPC interface over its unix socket (a new connection each time)."""
-        from supervisor.xmlrpc import SupervisorTransport
+    def rpc(self, timeout_s: float = 10.0) -> Any:
+        """supervisord's XML-RPC interface over its unix socket (a new connection each time); a
+        call to a stopped or hung supervisord raises ``TimeoutError`` after ``timeout_s`` instead of
+        waiting for ever (supervisor's own transport sets no timeout)."""
+        from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
-        transport = SupervisorTransport(None, None, f"unix://{self.supervisor_socket}")
+        socket_file = str(self.supervisor_socket)
+
+        def connection() -> UnixStreamHTTPConnection:
+            conn = UnixStreamHTTPConnection("localhost", timeout=timeout_s)
+            conn.socketfile = socket_file
+            conn.connect()
+            conn.sock.settimeout(timeout_s)
+            return conn
+
+        transport = SupervisorTransport(None, None, f"unix://{socket_file}")
+        transport._get_connection = connection
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
     def supervisorctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
