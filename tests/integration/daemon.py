@@ -259,6 +259,13 @@ class Daemon(TempDaemon):
         return wait_until(lambda: self.state() == state and state, timeout, ignore=(CommandTimeout,),
                           message=lambda: self.diagnostics())
 
+    def wait_trading(self, timeout: float = 30.0) -> None:
+        """Wait until the session is LIVE and the exchange manager's gate has heard it (a moment
+        after the orchestrator says LIVE: its state event or heartbeat), so an order goes through."""
+        self.wait_state("live", timeout)
+        wait_until(lambda: self.request("exchange_manager", "status")["stats"]["trading_allowed"], timeout,
+                   ignore=(CommandTimeout,), message=lambda: self.diagnostics())
+
     def wait_components_alive(self, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until the orchestrator sees every component alive; return its status."""
         def check() -> dict[str, Any] | None:

@@ -77,7 +77,7 @@ def _venue_fills(d: Daemon) -> list[dict[str, Any]]:
 @pytest.mark.daemon(config=NO_STRATEGIES)
 def test_a_graceful_stop_of_the_daemon_ends_the_session_and_the_next_start_is_a_new_one(daemon: Daemon) -> None:
     d = daemon
-    d.wait_state("live")
+    d.wait_trading()
     first = d.status()["session_id"]
     _order(d, "ETH-USD", "buy", 0.1)
     wait_until(lambda: d.stats_json()["fills"] == 1, 10)
@@ -151,7 +151,7 @@ def test_a_start_with_another_configuration_starts_a_new_session(daemon: Daemon)
 @pytest.mark.daemon(config=NO_STRATEGIES)
 def test_the_report_summary_is_the_sum_of_its_table_and_the_next_session_counts_from_zero(daemon: Daemon) -> None:
     d = daemon
-    d.wait_state("live")
+    d.wait_trading()
     first = d.status()["session_id"]
     # fills in three symbols, a position left in two, one order refused at the gate (off the lot grid)
     for symbol, side, qty in (("BTC-USD", "buy", 0.02), ("BTC-USD", "sell", 0.01), ("ETH-USD", "buy", 0.3),
@@ -184,7 +184,7 @@ def test_the_report_summary_is_the_sum_of_its_table_and_the_next_session_counts_
     # The next session: the orchestrator starts again (the last one ended); counters from zero,
     # the positions carried over as opening positions at their mark.
     d.restart("orchestrator")
-    d.wait_state("live")
+    d.wait_trading()
     second = d.status()["session_id"]
     assert second != first
     stats = d.stats_json()
