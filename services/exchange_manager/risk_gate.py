@@ -34,6 +34,8 @@ from services.positions import EPSILON
 
 Mode = Literal["normal", "reduce_only", "halt"]
 _STRICTNESS = {"normal": 0, "reduce_only": 1, "halt": 2}
+# Instrument refusals that say the market has not told us something yet, not that the order is wrong.
+NOT_YET_KNOWN = frozenset({"no_mark", "instruments_not_loaded"})
 # The order's instrument at its venue and whether that venue's list is loaded (instrument_checks.py).
 InstrumentLookup = Callable[[OrderArgs], tuple[Instrument | None, bool]]
 
@@ -68,12 +70,15 @@ class RiskGate:
     ) -> tuple[str, str] | None:
         """None if the order may go; otherwise ``(kind, reason)``."""
         reduces = self.reduces(order, position, open_same_side)
+        trading_off = not self._trading_allowed() and not reduces
         if self._instruments is not None:
             spec, listed = self._instruments(order)
             problem = instrument_refusal(order, spec, listed, mark, reduces, self._limits.price_collar_pct)
-            if problem is not None:
+            # What is wrong with the order itself comes first; what the market has not told us yet
+            # yields to trading being off (in READY, "no market price" is not the reason to read).
+            if problem is not None and not (trading_off and problem[0] in NOT_YET_KNOWN):
                 return self._refuse(*problem)
-        if not self._trading_allowed() and not reduces:
+        if trading_off:
             return self._refuse("trading_disabled", "trading is not enabled (session not live, disabled, "
                                                     "or no word from the orchestrator): only reducing orders pass")
         if self.mode == "halt" and not reduces:

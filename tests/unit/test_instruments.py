@@ -240,3 +240,16 @@ def test_a_huge_order_is_refused_before_its_notional_overflows() -> None:
     kind, reason = gate.check(order(1e308), 0.0, 0.0, 40_000.0, 0.0)
     assert (kind, reason) == ("bad_quantity", "quantity 1e+308 is not a finite number in (0, 1e+12]")
     assert gate.refusals == {"bad_quantity": 1} and gate.passed == 0
+
+
+def test_with_trading_off_a_missing_mark_is_not_the_reason_given() -> None:
+    """In READY the gate may have no mark yet: an opening order is refused because trading is off,
+    which is what the operator should read; an order that is wrong in itself still says so."""
+    session = Session()
+    session.trading = False
+    gate = RiskGate(RiskLimits(), lambda: session.trading, lambda: "normal",
+                    instruments=lambda o: ({"BTC-USD": BTC}.get(o.symbol), True))
+    assert gate.check(order(0.01), 0.0, 0.0, None, 0.0)[0] == "trading_disabled"
+    assert gate.check(order(5e-324), 0.0, 0.0, None, 0.0)[0] == "min_qty"
+    session.trading = True
+    assert gate.check(order(0.01), 0.0, 0.0, None, 0.0)[0] == "no_mark"
