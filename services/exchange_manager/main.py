@@ -17,7 +17,7 @@ import proto
 from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
-from proto.summaries import BookJournal, ConnectorStats, ExchangeSummary, VenueUnknown
+from proto.summaries import ExchangeSummary
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.handlers import build_handlers
@@ -28,6 +28,7 @@ from services.exchange_manager.order_book import FOREIGN, OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.risk_gate import RiskGate
 from services.exchange_manager.session_ledger import SessionLedger
+from services.exchange_manager.summary import summarize
 from services.exchange_manager.strategy_positions import FLATTEN, StrategyPositions
 from services.exchange_manager.venue_watch import VenueWatch
 from services.latency import LatencyHistogram
@@ -339,11 +340,12 @@ class ExchangeManager:
     def session_report(self, session_id: str = "") -> dict[str, Any] | None:
         """The counters of the current session, or of ``session_id`` (an ended one, from the journal)."""
         if not session_id or session_id == self.ledger.session_id:
-            return self.ledger.report(self.marks, self._steps)
+            return self.ledger.report(self.marks, self.instrument_steps)
         ledger = self.journal.load_ledger(session_id)
-        return None if ledger is None else ledger.report({}, self._steps)
+        return None if ledger is None else ledger.report({}, self.instrument_steps)
 
-    def _steps(self, symbol: str) -> tuple[float | None, float | None]:
+    def instrument_steps(self, symbol: str) -> tuple[float | None, float | None]:
+        """The symbol's tick and lot size (None while unknown): the reports round to them."""
         instrument, _ = self.instruments.lookup("", symbol)
         return (None, None) if instrument is None else (instrument.tick_size, instrument.lot_size)
 
@@ -357,40 +359,7 @@ class ExchangeManager:
                 for s, p in self.positions.items()}
 
     def stats(self) -> ExchangeSummary:
-        session = self.ledger.report(self.marks, self._steps)
-        totals = session["totals"]
-        return ExchangeSummary(
-            **self.session.summary(),
-            # The session's counters (session_ledger.py); positions are the account's holdings.
-            session_id=self.ledger.session_id,
-            orders_submitted=totals["orders"],
-            orders_rejected=totals["rejected"],
-            fills=totals["fills"],
-            volume=totals["volume"],
-            realized_pnl=totals["realized_pnl"],
-            unrealized_pnl=totals["unrealized_pnl"],
-            fees=totals["fees"],
-            session_symbols=session["symbols"],
-            foreign_rejects=self.foreign_rejects,
-            duplicate_reports=self.book.duplicate_reports,
-            open_orders=len(self.book.open_orders()),
-            positions={s: p.qty for s, p in self.positions.items()},
-            gate={"mode": self.gate.mode, "passed": self.gate.passed, "refusals": dict(self.gate.refusals)},
-            connectors={name: ConnectorStats(**c.get_stats()) for name, c in self.connectors.items()},
-            reconciliations=self.reconciler.runs,
-            stale_reconciliation_answers=self.reconciler.stale_answers,
-            unasked_reconciliation_answers=self.reconciler.unasked_answers,
-            journal=BookJournal(**self.writes.stats(), refused_orders=self.journal_refusals),
-            # what must be known before the session may open: the book agrees with every venue (each
-            # connector's own latest verdict), and every venue's instrument list is loaded since its
-            # latest connection
-            reconciled=self.reconciler.reconciled(self.connectors) and self.instruments.ready(),
-            instruments=self.instruments.stats(),
-            reconciliation=self.venue_watch.stats(),
-            # What a venue holds that this system did not send: the orchestrator refuses reset/open meanwhile.
-            venue_unknown=VenueUnknown(**self.venue_watch.venue_unknown()),
-            tick_to_order=self.tick_to_order.snapshot(),
-        )
+        return summarize(self)
 
     def run(self) -> None:
         try:
