@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -67,6 +68,10 @@ class CommandClient:
         timeout_s: float | None = None,
         retries: int | None = None,
     ) -> proto.Reply:
+        return self._call(name, args, timeout_s, retries, self._read)
+
+    def _call(self, name: str, args: dict[str, Any] | None, timeout_s: float | None, retries: int | None,
+              read: Callable[[bytes], proto.Reply | proto.TypedReply | None]) -> Any:
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         retries = self._retries if retries is None else retries
         command_id = f"{self._source}:{os.getpid()}:{self._epoch}:{next(self._ids)}"
@@ -74,7 +79,7 @@ class CommandClient:
         data = proto.encode(self._source, self._epoch, self._seq, time.time_ns(),
                             proto.Command(id=command_id, name=name, args=args or {}))
         for _attempt in range(retries + 1):
-            reply = self._attempt(command_id, data, timeout_s)
+            reply = self._attempt(command_id, data, timeout_s, read)
             if reply is not None:
                 return reply
             self.timeouts += 1
@@ -91,12 +96,31 @@ class CommandClient:
         spec = proto.spec_of(self.service, request.NAME)
         if spec is None:
             raise ValueError(f"{self.service or 'this client'} does not serve {request.NAME!r} (proto/commands/registry.py)")
-        reply = self.call(request.NAME, proto.args_of(request), timeout_s=timeout_s, retries=retries)
+        reply = self._call(request.NAME, proto.args_of(request), timeout_s, retries,
+                           lambda data: self._read_typed(spec.result, data))
         if not reply.ok:
             raise CommandRefused(reply.error)
-        return proto.read_result(spec, reply.result)
+        if isinstance(reply, proto.TypedReply):
+            return reply.result if reply.result is not None else proto.read_result(spec, {})
+        return proto.read_result(spec, reply.result)  # not the declared result: ProtocolError, saying why
 
-    def _attempt(self, command_id: str, data: bytes, timeout_s: float) -> proto.Reply | None:
+    def _read(self, data: bytes) -> proto.Reply | None:
+        try:
+            reply = proto.decode(data, self._bus.max_message_bytes).body
+        except proto.ProtocolError:
+            return None
+        return reply if isinstance(reply, proto.Reply) else None
+
+    def _read_typed(self, result_type: type, data: bytes) -> proto.Reply | proto.TypedReply | None:
+        """The reply with its result decoded into ``result_type`` in one pass; a refusal (its
+        result empty) or a result that is not of that type, read as any reply."""
+        try:
+            return proto.decode_reply(data, result_type, self._bus.max_message_bytes)
+        except proto.ProtocolError:
+            return self._read(data)
+
+    def _attempt(self, command_id: str, data: bytes, timeout_s: float,
+                 read: Callable[[bytes], proto.Reply | proto.TypedReply | None]) -> Any:
         sock = self._socket()
         deadline = time.monotonic() + timeout_s
         try:
@@ -120,12 +144,8 @@ class CommandClient:
                 frames = sock.recv_multipart()
             except zmq.Again:
                 return None
-            try:
-                env = proto.decode(frames[-1], self._bus.max_message_bytes)
-            except proto.ProtocolError:
-                continue
-            reply = env.body
-            if isinstance(reply, proto.Reply) and reply.id in (command_id, ""):
+            reply = read(frames[-1])
+            if reply is not None and reply.id in (command_id, ""):
                 return reply
             # else: a late reply to an earlier call; drop it and keep waiting for ours
 

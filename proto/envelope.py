@@ -13,13 +13,14 @@ Events go out as two frames, ``[topic, message]``; commands and replies as one.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 import msgspec
 
 from proto.errors import ProtocolError
 from proto.limits import MAX_COMMAND_BYTES, Name
-from proto.messages import MESSAGE_TYPES, Command, Message
+from proto.messages import MESSAGE_TYPES, Command, Message, Reply, TypedReply
 
 SCHEMA_VERSION = 1
 # The versions this build reads (docs/protocol.md, Compatibility): adding an optional field keeps
@@ -89,6 +90,25 @@ def decode_header(data: bytes | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) 
         return _ENVELOPE_DECODER.decode(data)
     except Exception as exc:  # msgspec raises DecodeError/ValidationError; be total on hostile input
         raise ProtocolError("malformed", str(exc)) from None
+
+
+@functools.cache
+def _reply_decoder(result_type: type) -> msgspec.msgpack.Decoder:
+    return msgspec.msgpack.Decoder(TypedReply[result_type])  # type: ignore[valid-type]
+
+
+def decode_reply(data: bytes | memoryview, result_type: type, max_bytes: int = MAX_MESSAGE_BYTES) -> TypedReply:
+    """A reply whose result is decoded into ``result_type`` (the asked command's result struct, from
+    the registry) in one pass over its body. ``ProtocolError`` if it is not a reply of this build's
+    versions, or its result is not that struct: a refusal's empty result, a reply to another
+    command; the caller reads those with ``decode``, which takes any reply."""
+    raw = decode_header(data, max_bytes)
+    if raw.v not in COMPATIBLE_VERSIONS or raw.type != Reply.TYPE:
+        raise ProtocolError("invalid", f"not a reply of this build: {raw.type!r} v{raw.v}")
+    try:
+        return _reply_decoder(result_type).decode(raw.body)
+    except Exception as exc:
+        raise ProtocolError("invalid", f"reply: {exc}") from None
 
 
 def restamp(data: bytes | memoryview, epoch: int, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:

@@ -12,7 +12,7 @@ the bottom). Changing the meaning or shape of an existing field: bump
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -22,6 +22,8 @@ from proto.limits import MAX_ARGS_KEYS, Id
 from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
 from proto.summaries import ServiceSummary
+
+R = TypeVar("R")
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -89,6 +91,17 @@ class Reply(Message):
     id: str
     ok: bool
     result: dict[str, Any] = {}
+    error: str = ""
+
+
+class TypedReply(msgspec.Struct, Generic[R], kw_only=True):
+    """A ``Reply`` as the client that asked reads it (``proto.decode_reply``): its ``result``
+    decoded straight into the command's declared result struct, in the same pass as the reply's
+    other fields, no map in between. Not a message type of its own: the wire carries a ``Reply``."""
+
+    id: str
+    ok: bool
+    result: R | None = None
     error: str = ""
 
 

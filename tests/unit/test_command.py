@@ -14,9 +14,11 @@ import pytest
 import zmq
 
 import proto
-from bus import BusSettings, CommandClient, CommandServer, CommandTimeout, Reactor, make_socket
+from bus import BusSettings, CommandClient, CommandRefused, CommandServer, CommandTimeout, Reactor, make_socket
 from bus import command_server
 from bus.command_server import Handler
+from proto.commands.requests import Failsafe, Open
+from proto.commands.results import Transition
 from unit_support import wait_until
 
 BUS = BusSettings()
@@ -628,3 +630,30 @@ def test_a_handler_may_answer_later_with_a_future_and_the_server_serves_meanwhil
             sock.close(linger=0)
     assert calls == ["close", "close"]
     assert server.refused == 1
+
+
+def test_a_typed_request_reads_its_result_straight_into_the_declared_struct(
+        serve: StartServer, make_client: Callable[..., CommandClient]) -> None:
+    """``client.request(Open(...))``: the reply's result is decoded into ``Transition`` in one pass
+    (``proto.decode_reply``), a field it does not declare ignored; a refusal raises with its reason."""
+    rec = Recorder()
+    _, endpoint = serve(rec.handlers())
+    client = make_client(endpoint, timeout_s=2.0, retries=0, service="orchestrator")
+    result = client.request(Open(reason="bell rang"))
+    assert type(result) is Transition and result.state == "live"  # "reason" is not Transition's: ignored
+    with pytest.raises(CommandRefused, match="cannot fail safe"):
+        client.request(Failsafe(reason="test"))
+
+
+def test_decode_reply_reads_a_result_struct_and_refuses_what_is_not_one() -> None:
+    def frame(body: proto.Reply) -> bytes:
+        return proto.encode("srv", 1, 1, 1, body)
+
+    typed = proto.decode_reply(frame(proto.Reply(id="a", ok=True, result={"state": "live", "added": 1})), Transition)
+    assert typed.result == Transition(state="live") and typed.ok and typed.id == "a"
+    for not_it in (proto.Reply(id="a", ok=False, result={}, error="refused"),  # a refusal's empty result
+                   proto.Reply(id="a", ok=True, result={"state": 3})):  # the wrong type
+        with pytest.raises(proto.ProtocolError):
+            proto.decode_reply(frame(not_it), Transition)
+    with pytest.raises(proto.ProtocolError):  # not a reply at all
+        proto.decode_reply(proto.encode("srv", 1, 1, 1, proto.Command(id="a", name="open", args={})), Transition)
