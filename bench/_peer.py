@@ -35,7 +35,17 @@ import zmq
 TOPIC = "hb.data_router"
 RAW_HEADER = struct.Struct("<qi")
 # The size of the encoded Heartbeat that pub-ours sends (checked by bus_latency at start-up).
-PAYLOAD_BYTES = 141
+PAYLOAD_BYTES = 267
+
+
+def ours_heartbeat(t0: int, index: int) -> "proto.Heartbeat":
+    """The data router's heartbeat as pub-ours sends it: its typed summary carries the send time
+    (``refused["t"]``, an exact int) and the index (``routed``)."""
+    import proto
+    from proto.summaries import RouterSummary
+
+    return proto.Heartbeat(pid=4242, interval_s=0.2, state=proto.OrchestratorState.READY,
+                           stats=RouterSummary(uptime_s=12.345, routed=index, refused={"t": t0}))
 
 
 def raw_payload(t0: int, index: int) -> bytes:
@@ -98,14 +108,9 @@ def pub_ours(endpoint: str) -> None:
     guard = SubscriptionGuard(sock, Reactor(), bus, name="bench", accepts=lambda prefix: TOPIC.encode().startswith(prefix))
     sock.bind(endpoint)
     publisher = Publisher(sock, "data_router", time.time_ns())
-    pid = os.getpid()
-    ready = proto.OrchestratorState.READY
 
     def send(i: int) -> None:
-        publisher.publish(TOPIC, proto.Heartbeat(
-            pid=pid, interval_s=0.2, stats={"t": time.perf_counter_ns(), "i": i, "uptime_s": 12.345},
-            state=ready,
-        ))
+        publisher.publish(TOPIC, ours_heartbeat(time.perf_counter_ns(), i))
 
     _publisher_loop(send, guard.drain)
 
@@ -142,7 +147,8 @@ def rep_ours(endpoint: str) -> None:
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.ROUTER, bus)
     sock.bind(endpoint)
-    server = CommandServer(sock, "engine", time.time_ns(), {"status": lambda _args: {}},
+    status = {"service": "engine", "pid": os.getpid(), "epoch": 1, "stats": None, "bus": {}}  # a ProcessStatus
+    server = CommandServer(sock, "engine", time.time_ns(), {"status": lambda _args: status},
                            cache_size=bus.command_cache_size, max_bytes=bus.max_message_bytes)
     reactor = Reactor()
     reactor.add_reader(sock, server.drain)

@@ -9,10 +9,10 @@ same clock read by the sender just before it built the message.
 Variants, run interleaved round by round (raw, raw+poll, ours, then reversed, ...):
 
 PUB→SUB
-  raw       plain pyzmq PUB → SUB, blocking ``recv_multipart``; payload ``[topic, 141 bytes]``
+  raw       plain pyzmq PUB → SUB, blocking ``recv_multipart``; payload ``[topic, 267 bytes]``
   raw+poll  the same sockets, but the receiver waits in a ``zmq.Poller`` as the project's loop does
   ours      ``bus.Publisher.publish(Heartbeat)`` → ``bus.Subscriber.drain(handler)`` driven by a
-            ``bus.Reactor``; the encoded Heartbeat is also 141 bytes
+            ``bus.Reactor``; the encoded Heartbeat (a typed RouterSummary) is also 267 bytes
 Command round trip
   raw       plain DEALER → ROUTER echo, blocking send/recv on both ends
   raw+poll  DEALER waited on with ``Socket.poll`` (as ``CommandClient`` does) → ROUTER in a
@@ -32,10 +32,7 @@ moves.
 from __future__ import annotations
 
 import os
-import select
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,65 +43,14 @@ import zmq
 
 import proto
 from bench import _peer
+from bench._peer_process import Peer
 from bench._stats import median, ratio, table
 from bus import BusSettings, CommandClient, Reactor, Subscriber, make_socket
 from services.latency import percentile
 
-ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 VARIANTS = ("raw", "raw+poll", "ours")
 TARGET_RATIO = 1.30
-
-
-# --- the child processes ---------------------------------------------------------------------------
-
-
-class Peer:
-    """A ``bench._peer`` child: started, told what to do on stdin, stopped by closing stdin."""
-
-    def __init__(self, mode: str, endpoint: str) -> None:
-        self.mode = mode
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._peer", mode, endpoint],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        )
-        self.expect("ready", 30.0)
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def expect(self, word: str, timeout_s: float) -> None:
-        assert self.proc.stdout is not None
-        readable, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        line = self.proc.stdout.readline().strip() if readable else ""
-        if line != word:
-            raise RuntimeError(f"bench peer {self.mode}: expected {word!r}, got {line!r} "
-                               f"(exit code {self.proc.poll()})")
-
-    def cpu_ticks(self) -> int:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of stat)
-
-    def close(self) -> None:
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 # --- one round of one variant ----------------------------------------------------------------------
@@ -235,9 +181,9 @@ class PubSubBench:
         def handler(_topic: str, env: proto.Envelope) -> None:
             t1 = time.perf_counter_ns()
             stats = env.body.stats
-            i = stats["i"]
+            i = stats.routed
             if i >= warmup:
-                out.append(t1 - stats["t"])
+                out.append(t1 - stats.refused["t"])
             if i == last:
                 reactor.stop()
 
@@ -339,10 +285,8 @@ class CommandBench:
 
 
 def _check_payload_size() -> int:
-    size = len(proto.encode("data_router", time.time_ns(), 1, time.time_ns(), proto.Heartbeat(
-        pid=os.getpid(), interval_s=0.2, stats={"t": time.perf_counter_ns(), "i": 1000, "uptime_s": 12.345},
-        state=proto.OrchestratorState.READY)))
-    return size
+    return len(proto.encode("data_router", time.time_ns(), 1, time.time_ns(),
+                            _peer.ours_heartbeat(time.perf_counter_ns(), 1000)))
 
 
 def run(rounds: int = 5, samples: int = 2000, warmup: int = 50, rate: float = 1000.0,

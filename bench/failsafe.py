@@ -42,9 +42,6 @@ latency.
 
 from __future__ import annotations
 
-import datetime
-import itertools
-import json
 import math
 import os
 import signal
@@ -56,19 +53,17 @@ import zmq
 
 import proto
 from bench._live import LiveDaemon
+from bench._session import EPS, RESTING_PER_SYMBOL, SYMBOLS, build_book, latest_incident, log_times, open_session
 from bench._stats import median, table
+from bench._wire import Book, Wire
 from bus import make_socket
 from services.latency import percentile
 
 A_TARGET_MS = 5.0
 C_TARGET_MS = 50.0
 
-SYMBOLS = {"BTC-USD": 40_000.0, "ETH-USD": 3_000.0, "SOL-USD": 150.0, "XRP-USD": 0.6, "ADA-USD": 0.45,
-           "DOGE-USD": 0.08, "AVAX-USD": 35.0, "DOT-USD": 7.0, "LINK-USD": 15.0, "LTC-USD": 70.0}
-RESTING_PER_SYMBOL = 5
 JUMP_UP_PCT = 30.0
 JUMP_BACK_PCT = (1 / 1.3 - 1) * 100  # -23.08 %: back to where it was, also over the 15 % critical threshold
-EPS = 1e-9
 
 
 def _toml() -> str:
@@ -99,104 +94,10 @@ price_collar_pct = 100.0
 
 [safety]
 order_rate_per_s = 1000000.0
+# the trials' price jumps would otherwise hold for 120 s and keep the detection trials from recovering
+price_jump_hold_s = 0.0
 
 {instruments}"""
-
-
-class Wire:
-    """The benchmark's own sockets: pipelined pollers (DEALER, one request in flight each) and SUBs,
-    all in one ``zmq.Poller``; every timestamp is a wall-clock ``time_ns`` of the message's sender."""
-
-    def __init__(self, d: LiveDaemon) -> None:
-        self.d = d
-        self.poller = zmq.Poller()
-        self._epoch = time.time_ns()
-        self._ids = itertools.count(1)
-        self.subs: dict[str, zmq.Socket] = {}
-        self.pollers: dict[str, dict[str, Any]] = {}
-
-    def sub(self, name: str, service: str, topics: list[str]) -> None:
-        sock = make_socket(self.d.ctx, zmq.SUB, self.d.settings.bus)
-        for t in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        sock.connect(self.d.endpoints.pub(service))
-        self.subs[name] = sock
-        self.poller.register(sock, zmq.POLLIN)
-
-    def poll_target(self, name: str, service: str, command: str, done: Callable[[dict[str, Any]], bool]) -> None:
-        sock = make_socket(self.d.ctx, zmq.DEALER, self.d.settings.bus)
-        sock.connect(self.d.endpoints.cmd(service))
-        self.pollers[name] = {"sock": sock, "command": command, "done": done}
-        self.poller.register(sock, zmq.POLLIN)
-
-    def send(self, sock: zmq.Socket, command: str, args: dict[str, Any] | None = None) -> None:
-        sock.send(proto.encode("bench", self._epoch, next(self._ids), time.time_ns(), proto.Command(
-            id=f"bench:{self._epoch}:{next(self._ids)}", name=command, args=args or {})))
-
-    def drain_subs(self) -> None:
-        for sock in self.subs.values():
-            while sock.poll(0):
-                sock.recv_multipart()
-
-    def watch(self, trigger: Callable[[], None], until: Callable[[dict[str, Any]], bool], timeout_s: float,
-              use_pollers: bool = True, gap_s: float = 0.0005) -> dict[str, Any]:
-        """Poll every target (if ``use_pollers``) with one request in flight; call ``trigger()`` once
-        each target has answered once (and not yet done); collect sub messages until ``until(seen)``
-        or timeout. Returns ``seen``: {"events": [(sub name, env)], "<target>": ts_ns of the first
-        done answer, "<target>_before": the last not-done answer's ts_ns, "polls": {target: n}}."""
-        pollers = self.pollers if use_pollers else {}
-        seen: dict[str, Any] = {"events": [], "polls": {n: 0 for n in pollers}, "triggered_ns": None}
-        due = {n: 0.0 for n in pollers}
-        in_flight = dict.fromkeys(pollers, False)
-        answered_false: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            for n, p in pollers.items():
-                if not in_flight[n] and n not in seen and now >= due[n]:
-                    try:
-                        self.send(p["sock"], p["command"])
-                        in_flight[n] = True
-                    except zmq.Again:
-                        due[n] = now + 0.01
-            if seen["triggered_ns"] is None and answered_false >= set(pollers):
-                seen["triggered_ns"] = time.time_ns()
-                trigger()
-            pending = [due[n] for n in pollers if not in_flight[n] and n not in seen]
-            wait_ms = max(0, int((min(pending) - time.monotonic()) * 1000)) if pending else 10
-            for sock, _ in self.poller.poll(min(wait_ms, 10)):
-                for sname, s in self.subs.items():
-                    if s is sock:
-                        while sock.poll(0):
-                            _topic, data = sock.recv_multipart()
-                            seen["events"].append((sname, proto.decode(data)))
-                for n, p in pollers.items():
-                    if p["sock"] is sock:
-                        env = proto.decode(sock.recv())
-                        in_flight[n] = False
-                        due[n] = time.monotonic() + gap_s
-                        seen["polls"][n] += 1
-                        reply = env.body
-                        if not reply.ok:
-                            raise RuntimeError(f"{p['command']} refused: {reply.error}")
-                        if p["done"](reply.result):
-                            if seen["triggered_ns"] is not None:
-                                seen[n] = env.ts_ns
-                        else:
-                            answered_false.add(n)
-                            seen[f"{n}_before"] = env.ts_ns
-            if seen["triggered_ns"] is not None and until(seen):
-                break
-        # let the answers still in flight arrive, so the next watch starts clean
-        for n, p in pollers.items():
-            if in_flight[n] and p["sock"].poll(1000):
-                p["sock"].recv()
-        return seen
-
-    def close(self) -> None:
-        for sock in [*self.subs.values(), *(p["sock"] for p in self.pollers.values())]:
-            self.poller.unregister(sock)
-            sock.close(linger=0)
 
 
 def _trading_off(result: dict[str, Any]) -> bool:
@@ -211,113 +112,6 @@ def _flat(result: dict[str, Any]) -> bool:
     return all(abs(p["qty"]) < EPS for p in result["positions"].values())
 
 
-def _open_session(d: LiveDaemon) -> None:
-    """From wherever the session is (FAILSAFE after a trial) to LIVE with both trading processes
-    allowed to trade."""
-    state = d.state()
-    if state == "failsafe":
-        d.wait_until(lambda: d.status("orchestrator")["failsafe_pending"] is None, 30, "the failsafe sequence to end")
-        d.request("orchestrator", "reset", reason="bench: next trial")
-        state = d.wait_state("ready", timeout_s=10)
-    if state == "degraded":
-        d.wait_until(lambda: d.call("orchestrator", "recover").ok, 30, "recover", interval_s=0.3)
-    if d.state() == "ready":
-        d.request("orchestrator", "open", reason="bench: next trial")
-    d.wait_state("live", timeout_s=10)
-    d.wait_until(lambda: all(d.status(s)["stats"]["trading_allowed"] for s in ("engine", "exchange_manager")),
-                 10, "engine and exchange manager to allow trading")
-
-
-def _build_book(d: LiveDaemon) -> tuple[set[str], dict[str, float]]:
-    """A position on every symbol (market buys) and RESTING_PER_SYMBOL resting limit buys on each.
-    Returns the venue's open order ids and positions once it holds them all."""
-    for symbol, price in SYMBOLS.items():
-        qty = round(1_000.0 / price, 6)
-        d.request("exchange_manager", "submit_order", symbol=symbol, side="buy", qty=qty, order_type="market",
-                  strategy="bench")
-    # the limit prices come from the current marks (the exchange manager's position table)
-    marks = d.wait_until(lambda: (t := d.request("exchange_manager", "positions")["positions"]) and
-                         all(t.get(s, {}).get("mark") and abs(t[s]["qty"]) > EPS for s in SYMBOLS) and t,
-                         10, "the exchange manager to hold every position")
-    for symbol in SYMBOLS:
-        mark = marks[symbol]["mark"]
-        qty = round(1_000.0 / mark, 6)
-        for i in range(RESTING_PER_SYMBOL):
-            d.request("exchange_manager", "submit_order", symbol=symbol, side="buy", qty=qty, order_type="limit",
-                      limit_price=round(mark * (0.5 - 0.01 * i), 8), strategy="bench")
-    want = len(SYMBOLS) * RESTING_PER_SYMBOL
-
-    def venue_book() -> tuple[set[str], dict[str, float]] | None:
-        orders = d.request("venue_sim", "open_orders")["orders"]
-        positions = {s: p["qty"] for s, p in d.request("venue_sim", "positions")["positions"].items()}
-        held = sum(abs(q) > EPS for q in positions.values())
-        return ({o["client_order_id"] for o in orders}, positions) if len(orders) == want and held == len(SYMBOLS) else None
-
-    d.wait_until(venue_book, 10, f"the venue to hold {want} open orders and {len(SYMBOLS)} positions")
-    d.wait_until(lambda: d.status("exchange_manager")["stats"]["open_orders"] == want, 10,
-                 "the exchange manager's book to show every resting order")
-    time.sleep(0.3)  # let the fills' and orders' echoes settle (safety follows them)
-    book = venue_book()
-    if book is None:
-        raise RuntimeError("the venue's book changed before the trigger")
-    return book
-
-
-def _latest_incident(d: LiveDaemon, after: float) -> dict[str, Any] | None:
-    directory = d.log_dir / "incidents"
-    if not directory.is_dir():
-        return None
-    for path in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        data = json.loads(path.read_text())
-        if data.get("started_at", 0) >= after:
-            return data
-    return None
-
-
-def _log_times(d: LiveDaemon, program: str, needle: str, after_ns: int) -> list[float]:
-    """Wall-clock times (ns, +0.5 ms: the log's stamp is truncated to the millisecond) of the
-    program's log lines containing ``needle`` stamped at or after ``after_ns`` - 1 ms."""
-    path = d.log_dir / f"{program}.log"
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 256_000))
-        lines = f.read().decode(errors="replace").splitlines()
-    out = []
-    for line in lines:
-        if needle not in line:
-            continue
-        try:
-            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-        except ValueError:
-            continue
-        ns = int(stamp.timestamp() * 1e9) + 500_000
-        if ns >= after_ns - 1_500_000:
-            out.append(ns)
-    return out
-
-
-class Book:
-    """The venue's book rebuilt from its own execution reports (PUB ``orders``/``fills``), so (b)
-    and (c) are timed without asking anything: the last cancel of a resting order, and the fill
-    that leaves every position flat, each stamped by the venue as it publishes."""
-
-    def __init__(self, resting: set[str], positions: dict[str, float]) -> None:
-        self.open = set(resting)
-        self.positions = dict(positions)
-        self.cancelled_ns: int | None = None
-        self.flat_ns: int | None = None
-
-    def apply(self, env: proto.Envelope) -> None:
-        body = env.body
-        if isinstance(body, proto.OrderUpdate) and body.client_order_id in self.open and not body.status.is_open:
-            self.open.discard(body.client_order_id)
-            if not self.open:
-                self.cancelled_ns = env.ts_ns
-        elif isinstance(body, proto.Fill):
-            self.positions[body.symbol] = self.positions.get(body.symbol, 0.0) + body.side.sign * body.qty
-            if self.flat_ns is None and all(abs(q) < 1e-7 for q in self.positions.values()):
-                self.flat_ns = env.ts_ns
-
-
 def _critical_ns(seen: dict[str, Any]) -> int | None:
     for name, env in seen["events"]:
         if name == "safety" and isinstance(env.body, proto.SafetyEvent) and env.body.severity is proto.Severity.CRITICAL:
@@ -326,8 +120,8 @@ def _critical_ns(seen: dict[str, Any]) -> int | None:
 
 
 def _failsafe_trial(d: LiveDaemon, wire: Wire, i: int, polled: bool) -> dict[str, Any]:
-    _open_session(d)
-    resting, positions = _build_book(d)
+    open_session(d)
+    resting, positions = build_book(d)
     book_orders = d.status("exchange_manager")["stats"]["orders_submitted"]
     symbol = list(SYMBOLS)[i % len(SYMBOLS)]
     jump = JUMP_UP_PCT if (i // len(SYMBOLS)) % 2 == 0 else JUMP_BACK_PCT
@@ -366,8 +160,8 @@ def _failsafe_trial(d: LiveDaemon, wire: Wire, i: int, polled: bool) -> dict[str
                         isinstance(env.body, proto.StateChanged) and env.body.new is proto.OrchestratorState.FAILSAFE),
                        None)
     d.wait_until(lambda: d.status("orchestrator")["failsafe_pending"] is None, 30, "the failsafe sequence to end")
-    incident = d.wait_until(lambda: _latest_incident(d, started), 10, "the incident report")
-    off = {p: _log_times(d, p, "trading disabled", t0) for p in ("engine", "exchange_manager")}
+    incident = d.wait_until(lambda: latest_incident(d, started), 10, "the incident report")
+    off = {p: log_times(d, p, "trading disabled", t0) for p in ("engine", "exchange_manager")}
     if not all(off.values()):
         raise RuntimeError(f"trial {i + 1}: no 'trading disabled' log line after t0: {off}")
     ms = lambda ns: (ns - t0) / 1e6  # noqa: E731
@@ -411,7 +205,7 @@ def _pump(wire: Wire, timeout_s: float, last_quote: dict[str, int], want: Callab
 
 
 def _stale_trial(d: LiveDaemon, wire: Wire) -> dict[str, Any]:
-    _open_session(d)
+    open_session(d)
     last_quote: dict[str, int] = {}
     _pump(wire, 1.0, last_quote, lambda _n, _e: False)  # old events out; every symbol's last quote noted
     t0 = time.time_ns()
@@ -430,7 +224,7 @@ def _stale_trial(d: LiveDaemon, wire: Wire) -> dict[str, Any]:
 
 
 def _dead_trial(d: LiveDaemon, wire: Wire) -> dict[str, Any]:
-    _open_session(d)
+    open_session(d)
     _pump(wire, 1.0, {}, lambda _n, _e: False)
     pid = d.running_pids()["engine"]
     t0 = time.time_ns()
