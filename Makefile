@@ -27,8 +27,9 @@ run: $(STAMP)
 # Three workers on 2 cores, one test file each at a time: a module's daemon stays in one worker,
 # and every daemon has its own temp dirs and ports. Most of a daemon test's time is waiting (for a
 # heartbeat, a deadman, a reconnect), so a third worker fills it: 474 s against 599 s with two.
-# Long cases are marked slow and run by test-faults. Cases that load both cores on purpose, or
-# that supervisord's clock judges, are marked alone and run last, by themselves.
+# Long cases are marked slow and run by test-faults. Cases that load both cores on purpose, that
+# supervisord's clock judges, or that bound a round trip or a rate by the clock are marked alone
+# and run last, by themselves.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not alone" -n 3 --dist loadfile
 	$(PY) -m pytest -q -m "alone and not slow"

@@ -14,6 +14,10 @@ from services.tradectl.sniffer.recording import Reader, Writer
 
 from .support import FakePublisher, heartbeat, quote, sniffer, start_sniffer
 
+# Rates and playback timing are judged by the wall clock (hz within 10 % at 200/s, play at 2x):
+# beside three test workers on 2 cores the sniffer processes were starved past both (seen once).
+pytestmark = pytest.mark.alone
+
 
 def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
