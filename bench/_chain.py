@@ -38,15 +38,14 @@ import json
 import math
 import os
 import queue
-import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import zmq
+
+from bench._peer_process import StdioChild
 
 TOPIC = b"md.BTC-USD"
 TS = struct.Struct("<q")
@@ -253,17 +252,14 @@ def count(ep: str) -> None:
 
 # -- the parent's side -----------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
-class Child:
+class Child(StdioChild):
     """One ``bench._chain`` role in a child process, talked to over its stdin/stdout."""
 
     def __init__(self, role: str, *args: object, hwm: int | None = None) -> None:
-        env = {**os.environ, **({"HWM": str(hwm)} if hwm else {})}
+        super().__init__("bench._chain", role, *args, env={"HWM": str(hwm)} if hwm else None)
         self.role = role
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench._chain", role, *map(str, args)], cwd=ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -285,23 +281,6 @@ class Child:
                 raise RuntimeError(f"raw {self.role} exited ({self.proc.poll()}) before {prefix!r}")
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
 
 
 ROLES = {"venue": venue, "router": router, "engine": engine, "exchange": exchange, "blast": blast, "count": count}
