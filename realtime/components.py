@@ -10,6 +10,7 @@ import zmq
 import proto
 from bus import CommandClient, Endpoints
 from proto import commands as rq
+from proto.session import OPEN_ORDER_STATUSES
 from services.settings import Settings, load_settings
 
 
@@ -45,7 +46,7 @@ class ExchangeManager(ServiceProxy):
         return self.request(rq.Positions()).positions
 
     def get_open_orders(self) -> list[dict[str, Any]]:
-        return [o for o in self.request(rq.Orders()).orders if proto.OrderStatus(o["status"]).is_open]
+        return [o for o in self.request(rq.Orders()).orders if o["status"] in OPEN_ORDER_STATUSES]
 
     def get_connector_status(self) -> dict[str, Any]:
         return proto.to_builtins(self.status().stats.connectors)

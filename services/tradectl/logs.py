@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from services.log_escape import json_line
 from services.orchestrator.session_logs import EVENTS, KINDS
 from services.settings import SettingsError, load_settings
 
@@ -114,7 +114,7 @@ def logs(name: str | None, lines: int, keep_following: bool, pattern: str | None
         if pattern is not None and pattern not in line:
             return
         if as_json and name != EVENTS:
-            line = msgspec.json.encode({"log": name, "line": line}).decode()
+            line = json_line({"log": name, "line": line})
         click.echo(line)
 
     # With --grep, look further back than -n so that -n matching lines can be shown.
@@ -133,7 +133,7 @@ def _list(available: dict[str, Path], log_dir: Path, as_json: bool) -> None:
              "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime))}
             for name, path in sorted(available.items())]
     if as_json:
-        click.echo(msgspec.json.encode(rows))
+        click.echo(json_line(rows))
         return
     if not rows:
         click.echo(f"no logs in {log_dir} yet (start the daemon with `make run`)")

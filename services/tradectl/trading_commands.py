@@ -7,7 +7,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from proto import OrderStatus
+from proto.session import OPEN_ORDER_STATUSES
 from proto import commands as rq
 from services.tradectl.daemon_client import Daemon, print_json
 from services.tradectl.session_commands import JSON_OPTION
@@ -81,7 +81,7 @@ def orders(show_all: bool, as_json: bool) -> None:
       tradectl orders --all --json | jq '.orders[] | select(.status == "rejected")'
     """
     result = Daemon("exchange_manager").request(rq.Orders())
-    result.orders = [o for o in result.orders if show_all or OrderStatus(o["status"]).is_open]
+    result.orders = [o for o in result.orders if show_all or o["status"] in OPEN_ORDER_STATUSES]
     if as_json:
         print_json(result)
         return

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import click
-import msgspec
 
 from bus.endpoints import PUBLISHERS
+from services.log_escape import json_line
 from services.tradectl.sniffer import calls as calls_mod
 from services.tradectl.sniffer import gaps as gaps_mod
 from services.tradectl.sniffer import views
@@ -65,7 +65,7 @@ def topics(window: float, as_json: bool, hwm: int) -> None:
                 rates.add(m)
     rows = rates.topics()
     if as_json:
-        click.echo(msgspec.json.encode({"window_s": window, "topics": rows, "undecodable": rates.undecodable}))
+        click.echo(json_line({"window_s": window, "topics": rows, "undecodable": rates.undecodable}))
         return
     views.topics_table(rows, window)
 
@@ -116,7 +116,7 @@ def _periodic_verb(prefixes: tuple[str, ...], hwm: int, window: float, clock: st
             rows = rates.hz(now_ns) if kind == "hz" else rates.bw(now_ns)
             if as_json:
                 if rows:
-                    click.echo(b"\n".join(msgspec.json.encode({"ts_ns": now_ns, **r}) for r in rows))
+                    click.echo("\n".join(json_line({"ts_ns": now_ns, **r}) for r in rows))
             else:
                 views.rates_table(rows, kind)
         try:
@@ -195,7 +195,7 @@ def gaps(stale_after: float, interval: float, count: int | None, once: bool, tim
         r = gaps_mod.report(tracker, list(PUBLISHERS), stale_after, now_ns, since[0])
         since[0] = now_ns
         if as_json:
-            click.echo(msgspec.json.encode(r))
+            click.echo(json_line(r))
         else:
             views.gaps_table(r, stale_after)
 
@@ -233,7 +233,7 @@ def calls(services: tuple[str, ...], pending_after: float, count: int | None, ti
                 now = time.time_ns()
                 out += tracker.overdue(now)
                 for c in out:
-                    click.echo(msgspec.json.encode(c.as_dict(now)) if as_json else c.line(now))
+                    click.echo(json_line(c.as_dict(now)) if as_json else c.line(now))
                 done += sum(1 for c in out if c.reply_ns is not None)
         except KeyboardInterrupt:
             pass

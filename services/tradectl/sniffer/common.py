@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import msgspec
 
 from bus.settings import BusSettings
+from services.log_escape import json_line
 from services.tradectl import exit_codes
 from services.tradectl.sniffer.attach import DEFAULT_HWM, Attachment
 from services.tradectl.sniffer.gaps import SeqTracker
@@ -54,7 +54,7 @@ def sigterm_as_interrupt() -> None:
 def losses(tracker: SeqTracker, as_json: bool, **extra: Any) -> None:
     s = {**extra, **tracker.summary()}
     if as_json:
-        click.echo(msgspec.json.encode({"sniffer": s}), err=True)
+        click.echo(json_line({"sniffer": s}), err=True)
     else:
         click.echo("tradectl bus: " + ", ".join(f"{k} {v}" for k, v in s.items())
                    + " (lost = sequence gaps: dropped by the sniffer or never sent)", err=True)

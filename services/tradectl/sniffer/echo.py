@@ -17,6 +17,7 @@ from typing import IO, Any
 import click
 import msgspec
 
+from services.log_escape import json_line as escaped_json_line
 from services.tradectl.sniffer.attach import (
     Attachment,
     Deadline,
@@ -53,15 +54,16 @@ class BadLine(msgspec.Struct):
     hex: str
 
 
-_ENC = msgspec.json.Encoder()
-
-
 def json_line(m: Seen) -> bytes:
+    """One message as a JSON line; what a peer wrote in it (a reason, a topic) cannot break the line
+    (``log_escape.json_line`` escapes U+2028 and the other non-printables)."""
     env = m.env
     if env is None:
-        return _ENC.encode(BadLine(m.topic, m.recv_ns, len(m.data), True, m.error or "", hex_preview(m.data)))
-    return _ENC.encode(EchoLine(m.topic, env.source, env.epoch, env.seq, env.type, env.ts_ns, m.recv_ns,
-                                (m.recv_ns - env.ts_ns) / 1e9, len(m.data), env.body))
+        record: Any = BadLine(m.topic, m.recv_ns, len(m.data), True, m.error or "", hex_preview(m.data))
+    else:
+        record = EchoLine(m.topic, env.source, env.epoch, env.seq, env.type, env.ts_ns, m.recv_ns,
+                          (m.recv_ns - env.ts_ns) / 1e9, len(m.data), env.body)
+    return escaped_json_line(record).encode()
 
 
 def _clock(ns: int) -> str:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import click
-import msgspec
 from rich.console import Console
 
+from services.log_escape import json_line
 from services.tradectl.sniffer import views
 from services.tradectl.sniffer.attach import Attachment
 from services.tradectl.sniffer.common import (
@@ -136,6 +136,6 @@ def info(file: Path, as_json: bool) -> None:
     """
     s = summary(_reader(file))
     if as_json:
-        click.echo(msgspec.json.encode(s).decode())
+        click.echo(json_line(s))
         return
     views.info_text(s, Console())
