@@ -4,8 +4,9 @@ demo strategies' limit orders fill at their limits as the feed moves through the
 anomaly); a price jump for its hold time; a silent feed until it speaks again; and a recovery
 within a jump's hold time does not leave the session LIVE.
 
-One daemon for the module: the critical price-jump threshold raised above the 25 % jump injected, a
-3 s price-jump hold, a 1 s stale-feed threshold, a degradation count these cannot reach.
+One daemon for the module: the critical price-jump threshold raised above the 25 % jump injected, an
+8 s price-jump hold (the recovery within it is a tradectl start, seen to take 5 s beside two other
+test workers on 2 cores), a 1 s stale-feed threshold, a degradation count these cannot reach.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from integration.daemon import Daemon, wait_until
 from integration.e2e import Collector, ask, ensure_live
 
 MODULE_CONFIG = {
-    "safety": {"price_jump_critical_pct": 30.0, "price_jump_hold_s": 3.0, "stale_feed_s": 1.0},
+    "safety": {"price_jump_critical_pct": 30.0, "price_jump_hold_s": 8.0, "stale_feed_s": 1.0},
     "orchestrator": {"failsafe_degradation_count": 10},
 }
 
@@ -66,7 +67,7 @@ def test_a_jump_holds_for_its_hold_time_and_a_recovery_meanwhile_does_not_stay_l
         d.wait_state("degraded", timeout=2.0)  # the reset reported the jump again at once
     else:
         assert "refused" in res.stderr, res.stderr
-    wait_until(lambda: holding(d) == [], 10, interval=0.2, ignore=(CommandTimeout,))
+    wait_until(lambda: holding(d) == [], 15, interval=0.2, ignore=(CommandTimeout,))
     res = d.tradectl("recover")
     assert res.returncode == 0, res.stderr
     time.sleep(1.5)
