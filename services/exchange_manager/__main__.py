@@ -1,3 +1,7 @@
-from services.exchange_manager.main import main
+from services import stack_dump
+
+stack_dump.enable()
+
+from services.exchange_manager.main import main  # noqa: E402  (after the stack dump, so a hung import answers it)
 
 main()

@@ -90,6 +90,24 @@ def _venue_cids(d: Daemon) -> set[str]:
     return set(venue_fills(d)["client_order_ids"])
 
 
+def _settled_venue_cids(d: Daemon, quiet_s: float = 1.0, bound_s: float = 10.0) -> set[str]:
+    """The venue's client order ids once no new one has come for ``quiet_s`` (orders a gate accepted
+    before it closed may still be on their way on a loaded host); fails after ``bound_s``."""
+    seen = _venue_cids(d)
+    since = time.monotonic()
+
+    def settled() -> bool:
+        nonlocal seen, since
+        now = _venue_cids(d)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        return time.monotonic() - since >= quiet_s
+
+    wait_until(settled, bound_s, interval=0.1,
+               message=lambda: f"orders kept reaching the venue: {len(seen)} client order ids")
+    return seen
+
+
 # -- kill -9 of supervisord ---------------------------------------------------------------------------
 
 
@@ -137,9 +155,9 @@ def _orphaned_session(h: FaultHarness, ctx: CellContext, orphans: dict[str, int]
         assert "supervisord" in (_ask(d, p, "status")["stats"]["orphaned"] or ""), p
     FIGURES.invariants += 1
 
-    # nothing opens at the venue any more (after a grace for orders already on their way)...
-    time.sleep(0.5)
-    cids_at_close = _venue_cids(d)
+    # nothing opens at the venue any more (once the orders already on their way have landed: the
+    # venue's record stops growing; a gate that still let orders through never lets it settle)...
+    cids_at_close = _settled_venue_cids(d)
     refused = d.call("exchange_manager", "submit_order", timeout_s=2, retries=1, symbol=POSITION_SYMBOL,
                      side="buy", qty=0.1, strategy="faults")
     assert not refused.ok, f"the gate accepted an opening order with supervisord gone: {refused}"

@@ -212,7 +212,17 @@ class Daemon(TempDaemon):
         for program in wanted:
             wait_until(lambda: self.request(program, "status")["pid"] == self.pid_of(program), timeout,
                        ignore=(CommandTimeout, OSError, xmlrpc.client.Fault),
-                       message=lambda: self.diagnostics())
+                       message=lambda: self._stacks_of(program) + self.diagnostics(60))
+
+    def _stacks_of(self, program: str) -> str:
+        """Ask a program that does not answer for its threads' stacks (``services.stack_dump``: they
+        go to its log, which the diagnostics then show)."""
+        try:
+            os.kill(self.pid_of(program), signal.SIGUSR1)
+        except (OSError, xmlrpc.client.Fault) as exc:
+            return f"(no stack of {program}: {exc})"
+        time.sleep(0.5)
+        return f"(asked {program} for its stacks with SIGUSR1: see its log below)"
 
     def wait_statename(self, program: str, statename: str, timeout: float = 30.0) -> dict[str, Any]:
         return wait_until(
