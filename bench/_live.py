@@ -18,13 +18,16 @@ import zmq
 
 import proto
 from bench.daemon_idle import Daemon, _status_kb, _ticks
-from bus import CommandClient, CommandTimeout, Endpoints
+from bus import CommandClient, CommandTimeout, Endpoints, security
+from deploy.temp_daemon import HARNESS
 
 
 class LiveDaemon(Daemon):
     def __init__(self, toml: str, prefix: str = "bench-live-") -> None:
         super().__init__(toml, prefix)
         self.endpoints = Endpoints(self.settings.bus, self.run_dir)
+        # the benchmark's own key (an operator's, made by TempDaemon); in the clear if bus.curve is off
+        self.security = security(self.settings.bus, self.keys_dir, HARNESS)
         self.ctx = zmq.Context()
         self._clients: dict[str, CommandClient] = {}
 
@@ -46,7 +49,8 @@ class LiveDaemon(Daemon):
     def client(self, service: str) -> CommandClient:
         if service not in self._clients:
             self._clients[service] = CommandClient(self.ctx, self.endpoints.cmd(service), self.settings.bus,
-                                                   "bench", timeout_s=2.0, retries=0)
+                                                   HARNESS, timeout_s=2.0, retries=0, service=service,
+                                                   security=self.security)
         return self._clients[service]
 
     def call(self, service: str, command: str, *, timeout_s: float = 2.0, **args: Any) -> proto.Reply:

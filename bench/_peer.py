@@ -27,6 +27,8 @@ import struct
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -96,13 +98,24 @@ def pub_raw(endpoint: str) -> None:
     _publisher_loop(lambda i: sock.send_multipart([topic, raw_payload(time.perf_counter_ns(), i)]))
 
 
-def pub_ours(endpoint: str) -> None:
+def curve_of(endpoint: str, name: str) -> Any:
+    """``name``'s CURVE credentials from the key directory beside an ``ours+curve`` endpoint."""
+    from bus import Curve, KeyStore
+
+    return Curve(KeyStore(Path(endpoint.removeprefix("ipc://")).parent / "keys"), name)
+
+
+def pub_ours(endpoint: str, curve: bool = False) -> None:
     import proto
     from bus import BusSettings, Publisher, Reactor, SubscriptionGuard, make_socket
 
     ctx = zmq.Context()
     bus = BusSettings()
     sock = make_socket(ctx, zmq.XPUB, bus)
+    if curve:
+        server = curve_of(endpoint, "data_router")
+        server.start(ctx)
+        server.serve(sock)
     # The guard's reader is called by hand before each run (this loop waits on stdin, not in a
     # reactor): the subscriber's subscription has come in by then.
     guard = SubscriptionGuard(sock, Reactor(), bus, name="bench", accepts=lambda prefix: TOPIC.encode().startswith(prefix))
@@ -140,16 +153,19 @@ def rep_poll(endpoint: str) -> None:
             sock.send_multipart(sock.recv_multipart(flags=zmq.NOBLOCK), flags=zmq.NOBLOCK)
 
 
-def rep_ours(endpoint: str) -> None:
-    from bus import BusSettings, CommandServer, Reactor, make_socket
+def rep_ours(endpoint: str, curve: bool = False) -> None:
+    from bus import BusSettings, CommandServer, NoCurve, Reactor, make_socket
 
     bus = BusSettings()
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.ROUTER, bus)
+    security = curve_of(endpoint, "engine") if curve else NoCurve()
+    security.start(ctx)
+    security.serve(sock)
     sock.bind(endpoint)
     status = {"service": "engine", "pid": os.getpid(), "epoch": 1, "stats": None, "bus": {}}  # a ProcessStatus
     server = CommandServer(sock, "engine", time.time_ns(), {"status": lambda _args: status},
-                           cache_size=bus.command_cache_size, max_bytes=bus.max_message_bytes)
+                           cache_size=bus.command_cache_size, max_bytes=bus.max_message_bytes, security=security)
     reactor = Reactor()
     reactor.add_reader(sock, server.drain)
     _exit_when_stdin_closes()
@@ -163,6 +179,8 @@ MODES = {
     "rep-raw": rep_raw,
     "rep-poll": rep_poll,
     "rep-ours": rep_ours,
+    "pub-ours-curve": lambda endpoint: pub_ours(endpoint, curve=True),
+    "rep-ours-curve": lambda endpoint: rep_ours(endpoint, curve=True),
 }
 
 

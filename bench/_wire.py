@@ -13,6 +13,7 @@ import zmq
 
 import proto
 from bench._live import LiveDaemon
+from deploy.temp_daemon import HARNESS
 from bus import make_socket
 
 
@@ -32,18 +33,18 @@ class Wire:
         sock = make_socket(self.d.ctx, zmq.SUB, self.d.settings.bus)
         for t in topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        sock.connect(self.d.endpoints.pub(service))
+        self.d.security.connect(sock, self.d.endpoints.pub(service), service)
         self.subs[name] = sock
         self.poller.register(sock, zmq.POLLIN)
 
     def poll_target(self, name: str, service: str, command: str, done: Callable[[dict[str, Any]], bool]) -> None:
         sock = make_socket(self.d.ctx, zmq.DEALER, self.d.settings.bus)
-        sock.connect(self.d.endpoints.cmd(service))
+        self.d.security.connect(sock, self.d.endpoints.cmd(service), service)
         self.pollers[name] = {"sock": sock, "command": command, "done": done}
         self.poller.register(sock, zmq.POLLIN)
 
     def send(self, sock: zmq.Socket, command: str, args: dict[str, Any] | None = None) -> None:
-        sock.send(proto.encode("bench", self._epoch, next(self._ids), time.time_ns(), proto.Command(
+        sock.send(proto.encode(HARNESS, self._epoch, next(self._ids), time.time_ns(), proto.Command(
             id=f"bench:{self._epoch}:{next(self._ids)}", name=command, args=args or {})))
 
     def drain_subs(self) -> None:

@@ -45,12 +45,13 @@ import proto
 from bench import _peer
 from bench._peer_process import Peer
 from bench._stats import median, ratio, table
-from bus import BusSettings, CommandClient, Reactor, Subscriber, make_socket
+from bus import BusSettings, CommandClient, Reactor, Subscriber, keys, make_socket
 from services.latency import percentile
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-VARIANTS = ("raw", "raw+poll", "ours")
+VARIANTS = ("raw", "raw+poll", "ours", "ours+curve")  # ours+curve: the same with CURVE (issue 14's cost)
 TARGET_RATIO = 1.30
+CURVE_TARGET = 1.2  # issue 14: CURVE costs under 1.2x at p50
 
 
 # --- one round of one variant ----------------------------------------------------------------------
@@ -105,10 +106,11 @@ class PubSubBench:
     def __init__(self, ctx: zmq.Context, tmp: Path, n: int, warmup: int, rate: float) -> None:
         self.n, self.warmup, self.rate = n, warmup, rate
         self.total = n + warmup
-        raw_ep, ours_ep = f"ipc://{tmp}/raw.pub", f"ipc://{tmp}/ours.pub"
+        raw_ep, ours_ep, curve_ep = f"ipc://{tmp}/raw.pub", f"ipc://{tmp}/ours.pub", f"ipc://{tmp}/curve.pub"
         self.raw_peer = Peer("pub-raw", raw_ep)
         try:
             self.ours_peer = Peer("pub-ours", ours_ep)
+            self.curve_peer = Peer("pub-ours-curve", curve_ep)
         except BaseException:
             self.raw_peer.close()
             raise
@@ -120,19 +122,26 @@ class PubSubBench:
         self.sub = Subscriber(make_socket(ctx, zmq.SUB, BusSettings()))
         self.sub.subscribe("")
         self.sub.connect(ours_ep)
+        self.curve_sub = Subscriber(make_socket(ctx, zmq.SUB, BusSettings()))
+        self.curve_sub.subscribe("")
+        self.curve_sub.connect(curve_ep, "data_router", _peer.curve_of(curve_ep, "engine"))
 
     def close(self) -> None:
         self.raw_sock.close(linger=0)
         self.sub.socket.close(linger=0)
+        self.curve_sub.socket.close(linger=0)
         self.raw_peer.close()
         self.ours_peer.close()
+        self.curve_peer.close()
 
     def run(self, variant: str, total: int | None = None) -> Round:
         self.total = total or self.n + self.warmup
-        peer = self.ours_peer if variant == "ours" else self.raw_peer
-        recv = {"raw": self._recv_raw, "raw+poll": self._recv_poll, "ours": self._recv_ours}[variant]
+        peer = {"ours": self.ours_peer, "ours+curve": self.curve_peer}.get(variant, self.raw_peer)
+        recv = {"raw": self._recv_raw, "raw+poll": self._recv_poll, "ours": lambda: self._recv_ours(self.sub),
+                "ours+curve": lambda: self._recv_ours(self.curve_sub)}[variant]
         _drain(self.raw_sock)
         _drain(self.sub.socket)
+        _drain(self.curve_sub.socket)
         rnd = _timed(peer, lambda: self._start_and(peer, recv))
         peer.expect("done", 30.0)
         return rnd
@@ -173,7 +182,7 @@ class PubSubBench:
             if i == last:
                 return out
 
-    def _recv_ours(self) -> list[int]:
+    def _recv_ours(self, sub: Subscriber) -> list[int]:
         out: list[int] = []
         warmup, last = self.warmup, self.total - 1
         reactor = Reactor()
@@ -187,7 +196,7 @@ class PubSubBench:
             if i == last:
                 reactor.stop()
 
-        reactor.add_reader(self.sub.socket, lambda: self.sub.drain(handler))
+        reactor.add_reader(sub.socket, lambda: sub.drain(handler))
         reactor.call_later(self.total / self.rate + 3.0, reactor.stop)
         try:
             reactor.run()
@@ -200,10 +209,11 @@ class CommandBench:
     def __init__(self, ctx: zmq.Context, tmp: Path, n: int, warmup: int, rate: float) -> None:
         self.n, self.warmup, self.rate = n, warmup, rate
         self.total = n + warmup
-        eps = {v: f"ipc://{tmp}/{v.replace('+', '_')}.cmd" for v in VARIANTS}
+        self.eps = eps = {v: f"ipc://{tmp}/{v.replace('+', '_')}.cmd" for v in VARIANTS}
         self.peers: dict[str, Peer] = {}
         try:
-            for variant, mode in (("raw", "rep-raw"), ("raw+poll", "rep-poll"), ("ours", "rep-ours")):
+            for variant, mode in (("raw", "rep-raw"), ("raw+poll", "rep-poll"), ("ours", "rep-ours"),
+                                  ("ours+curve", "rep-ours-curve")):
                 self.peers[variant] = Peer(mode, eps[variant])
         except BaseException:
             for peer in self.peers.values():
@@ -217,22 +227,42 @@ class CommandBench:
             sock.setsockopt(zmq.SNDTIMEO, 2000)
             sock.connect(eps[variant])
             self.socks[variant] = sock
-        self.client = CommandClient(ctx, eps["ours"], BusSettings(), "bench")
+        self.client = CommandClient(ctx, eps["ours"], BusSettings(), "tradectl")  # an operator: the peer serves it as it serves tradectl
+        self.curve_client = CommandClient(ctx, eps["ours+curve"], BusSettings(), "tradectl", service="engine",
+                                          security=_peer.curve_of(eps["ours+curve"], "tradectl"))
         # A request of the size ours sends: a pre-encoded Command.
-        self.payload = proto.encode("bench", time.time_ns(), 1, time.time_ns(), proto.Command(
+        self.payload = proto.encode("tradectl", time.time_ns(), 1, time.time_ns(), proto.Command(
             id=f"bench:{os.getpid()}:{time.time_ns()}:1", name="status"))
+
+    def first_calls(self, ctx: zmq.Context, n: int = 30) -> dict[str, float]:
+        """Median µs from a new client's connect to its first reply, in the clear and with CURVE
+        (the handshake, with the ZAP check, included)."""
+        out = {}
+        for variant, security in (("ours", None), ("ours+curve", self.curve_client._security)):
+            times = []
+            for _ in range(n):
+                client = CommandClient(ctx, self.eps[variant], BusSettings(), "tradectl", service="engine",
+                                       security=security)
+                t0 = time.perf_counter_ns()
+                client.call("status", timeout_s=2.0, retries=0)
+                times.append((time.perf_counter_ns() - t0) / 1e3)
+                client.close()
+            out[variant] = median(times)
+        return out
 
     def close(self) -> None:
         for sock in self.socks.values():
             sock.close(linger=0)
         self.client.close()
+        self.curve_client.close()
         for peer in self.peers.values():
             peer.close()
 
     def run(self, variant: str, total: int | None = None) -> Round:
         self.total = total or self.n + self.warmup
-        call = {"raw": self._call_raw, "raw+poll": self._call_poll, "ours": self._call_ours}[variant]
-        if variant != "ours":
+        call = {"raw": self._call_raw, "raw+poll": self._call_poll, "ours": lambda: self._call_ours(self.client),
+                "ours+curve": lambda: self._call_ours(self.curve_client)}[variant]
+        if not variant.startswith("ours"):
             _drain(self.socks[variant])
         return _timed(self.peers[variant], lambda: self._paced(call))
 
@@ -274,9 +304,10 @@ class CommandBench:
         sock.recv(flags=zmq.NOBLOCK)
         return True
 
-    def _call_ours(self) -> bool:
+    @staticmethod
+    def _call_ours(client: CommandClient) -> bool:
         try:
-            return self.client.call("status").ok
+            return client.call("status").ok
         except Exception:
             return False
 
@@ -297,6 +328,7 @@ def run(rounds: int = 5, samples: int = 2000, warmup: int = 50, rate: float = 10
         f"command request {len(proto.encode('bench', 1, 1, 1, proto.Command(id='bench:12345:1764098000000000000:1', name='status')))} B")
     tmp = Path(tempfile.mkdtemp(prefix="bench-bus-"))
     os.chmod(tmp, 0o700)
+    keys.ensure(tmp / "keys", ["data_router", "engine", "tradectl"])  # for ours+curve
     ctx = zmq.Context()
     benches: dict[str, PubSubBench | CommandBench] = {}
     results: dict[str, dict[str, VariantResult]] = {}
@@ -314,6 +346,9 @@ def run(rounds: int = 5, samples: int = 2000, warmup: int = 50, rate: float = 10
                 for variant in order:
                     results[name][variant].rounds.append(bench.run(variant))
             out(f"  round {r + 1}/{rounds} done")
+        command = benches["command"]
+        assert isinstance(command, CommandBench)
+        first = command.first_calls(ctx)
     finally:
         for bench in benches.values():
             bench.close()
@@ -330,6 +365,11 @@ def run(rounds: int = 5, samples: int = 2000, warmup: int = 50, rate: float = 10
         summary.append(f"{title}: p50 raw {raw50:.0f} / ours {our50:.0f} µs = {ratio(our50, raw50):.2f}x, "
                        f"p99 raw {raw99:.0f} / ours {our99:.0f} µs = {ratio(our99, raw99):.2f}x "
                        f"(target <= {TARGET_RATIO:.2f}x)")
+        cur50, cur99 = median(res["ours+curve"].p(50)), median(res["ours+curve"].p(99))
+        summary.append(f"{title}, the cost of CURVE: p50 {cur50:.0f} / {our50:.0f} µs = {ratio(cur50, our50):.2f}x, "
+                       f"p99 {cur99:.0f} / {our99:.0f} µs = {ratio(cur99, our99):.2f}x (target p50 < {CURVE_TARGET:.1f}x)")
+    summary.append(f"a new client's connect to its first reply (median of 30): {first['ours']:.0f} µs in the clear, "
+                   f"{first['ours+curve']:.0f} µs with CURVE (its handshake and ZAP check)")
     return {"results": results, "summary": summary}
 
 

@@ -126,7 +126,7 @@ def _failsafe_trial(d: LiveDaemon, wire: Wire, i: int, polled: bool) -> dict[str
     symbol = list(SYMBOLS)[i % len(SYMBOLS)]
     jump = JUMP_UP_PCT if (i // len(SYMBOLS)) % 2 == 0 else JUMP_BACK_PCT
     fault_sock = make_socket(d.ctx, zmq.DEALER, d.settings.bus)
-    fault_sock.connect(d.endpoints.cmd("venue_sim"))
+    d.security.connect(fault_sock, d.endpoints.cmd("venue_sim"), "venue_sim")
     time.sleep(0.05)
     wire.drain_subs()
     started = time.time()

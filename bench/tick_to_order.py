@@ -141,6 +141,9 @@ def measure_raw(rate: int, every_n: int, seconds: float, warmup_s: float) -> dic
 
 
 FSYNC_TOML = "\n[exchange_manager]\nfsync_per_order = true\n"
+# ours without CURVE (ipc in the clear): the cost of CURVE on the hot path is ours / ours-clear
+CLEAR_TOML = "\n[bus]\ncurve = false\n"
+EXTRA_TOML = {"ours": "", "ours+fsync": FSYNC_TOML, "ours-clear": CLEAR_TOML}
 
 
 def measure_ours(rate: int, every_n: int, seconds: float, warmup_s: float, extra_toml: str = "") -> dict[str, Any]:
@@ -212,7 +215,7 @@ def _hops(d: LiveDaemon, seconds: float) -> dict[str, list[float]]:
                                  ("venue", "venue_sim", proto.topics.ORDERS)):
         sock = make_socket(d.ctx, zmq.SUB, d.settings.bus)
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(d.endpoints.pub(service))
+        d.security.connect(sock, d.endpoints.pub(service), service)
         subs[name] = sock
         poller.register(sock, zmq.POLLIN)
     quotes: dict[float, tuple[int, int]] = {}  # probe price -> (venue stamp, router send)
@@ -313,14 +316,14 @@ def run(rounds: int = 3, seconds: float = 15.0, warmup_s: float = 3.0, rates: tu
     summary = []
     for rate in rates:
         every_n = max(1, rate // PROBES_PER_S)
-        variants = ["raw", "ours"] + (["ours+fsync"] if fsync and rate == rates[0] else [])
+        variants = ["raw", "ours", "ours-clear"] + (["ours+fsync"] if fsync and rate == rates[0] else [])
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for r in range(rounds):
             for variant in variants[r % len(variants):] + variants[:r % len(variants)]:  # rotated each round
                 if variant == "raw":
                     m = measure_raw(rate, every_n, seconds, warmup_s)
                 else:
-                    m = measure_ours(rate, every_n, seconds, warmup_s, FSYNC_TOML if variant == "ours+fsync" else "")
+                    m = measure_ours(rate, every_n, seconds, warmup_s, EXTRA_TOML[variant])
                 runs[variant].append(m)
                 extra = ""
                 if variant != "raw":
@@ -379,7 +382,11 @@ def run(rounds: int = 3, seconds: float = 15.0, warmup_s: float = 3.0, rates: tu
             f"{med['ours']['first_p50_us']:,.0f} vs {med['raw']['first_p50_us']:,.0f} us; messages lost in the measurements: {lost_total}"
             + (f" (targets: p50 <= {P50_RATIO_TARGET}x raw, p99 < 1 ms)" if rate == 1_000 else "")
             + (f"; with fsync_per_order p50 {med['ours+fsync']['p50_us']:,.0f} / p99 {med['ours+fsync']['p99_us']:,.0f} us"
-               if "ours+fsync" in runs else ""))
+               if "ours+fsync" in runs else "")
+            + f"; the cost of CURVE (ours / ours-clear): p50 {med['ours']['p50_us']:,.0f} / "
+              f"{med['ours-clear']['p50_us']:,.0f} us = {ratio(med['ours']['p50_us'], med['ours-clear']['p50_us']):.2f}x, "
+              f"p99 {med['ours']['p99_us']:,.0f} / {med['ours-clear']['p99_us']:,.0f} us = "
+              f"{ratio(med['ours']['p99_us'], med['ours-clear']['p99_us']):.2f}x (target p50 < 1.2x)")
         out("")
     extra: dict[str, Any] = {}
     if drift_s > 0:

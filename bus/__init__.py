@@ -6,8 +6,10 @@ Nothing here knows what a message means; ``proto`` turns messages into bytes and
 from bus.command_channel import CommandChannel, NotConnected
 from bus.command_client import CommandClient, CommandRefused, CommandTimeout
 from bus.command_server import CommandServer
+from bus.curve import Curve, NoCurve, Security, security
 from bus.endpoints import SERVICE_NAMES, Endpoints, ensure_private_dir
 from bus.heartbeat import Heartbeater
+from bus.keys import KeyStore, MissingKey
 from bus.publisher import Publisher
 from bus.reactor import Reactor
 from bus.settings import BusSettings
@@ -16,7 +18,8 @@ from bus.subscriber import PeerTrack, Subscriber
 from bus.subscription_guard import SubscriptionGuard
 
 __all__ = [
-    "BusSettings", "CommandChannel", "CommandClient", "CommandRefused", "CommandServer", "CommandTimeout", "Endpoints", "Heartbeater", "NotConnected",
-    "PeerTrack", "Publisher", "Reactor", "SERVICE_NAMES", "Subscriber", "SubscriptionGuard", "ensure_private_dir",
-    "make_socket",
+    "BusSettings", "CommandChannel", "CommandClient", "CommandRefused", "CommandServer", "CommandTimeout", "Curve",
+    "Endpoints", "Heartbeater", "KeyStore", "MissingKey", "NoCurve", "NotConnected", "PeerTrack", "Publisher",
+    "Reactor", "SERVICE_NAMES", "Security", "Subscriber", "SubscriptionGuard", "ensure_private_dir", "make_socket",
+    "security",
 ]

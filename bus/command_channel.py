@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 import proto
+from bus.curve import NoCurve, Security
 from bus.settings import BusSettings
 from bus.sockets import drain, make_socket
 
@@ -38,7 +39,9 @@ class _Pending:
 
 
 class CommandChannel:
-    def __init__(self, ctx: zmq.Context, endpoint: str, bus: BusSettings, source: str, *, timeout_s: float) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, bus: BusSettings, source: str, *, timeout_s: float,
+                 server: str = "", security: Security | None = None) -> None:
+        """A channel to ``server`` at ``endpoint``, its key pinned by ``security`` (CURVE)."""
         self._endpoint = endpoint
         self._bus = bus
         self._source = source
@@ -48,7 +51,7 @@ class CommandChannel:
         self._seq = 0
         self._pending: dict[str, _Pending] = {}
         self.sock = make_socket(ctx, zmq.DEALER, bus)
-        self.sock.connect(endpoint)
+        (security or NoCurve()).connect(self.sock, endpoint, server)
         self.sent = 0
         self.timeouts = 0
         self.not_connected = 0

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 import proto
+from bus.curve import NoCurve, Security
 from bus.settings import BusSettings
 from bus.sockets import make_socket
 
@@ -40,9 +41,12 @@ class CommandClient:
         timeout_s: float | None = None,
         retries: int | None = None,
         service: str = "",
+        security: Security | None = None,
     ) -> None:
-        """``service``: the service behind ``endpoint``, which types ``request``'s results."""
+        """``service``: the service behind ``endpoint``, which types ``request``'s results and whose
+        key ``security`` pins (CURVE; default: in the clear, which a CURVE server refuses)."""
         self._ctx = ctx
+        self._security: Security = security or NoCurve()
         self.service = service
         self._endpoint = endpoint
         self._bus = bus
@@ -152,7 +156,7 @@ class CommandClient:
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             self._sock = make_socket(self._ctx, zmq.DEALER, self._bus)
-            self._sock.connect(self._endpoint)
+            self._security.connect(self._sock, self._endpoint, self.service)
         return self._sock
 
     def _replace_socket(self) -> None:

@@ -37,8 +37,9 @@ import msgspec
 import zmq
 
 import proto
+from bus.curve import NoCurve, Security
 from bus.ratelimit import RateLimitedLog
-from bus.sockets import drain
+from bus.sockets import drain, recv_request
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,17 @@ class CommandServer:
         cache_bytes: int = 16 << 20,
         max_bytes: int = proto.MAX_MESSAGE_BYTES,
         audit: Audit | None = None,
+        security: Security | None = None,
+        on_unauthorised: Callable[[proto.GovernanceEvent], None] | None = None,
     ) -> None:
         """``audit``, if given, is told of every decoded request when it is read and again when its
-        reply is sent (the service publishes these on ``audit.<service>``)."""
+        reply is sent (the service publishes these on ``audit.<service>``). ``security`` names each
+        caller (its CURVE identity; default ``NoCurve``: its envelope's source) for the rights of
+        the registry; ``on_unauthorised`` is told of each refusal (published on ``governance``)."""
         self._sock = sock
         self._audit = audit
+        self._security: Security = security or NoCurve()
+        self._on_unauthorised = on_unauthorised
         self._source = source
         self._epoch = epoch
         self._handlers: dict[str, Handler] = {}
@@ -162,9 +169,10 @@ class CommandServer:
         self._handlers.update(handlers)
 
     def drain(self, limit: int = 1_000) -> int:
-        return drain(self._sock, MAX_REQUEST_FRAMES, self._serve, limit)
+        return drain(self._sock, MAX_REQUEST_FRAMES, self._serve, limit, recv_request)
 
-    def _serve(self, frames: list[bytes]) -> None:
+    def _serve(self, message: tuple[list[bytes], str | None]) -> None:
+        frames, user_id = message
         if len(frames) < 2:  # a ROUTER always prepends the identity; this cannot be answered
             self._reject("frames", f"{len(frames)} frame(s)")
             return
@@ -183,6 +191,10 @@ class CommandServer:
         if not isinstance(cmd, proto.Command):
             self._reject("not_a_command", env.type)
             self._send(route, self._encode(proto.error("", f"bad request: {env.type} is not a command")))
+            return
+        refusal = self._authorise(user_id, env.source, cmd.name)
+        if refusal:
+            self._refuse_caller(route, cmd, env, refusal)
             return
         audit = self._audit
         cached = self._cache.get(cmd.id)
@@ -207,6 +219,32 @@ class CommandServer:
             self._wait(cmd, env, route, reply)
             return
         self._answer(cmd, env, [route], reply, ran)
+
+    def _authorise(self, user_id: str | None, source: str, name: str) -> str:
+        """Why this caller may not call ``name`` here ("" if it may): checked before anything else,
+        the cache included (a retry is authorised again: a key revoked since is refused)."""
+        caller = self._security.identity(user_id, source)
+        if caller is None:
+            return (f"not authorised: caller {source!r} is not authenticated (its key is unknown or was revoked)"
+                    if self._security.enabled else f"not authorised: unknown caller {source!r}")
+        if source != caller.name:
+            return f"not authorised: the envelope's source {source!r} is not the caller's identity {caller.name!r}"
+        spec = proto.spec_of(self._source, name)
+        if spec is not None and caller.role not in spec.callers:
+            return (f"not authorised: {caller.name} ({caller.role}) may not call {name} on {self._source}; "
+                    f"allowed: {', '.join(sorted(spec.callers))}")
+        return ""
+
+    def _refuse_caller(self, route: list[bytes], cmd: proto.Command, env: proto.Envelope, reason: str) -> None:
+        self._reject("unauthorised", reason)
+        self._send(route, self._encode(proto.error(cmd.id, reason)))
+        if self._audit is not None:
+            self._audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="reply",
+                                           sent_ns=env.ts_ns, ok=False, error=reason))
+        if self._on_unauthorised is not None:
+            self._on_unauthorised(proto.GovernanceEvent(
+                kind="unauthorised", reason=reason,
+                detail={"service": self._source, "command": cmd.name, "caller": env.source}))
 
     def _wait(self, cmd: proto.Command, env: proto.Envelope, route: list[bytes], deferred: Deferred) -> None:
         if len(self._waiting) >= MAX_WAITING:

@@ -2,7 +2,8 @@
 
 Every service binds two sockets: a PUB for its events and a ROUTER for its commands. With the
 default ``ipc`` transport they are files in the run directory (mode 0700, so only this user can
-connect); with ``tcp`` they are ports counted from ``bus.tcp_base_port``.
+connect); with ``tcp`` they are ports counted from ``bus.tcp_base_port``, on each service's host
+(``bus.hosts``, default ``bus.tcp_host``). CURVE secures both (``bus.curve``).
 """
 
 from __future__ import annotations
@@ -30,17 +31,30 @@ class Endpoints:
         self._run_dir = run_dir
 
     def pub(self, service: str) -> str:
+        """Where to reach ``service``'s PUB socket."""
         return self._endpoint(service, "pub", 0)
 
     def cmd(self, service: str) -> str:
+        """Where to reach ``service``'s command socket."""
         return self._endpoint(service, "cmd", 1)
 
-    def _endpoint(self, service: str, kind: str, offset: int) -> str:
+    def bind_pub(self, service: str) -> str:
+        """Where ``service`` itself binds its PUB socket (``bus.bind_host`` if set)."""
+        return self._endpoint(service, "pub", 0, bind=True)
+
+    def bind_cmd(self, service: str) -> str:
+        return self._endpoint(service, "cmd", 1, bind=True)
+
+    def _endpoint(self, service: str, kind: str, offset: int, *, bind: bool = False) -> str:
         if service not in PUBLISHERS:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(PUBLISHERS)}")
-        if self._bus.transport == "tcp":
-            port = self._bus.tcp_base_port + 2 * PUBLISHERS.index(service) + offset
-            return f"tcp://{self._bus.tcp_host}:{port}"
+        bus = self._bus
+        if bus.transport == "tcp":
+            port = bus.tcp_base_port + 2 * PUBLISHERS.index(service) + offset
+            host = bus.hosts.get(service, bus.tcp_host)
+            if bind and bus.bind_host:
+                host = bus.bind_host
+            return f"tcp://{host}:{port}"
         return f"ipc://{self._run_dir / f'{service}.{kind}'}"
 
 

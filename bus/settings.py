@@ -20,6 +20,14 @@ class BusSettings(BaseModel):
     # ipc:// sockets in the run directory (one machine, mode 0700) or tcp:// (several hosts).
     transport: Literal["ipc", "tcp"] = "ipc"
     tcp_host: str = "127.0.0.1"
+    # Where each service is, for tcp across hosts: {service: host}; a service not named here is on
+    # tcp_host. Every process binds its own sockets on bind_host (default: its host as named here).
+    hosts: dict[str, str] = {}
+    bind_host: str | None = None
+    # CURVE on every socket (bus/curve.py): clients authenticated by their key against the key
+    # directory, servers by theirs. Off only for a single host over ipc (a benchmark's comparison):
+    # tcp without CURVE is refused at start.
+    curve: bool = True
     # tcp ports: base + 2*index for PUB, base + 2*index + 1 for commands (index in SERVICE_NAMES).
     tcp_base_port: int = Field(default=47100, ge=1024, le=65000)
 
@@ -57,6 +65,13 @@ class BusSettings(BaseModel):
     subscriber_max_publishers: int = Field(default=256, ge=16)
     # Publish every command request and reply on ``audit.<service>`` (for ``tradectl bus calls``).
     command_audit: bool = True
+
+    @model_validator(mode="after")
+    def _exposure(self) -> "BusSettings":
+        if self.transport == "tcp" and not self.curve:
+            raise ValueError("transport = \"tcp\" with curve = false would take commands from the network "
+                             "unauthenticated: set curve = true (the default) and give every host its keys")
+        return self
 
     @model_validator(mode="after")
     def _caps_fit(self) -> "BusSettings":

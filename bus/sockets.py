@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import TypeVar
 
 import zmq
 
@@ -33,6 +34,9 @@ SUBSCRIPTION_FRAME_OVERHEAD = len(b"\x09SUBSCRIBE")
 # Subscriptions queued inside libzmq per connection to a PUB before the process has read them; a
 # subscriber sending faster waits (flow control), nothing is lost.
 SUBSCRIPTION_HWM = 64
+
+
+T = TypeVar("T")
 
 
 class EndpointInUse(Exception):
@@ -66,12 +70,16 @@ def make_socket(ctx: zmq.Context, kind: int, bus: BusSettings, *, hwm: int | Non
     return sock
 
 
-def bind(sock: zmq.Socket, endpoint: str) -> None:
-    """Bind, refusing to take over an ipc endpoint that a live process still serves.
+def bind(sock: zmq.Socket, endpoint: str, *, take_over: bool = False) -> bool:
+    """Bind, refusing to take over an ipc endpoint that a live process still serves, unless
+    ``take_over``; returns whether it took one over.
 
     ZeroMQ would silently unlink the other process's socket file and bind anew, leaving that
-    process deaf: two copies of a service would then both believe they are the one.
+    process deaf: two copies of a service would then both believe they are the one. A service
+    holding its run lock (``services/run_lock.py``) is the only copy there is, so whatever serves its
+    endpoint is a squatter: it takes the endpoint back (``take_over``) instead of failing to start.
     """
+    taken = False
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://"):]
         if os.path.exists(path):
@@ -81,7 +89,9 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
             except OSError:
                 pass  # a stale file from a process that is gone: safe to bind over
             else:
-                raise EndpointInUse(f"{endpoint} is in use by another running process")
+                if not take_over:
+                    raise EndpointInUse(f"{endpoint} is in use by another running process")
+                taken = True
             finally:
                 probe.close()
     try:
@@ -90,26 +100,42 @@ def bind(sock: zmq.Socket, endpoint: str) -> None:
         if exc.errno == zmq.EADDRINUSE:
             raise EndpointInUse(f"{endpoint} is in use by another running process") from None
         raise
+    return taken
 
 
-def drain(sock: zmq.Socket, keep: int, on_message: Callable[[list[bytes]], object], limit: int) -> int:
-    """Hand each message waiting on ``sock`` (at most ``limit``; frames as ``recv_frames(sock, keep)``
-    gives them) to ``on_message``; returns how many were read. The one receive loop of every socket
-    a reactor reads, so each reader only says what one message means."""
+def drain(sock: zmq.Socket, keep: int, on_message: Callable[[T], object], limit: int,
+          receive: Callable[[zmq.Socket, int], T] | None = None) -> int:
+    """Hand each message waiting on ``sock`` (at most ``limit``; as ``receive(sock, keep)`` reads it:
+    its frames, or with ``recv_request`` its frames and sender) to ``on_message``; returns how many
+    were read. The one receive loop of every socket a reactor reads, so each reader only says what
+    one message means."""
+    read = receive or recv_frames
     n = 0
     # Ask ZMQ_EVENTS rather than end on a failing receive: the zmq.Again exception costs more
     # than the message itself on an idle-ish socket.
     while n < limit and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        on_message(recv_frames(sock, keep))
+        on_message(read(sock, keep))
         n += 1
     return n
 
 
-def recv_frames(sock: zmq.Socket, keep: int) -> list[bytes]:
+def recv_request(sock: zmq.Socket, keep: int) -> tuple[list[bytes], str | None]:
+    """One whole message as ``recv_frames`` reads it, and who sent it: the ``User-Id`` the ZAP
+    handler gave its connection (``bus.curve``), None on a socket without authentication."""
+    first = sock.recv(zmq.NOBLOCK, copy=False)
+    try:
+        user: str | None = first.get("User-Id")
+    except zmq.ZMQError:  # no ZAP handler on this socket: nothing authenticated
+        user = None
+    return recv_frames(sock, keep, first.bytes), user
+
+
+def recv_frames(sock: zmq.Socket, keep: int, first: bytes | None = None) -> list[bytes]:
     """One whole message (``zmq.NOBLOCK``): its frames if it has at most ``keep``, else its first
     ``keep`` and an empty one more, so the caller refuses it by its count. A peer's message of a
-    million parts is read and dropped part by part, never gathered as ``recv_multipart`` would."""
-    frames = [sock.recv(zmq.NOBLOCK)]
+    million parts is read and dropped part by part, never gathered as ``recv_multipart`` would.
+    ``first``: its first frame, already read."""
+    frames = [sock.recv(zmq.NOBLOCK) if first is None else first]
     extra = 0
     while sock.getsockopt(zmq.RCVMORE):
         if len(frames) < keep:

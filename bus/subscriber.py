@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import zmq
 
 import proto
+from bus.curve import NoCurve, Security
 from bus.ratelimit import RateLimitedLog
 from bus.settings import MAX_SUBSCRIPTION_BYTES
 from bus.sockets import drain
@@ -67,8 +68,9 @@ class Subscriber:
     def socket(self) -> zmq.Socket:
         return self._sock
 
-    def connect(self, endpoint: str) -> None:
-        self._sock.connect(endpoint)
+    def connect(self, endpoint: str, publisher: str = "", security: Security | None = None) -> None:
+        """Connect to ``publisher`` at ``endpoint``, its key pinned by ``security`` (CURVE)."""
+        (security or NoCurve()).connect(self._sock, endpoint, publisher)
 
     def subscribe(self, prefix: str = "") -> None:
         """Subscribe to ``prefix``; ValueError if it is longer than the publishers take

@@ -40,13 +40,14 @@ from supervisor import childutils
 
 import proto
 from proto.summaries import HungOrchestrator, SupervisorSummary
-from bus import Endpoints, Heartbeater, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir, make_socket
+from bus import (Endpoints, Heartbeater, MissingKey, Publisher, Subscriber, SubscriptionGuard, ensure_private_dir,
+                 make_socket, security)
 from bus.endpoints import SERVICE_NAMES, VENUE_NAMES
 from bus.sockets import bind
 from deploy.hung_watch import HungWatch
 from services import run_lock
 from services.log_escape import escape
-from services.runtime import configure_logging, load_settings_or_exit
+from services.runtime import configure_logging, exit_bad_settings, load_settings_or_exit
 
 NAME = "supervisor"
 ALERT_LOG = "process_alerts.log"
@@ -248,6 +249,15 @@ def _rpc_factory() -> RpcFactory | None:
     return lambda: childutils.getRPCInterface(os.environ).supervisor
 
 
+def _local_programs(rpc: Callable[[], Any]) -> set[str] | None:
+    """The names of the programs this supervisord runs; None if it cannot say (then: every one)."""
+    try:
+        return {info["name"] for info in rpc().getAllProcessInfo()}
+    except (OSError, xmlrpc.client.Error) as exc:
+        log.warning("cannot list supervisord's programs (%s): watching every service for hangs", exc)
+        return None
+
+
 def main() -> None:
     settings = load_settings_or_exit("event_listener")
     configure_logging(settings.logs)  # stderr, one escaped line per record (stdout is supervisord's protocol)
@@ -257,15 +267,22 @@ def main() -> None:
         lock = run_lock.acquire(settings.paths.run_dir, NAME)
     except run_lock.LockHeld as exc:
         raise SystemExit(f"event_listener: {exc}") from None
+    try:
+        sec = security(settings.bus, settings.paths.keys, NAME)
+    except MissingKey as exc:
+        lock.release()
+        exit_bad_settings("event_listener", [f"bus.curve: {exc}"])
+    sec.start(ctx)
     sock = make_socket(ctx, zmq.XPUB, settings.bus)
+    sec.serve(sock)
     sockets = [sock]
     # Its subscriptions policed as every PUB's (bus.subscription_guard), read at each heartbeat.
     guard = SubscriptionGuard(sock, None, settings.bus, name=NAME, known=proto.topics.known,
                               accepts=lambda prefix: proto.topics.subscribable(NAME, prefix))
     try:
-        bind(sock, endpoints.pub(NAME))
+        bind(sock, endpoints.bind_pub(NAME))
     except Exception as exc:
-        raise SystemExit(f"event_listener: cannot bind {endpoints.pub(NAME)}: {exc}") from None
+        raise SystemExit(f"event_listener: cannot bind {endpoints.bind_pub(NAME)}: {exc}") from None
     publisher = Publisher(sock, NAME, time.time_ns(), settings.bus.max_message_bytes,
                           declared=lambda topic: proto.topics.publishes(NAME, topic))
     settings.paths.log_dir.mkdir(parents=True, exist_ok=True)
@@ -273,13 +290,15 @@ def main() -> None:
     rpc = _rpc_factory()
     after_s = settings.supervision.hung_restart_after_s
     if rpc is not None and after_s is not None:
-        programs = SERVICE_NAMES + VENUE_NAMES
+        # this supervisord's own programs (across hosts, each host's listener watches its own)
+        local = _local_programs(rpc)
+        programs = tuple(p for p in SERVICE_NAMES + VENUE_NAMES if local is None or p in local)
         sub_sock = make_socket(ctx, zmq.SUB, settings.bus)
         sockets.append(sub_sock)
         sub = Subscriber(sub_sock, settings.bus.max_message_bytes)
         for program in programs:
             sub.subscribe(proto.topics.heartbeat(program))
-            sub.connect(endpoints.pub(program))
+            sub.connect(endpoints.pub(program), program, sec)
         hung = HungRestarter(HungWatch(programs, after_s, settings.supervision.hung_start_grace_s), sub, rpc,
                              lambda alert: listener.report(alert))
     listener = Listener(sys.stdin.buffer, sys.stdout, publisher, settings.bus.heartbeat_interval_s,
@@ -292,6 +311,7 @@ def main() -> None:
         guard.close()
         for s in sockets:
             s.close(linger=0)
+        sec.stop()
         ctx.term()
         lock.release()
 

@@ -11,8 +11,9 @@ Before supervisord starts:
 2. look for what an earlier daemon left behind: a service lock still held (a program orphaned by
    a supervisord that died: it trades on, unsupervised), or an ipc socket in the run directory that
    some process still serves (a squatter: a copy started by hand, a recording played back);
-3. if any, refuse with ONE line naming each process and pid and how to stop them, and exit 1.
-   Otherwise write our pid into the lock and exec supervisord with the same arguments: the same
+3. if any, refuse with ONE line naming each process and pid and how to stop them, and exit 1;
+4. on a single host (ipc), create the CURVE key pairs that are missing (``bus/keys.py``): first
+   start of ``make run``. Then write our pid into the lock and exec supervisord with the same arguments: the same
    process (pid) becomes supervisord and keeps the lock's descriptor (below 5, which supervisord
    never closes, and not passed to its programs) until it exits. A stale lock (its holder dead)
    is taken over without a word.
@@ -31,7 +32,11 @@ import socket
 import sys
 from pathlib import Path
 
+from bus import keys
+from deploy.program_settings import settings_of
+from proto.commands.base import IDENTITIES
 from services import run_lock
+from services.settings import SettingsError
 
 DAEMON_LOCK = "supervisord"
 EXIT_REFUSED = 1
@@ -143,6 +148,27 @@ def _keep_across_exec(lock: run_lock.RunLock) -> None:
     os.set_inheritable(fd, True)
 
 
+def ensure_keys(conf: Path) -> str | None:
+    """Create the CURVE key pairs the programs will look for and miss (``bus.keys``), when the whole
+    daemon is on this host (ipc); across hosts each key is made on its host and its public half copied
+    to the others (docs/deploy-multihost.md), so a missing one is left for its program to name at
+    start. What stops the start, or None."""
+    try:
+        settings = settings_of(conf)
+    except SettingsError as exc:  # the programs will say it, one line each, and exit 78
+        print(f"launch: settings: {str(exc).splitlines()[0]} (the programs will refuse to start)", file=sys.stderr)
+        return None
+    if not settings.bus.curve or settings.bus.transport != "ipc":
+        return None
+    try:
+        made = keys.ensure(settings.paths.keys, list(IDENTITIES))
+    except OSError as exc:
+        return f"cannot create the CURVE keys in {settings.paths.keys}: {exc}"
+    if made:
+        print(f"launch: created CURVE key pairs in {settings.paths.keys}: {', '.join(i.name for i in made)}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     conf = config_path(args)
@@ -167,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         print(refusal(run_dir, found), file=sys.stderr)
         return EXIT_REFUSED
+    problem = ensure_keys(conf)
+    if problem:
+        lock.release()
+        print(f"launch: {problem}", file=sys.stderr)
+        return 2
     supervisord = Path(sys.executable).parent / "supervisord"
     binary = str(supervisord) if supervisord.exists() else shutil.which("supervisord")
     if binary is None:

@@ -33,15 +33,18 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from bus import keys
 from deploy import supervisord_conf
 
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the checkout whose code the programs run
 PYTHON = os.path.abspath(sys.executable)  # the venv python; not resolved (that would leave the venv)
 BIN = Path(PYTHON).parent
+
+HARNESS = "itest"  # the identity (an operator's key) of a test's or benchmark's own clients
 
 
 def parse_programs(conf_text: str) -> dict[str, str]:
@@ -171,8 +174,14 @@ class TempDaemon:
         startsecs: int | None = None,
         startretries: int = 3,
         prefix: str = "ltd-",
+        only: Collection[str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
+        """``only``: the programs of this daemon (one host of several), default all; ``launcher``:
+        what supervisord is started under (e.g. ``ip netns exec NS``: a host of its own)."""
         self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self._only = only
+        self._launcher = list(launcher)
         try:
             self._prepare(config, environment, toml_text, toml_extra, startsecs, startretries)
         except BaseException:
@@ -188,6 +197,10 @@ class TempDaemon:
         os.chmod(self.run_dir, 0o700)
         self.log_dir.mkdir()
         self.state_dir.mkdir()
+        # The CURVE keys (bus/keys.py): deploy/launch.py makes the system's own at start, as for
+        # `make run`; the harness speaks as HARNESS, an operator, whose key is made here.
+        self.keys_dir = self.state_dir / "keys"
+        keys.generate(self.keys_dir, HARNESS, "operator")
         self.conf_path = self.root / "supervisord.conf"
         self.toml_path = self.root / "config.toml"
         self.supervisord_out = self.root / "supervisord.out"
@@ -203,7 +216,7 @@ class TempDaemon:
         self.environment = {"TRADING_CONFIG": str(self.toml_path), **(environment or {})}
         self.conf_path.write_text(supervisord_conf.render(
             root=str(CODE_ROOT), python=PYTHON, run_dir=str(self.run_dir),
-            log_dir=str(self.log_dir), environment=self.environment,
+            log_dir=str(self.log_dir), environment=self.environment, only=self._only,
             # None: the product's own startsecs (deploy/supervisord_conf.py), as deployed
             **({} if startsecs is None else {"startsecs": startsecs}), startretries=startretries,
         ))
@@ -227,7 +240,7 @@ class TempDaemon:
             # as `make run` starts it: deploy/launch.py checks the run dir, then execs supervisord
             # (same pid), or refuses with one line
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "deploy.launch", "-n", "-c", str(self.conf_path)],
+                [*self._launcher, PYTHON, "-m", "deploy.launch", "-n", "-c", str(self.conf_path)],
                 cwd=self.root, env=clean_environ(), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )

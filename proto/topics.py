@@ -39,13 +39,14 @@ def audit(service: str) -> str:
 # a topic missing here logs an error at its first message on it (``bus.Publisher``), because
 # subscriptions to that topic are refused: add a new topic here with its publisher.
 PUBLISHED: dict[str, tuple[str, ...]] = {
-    # every service under supervisord also says on PROCESS_ALERT that it was orphaned (supervisord gone)
-    "orchestrator": (STATE, HEALTH_PREFIX + "*", SAFETY, PROCESS_ALERT),  # SAFETY: its own disk's state
+    # every service under supervisord also says on PROCESS_ALERT that it was orphaned (supervisord
+    # gone), and every command server on GOVERNANCE that it refused an unauthorised caller
+    "orchestrator": (STATE, HEALTH_PREFIX + "*", SAFETY, PROCESS_ALERT, GOVERNANCE),  # SAFETY: its disk's state
     "exchange_manager": (ORDERS, FILLS, GOVERNANCE, SAFETY, PROCESS_ALERT),  # SAFETY: reconciliation, its disk
-    "engine": (PROCESS_ALERT,),
-    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA, CLOCK, PROCESS_ALERT),
-    "safety": (SAFETY, PROCESS_ALERT),
-    "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS, PROCESS_ALERT),
+    "engine": (PROCESS_ALERT, GOVERNANCE),
+    "data_router": (MARKET_DATA_PREFIX + "*", BAD_MARKET_DATA, CLOCK, PROCESS_ALERT, GOVERNANCE),
+    "safety": (SAFETY, PROCESS_ALERT, GOVERNANCE),
+    "venue_sim": (MARKET_DATA_PREFIX + "*", ORDERS, FILLS, PROCESS_ALERT, GOVERNANCE),
     "supervisor": (PROCESS_ALERT,),
 }
 

@@ -8,9 +8,10 @@ from typing import Any
 import zmq
 
 import proto
-from bus import CommandClient, Endpoints
+from bus import CommandClient, Endpoints, security
 from proto import commands as rq
 from proto.session import OPEN_ORDER_STATUSES
+from services.orchestrator.client import IDENTITY
 from services.settings import Settings, load_settings
 
 
@@ -23,7 +24,8 @@ class ServiceProxy:
         self.settings = settings or load_settings()
         self._ctx = zmq.Context()
         self._client = CommandClient(self._ctx, Endpoints(self.settings.bus, self.settings.paths.run_dir).cmd(self.service),
-                                     self.settings.bus, "python-api", service=self.service)
+                                     self.settings.bus, IDENTITY, service=self.service,
+                                     security=security(self.settings.bus, self.settings.paths.keys, IDENTITY))
 
     def request(self, request: proto.Args) -> Any:
         """The typed result; ``bus.CommandRefused`` / ``bus.CommandTimeout`` otherwise."""

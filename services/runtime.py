@@ -30,11 +30,14 @@ from bus import (
     CommandServer,
     Endpoints,
     Heartbeater,
+    MissingKey,
     Publisher,
     Reactor,
+    Security,
     Subscriber,
     ensure_private_dir,
     make_socket,
+    security,
 )
 from bus.command_server import Handler
 from bus.sockets import EndpointInUse, bind
@@ -113,10 +116,15 @@ class ServiceRuntime:
         self.summary_errors = 0
         self.summary_error: str | None = None
         self.log = logging.getLogger(name)
+        # What this process creates (ipc socket files, journals) is its user's alone, whoever started it.
+        os.umask(0o077)
         self.ctx = zmq.Context()
         self.reactor = Reactor()
         self.endpoints = Endpoints(settings.bus, ensure_private_dir(settings.paths.run_dir))
+        ensure_private_dir(settings.paths.state_dir)  # journals and keys: this user's alone
         self._lock = self._take_lock()
+        self._unauthorised_listeners: list[Callable[[proto.GovernanceEvent], None]] = []
+        self.security = self._security()
         self._sockets: list[zmq.Socket] = []
         self._clients: list[CommandClient] = []
         self._channels: list[CommandChannel] = []
@@ -131,12 +139,13 @@ class ServiceRuntime:
         self._pub_sock = self._bind_pub()
         self.publisher = Publisher(self._pub_sock, name, self.epoch, settings.bus.max_message_bytes,
                                    declared=lambda topic: proto.topics.publishes(name, topic))
-        self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(name))
+        self._cmd_sock = cmd_sock = self._bind(zmq.ROUTER, self.endpoints.bind_cmd(name))
         self.commands = CommandServer(
             cmd_sock, name, self.epoch, {"status": lambda _args: self.process_status()},
             cache_size=settings.bus.command_cache_size, cache_bytes=settings.bus.command_cache_bytes,
             max_bytes=settings.bus.max_message_bytes,
             audit=self._publish_audit if settings.bus.command_audit else None,
+            security=self.security, on_unauthorised=self._publish_unauthorised,
         )
         self.reactor.add_reader(cmd_sock, self.commands.drain)
         heartbeater = Heartbeater(self.publisher, name, settings.bus.heartbeat_interval_s,
@@ -148,6 +157,26 @@ class ServiceRuntime:
         if self.supervisor.enabled:
             self.supervisor.on_lost(self._on_orphaned)
             self.reactor.call_every(settings.bus.heartbeat_interval_s, self.supervisor.check)
+
+    def _security(self) -> Security:
+        """This process's CURVE key pair and ZAP handler; without its keys it cannot start (exit 78,
+        one line: which key, where, and how to make it)."""
+        try:
+            sec = security(self.settings.bus, self.settings.paths.keys, self.name)
+        except MissingKey as exc:
+            self._lock.release()
+            exit_bad_settings(self.name, [f"bus.curve: {exc}"])
+        sec.start(self.ctx)
+        return sec
+
+    def _publish_unauthorised(self, event: proto.GovernanceEvent) -> None:
+        self.publisher.publish(proto.topics.GOVERNANCE, event)
+        for listener in self._unauthorised_listeners:
+            listener(event)
+
+    def on_unauthorised(self, listener: Callable[[proto.GovernanceEvent], None]) -> None:
+        """Be told of each caller this process's command server refuses (besides the bus)."""
+        self._unauthorised_listeners.append(listener)
 
     def _take_lock(self) -> run_lock.RunLock:
         try:
@@ -190,15 +219,20 @@ class ServiceRuntime:
     def _bind(self, kind: int, endpoint: str,
               prepare: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
         sock = make_socket(self.ctx, kind, self.settings.bus)
+        self.security.serve(sock)
         if prepare is not None:
             prepare(sock)
         try:
-            bind(sock, endpoint)
+            squatted = bind(sock, endpoint, take_over=True)  # we hold the lock: no other copy of us runs
         except (EndpointInUse, zmq.ZMQError) as exc:
             sock.close(linger=0)
             self._lock.release()
             # A process that cannot bind must not run: exit at once with one clear line.
             raise SystemExit(f"{self.name}: cannot bind {endpoint}: {exc}") from None
+        if squatted:
+            self.log.critical("%s was served by a process that is not this run directory's %s (this one holds its "
+                              "lock): taken back; its peers pin our key, so it was never heard. Find it with "
+                              "`ss -xlp | grep %s` and stop it", endpoint, self.name, endpoint.removeprefix("ipc://"))
         self._sockets.append(sock)
         return sock
 
@@ -226,7 +260,7 @@ class ServiceRuntime:
                                             known=proto.topics.known,
                                             on_subscribe=self._on_subscription)
 
-        return self._bind(zmq.XPUB, self.endpoints.pub(name), prepare=guard)
+        return self._bind(zmq.XPUB, self.endpoints.bind_pub(name), prepare=guard)
 
     def _close_guard(self) -> None:
         if self._guard is not None:
@@ -236,7 +270,7 @@ class ServiceRuntime:
     def _rebind(self) -> None:
         self._pub_sock = self._bind_pub()
         self.publisher.attach(self._pub_sock)
-        self._cmd_sock = self._bind(zmq.ROUTER, self.endpoints.cmd(self.name))
+        self._cmd_sock = self._bind(zmq.ROUTER, self.endpoints.bind_cmd(self.name))
         self.commands.attach(self._cmd_sock)
         self.reactor.add_reader(self._cmd_sock, self.commands.drain)
         self.log.warning("connections back")
@@ -265,7 +299,7 @@ class ServiceRuntime:
         for prefix in prefixes:
             sub.subscribe(prefix)
         for service in services:
-            sub.connect(self.endpoints.pub(service))
+            sub.connect(self.endpoints.pub(service), service, self.security)
         self.reactor.add_reader(sock, lambda: sub.drain(handler))
         self._subscribers.append((f"{'+'.join(services)} [{' '.join(prefixes) or '*'}]", sub))
         return sub
@@ -280,7 +314,7 @@ class ServiceRuntime:
     def channel(self, service: str, *, timeout_s: float) -> CommandChannel:
         """A pipelined command channel to ``service``, served by this loop; close with ``close_channel``."""
         channel = CommandChannel(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
-                                 timeout_s=timeout_s)
+                                 timeout_s=timeout_s, server=service, security=self.security)
         self.reactor.add_reader(channel.sock, channel.drain)
         if not self._expiring:  # one timer serves every channel, started with the first
             self._expiring = True
@@ -295,7 +329,7 @@ class ServiceRuntime:
 
     def client(self, service: str, *, timeout_s: float | None = None, retries: int | None = None) -> CommandClient:
         client = CommandClient(self.ctx, self.endpoints.cmd(service), self.settings.bus, self.name,
-                               timeout_s=timeout_s, retries=retries)
+                               timeout_s=timeout_s, retries=retries, service=service, security=self.security)
         self._clients.append(client)
         return client
 
@@ -344,6 +378,8 @@ class ServiceRuntime:
                                   "subscriptions": self._guard_stats()},
                     "commands": self.commands.stats(),
                     "subscriptions": {name: self._subscription_stats(sub) for name, sub in self._subscribers},
+                    "curve": {"enabled": self.security.enabled,
+                              "refused_handshakes": self.security.refused_handshakes},
                     "loop_errors": self.reactor.callback_errors,
                     "loop_longest_stall_s": round(self.reactor.longest_stall_s, 3)},
             "supervisor_lost": self.supervisor.lost,
@@ -385,5 +421,6 @@ class ServiceRuntime:
         for sock in self._sockets:
             sock.close(linger=self.settings.bus.linger_ms)
         self.reactor.close()
+        self.security.stop()
         self.ctx.term()
         self._lock.release()

@@ -52,11 +52,17 @@ class PathSettings(BaseModel):
     log_dir: Path = Path("logs")
     # journals that must survive restarts.
     state_dir: Path = Path("run/state")
+    # CURVE key pairs (bus/keys.py; mode 0700, secrets 0600); default: <state_dir>/keys.
+    keys_dir: Path | None = None
 
-    @field_validator("run_dir", "log_dir", "state_dir")
+    @field_validator("run_dir", "log_dir", "state_dir", "keys_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @property
+    def keys(self) -> Path:
+        return self.keys_dir or self.state_dir / "keys"
 
 
 class SessionSettings(BaseModel):

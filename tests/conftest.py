@@ -18,9 +18,23 @@ from typing import Any
 import pytest
 import zmq
 
+from bus import keys
+from deploy.temp_daemon import HARNESS
+from proto.commands.base import IDENTITIES
 from faults.harness import FIGURES as FAULT_FIGURES
 from fuzz import figures as fuzz_figures
 from integration.e2e import attach_diagnostics
+
+
+@pytest.fixture(scope="session")
+def bus_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key directory with a pair for every system identity (``bus/keys.py``), for the services a
+    unit test runs in its own process (tests/unit/conftest.py); ``HARNESS`` is an operator, as the
+    integration daemons have it (theirs are under each daemon's state directory)."""
+    path = tmp_path_factory.mktemp("keys") / "keys"
+    keys.ensure(path, list(IDENTITIES))
+    keys.generate(path, HARNESS, "operator")
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -29,14 +29,26 @@ class Result(msgspec.Struct, kw_only=True):
     checks its own results strictly before sending them (``check_result``)."""
 
 
-# Who may call a command (ready for per-identity rights, issue 14): the roles of the callers.
+# Who may call a command: the roles of the callers. A caller's role is its authenticated
+# identity's (its CURVE key's; ``IDENTITIES``), checked by the command server before the handler.
 OPERATOR = "operator"  # tradectl, the Python API, the console
 ORCHESTRATOR = "orchestrator"
 ENGINE = "engine"
 EXCHANGE_MANAGER = "exchange_manager"
-READER = "reader"  # the sniffer, monitoring: read-only queries
-ANYONE = frozenset({OPERATOR, ORCHESTRATOR, ENGINE, EXCHANGE_MANAGER, READER, "data_router", "safety", "venue_sim"})
+READER = "reader"  # the sniffer, monitoring: subscribe and read-only queries
+ANYONE = frozenset({OPERATOR, ORCHESTRATOR, ENGINE, EXCHANGE_MANAGER, READER, "data_router", "safety", "venue_sim",
+                    "supervisor"})
 CONTROL = frozenset({OPERATOR, ORCHESTRATOR})
+
+# Every identity the system's own processes and tools use on the bus (the envelope's ``source`` and
+# the name of its key pair), with its role. A service's role is its name; a key generated for
+# anyone else (``tradectl keys generate alice --role reader``) is an operator's or a reader's.
+IDENTITIES: dict[str, str] = {
+    "orchestrator": ORCHESTRATOR, "exchange_manager": EXCHANGE_MANAGER, "engine": ENGINE,
+    "data_router": "data_router", "safety": "safety", "venue_sim": "venue_sim", "supervisor": "supervisor",
+    "tradectl": OPERATOR, "python-api": OPERATOR, "console": OPERATOR, "sniffer": READER,
+}
+PERSON_ROLES = (OPERATOR, READER)  # the roles a key outside IDENTITIES may have
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ from proto.limits import clip
 from proto.venue_reports import FillPage, MassStatus, OrderIdPage, OrderStatusReports
 
 SERVICES = ("orchestrator", "exchange_manager", "engine", "data_router", "safety", "venue_sim")
-_OM = frozenset({OPERATOR, ORCHESTRATOR, EXCHANGE_MANAGER})  # the venue's order entry: the exchange manager (operators for tests)
+# The venue takes orders from the exchange manager alone (through its gate); cancels, steps toward
+# safety, from operators and the orchestrator too.
+_VENUE_ORDERS = frozenset({EXCHANGE_MANAGER})
+_VENUE_CANCELS = frozenset({EXCHANGE_MANAGER, OPERATOR, ORCHESTRATOR})
 
 
 def _spec(service: str, request: type[Args], result: type[Any], *, query: bool = False,
@@ -45,9 +48,9 @@ SPECS: tuple[CommandSpec, ...] = (
     _spec("orchestrator", rq.Open, rs.Transition, cli="tradectl open"),
     _spec("orchestrator", rq.Close, rs.CloseResult, cli="tradectl close"),
     _spec("orchestrator", rq.Recover, rs.Transition, cli="tradectl recover"),
-    _spec("orchestrator", rq.Failsafe, rs.Transition, callers=ANYONE, cli="tradectl failsafe --reason TEXT [--wait]"),
+    _spec("orchestrator", rq.Failsafe, rs.Transition, cli="tradectl failsafe --reason TEXT [--wait]"),
     _spec("orchestrator", rq.Reset, rs.Transition, cli="tradectl reset"),
-    _spec("orchestrator", rq.Shutdown, rs.CloseResult, callers=ANYONE, cli="tradectl shutdown"),
+    _spec("orchestrator", rq.Shutdown, rs.CloseResult, cli="tradectl shutdown"),
     _spec("orchestrator", rq.Flatten, rs.FlattenResult, cli="tradectl flatten [--symbol S]"),
     # the trading processes' switch, thrown by the orchestrator
     *(_spec(s, request, rs.TradingSwitch, callers=CONTROL)
@@ -68,9 +71,9 @@ SPECS: tuple[CommandSpec, ...] = (
               (rq.SessionArgs, rs.SessionCounters, ""),
               (rq.Instruments, InstrumentBook, "tradectl instruments [--json]")),
     # venue (simulator): order entry, reports for reconciliation, fault injection
-    _spec("venue_sim", rq.NewOrderArgs, rs.VenueOrder, callers=_OM),
-    _spec("venue_sim", rq.CancelArgs, rs.VenueCancel, callers=_OM),
-    _spec("venue_sim", rq.CancelAll, rs.VenueCancelAll, callers=_OM),
+    _spec("venue_sim", rq.NewOrderArgs, rs.VenueOrder, callers=_VENUE_ORDERS),
+    _spec("venue_sim", rq.CancelArgs, rs.VenueCancel, callers=_VENUE_CANCELS),
+    _spec("venue_sim", rq.CancelAll, rs.VenueCancelAll, callers=_VENUE_CANCELS),
     _spec("venue_sim", rq.FaultArgs, rs.FaultInjected, callers=frozenset({OPERATOR}),
           cli="tradectl venue fault FAULT [--symbol S] [--value X] [--duration S]"),
     *_queries("venue_sim",

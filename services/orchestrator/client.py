@@ -21,11 +21,13 @@ from typing import Any
 import zmq
 
 import proto
-from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints, Subscriber, make_socket
+from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints, Subscriber, make_socket, security
 from proto import OrchestratorState
 from proto import commands as rq
 from proto.summaries import ExchangeSummary
 from services.settings import Settings, load_settings
+
+IDENTITY = "python-api"  # the Python API's key (an operator's rights)
 
 
 class RemoteError(Exception):
@@ -35,10 +37,12 @@ class RemoteError(Exception):
 class RemoteOrchestrator:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
+        # The Python API's own key (``python-api``, an operator); MissingKey without it
+        self._security = security(self.settings.bus, self.settings.paths.keys, IDENTITY)
         self._ctx = zmq.Context()
         self._endpoints = Endpoints(self.settings.bus, self.settings.paths.run_dir)
         self._client = CommandClient(self._ctx, self._endpoints.cmd("orchestrator"), self.settings.bus,
-                                     "python-api", service="orchestrator")
+                                     IDENTITY, service="orchestrator", security=self._security)
         self._callbacks: dict[str, list[Callable[..., None]]] = {"state": [], "connector": [], "health": [],
                                                                  "safety": []}
         self._listener: threading.Thread | None = None
@@ -129,8 +133,8 @@ class RemoteOrchestrator:
         for prefix in (proto.topics.STATE, proto.topics.HEALTH_PREFIX, proto.topics.SAFETY,
                        proto.topics.heartbeat("orchestrator")):
             sub.subscribe(prefix)
-        sub.connect(self._endpoints.pub("orchestrator"))
-        sub.connect(self._endpoints.pub("safety"))
+        for publisher in ("orchestrator", "safety"):
+            sub.connect(self._endpoints.pub(publisher), publisher, self._security)
         try:
             while not self._stop.is_set():
                 if sock.poll(100):

@@ -45,11 +45,15 @@ class EventHandlers:
         if isinstance(body, proto.SafetyEvent):
             self.on_safety_event(body)
         elif isinstance(body, proto.GovernanceEvent):
-            detail = f" {body.detail}" if body.detail else ""
-            self._session.logs.governance(
-                f"{env.source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
-                logging.WARNING if body.kind.startswith("order_refused") else logging.INFO,
-                event="governance", data={"source": env.source, **proto.to_builtins(body)})
+            self.on_governance(env.source, body)
+
+    def on_governance(self, source: str, body: proto.GovernanceEvent) -> None:
+        """A peer's governance event, or one of the orchestrator's own (a caller it refused)."""
+        detail = f" {body.detail}" if body.detail else ""
+        self._session.logs.governance(
+            f"{source}: {body.kind} {body.symbol}: {body.reason}{detail}".replace("  ", " "),
+            logging.WARNING if body.kind.startswith("order_refused") or body.kind == "unauthorised" else logging.INFO,
+            event="governance", data={"source": source, **proto.to_builtins(body)})
 
     def on_clock(self, _topic: str, env: proto.Envelope) -> None:
         if isinstance(env.body, proto.SessionTime):

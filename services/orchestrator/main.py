@@ -119,6 +119,7 @@ class Orchestrator:
         runtime.subscribe(list(PEERS), [proto.topics.PROCESS_ALERT], events.on_process_alert)  # orphaned
         if session.clock.replaying:
             runtime.subscribe(["data_router"], [proto.topics.CLOCK], events.on_clock)
+        runtime.on_unauthorised(lambda event: events.on_governance("orchestrator", event))
         runtime.supervisor.on_lost(supervision.supervisor_lost)
         reactor.on_stall(missing_after_s, supervision.loop_stalled)
 

@@ -4,6 +4,7 @@ the exit codes of ``exit_codes.py``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -11,9 +12,14 @@ import click
 import zmq
 
 import proto
-from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints
+from bus import CommandClient, CommandRefused, CommandTimeout, Endpoints, MissingKey, security
 from services.settings import SettingsError, load_settings
 from services.tradectl import exit_codes
+
+
+# The identity tradectl speaks as (its key in the key directory): ``tradectl``, an operator, unless
+# TRADECTL_IDENTITY names another key (``tradectl keys generate alice --role reader``).
+IDENTITY = os.environ.get("TRADECTL_IDENTITY", "tradectl")
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -35,9 +41,14 @@ class Daemon:
             self.settings = load_settings()
         except SettingsError as exc:
             fail(exit_codes.BAD_SETTINGS, f"invalid settings:\n{exc}")
+        try:
+            sec = security(self.settings.bus, self.settings.paths.keys, IDENTITY)
+        except MissingKey as exc:
+            fail(exit_codes.BAD_SETTINGS, str(exc))
         self._ctx = zmq.Context()
         self.endpoint = Endpoints(self.settings.bus, self.settings.paths.run_dir).cmd(service)
-        self._client = CommandClient(self._ctx, self.endpoint, self.settings.bus, "tradectl", service=service)
+        self._client = CommandClient(self._ctx, self.endpoint, self.settings.bus, IDENTITY, service=service,
+                                     security=sec)
 
     def request(self, request: proto.Args, *, timeout_s: float | None = None) -> Any:
         """The typed result of ``request`` (``proto/commands/registry.py``); exits on refusal or silence."""

@@ -35,7 +35,7 @@ import zmq
 
 import proto
 from bus import CommandClient
-from integration.daemon import Daemon, wait_until
+from integration.daemon import REPO_ROOT, Daemon, wait_until
 from integration.e2e import Collector
 
 from .harness import FIGURES
@@ -85,8 +85,8 @@ class Watch:
         """``status`` from the flooded process, again and again while the flood lasts (a client of
         its own: the daemon's are the test thread's)."""
         ctx = zmq.Context()
-        client = CommandClient(ctx, self.d.endpoints.cmd(self.service), self.d.bus, "flood-watch", timeout_s=5.0,
-                               retries=0)
+        client = CommandClient(ctx, self.d.endpoints.cmd(self.service), self.d.bus, "itest", timeout_s=5.0,
+                               retries=0, service=self.service, security=self.d.security())
         try:
             while not self._stop.is_set():
                 reply = client.call("status")
@@ -194,12 +194,15 @@ def subscriptions(d: Daemon, service: str) -> dict[str, Any]:
     return d.request(service, "status")["bus"]["publisher"]["subscriptions"]
 
 
-def peer(kind: int, endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
+FLOOD = "flood"  # the flooding peer's identity: an operator's key (a stranger never gets past the handshake)
+
+
+def peer(d: Daemon, kind: int, service: str) -> tuple[zmq.Context, zmq.Socket]:
     ctx = zmq.Context()
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)  # nothing of the flood dropped on our side: it all goes out
-    sock.connect(endpoint)
+    d.security(FLOOD, "operator").connect(sock, d.endpoints.cmd(service), service)
     return ctx, sock
 
 
@@ -213,10 +216,10 @@ def test_300_commands_with_megabyte_ids_are_refused_and_counted(live: Daemon) ->
     before = commands_rejected(d, "data_router").get("too_large", 0)
     cache = d.request("data_router", "status")["bus"]["commands"]["cache"]["entries"]
     with flood(d, "data_router", "300 commands with 1 MB ids"):
-        ctx, dealer = peer(zmq.DEALER, d.endpoints.cmd("data_router"))
+        ctx, dealer = peer(d, zmq.DEALER, "data_router")
         try:
             for i in range(300):
-                dealer.send(proto.encode("flood", 1, i + 1, time.time_ns(), proto.Command(
+                dealer.send(proto.encode(FLOOD, 1, i + 1, time.time_ns(), proto.Command(
                     id=f"{i:06d}" + "x" * 1_000_000, name="unsubscribe", args={"symbols": ["BTC-USD"]})))
             replies = []
             while len(replies) < 300 and dealer.poll(10_000):
@@ -237,12 +240,12 @@ def test_replies_kept_for_retries_stay_within_their_byte_budget(live: Daemon) ->
     d = live
     budget = d.bus.command_cache_bytes
     with flood(d, "data_router", "2,000 cached replies of 31 KB", keeps_mb=budget / MB) as watch:
-        ctx, dealer = peer(zmq.DEALER, d.endpoints.cmd("data_router"))
+        ctx, dealer = peer(d, zmq.DEALER, "data_router")
         try:
             symbols = [f"SYM{i:05d}ABCDEFGHIJKLMNOPQRSTUV" for i in range(1_000)]
             sizes = []
             for i in range(2_000):
-                dealer.send(proto.encode("flood", 1, i + 1, time.time_ns(), proto.Command(
+                dealer.send(proto.encode(FLOOD, 1, i + 1, time.time_ns(), proto.Command(
                     id=f"flood:{os.getpid()}:{i}", name="unsubscribe", args={"symbols": symbols})))
                 assert dealer.poll(10_000)
                 data = dealer.recv()
@@ -275,12 +278,15 @@ def test_every_topic_a_service_publishes_is_declared(live: Daemon) -> None:
 # its connection until its stdin closes.
 FLOODER = r"""
 import sys, time, zmq
+from pathlib import Path
+from bus import Curve, KeyStore
 kind, endpoint, n, prefix, width = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode(), int(sys.argv[5])
+keys_dir, publisher = Path(sys.argv[6]), sys.argv[7]
 ctx = zmq.Context()
 sock = ctx.socket(zmq.SUB if kind == "sub" else zmq.XSUB)
 sock.setsockopt(zmq.LINGER, 0)
 sock.setsockopt(zmq.SNDHWM, 0)
-sock.connect(endpoint)
+Curve(KeyStore(keys_dir), "flood").connect(sock, endpoint, publisher)
 time.sleep(0.3)
 for i in range(n):
     topic = prefix + b"%07d" % i
@@ -298,8 +304,10 @@ sys.stdin.read()
 def flooder(d: Daemon, kind: str, n: int, prefix: str, width: int,
             publisher: str = "orchestrator") -> Iterator[subprocess.Popen[str]]:
     """A peer process flooding a PUB; ended (stdin closed, then killed) on exit."""
+    d.security(FLOOD, "operator")  # its key, made if missing
     proc = subprocess.Popen([sys.executable, "-c", FLOODER, kind, d.endpoints.pub(publisher), str(n), prefix,
-                             str(width)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             str(width), str(d.keys_dir), publisher], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the whole flood has gone out (or the peer died)

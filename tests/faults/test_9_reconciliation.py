@@ -50,11 +50,12 @@ MODULE_CONFIG: dict[str, Any] = {"exchange_manager": {"reconcile_interval_s": IN
 
 
 def _outsider(d: Daemon, side: str, qty: float, limit_price: float | None = None) -> str:
-    """An order sent straight to the venue by someone else, under an id of its own."""
+    """An order sent straight to the venue by someone else on the same account (another client of the
+    venue holding the account's key: here the exchange manager's), under an id of its own."""
     cid = f"outsider-{time.time_ns()}"
     args: dict[str, Any] = {"client_order_id": cid, "symbol": SYMBOL, "side": side, "qty": qty,
                             "order_type": "limit" if limit_price else "market", "limit_price": limit_price}
-    reply = d.call("venue_sim", "new_order", timeout_s=2.0, retries=2, **args)
+    reply = d.call("venue_sim", "new_order", timeout_s=2.0, retries=2, identity="exchange_manager", **args)
     assert reply.ok, reply.error
     return cid
 

@@ -36,7 +36,10 @@ FUZZ_ARG = "zz_fuzz_unknown_argument"
 TS = 1_767_225_600_000_000_000
 
 REJECT_KINDS = ("malformed", "version", "unknown_type", "invalid", "not_a_command", "unknown_command",
-                "oversized")
+                "oversized", "unauthorised")
+# The fuzzer's identity on the bus (an operator's key, tests/fuzz/support.fuzz_security): the source
+# of every request it sends, unless a mutation changed it (then refused as unauthorised).
+FUZZER = "fuzz"
 
 
 # -- valid messages ------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ def new_id(rng: random.Random) -> str:
     return f"fz-{rng.getrandbits(96):024x}"
 
 
-def command(name: str, args: dict[str, Any] | None = None, *, cid: str, source: str = "fuzz") -> bytes:
+def command(name: str, args: dict[str, Any] | None = None, *, cid: str, source: str = FUZZER) -> bytes:
     return proto.encode(source, 1, 1, TS, proto.Command(id=cid, name=name, args=args or {}))
 
 
@@ -347,8 +350,10 @@ def classify_decode(payload: bytes, max_bytes: int) -> str | None:
 class CommandOracle:
     """What a CommandServer must do with each payload, including idempotency on the id."""
 
-    def __init__(self, served: frozenset[str], max_bytes: int) -> None:
+    def __init__(self, served: frozenset[str], max_bytes: int, service: str, role: str = "operator") -> None:
         self.served = served
+        self.service = service
+        self.role = role
         self.max_bytes = max_bytes
         self.seen: set[str] = set()
         self.expected: Counter[str] = Counter()
@@ -362,6 +367,9 @@ class CommandOracle:
         cmd = env.body
         if not isinstance(cmd, proto.Command):
             return "not_a_command", None
+        spec = proto.spec_of(self.service, cmd.name)
+        if env.source != FUZZER or (spec is not None and self.role not in spec.callers):
+            return "unauthorised", cmd  # checked first: never cached, never seen
         if cmd.id in self.seen:
             return "duplicate", cmd
         if cmd.name not in self.served:
@@ -378,7 +386,7 @@ class CommandOracle:
         verdict, cmd = self.classify(payload)
         if verdict == "accepted" and cmd is not None and cmd.name not in SAFE_COMMANDS:
             return None, cmd
-        if cmd is not None:  # decoded as a command: its reply is cached under its id
+        if cmd is not None and verdict != "unauthorised":  # decoded as a command: its reply is cached under its id
             self.seen.add(cmd.id)
         self.expected[verdict] += 1
         return verdict, cmd

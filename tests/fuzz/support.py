@@ -13,7 +13,17 @@ import zmq
 from integration.daemon import Daemon, command_services, wait_until
 
 import proto
-from bus import CommandTimeout, Subscriber, make_socket
+
+from bus import CommandTimeout, Security, Subscriber, make_socket
+
+from .garbage import FUZZER
+
+
+def fuzz_security(d: Daemon) -> Security:
+    """The fuzzer's credentials: an operator's key of the daemon's directory, named ``FUZZER`` (the
+    source of its requests). The garbage comes from an authenticated peer: a stranger's never
+    gets past the handshake (tests/integration/test_bus_security.py)."""
+    return d.security(FUZZER, "operator")
 
 
 def ask(d: Daemon, service: str, command: str, **args: Any) -> dict[str, Any]:
@@ -45,7 +55,7 @@ def heartbeat_pids(d: Daemon, services: Iterable[str], timeout: float = 15.0) ->
     sub = Subscriber(sock, d.bus.max_message_bytes)
     for service in services:
         sub.subscribe(proto.topics.heartbeat(service))
-        sub.connect(d.endpoints.pub(service))
+        sub.connect(d.endpoints.pub(service), service, fuzz_security(d))
     heard: dict[str, int] = {}
 
     def keep(topic: str, env: proto.Envelope) -> None:

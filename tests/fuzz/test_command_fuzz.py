@@ -32,6 +32,7 @@ import zmq
 from integration.daemon import Daemon, command_services, wait_until
 
 import proto
+from bus.curve import CURVE_MESSAGE_OVERHEAD, HANDSHAKE_FRAME_BYTES
 from bus.sockets import SUBSCRIPTION_FRAME_OVERHEAD
 
 from . import figures, garbage
@@ -39,6 +40,7 @@ from .support import (
     alive_and_serving,
     ask,
     command_stats,
+    fuzz_security,
     heartbeat_pids,
     log_kinds,
     served_commands,
@@ -81,14 +83,14 @@ def _fuzz_command_socket(d: Daemon, service: str, n: int, seed: int) -> None:
     assert before["pid"] == pid
     log = d.program_log(service)
     logged_before = log_kinds(log, BAD_COMMAND_LOG)
-    oracle = garbage.CommandOracle(served, d.bus.max_message_bytes)
+    oracle = garbage.CommandOracle(served, d.bus.max_message_bytes, service)
     rng = random.Random(seed)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(d.endpoints.cmd(service))
+    fuzz_security(d).connect(sock, d.endpoints.cmd(service), service)
     pending: deque[tuple[str, str, list[bytes]]] = deque()
     sent = skipped = replies = 0
     categories: Counter[str] = Counter()
@@ -124,7 +126,7 @@ def _fuzz_command_socket(d: Daemon, service: str, n: int, seed: int) -> None:
         for size in (d.bus.max_message_bytes + 1, d.bus.max_message_bytes + 4096, 4 * d.bus.max_message_bytes):
             big = ctx.socket(zmq.DEALER)
             big.setsockopt(zmq.LINGER, 0)
-            big.connect(d.endpoints.cmd(service))
+            fuzz_security(d).connect(big, d.endpoints.cmd(service), service)
             big.send(b"\x92" + rng.randbytes(size))
             assert _recv(big, 300) is None, f"{service} answered a frame of {size} bytes"
             big.close()
@@ -220,13 +222,16 @@ def _fuzz_xpub(d: Daemon, n: int, seed: int) -> dict[str, Any]:
     before = ask(d, service, "status")
     router_before = ask(d, "data_router", "status")["bus"]["subscriptions"]
     rng = random.Random(seed)
-    max_frame = SUBSCRIPTION_FRAME_OVERHEAD + d.bus.max_subscription_bytes  # the PUB's ZMQ_MAXMSGSIZE
+    # the longest frame the PUB takes (its ZMQ_MAXMSGSIZE): with CURVE that limit is on the
+    # encrypted frame, which the handshake needs at least HANDSHAKE_FRAME_BYTES of (bus/curve.py)
+    max_frame = (HANDSHAKE_FRAME_BYTES - CURVE_MESSAGE_OVERHEAD if d.bus.curve
+                 else SUBSCRIPTION_FRAME_OVERHEAD + d.bus.max_subscription_bytes)
     messages, bad = _xpub_garbage(rng, n, max_frame)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.XSUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
-    sock.connect(d.endpoints.pub(service))
+    fuzz_security(d).connect(sock, d.endpoints.pub(service), service)
     t0 = time.monotonic()
     oversized = 0
     try:
@@ -236,7 +241,7 @@ def _fuzz_xpub(d: Daemon, n: int, seed: int) -> dict[str, Any]:
         for size in (max_frame, d.bus.max_message_bytes + 1, 3 * d.bus.max_message_bytes):
             big = ctx.socket(zmq.XSUB)
             big.setsockopt(zmq.LINGER, 0)
-            big.connect(d.endpoints.pub(service))
+            fuzz_security(d).connect(big, d.endpoints.pub(service), service)
             time.sleep(0.1)
             big.send(b"\x07" + rng.randbytes(size))
             oversized += 1
@@ -290,16 +295,17 @@ def test_xpub_survives_garbage_full(fuzz_daemon: Daemon) -> None:
 # -- replayed command ids: the handler runs once ----------------------------------------------------
 
 
-def _send_same(d: Daemon, service: str, frame: bytes, times: int) -> list[proto.Reply]:
+def _send_same(d: Daemon, service: str, frame: bytes, times: int, identity: str = "") -> list[proto.Reply]:
     """Send the same request ``times`` times, each on a new connection (a client that timed out,
-    replaced its socket and retried), and return the replies."""
+    replaced its socket and retried), and return the replies; as ``identity`` (default the fuzzer)."""
+    sec = d.security(identity) if identity else fuzz_security(d)
     ctx = zmq.Context()
     out = []
     try:
         for _ in range(times):
             sock = ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(d.endpoints.cmd(service))
+            sec.connect(sock, d.endpoints.cmd(service), service)
             sock.send(frame)
             frames = _recv(sock, 10_000)
             assert frames is not None, f"{service}: no reply"
@@ -315,7 +321,7 @@ def _garbage_flood(d: Daemon, service: str, n: int) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(d.endpoints.cmd(service))
+    fuzz_security(d).connect(sock, d.endpoints.cmd(service), service)
     rng = random.Random(n)
     answered = in_flight = 0
     try:
@@ -409,10 +415,11 @@ def test_replayed_venue_new_order_runs_once(fuzz_daemon: Daemon) -> None:
     args = {"client_order_id": coid, "symbol": "SOL-USD", "side": "buy", "qty": 0.01, "order_type": "limit",
             "limit_price": 140.0}
     cid = garbage.new_id(rng)
-    frame = garbage.command("new_order", args, cid=cid)
+    # as the exchange manager: the venue takes orders from it alone
+    frame = garbage.command("new_order", args, cid=cid, source="exchange_manager")
     before = ask(d, "venue_sim", "status")
     try:
-        replies = _send_same(d, "venue_sim", frame, 3)
+        replies = _send_same(d, "venue_sim", frame, 3, "exchange_manager")
         assert all(r.ok and r.id == cid for r in replies), replies
         assert replies[1].result == replies[0].result == replies[2].result
         mid = ask(d, "venue_sim", "status")
@@ -421,7 +428,8 @@ def test_replayed_venue_new_order_runs_once(fuzz_daemon: Daemon) -> None:
         assert mid["bus"]["commands"]["duplicates"] - before["bus"]["commands"]["duplicates"] == 2
         assert len(_venue_orders(d, coid)) == 1
         # the same client order id under a new command id: the handler runs, the venue executes nothing
-        other = _send_same(d, "venue_sim", garbage.command("new_order", args, cid=garbage.new_id(rng)), 1)[0]
+        other = _send_same(d, "venue_sim", garbage.command("new_order", args, cid=garbage.new_id(rng),
+                                                           source="exchange_manager"), 1, "exchange_manager")[0]
         assert other.ok, other
         after = ask(d, "venue_sim", "status")
         assert after["stats"]["duplicate_ids"] == before["stats"]["duplicate_ids"] + 1

@@ -23,19 +23,19 @@ import proto
 from bus import Subscriber
 
 from . import figures, garbage
-from .support import alive_and_serving, ask, rss_kb
+from .support import alive_and_serving, ask, fuzz_security, rss_kb
 
 MD = proto.topics.MARKET_DATA_PREFIX
 
 
-def _slow_sub(ctx: zmq.Context, endpoint: str, hwm: int = 10) -> zmq.Socket:
+def _slow_sub(ctx: zmq.Context, d: Daemon, publisher: str, hwm: int = 10) -> zmq.Socket:
     """A SUB that connects and then never reads (until the test says so)."""
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.RCVBUF, 4096)
     sock.setsockopt(zmq.SUBSCRIBE, MD.encode())
-    sock.connect(endpoint)
+    fuzz_security(d).connect(sock, d.endpoints.pub(publisher), publisher)
     return sock
 
 
@@ -56,7 +56,7 @@ def test_slow_subscriber_loses_data_but_never_blocks_the_publisher(fuzz_daemon: 
         ensure_live(d)
     d.wait_state("live", timeout=30)
     ctx = zmq.Context()
-    slow = _slow_sub(ctx, d.endpoints.pub("data_router"))
+    slow = _slow_sub(ctx, d, "data_router")
     try:
         with Collector(d, "data_router", [MD]) as fast:
             wait_until(lambda: len(fast.bodies(topic_prefix=MD)) > 100, 10)
@@ -117,7 +117,7 @@ def test_commands_at_the_hwm_are_answered_or_counted(fuzz_daemon: Daemon) -> Non
     sock.setsockopt(zmq.RCVHWM, 20)
     sock.setsockopt(zmq.RCVBUF, 4096)
     sock.setsockopt(zmq.SNDTIMEO, 10_000)
-    sock.connect(d.endpoints.cmd(service))
+    fuzz_security(d).connect(sock, d.endpoints.cmd(service), service)
     rng = random.Random(7)
     ids = [garbage.new_id(rng) for _ in range(n)]
     frames = {cid: garbage.command("status", cid=cid) for cid in ids}
@@ -148,7 +148,7 @@ def test_commands_at_the_hwm_are_answered_or_counted(fuzz_daemon: Daemon) -> Non
         missing = [cid for cid in ids if cid not in answered][:5]
         retry = ctx.socket(zmq.DEALER)
         retry.setsockopt(zmq.LINGER, 0)
-        retry.connect(d.endpoints.cmd(service))
+        fuzz_security(d).connect(retry, d.endpoints.cmd(service), service)
         retried = []
         for cid in missing:
             retry.send(frames[cid])
@@ -189,7 +189,7 @@ def test_memory_stays_bounded_under_sustained_overload() -> None:
         services = command_services()
         pids = {s: d.pid_of(s) for s in services}
         ctx = zmq.Context()
-        slows = [_slow_sub(ctx, d.endpoints.pub(p)) for p in ("venue_sim", "data_router")]
+        slows = [_slow_sub(ctx, d, p) for p in ("venue_sim", "data_router")]
 
         def flood() -> None:
             fctx = zmq.Context()
@@ -199,7 +199,7 @@ def test_memory_stays_bounded_under_sustained_overload() -> None:
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RCVHWM, 10)
                 sock.setsockopt(zmq.SNDHWM, 1000)
-                sock.connect(d.endpoints.cmd(s))
+                fuzz_security(d).connect(sock, d.endpoints.cmd(s), s)
                 socks[s] = sock
             rng = random.Random(11)
             n = 0

@@ -34,9 +34,11 @@ from typing import Any, TypeVar
 import zmq
 
 import proto
-from bus import SERVICE_NAMES, BusSettings, CommandClient, CommandTimeout, Endpoints
+from bus import SERVICE_NAMES, BusSettings, CommandClient, CommandTimeout, Curve, Endpoints, KeyStore, NoCurve, Security, keys
+from proto.commands.base import IDENTITIES
 from deploy import supervisord_conf
 from deploy.temp_daemon import (  # noqa: F401  (re-exported: the suites import them from here)
+    HARNESS,
     PYTHON,
     TempDaemon,
     clean_environ,
@@ -124,7 +126,16 @@ class Daemon(TempDaemon):
         self.endpoints = Endpoints(self.bus, self.run_dir)
         self._command_services = set(command_services())
         self._ctx = zmq.Context()
-        self._clients: dict[str, CommandClient] = {}
+        self._clients: dict[tuple[str, str], CommandClient] = {}
+
+    def security(self, identity: str = HARNESS, role: str = "operator") -> Security:
+        """The credentials of ``identity`` on this daemon's bus (its key made if missing, with
+        ``role``): what a test's own socket needs to be heard (``Security.connect``)."""
+        if not self.bus.curve:
+            return NoCurve()
+        if not (self.keys_dir / f"{identity}{keys.PUBLIC_SUFFIX}").exists():
+            keys.generate(self.keys_dir, identity, role if identity not in IDENTITIES else None)
+        return Curve(KeyStore(self.keys_dir), identity)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -240,16 +251,18 @@ class Daemon(TempDaemon):
 
     # -- the bus, in-process (fast; for polling) -------------------------------------------------
 
-    def client(self, service: str) -> CommandClient:
-        if service not in self._clients:
-            self._clients[service] = CommandClient(self._ctx, self.endpoints.cmd(service), self.bus,
-                                                   "itest", timeout_s=1.0, retries=0)
-        return self._clients[service]
+    def client(self, service: str, identity: str = HARNESS) -> CommandClient:
+        """A command client of ``service`` speaking as ``identity`` (default: the harness, an operator)."""
+        if (service, identity) not in self._clients:
+            self._clients[(service, identity)] = CommandClient(
+                self._ctx, self.endpoints.cmd(service), self.bus, identity, timeout_s=1.0, retries=0,
+                service=service, security=self.security(identity))
+        return self._clients[(service, identity)]
 
     def call(self, service: str, command: str, *, timeout_s: float = 1.0, retries: int = 0,
-             **args: Any) -> proto.Reply:
+             identity: str = HARNESS, **args: Any) -> proto.Reply:
         """Send one command to a service's command socket; raises ``CommandTimeout`` if unanswered."""
-        return self.client(service).call(command, args, timeout_s=timeout_s, retries=retries)
+        return self.client(service, identity).call(command, args, timeout_s=timeout_s, retries=retries)
 
     def request(self, service: str, command: str, **args: Any) -> dict[str, Any]:
         """``call`` that insists on an ok reply and returns its result."""

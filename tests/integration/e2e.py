@@ -134,6 +134,8 @@ class Collector:
 
     def __init__(self, d: Daemon, service: str, prefixes: Iterable[str], *, timeout: float = 10.0) -> None:
         self._endpoint = d.endpoints.pub(service)
+        self._service = service
+        self._security = d.security()
         self._bus = d.bus
         self._heartbeat = proto.topics.heartbeat(service)
         self._prefixes = [*prefixes, self._heartbeat]
@@ -168,7 +170,7 @@ class Collector:
         sub = Subscriber(sock, self._bus.max_message_bytes)
         for prefix in self._prefixes:
             sub.subscribe(prefix)
-        sub.connect(self._endpoint)
+        sub.connect(self._endpoint, self._service, self._security)
 
         def keep(topic: str, env: proto.Envelope) -> None:
             if topic == self._heartbeat:

@@ -72,13 +72,14 @@ def test_garbage_on_the_command_socket_is_rejected_and_counted(module_daemon: Da
     assert d.request(service, "status")["pid"] == pid
     before = _rejected(d, service)
     endpoint = d.endpoints.cmd(service)
+    sec = d.security()  # garbage from an authenticated peer: a stranger's never passes the handshake
     ctx = zmq.Context()
     expected: dict[str, int] = {}
     try:
         # A DEALER: one frame per request; every request gets an error reply.
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(endpoint)
+        sec.connect(dealer, endpoint, service)
         for label, frame, kind in GARBAGE:
             dealer.send(frame)
             reply = _recv(dealer)
@@ -95,7 +96,7 @@ def test_garbage_on_the_command_socket_is_rejected_and_counted(module_daemon: Da
         for label, frame, kind in GARBAGE[:4]:
             req = ctx.socket(zmq.REQ)
             req.setsockopt(zmq.LINGER, 0)
-            req.connect(endpoint)
+            sec.connect(req, endpoint, service)
             req.send(frame)
             reply = _recv(req)
             assert reply is not None, f"{service}: no reply to {label} from a REQ socket"
@@ -107,13 +108,13 @@ def test_garbage_on_the_command_socket_is_rejected_and_counted(module_daemon: Da
         # connection before the service sees the frame, so there is no reply to wait for.
         big = ctx.socket(zmq.DEALER)
         big.setsockopt(zmq.LINGER, 0)
-        big.connect(endpoint)
+        sec.connect(big, endpoint, service)
         big.send(b"\x92" + RANDOM.randbytes(d.bus.max_message_bytes + 1024))
         assert _recv(big, 500) is None
         big.close()
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
-        req.connect(endpoint)
+        sec.connect(req, endpoint, service)
         req.send(b"\x00" * (d.bus.max_message_bytes + 1))
         assert _recv(req, 500) is None
         req.close()

@@ -74,9 +74,10 @@ def test_with_recovery_handling_reports_what_still_holds(module_daemon: Daemon, 
     assert "still degraded; holding: [{" in out and "price_jump" in out, out
 
 
-def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
+def test_no_daemon_is_a_clear_error(tmp_path: Path, bus_keys: Path) -> None:
     env = clean_environ({"TRADING_PATHS__RUN_DIR": str(tmp_path / "run"), "TRADING_BUS__COMMAND_TIMEOUT_S": "0.2",
-                         "TRADING_BUS__COMMAND_RETRIES": "0"})
+                         "TRADING_BUS__COMMAND_RETRIES": "0",
+                         "TRADING_PATHS__KEYS_DIR": str(bus_keys)})  # keys, and no daemon
     proc = start(example("Basic session", 0), env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "DaemonNotRunning: no trading daemon answers at" in err and "make run" in err, err

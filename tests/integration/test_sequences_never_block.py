@@ -97,8 +97,8 @@ class InBackground:
 
     def _call(self) -> None:
         ctx = zmq.Context()
-        client = CommandClient(ctx, self._d.endpoints.cmd("orchestrator"), self._d.bus, "itest-bg",
-                               timeout_s=20.0, retries=0)
+        client = CommandClient(ctx, self._d.endpoints.cmd("orchestrator"), self._d.bus, "itest",
+                               timeout_s=20.0, retries=0, service="orchestrator", security=self._d.security())
         try:
             self.replies.append(client.call(self._command, self._args))
         finally:

@@ -19,18 +19,27 @@ COMMANDS = [("state",), ("status", "--json"), ("stats",), ("open",), ("failsafe"
 
 
 @pytest.fixture
-def nowhere() -> Iterator[Path]:
-    """A config whose run dir is empty: nothing listens there."""
+def nowhere(bus_keys: Path) -> Iterator[Path]:
+    """A config whose run dir is empty: nothing listens there (the keys are there: a daemon ran once)."""
     root = Path(tempfile.mkdtemp(prefix="ltd-", dir="/tmp"))
     try:
         for sub in ("run", "logs", "state"):
             (root / sub).mkdir(mode=0o700)
         config = root / "config.toml"
         config.write_text(to_toml({"paths": {"run_dir": str(root / "run"), "log_dir": str(root / "logs"),
-                                             "state_dir": str(root / "state")}}))
+                                             "state_dir": str(root / "state"), "keys_dir": str(bus_keys)}}))
         yield config
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_no_keys_exits_bad_settings_naming_the_key(nowhere: Path) -> None:
+    """Before the first `make run` there are no keys: tradectl says which one and how to make it."""
+    nowhere.write_text(nowhere.read_text().replace("keys_dir", "# keys_dir"))
+    [(args, code, out, err, elapsed)] = _run_all(nowhere, [("state",)])
+    assert code == exit_codes.BAD_SETTINGS, (code, out, err)
+    assert err.startswith("tradectl: no key pair for 'tradectl' in ") and "make run" in err, err
+    assert len(err.strip().splitlines()) == 1 and elapsed < LIMIT_S
 
 
 def _run_all(config: Path, commands: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int, str, str, float]]:

@@ -87,6 +87,9 @@ class FakePublisher:
 def sniffer_env(run_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
     env["TRADING_PATHS__RUN_DIR"] = str(run_dir)
+    # FakePublisher is in the clear, as an ipc bus may be (bus.curve = false); the sniffer with
+    # CURVE, against a daemon, is tests/sniffer/test_daemon.py
+    env["TRADING_BUS__CURVE"] = "false"
     env.update(extra or {})
     return env
 

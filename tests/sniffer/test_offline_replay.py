@@ -55,7 +55,8 @@ def test_a_recorded_price_jump_replayed_offline_makes_a_lone_safety_process_rais
     _recording(recording)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
     env.update({"TRADING_PATHS__RUN_DIR": str(run_dir), "TRADING_PATHS__LOG_DIR": str(root / "logs"),
-                "TRADING_PATHS__STATE_DIR": str(root / "state"), "PYTHONUNBUFFERED": "1"})
+                "TRADING_PATHS__STATE_DIR": str(root / "state"), "PYTHONUNBUFFERED": "1",
+                "TRADING_BUS__CURVE": "false"})  # as sniffer() plays it: an offline bus in the clear
     safety = subprocess.Popen([sys.executable, "-m", "services.safety"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ctx = zmq.Context()

@@ -62,7 +62,7 @@ def make_client(ctx: zmq.Context) -> Iterator[Callable[..., CommandClient]]:
     clients: list[CommandClient] = []
 
     def make(endpoint: str, **kwargs: Any) -> CommandClient:
-        client = CommandClient(ctx, endpoint, kwargs.pop("bus", BUS), "tester", **kwargs)
+        client = CommandClient(ctx, endpoint, kwargs.pop("bus", BUS), "tradectl", **kwargs)
         clients.append(client)
         return client
 
@@ -110,7 +110,7 @@ def recv(sock: zmq.Socket, timeout_s: float = 5.0) -> list[bytes]:
 
 
 def command_frame(cid: str, name: str, args: dict[str, Any] | None = None, seq: int = 1) -> bytes:
-    return proto.encode("raw", 1, seq, time.time_ns(), proto.Command(id=cid, name=name, args=args or {}))
+    return proto.encode("tradectl", 1, seq, time.time_ns(), proto.Command(id=cid, name=name, args=args or {}))
 
 
 def reply_of(frames: list[bytes]) -> proto.Reply:
@@ -131,7 +131,7 @@ def test_ok_reply(serve: StartServer, make_client: Callable[..., CommandClient])
 
     assert reply.ok and reply.error == ""
     assert reply.result == {"state": "live", "reason": "bell rang"}
-    assert reply.id.startswith("tester:")
+    assert reply.id.startswith("tradectl:")
     assert [(name, type(args).__name__) for name, args in rec.calls] == [("open", "Open")]
     assert server.handled == 1 and server.rejected == {}
     # the next call has a new id and runs the handler again
@@ -345,7 +345,7 @@ def test_garbage_frames_get_error_replies_and_server_keeps_serving(
             ([b""], []),  # an empty frame
             ([b"a", b"b", b"c", rng.randbytes(40)], [b"a", b"b", b"c"]),  # many frames
             ([heartbeat], []),  # a valid message that is not a command
-            ([proto.encode("raw", 1, 1, 1, proto.Command(id="x", name="status")).replace(b"command", b"commanX")],
+            ([proto.encode("tradectl", 1, 1, 1, proto.Command(id="x", name="status")).replace(b"command", b"commanX")],
              []),  # unknown type
         ]
         for frames, route in cases:

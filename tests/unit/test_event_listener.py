@@ -18,7 +18,7 @@ from pathlib import Path
 import zmq
 
 import proto
-from bus import Endpoints
+from bus import Curve, Endpoints, KeyStore
 from bus.settings import BusSettings
 from deploy.event_listener import describe, parse_alert
 
@@ -67,12 +67,13 @@ def _listener(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], zmq.Soc
     run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
     run_dir.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADING_")}
+    keys_dir = Path(os.environ["TRADING_PATHS__KEYS_DIR"])  # tests/conftest.py's bus_keys
     env.update({"TRADING_PATHS__RUN_DIR": str(run_dir), "TRADING_PATHS__LOG_DIR": str(log_dir),
-                "TRADING_BUS__HEARTBEAT_INTERVAL_S": "0.1"})
+                "TRADING_PATHS__KEYS_DIR": str(keys_dir), "TRADING_BUS__HEARTBEAT_INTERVAL_S": "0.1"})
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(Endpoints(BusSettings(), run_dir).pub("supervisor"))
+    Curve(KeyStore(keys_dir), "sniffer").connect(sub, Endpoints(BusSettings(), run_dir).pub("supervisor"), "supervisor")
     proc = subprocess.Popen([sys.executable, "-m", "deploy.event_listener"], cwd=REPO, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None

@@ -36,14 +36,14 @@ class Loop:
         self.reactor.call_every(0.01, lambda: self.ticks.append(time.monotonic()))
         self._sockets: list[Any] = []
 
-        channels = {peer: CommandChannel(ctx, endpoint, BUS, "orch", timeout_s=60.0)
+        channels = {peer: CommandChannel(ctx, endpoint, BUS, "orchestrator", timeout_s=60.0)
                     for peer, endpoint in endpoints.items()}
         for made in channels.values():
             self.reactor.add_reader(made.sock, made.drain)
             self._sockets.append(made)
 
         def client(peer: str) -> CommandClient:
-            made = CommandClient(ctx, endpoints[peer], BUS, "orch-exit")
+            made = CommandClient(ctx, endpoints[peer], BUS, "orchestrator")
             self._sockets.append(made)
             return made
 

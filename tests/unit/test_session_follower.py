@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 import proto
-from bus import BusSettings, CommandClient, CommandServer, Publisher, Reactor, make_socket
+from bus import BusSettings, CommandClient, CommandServer, Curve, KeyStore, Publisher, Reactor, make_socket
 from proto import OrchestratorState as S
 from services.runtime import ServiceRuntime
 from services.parent_watch import ParentWatch
@@ -61,8 +61,9 @@ class Rig:
         wait_until(beat_and_check, timeout)
 
     def engine_client(self) -> CommandClient:
-        client = CommandClient(self.ctx, self.runtime.endpoints.cmd("engine"), BusSettings(), "tester",
-                               timeout_s=2.0, retries=0)
+        client = CommandClient(self.ctx, self.runtime.endpoints.cmd("engine"), BusSettings(), "tradectl",
+                               timeout_s=2.0, retries=0, service="engine",
+                               security=Curve(KeyStore(self.runtime.settings.paths.keys), "tradectl"))
         self.clients.append(client)
         return client
 
@@ -93,17 +94,23 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
         follower = SessionFollower(runtime, deadman_timeout_s)
         runtime.add_handlers(trading_handlers(follower))
 
+        # a stand-in orchestrator, with the orchestrator's key (the follower pins it)
+        stand_in = Curve(KeyStore(settings.paths.keys), "orchestrator")
+        stand_in.start(ctx)
+        cleanups.append(stand_in.stop)
         pub_sock = make_socket(ctx, zmq.PUB, settings.bus)
         cleanups.append(lambda: pub_sock.close(linger=0))
+        stand_in.serve(pub_sock)
         pub_sock.bind(runtime.endpoints.pub("orchestrator"))
         orchestrator = Publisher(pub_sock, "orchestrator", time.time_ns())
 
         if snapshot_state is not None:  # a stand-in orchestrator that answers "state"
             cmd_sock = make_socket(ctx, zmq.ROUTER, settings.bus)
             cleanups.append(lambda: cmd_sock.close(linger=0))
+            stand_in.serve(cmd_sock)
             cmd_sock.bind(runtime.endpoints.cmd("orchestrator"))
             server = CommandServer(cmd_sock, "orchestrator", 1,
-                                   {"state": lambda _a: {"state": snapshot_state.value}})
+                                   {"state": lambda _a: {"state": snapshot_state.value}}, security=stand_in)
             reactor = Reactor()
             reactor.add_reader(cmd_sock, server.drain)
             cm = reactor_thread(reactor)

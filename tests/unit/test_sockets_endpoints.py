@@ -158,12 +158,12 @@ def test_oversized_frame_to_router_never_reaches_python(ctx: zmq.Context, ipc_di
     reactor = Reactor()
     reactor.add_reader(router, server.drain)
     dealer = make_socket(ctx, zmq.DEALER, BusSettings())  # IMMEDIATE: sends only when connected
-    client = CommandClient(ctx, endpoint, bus, "tester", timeout_s=2.0, retries=0)
+    client = CommandClient(ctx, endpoint, bus, "tradectl", timeout_s=2.0, retries=0)
     try:
         with reactor_thread(reactor):
             dealer.connect(endpoint)
             wait_until(lambda: dealer.poll(0, zmq.POLLOUT))
-            big = proto.encode("raw", 1, 1, 1, proto.Command(id="big", name="status",
+            big = proto.encode("tradectl", 1, 1, 1, proto.Command(id="big", name="status",
                                                              args={"blob": "x" * (4 * limit)}))
             dealer.send(big)
             assert client.call("status").ok  # another client is served meanwhile
@@ -172,7 +172,7 @@ def test_oversized_frame_to_router_never_reaches_python(ctx: zmq.Context, ipc_di
             # request (sent once connected again) is answered, the big one never was.
             def answered_after_reconnect() -> bool:
                 try:
-                    dealer.send(proto.encode("raw", 1, 2, 1, proto.Command(id="small", name="status")),
+                    dealer.send(proto.encode("tradectl", 1, 2, 1, proto.Command(id="small", name="status")),
                                 flags=zmq.NOBLOCK)
                 except zmq.Again:
                     return False

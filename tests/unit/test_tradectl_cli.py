@@ -45,7 +45,7 @@ def test_every_command_has_help_with_an_example_and_json(path: str) -> None:
 def test_unreachable_daemon_says_what_to_do(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRADING_")},
            "TRADING_PATHS__RUN_DIR": str(tmp_path / "run"), "TRADING_BUS__COMMAND_TIMEOUT_S": "0.2",
-           "TRADING_BUS__COMMAND_RETRIES": "0"}
+           "TRADING_BUS__COMMAND_RETRIES": "0", "TRADING_PATHS__KEYS_DIR": os.environ["TRADING_PATHS__KEYS_DIR"]}
     res = subprocess.run([*TRADECTL, "state"], env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == exit_codes.UNREACHABLE == 3
     assert "not answering" in res.stderr and "make run" in res.stderr

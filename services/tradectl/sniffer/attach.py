@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 import proto
+from bus.curve import NoCurve, Security
 from bus.endpoints import PUBLISHERS, Endpoints
 from bus.settings import BusSettings
 
@@ -84,12 +85,11 @@ class Attachment:
 
     def __init__(self, bus: BusSettings, run_dir: Path, prefixes: Sequence[str] = (), *,
                  hwm: int = DEFAULT_HWM, publishers: Iterable[str] = PUBLISHERS,
-                 extra_endpoints: Iterable[str] = ()) -> None:
+                 security: Security | None = None) -> None:
+        """Connected to each of ``publishers``, pinning its key (``security``: CURVE)."""
         self.ctx = zmq.Context()
         endpoints = Endpoints(bus, run_dir)
         self.endpoints = {name: endpoints.pub(name) for name in publishers}
-        for i, ep in enumerate(extra_endpoints):
-            self.endpoints[f"endpoint{i}"] = ep
         sock = self.sock = self.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, hwm)
@@ -99,8 +99,8 @@ class Attachment:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         for prefix in prefixes or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        for ep in self.endpoints.values():
-            sock.connect(ep)
+        for name, ep in self.endpoints.items():
+            (security or NoCurve()).connect(sock, ep, name)
         self.received = 0
         self.malformed = 0  # not [topic, message]: shown and counted by the verbs that decode
 

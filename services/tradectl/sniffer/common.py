@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
+from bus.curve import Security, security
+from bus.keys import MissingKey
 from bus.settings import BusSettings
 from services.log_escape import json_line
 from services.tradectl import exit_codes
@@ -21,6 +23,7 @@ from services.tradectl.sniffer.attach import DEFAULT_HWM, Attachment
 from services.tradectl.sniffer.gaps import SeqTracker
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+SNIFFER = "sniffer"  # the identity the sniffer's verbs use on the bus: subscribe and read-only queries
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -28,7 +31,8 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def settings() -> tuple[BusSettings, Path]:
+def settings() -> tuple[BusSettings, Path, Path]:
+    """The bus settings, the run directory and the key directory."""
     # Imported here: the settings model imports every service's settings (a second on a cold start
     # that ``--help`` need not pay).
     from services.settings import SettingsError, load_settings
@@ -36,12 +40,20 @@ def settings() -> tuple[BusSettings, Path]:
         s = load_settings()
     except SettingsError as exc:
         fail(exit_codes.BAD_SETTINGS, f"invalid settings:\n{exc}")
-    return s.bus, s.paths.run_dir
+    return s.bus, s.paths.run_dir, s.paths.keys
+
+
+def credentials(bus: BusSettings, keys_dir: Path, name: str) -> Security:
+    """``name``'s CURVE credentials (the sniffer's own: ``sniffer``, a reader); exit 78 without them."""
+    try:
+        return security(bus, keys_dir, name)
+    except MissingKey as exc:
+        fail(exit_codes.BAD_SETTINGS, str(exc))
 
 
 def attach(prefixes: tuple[str, ...], hwm: int) -> Attachment:
-    bus, run_dir = settings()
-    return Attachment(bus, run_dir, prefixes, hwm=hwm)
+    bus, run_dir, keys_dir = settings()
+    return Attachment(bus, run_dir, prefixes, hwm=hwm, security=credentials(bus, keys_dir, SNIFFER))
 
 
 def sigterm_as_interrupt() -> None:

@@ -14,6 +14,8 @@ from services.tradectl.sniffer import views
 from services.tradectl.sniffer.attach import Attachment
 from services.tradectl.sniffer.common import (
     EXIT_ERROR,
+    SNIFFER,
+    credentials,
     fail,
     hwm_option,
     json_option,
@@ -59,12 +61,13 @@ def record(file: Path, prefixes: tuple[str, ...], max_bytes: int | None, duratio
     while force and part_path(file, n).exists():
         part_path(file, n).unlink()
         n += 1
-    bus_settings, run_dir = settings()
+    bus_settings, run_dir, keys_dir = settings()
     sigterm_as_interrupt()
     created = time.time_ns()
     meta = {"tool": "tradectl bus record", "prefixes": list(prefixes), "transport": bus_settings.transport,
             "run_dir": str(run_dir), "host": socket.gethostname(), "created_ns": created}
-    with Attachment(bus_settings, run_dir, prefixes, hwm=hwm) as att:
+    with Attachment(bus_settings, run_dir, prefixes, hwm=hwm,
+                    security=credentials(bus_settings, keys_dir, SNIFFER)) as att:
         writer = Writer(file, meta, max_bytes=max_bytes, created_ns=created)
         try:
             result = run_record(att, writer, count=count, duration=duration,
@@ -96,14 +99,17 @@ def play(file: Path, rate: float, loop: bool, topic_prefixes: tuple[str, ...], s
     Example:
       TRADING_PATHS__RUN_DIR=/tmp/offline tradectl bus play /tmp/day.tdbus --topics safety --rate 10
     """
+    from bus.keys import MissingKey
     from bus.sockets import EndpointInUse
     reader = _reader(file)
-    bus_settings, run_dir = settings()
+    bus_settings, run_dir, keys_dir = settings()
     sigterm_as_interrupt()
     try:
-        player = Player(bus_settings, run_dir, sources_of(reader, topic_prefixes))
+        player = Player(bus_settings, run_dir, sources_of(reader, topic_prefixes), keys_dir=keys_dir)
     except (EndpointInUse, OSError) as exc:
         fail(EXIT_ERROR, f"cannot bind: {exc} (play into a run dir where the daemon is not running)")
+    except MissingKey as exc:
+        fail(EXIT_ERROR, f"cannot play as a recorded source: {exc}")
     try:
         if player.skipped_sources:
             click.echo(f"tradectl bus: no endpoint for source(s) {', '.join(player.skipped_sources)}: skipped", err=True)

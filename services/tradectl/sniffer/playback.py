@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 import proto
+from bus.curve import Security, security
 from bus.endpoints import PUBLISHERS, Endpoints
 from bus.settings import BusSettings
 from bus.sockets import bind, make_socket
@@ -46,10 +47,14 @@ def sources_of(reader: Reader, topics: Sequence[str]) -> set[str]:
 class Player:
     """The bound PUB sockets and the paced send loop."""
 
-    def __init__(self, bus: BusSettings, run_dir: Path, sources: set[str], hwm: int = 1_000_000) -> None:
+    def __init__(self, bus: BusSettings, run_dir: Path, sources: set[str], hwm: int = 1_000_000,
+                 keys_dir: Path | None = None) -> None:
+        """With CURVE (``bus.curve``), each source's socket serves with that source's key pair from
+        ``keys_dir``: subscribers pin it, as they do the live process's (``MissingKey`` without it)."""
         self.ctx = zmq.Context()
         self.sockets: dict[str, zmq.Socket] = {}
         self.skipped_sources = sorted(s for s in sources if s not in PUBLISHERS)
+        self._zap: Security | None = None
         endpoints = Endpoints(bus, run_dir)
         try:
             for source in sorted(sources - set(self.skipped_sources)):
@@ -57,6 +62,12 @@ class Player:
                 sock = make_socket(self.ctx, zmq.PUB, bus, hwm=hwm)
                 sock.setsockopt(zmq.LINGER, 2000)  # let the tail of the recording go out at exit
                 self.sockets[source] = sock  # before bind: closed on failure too
+                if keys_dir is not None:
+                    sec = security(bus, keys_dir, source)
+                    sec.serve(sock)
+                    if self._zap is None:  # one ZAP handler per context
+                        self._zap = sec
+                        sec.start(self.ctx)
                 bind(sock, endpoints.pub(source))
         except BaseException:
             self.close()
@@ -107,6 +118,8 @@ class Player:
     def close(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+        if self._zap is not None:
+            self._zap.stop()
         self.ctx.term()
 
 
