@@ -34,8 +34,9 @@ from typing import Any
 
 import pytest
 
-from bus import CommandTimeout
+from bus import CommandTimeout, keys
 from integration.daemon import Daemon, wait_until
+from proto.commands.base import IDENTITIES
 from integration.e2e import (
     em_open_orders,
     merged,
@@ -229,6 +230,9 @@ def test_a_read_only_state_directory_refuses_to_start(disk_daemon) -> None:
     (EBUSY), so the read-only case a host meets is at start: every program that keeps state says
     which directory and exits 78, supervisord marks it FATAL, and nothing trades."""
     d: Daemon = disk_daemon({}, start=False)
+    # a host that ran before: its keys are there (without them, deploy/launch.py refuses the start in
+    # one line, "cannot create the CURVE keys in ...: Read-only file system", before any program runs)
+    keys.ensure(d.keys_dir, list(IDENTITIES))
     subprocess.run(["mount", "-o", "remount,ro", str(d.state_dir)], check=True)
     d.start(wait=False)
     for program in ("orchestrator", "exchange_manager"):

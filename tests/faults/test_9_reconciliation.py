@@ -197,7 +197,8 @@ def _flood(d: Daemon, orders: int, window: int = 8, rate: float = 400.0, strict:
     ``window`` at a time in flight and at most ``rate`` a second (the gate's rate limit is raised for
     it), and wait for them."""
     ctx = zmq.Context()
-    channel = CommandChannel(ctx, d.endpoints.cmd("exchange_manager"), d.bus, "itest-flood", timeout_s=10.0)
+    channel = CommandChannel(ctx, d.endpoints.cmd("exchange_manager"), d.bus, "itest", timeout_s=10.0,
+                             server="exchange_manager", security=d.security())
     sent = 0
     answers: list[str] = []  # "" for an accepted order, else the reason
 

@@ -23,7 +23,7 @@ import zmq
 
 import proto
 from bus import CommandChannel
-from integration.daemon import Daemon, wait_until
+from integration.daemon import HARNESS, Daemon, wait_until
 from integration.e2e import ask, em_stats, ensure_live, venue_open_orders, wait_routed
 
 ORDERS = 5_000
@@ -44,7 +44,8 @@ SUMMARY = re.compile(r"\.\.\. (?P<label>.+): (?P<count>[\d,]+) more in the last 
 def _flood(d: Daemon, n: int) -> list[proto.Reply]:
     """``n`` submit_order requests pipelined 200 at a time; every reply."""
     ctx = zmq.Context()
-    channel = CommandChannel(ctx, d.endpoints.cmd("exchange_manager"), d.bus, "storm-test", timeout_s=30.0)
+    channel = CommandChannel(ctx, d.endpoints.cmd("exchange_manager"), d.bus, HARNESS, timeout_s=30.0,
+                             server="exchange_manager", security=d.security())
     replies: list[proto.Reply] = []
     try:
         probe: list[proto.Reply] = []
