@@ -60,6 +60,7 @@ def _run_all(config: Path, commands: list[tuple[str, ...]]) -> list[tuple[tuple[
     return results
 
 
+@pytest.mark.alone  # bounded by the clock (LIMIT_S): not beside two other workers' daemons
 def test_no_daemon_exits_2_with_a_clear_message(nowhere: Path) -> None:
     for args, code, out, err, elapsed in _run_all(nowhere, COMMANDS):
         assert code == exit_codes.UNREACHABLE, (args, code, out, err)
@@ -69,6 +70,7 @@ def test_no_daemon_exits_2_with_a_clear_message(nowhere: Path) -> None:
         assert elapsed < LIMIT_S, (args, elapsed)
 
 
+@pytest.mark.alone  # bounded by the clock (LIMIT_S): not beside two other workers' daemons
 def test_stale_socket_file_exits_unreachable(nowhere: Path) -> None:
     """A socket file left by a daemon that died: bound once, nobody listening now."""
     path = nowhere.parent / "run" / "orchestrator.cmd"

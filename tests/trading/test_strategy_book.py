@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from bus import CommandTimeout
 from integration.daemon import Daemon, wait_until
@@ -34,8 +35,14 @@ def test_a_restarted_engine_takes_its_strategies_positions_from_the_book(module_
     d.wait_state("live", timeout=30)
     # the gate hears the session open a moment after the orchestrator says LIVE (its heartbeat)
     wait_until(lambda: ask(d, "exchange_manager", "status")["stats"]["trading_allowed"], 10, ignore=(CommandTimeout,))
-    reply = d.call("exchange_manager", "submit_order", timeout_s=2, symbol="BTC-USD", side="buy", qty=0.02,
-                   strategy="quiet")
+
+    def bought() -> Any:
+        # the gate refuses an opening order until it has a price: the first quote may come after LIVE
+        reply = d.call("exchange_manager", "submit_order", timeout_s=2, symbol="BTC-USD", side="buy", qty=0.02,
+                       strategy="quiet")
+        return None if not reply.ok and reply.error.startswith("no market price") else reply
+
+    reply = wait_until(bought, 10, ignore=(CommandTimeout,))
     assert reply.ok, reply.error
     wait_until(lambda: abs(_engine_position(d) - 0.02) < 1e-9, 10, ignore=(CommandTimeout,))
     assert _book(d)["quiet"]["positions"] == {"BTC-USD": 0.02}
