@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from typing import Any
 
@@ -192,13 +193,12 @@ def test_a_squatter_on_the_orchestrators_endpoints_is_never_heard(daemon: Daemon
     ctx = zmq.Context()
     squat_pub = ctx.socket(zmq.PUB)
     squat_cmd = ctx.socket(zmq.ROUTER)
-    try:
-        squat_pub.bind(d.endpoints.pub("orchestrator"))
-        squat_cmd.bind(d.endpoints.cmd("orchestrator"))
+    stop = threading.Event()
+
+    def squat() -> None:  # until the real orchestrator serves again: it must find them taken
         epoch = time.time_ns() + 10**12  # "newer" than anything
-        deadline = time.monotonic() + 3.0
         seq = 0
-        while time.monotonic() < deadline:
+        while not stop.is_set():
             seq += 1
             for topic, body in ((proto.topics.STATE, proto.StateChanged(
                                     old=proto.OrchestratorState.FAILSAFE, new=proto.OrchestratorState.LIVE,
@@ -210,13 +210,22 @@ def test_a_squatter_on_the_orchestrators_endpoints_is_never_heard(daemon: Daemon
             for service in ("engine", "exchange_manager"):
                 _plain_call(d, service, "enable_trading", {})
             time.sleep(0.1)
+
+    squat_pub.bind(d.endpoints.pub("orchestrator"))  # at once after the kill: before the restart binds
+    squat_cmd.bind(d.endpoints.cmd("orchestrator"))
+    squatter = threading.Thread(target=squat, daemon=True)
+    squatter.start()
+    try:
+        new = d.wait_respawned("orchestrator", old)
+        assert new != old
+        d.wait_serving(["orchestrator"])
+        time.sleep(1.0)  # the squatter goes on a while after the orchestrator is back
     finally:
+        stop.set()
+        squatter.join(5)
         squat_pub.close(linger=0)
         squat_cmd.close(linger=0)
         ctx.term()
-    new = d.wait_respawned("orchestrator", old)
-    assert new != old
-    d.wait_serving(["orchestrator"])
     for service in ("engine", "exchange_manager"):
         assert not ask(d, service, "status")["stats"]["trading_allowed"], service
     assert d.state() == "failsafe"
