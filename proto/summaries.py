@@ -93,6 +93,10 @@ class ExchangeSummary(FollowerSummary, tag="exchange_manager", kw_only=True):
     session_symbols: dict[str, dict[str, Any]] = {}
     foreign_rejects: int = 0
     duplicate_reports: int = 0  # venue reports that changed nothing: dropped, not journalled or published
+    # Fills that arrived above a hole in their venue's numbers and waited for it (fill_order.py), and
+    # those applied before the hole was filled because it stayed open too long.
+    fills_held: int = 0
+    fills_out_of_order: int = 0
     open_orders: int = 0
     positions: dict[str, float] = {}
     gate: dict[str, Any] = {}

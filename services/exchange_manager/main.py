@@ -20,6 +20,7 @@ from proto.commands import OrderArgs
 from proto.summaries import ExchangeSummary
 from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
 from services.exchange_manager.fill_cursor import FillCursor
+from services.exchange_manager.fill_order import FillOrder
 from services.exchange_manager.handlers import build_handlers
 from services.exchange_manager.instruments import InstrumentRegistry
 from services.exchange_manager.journal import OrderJournal
@@ -85,6 +86,8 @@ class ExchangeManager:
                                      save_cursor=self._save_cursor)
         self.connectors: dict[str, Connector] = {
             c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
+        self.fill_order = FillOrder(self.reconciler.cursor, self._apply_fill, self._ask_fills_after,
+                                    self.runtime.reactor.call_later)
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
                                       foreign_positions=lambda: self.strategy_positions.of(FOREIGN))
         self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
@@ -236,6 +239,22 @@ class ExchangeManager:
             self.venue_watch.foreign_order(update)
 
     def on_fill(self, fill: proto.Fill) -> None:
+        connector = self.connectors.get(fill.connector)
+        self.fill_order.arrive(fill, connector.venue_session if connector else None)
+
+    def _ask_fills_after(self, name: str, after_seq: int) -> None:
+        """A hole in a venue's fill numbers: its page of the fills after ``after_seq`` fills it."""
+        connector = self.connectors[name]
+        session = connector.venue_session
+
+        def on_page(page: proto.FillPage | None) -> None:
+            if page is not None and page.session == session:
+                for fill in page.fills:
+                    self.on_fill(fill)
+
+        connector.fills_since(after_seq, self.cfg.reconcile_page_size, on_page)
+
+    def _apply_fill(self, fill: proto.Fill) -> None:
         known = self.book.orders.get(fill.client_order_id)
         record = self.book.apply_fill(fill)
         connector = self.connectors.get(fill.connector)

@@ -29,6 +29,8 @@ def summarize(em: ExchangeManager) -> ExchangeSummary:
         session_symbols=session["symbols"],
         foreign_rejects=em.foreign_rejects,
         duplicate_reports=em.book.duplicate_reports,
+        fills_held=em.fill_order.held_total,
+        fills_out_of_order=em.fill_order.applied_out_of_order,
         open_orders=len(em.book.open_orders()),
         positions={s: p.qty for s, p in em.positions.items()},
         gate={"mode": em.gate.mode, "passed": em.gate.passed, "refusals": dict(em.gate.refusals)},

@@ -1,7 +1,7 @@
 """Fixtures for the bad-input, bad-configuration and overload suite.
 
-``fuzz_daemon`` (session scope): the whole daemon under a real supervisord (``integration.daemon``),
-shared by the socket fuzzing and the short overload cases, with:
+``fuzz_daemon`` (module scope): the whole daemon under a real supervisord (``integration.daemon``),
+shared by the cases of one module (the socket fuzzing; the short overload cases), with:
   * market data at 2 x 1,000 quotes/s (``BTC-USD``, ``SOL-USD``; no random jumps), so the fuzzing
     runs against a process that is busy with real traffic;
   * small publisher and command high-water marks (2,000 / 1,000 messages), so a slow subscriber
@@ -41,7 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: a session's daemon lived, at 2,000 quotes/s, until its test worker
+# had run everything else, and starved every daemon that other workers started meanwhile.
+@pytest.fixture(scope="module")
 def fuzz_daemon() -> Iterator[Daemon]:
     d = open_daemon(FUZZ_CONFIG)
     try:

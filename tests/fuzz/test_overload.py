@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import zmq
 from integration.daemon import Daemon, command_services, wait_until
-from integration.e2e import Collector, ensure_live, open_daemon
+from integration.e2e import Collector, open_daemon
 
 import proto
 from bus import Subscriber
@@ -46,14 +46,6 @@ def _router_sent(d: Daemon) -> tuple[int, float]:
 
 def test_slow_subscriber_loses_data_but_never_blocks_the_publisher(fuzz_daemon: Daemon) -> None:
     d = fuzz_daemon
-    # The command fuzzing before this places valid orders straight at the venue: the session is
-    # DEGRADED by the foreign orders and may not recover while the venue holds them. Clear the venue
-    # (the exchange manager adopted them into its book) and recover: this case starts from LIVE.
-    if d.state() != "live":
-        ask(d, "exchange_manager", "flatten")
-        wait_until(lambda: (unknown := ask(d, "exchange_manager", "status")["stats"]["venue_unknown"])["orders"] == 0
-                   and not unknown["positions"], 15)
-        ensure_live(d)
     d.wait_state("live", timeout=30)
     ctx = zmq.Context()
     slow = _slow_sub(ctx, d, "data_router")

@@ -372,11 +372,19 @@ def incident_files(d: Daemon) -> tuple[list[Path], list[Path]]:
     return [p for p in files if p.suffix == ".json"], [p for p in files if p.suffix == ".md"]
 
 
+def wait_gate_open(d: Daemon, timeout: float = 10.0) -> None:
+    """The exchange manager's gate lets opening orders through: it has heard the session go LIVE (a
+    moment after the orchestrator says so, by its state event or heartbeat)."""
+    wait_until(lambda: em_stats(d)["trading_allowed"], timeout, ignore=(CommandTimeout,),
+               message=lambda: d.diagnostics())
+
+
 def place_resting_orders(d: Daemon) -> list[str]:
     """Two SOL-USD limit orders (about 150) away from the touch, one each side (inside the gate's
     10 % price collar), placed through the exchange manager; they rest at the venue until cancelled.
     Returns their client order ids."""
     ids = []
+    wait_gate_open(d)
     for symbol, side, price in (("SOL-USD", "buy", 140.0), ("SOL-USD", "sell", 160.0)):
         wait_routed(d, symbol)
         reply = submit(d, symbol, side, 1.0, order_type="limit", limit_price=price, strategy="itest")
@@ -389,6 +397,7 @@ def place_resting_orders(d: Daemon) -> list[str]:
 def open_position(d: Daemon, symbol: str = "SOL-USD", qty: float = 0.5) -> None:
     """Buy ``qty`` at market through the exchange manager and wait until the venue holds it: a
     position the demo strategies (which trade other symbols) never close."""
+    wait_gate_open(d)
     wait_routed(d, symbol)
     held = venue_positions(d).get(symbol, 0.0)
     reply = submit(d, symbol, "buy", qty, strategy="itest")

@@ -16,12 +16,14 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 from unit_support import enter
 
 import proto
 from proto import Side
 from proto.commands import NewOrderArgs, OrderArgs, parse_args
 from services.exchange_manager.fill_cursor import FillCursor
+from services.exchange_manager.fill_order import FillOrder
 from services.exchange_manager.order_book import OrderBook
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.positions import Position
@@ -89,6 +91,9 @@ class Rig:
         self.reconciler = Reconciler(self.book, self.positions, grace_s, self.apply_fill, self.on_outcome,
                                      page_size=page_size, cursors=cursors,
                                      save_cursor=lambda name, c: self.saved.__setitem__(name, (c.session, c.applied)))
+        self.timers: list[tuple[float, Callable[[], None]]] = []  # the reactor's call_later, run by hand
+        self.fill_order = FillOrder(self.reconciler.cursor, self._apply, self._ask_fills_after,
+                                    lambda delay, fn: self.timers.append((delay, fn)))
 
     def on_outcome(self, outcome: Outcome) -> None:
         self.reports.append(outcome)
@@ -96,7 +101,18 @@ class Rig:
             listener(outcome)
 
     def apply_fill(self, fill: proto.Fill) -> None:
-        """What the exchange manager does with a fill (ExchangeManager.on_fill, minus publishing)."""
+        """What the exchange manager does with a fill (ExchangeManager.on_fill, minus publishing); the
+        connector's name on it, as the real connector stamps it."""
+        self.fill_order.arrive(msgspec.structs.replace(fill, connector="sim"), self.matcher.session)
+
+    def _ask_fills_after(self, _connector: str, after_seq: int) -> None:
+        def on_page(page: proto.FillPage | None) -> None:
+            for fill in page.fills if page is not None else []:
+                self.apply_fill(fill)
+
+        self.connector.fills_since(after_seq, 500, on_page)
+
+    def _apply(self, fill: proto.Fill) -> None:
         record = self.book.apply_fill(fill)
         self.reconciler.heard("sim", self.matcher.session, fill)
         if record is not None:
