@@ -252,3 +252,6 @@ class HeldConditions(Result):
 class SafetyReset(Result):
     events: dict[str, int]
     holding: list[dict[str, Any]]
+    # the sequence number of its last event on ``safety`` before the reset (0: none; older peers
+    # send nothing)
+    published: int = 0

@@ -28,6 +28,13 @@ class Component:
     # supervisord gave up on it (FATAL, from the event listener): missing for good until it is
     # heard from again with a new epoch (an operator started it).
     fatal: bool = False
+    # (epoch, sequence number) of its last event on a topic before it was last reset: what it
+    # published up to there was raised before the reset (the safety process's, on recovery).
+    reset_mark: tuple[int, int] | None = None
+
+    def before_reset(self, env: proto.Envelope) -> bool:
+        """Whether ``env`` was published before this component's last reset (``reset_mark``)."""
+        return self.reset_mark is not None and (env.epoch, env.seq) <= self.reset_mark
 
     def summary(self, kind: type[S]) -> S:
         """Its latest summary; before its first heartbeat an empty one, whose every check fails

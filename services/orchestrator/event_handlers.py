@@ -36,6 +36,7 @@ class EventHandlers:
         self._publisher = publisher
         self._supervision = supervision
         self.safety_events = 0
+        self.safety_before_reset = 0  # events read after a recovery's reset that were raised before it
         self.safety_by_type: dict[tuple[str, str], int] = {}
         self.process_alerts: dict[str, int] = {}
 
@@ -43,6 +44,16 @@ class EventHandlers:
         self._components.heard(env)
         body = env.body
         if isinstance(body, proto.SafetyEvent):
+            safety = self._components.components.get(env.source)
+            if safety is not None and safety.before_reset(env) and body.severity is not proto.Severity.CRITICAL:
+                # Raised before the reset that a recovery just made, read after it: the recovery's
+                # checks already saw what it reports gone (a condition still holding is raised again).
+                self.safety_before_reset += 1
+                self._session.logs.safety(f"{body.severity.value.upper()} {body.event_type.value} {body.symbol}: "
+                                          f"{body.message} (raised before the recovery's reset: not a new incident)",
+                                          logging.INFO, event="safety_event_before_reset",
+                                          data=proto.to_builtins(body))
+                return
             self.on_safety_event(body)
         elif isinstance(body, proto.GovernanceEvent):
             self.on_governance(env.source, body)

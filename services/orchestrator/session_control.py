@@ -92,9 +92,18 @@ class SessionControl:
         return self._runner.running("recover")
 
     def _recover(self, reason: str) -> Sequence[dict[str, Any]]:
-        step, _ = yield from run_step(None, "reset safety", self._peers["safety"], "reset", {"reason": reason})
+        step, result = yield from run_step(None, "reset safety", self._peers["safety"], "reset", {"reason": reason})
         if not step.ok:
             raise Refused(f"safety reset failed: {step.detail}")
+        safety = self._components.components["safety"]
+        if safety.epoch is not None and isinstance(published := result.get("published"), int) and published:
+            # Its events up to here were raised before the reset: one still on its way (events and
+            # replies travel on different sockets) is not a new incident after the recovery.
+            safety.reset_mark = (safety.epoch, published)
+        if holding := result.get("holding"):
+            # Its answer is fresher than its last heartbeat: what still holds refuses the recovery.
+            raise Refused("the cause is not gone: " + "; ".join(
+                f"{c.get('detector')} {c.get('symbol')}: {str(c.get('reason'))[:200]}" for c in holding))
         self._check_recovery()
         self._session.transition(S.LIVE, f"recovered from degraded ({reason})")
         return {}

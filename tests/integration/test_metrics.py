@@ -93,6 +93,8 @@ def test_status_json_names_the_endpoint_and_it_serves_the_session(daemon: Daemon
 def test_a_failsafe_and_a_restart_show_in_the_metrics(daemon: Daemon) -> None:
     d = daemon
     url = d.status_json()["metrics_url"]
+    # RUNNING first: a kill within startsecs is a BACKOFF to supervisord, not the EXITED counted below
+    d.wait_running(["data_router"])
     old = d.kill9("data_router")
     d.wait_respawned("data_router", old)
     wait_until(lambda: value(scrape(url), "trading_process_restarts_total", service="data_router") == 1, 20,

@@ -59,6 +59,8 @@ def test_the_third_degradation_escalates_to_failsafe(module_daemon: Daemon) -> N
                 assert stale and all(e.severity is proto.Severity.WARNING for e in stale), stale
                 assert ask(d, "venue_sim", "fault", fault="resume_feed") == {"fault": "resume_feed"}
                 wait_until(lambda: _fresh_feed(d), 10, ignore=(CommandTimeout,))
+                # the safety process has seen it too (it may lag the router on a loaded host)
+                wait_until(lambda: ask(d, "safety", "status")["stats"]["holding"] == [], 10, ignore=(CommandTimeout,))
                 res = d.tradectl("recover")
                 assert res.returncode == 0, (n, res.stderr)
                 assert d.state() == "live"
