@@ -64,6 +64,10 @@ def test_slow_subscriber_loses_data_but_never_blocks_the_publisher(fuzz_daemon: 
             fast1 = len(fast.bodies(topic_prefix=MD))
             venue1 = ask(d, "venue_sim", "status")["stats"]["quotes_published"]
             router = ask(d, "data_router", "status")["bus"]["publisher"]
+            # What the router sent in the window reached the other subscriber (this test's own
+            # reader may lag it on a loaded host: delivered, a moment later, is what counts).
+            delivered = wait_until(lambda: (n := len(fast.bodies(topic_prefix=MD)) - fast0) >= 0.9 * (sent1 - sent0)
+                                   and n, 5, message=lambda: f"router sent {sent1 - sent0} in the window")
         fast_stats = fast.subscriber_stats
         # now the slow subscriber reads: what it lost shows as sequence gaps
         sub = Subscriber(slow, d.bus.max_message_bytes)
@@ -92,7 +96,7 @@ def test_slow_subscriber_loses_data_but_never_blocks_the_publisher(fuzz_daemon: 
     assert fast_stats["lost"] == 0, fast_stats  # the other subscriber lost nothing
     assert router["send_errors"] == 0, router
     assert router_rate >= 0.9 * venue_rate, (router_rate, venue_rate)  # the publisher kept up
-    assert fast_rate >= 0.9 * router_rate, (fast_rate, router_rate)
+    assert delivered >= 0.9 * (sent1 - sent0), (delivered, sent1 - sent0)
 
 
 def test_commands_at_the_hwm_are_answered_or_counted(fuzz_daemon: Daemon) -> None:
