@@ -13,12 +13,13 @@ from typing import Any
 
 import proto
 from proto.summaries import RouterSummary
-from services.data_router.feeds import FeedAdapter, VenueFeed
 from services.data_router.handlers import build_handlers
 from services.data_router.validation import MarketData, Validator
 from services.runtime import ServiceRuntime, configure_logging, load_settings_or_exit
 from services.session_clock import SessionClock
 from services.settings import Settings
+from services.venues.base import DataClient
+from services.venues.registry import data_client
 
 
 class DataRouter:
@@ -34,7 +35,7 @@ class DataRouter:
         self._clock_told_ns = 0
         if self.clock.replaying:
             self.runtime.reactor.call_every(cfg.clock_interval_s, self._tell_clock)
-        self.feed: FeedAdapter = VenueFeed(self.runtime, cfg.feed_venue, cfg.symbols, self.on_update)
+        self.feed: DataClient = data_client(cfg, self.runtime, self.on_update)
         self.runtime.add_handlers(build_handlers(self))
 
     def on_update(self, update: MarketData) -> None:

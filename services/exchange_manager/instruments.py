@@ -18,7 +18,7 @@ from typing import Any
 from bus import Reactor
 from proto.instruments import Instrument, InstrumentBook, InstrumentList
 from services.backoff import Backoff
-from services.exchange_manager.connectors import Connector
+from services.venues.base import ExecutionClient
 
 log = logging.getLogger(__name__)
 RETRY_S, RETRY_MAX_S = 0.5, 5.0
@@ -36,7 +36,7 @@ class InstrumentRegistry:
         self.loads = 0
         self.failures = 0
 
-    def load(self, connector: Connector) -> None:
+    def load(self, connector: ExecutionClient) -> None:
         """Ask the venue for its list (on every connection); the connector is pending until it answers."""
         name = connector.name
         self._pending.add(name)
@@ -49,7 +49,7 @@ class InstrumentRegistry:
 
         connector.instruments(on_result)
 
-    def _received(self, connector: Connector, answer: InstrumentList | None) -> None:
+    def _received(self, connector: ExecutionClient, answer: InstrumentList | None) -> None:
         name = connector.name
         if answer is None:  # no answer, or one that was not a valid list (the connector logged which)
             self.failures += 1

@@ -18,7 +18,8 @@ from bus import NotConnected
 from bus.ratelimit import RateLimitedLog
 from proto.commands import OrderArgs
 from proto.summaries import ExchangeSummary
-from services.exchange_manager.connectors import CONNECTOR_KINDS, Connector
+from services.venues.base import ExecutionClient
+from services.venues.registry import execution_client
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.fill_order import FillOrder
 from services.exchange_manager.handlers import build_handlers
@@ -84,8 +85,8 @@ class ExchangeManager:
                                      apply_fill=self.on_fill, report=self._on_reconciled,
                                      page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
                                      save_cursor=self._save_cursor)
-        self.connectors: dict[str, Connector] = {
-            c.name: CONNECTOR_KINDS[c.kind](c, self.runtime, self) for c in cfg.connectors}
+        self.connectors: dict[str, ExecutionClient] = {
+            c.name: execution_client(c, self.runtime, self) for c in cfg.connectors}
         self.fill_order = FillOrder(self.reconciler.cursor, self._apply_fill, self._ask_fills_after,
                                     self.runtime.reactor.call_later)
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
@@ -214,7 +215,7 @@ class ExchangeManager:
                 sent.append(record.client_order_id)
         return sent
 
-    def _connector(self, name: str) -> Connector:
+    def _connector(self, name: str) -> ExecutionClient:
         connector = self.connectors.get(name)
         if connector is None:
             raise Refused(f"unknown connector {name!r}")
@@ -285,11 +286,11 @@ class ExchangeManager:
         session, applied = cursor.session, cursor.applied  # as they are now, not when a held write lands
         self.writes.write(("cursor", name), lambda: self.journal.save_cursor(name, session, applied))
 
-    def on_connected(self, connector: Connector) -> None:
+    def on_connected(self, connector: ExecutionClient) -> None:
         self.instruments.load(connector)
         self.venue_watch.request(connector)
 
-    def on_in_doubt(self, connector: Connector, client_order_id: str) -> None:
+    def on_in_doubt(self, connector: ExecutionClient, client_order_id: str) -> None:
         log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
         self.venue_watch.request(connector)
 

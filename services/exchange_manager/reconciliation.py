@@ -37,7 +37,7 @@ from typing import Any
 
 import proto
 from proto.venue_reports import MAX_ORDER_STATUS_IDS
-from services.exchange_manager.connectors import Connector
+from services.venues.base import ExecutionClient
 from services.exchange_manager.fill_cursor import FillCursor
 from services.exchange_manager.order_book import OrderBook
 from services.positions import EPSILON, Position
@@ -75,7 +75,7 @@ class Outcome:
 
 @dataclass
 class _Run:
-    connector: Connector
+    connector: ExecutionClient
     outcome: Outcome
     started: float
     entered: float = 0.0  # when the callback now running began (perf_counter)
@@ -124,7 +124,7 @@ class Reconciler:
             cursor.reset(session)  # the venue restarted: its numbering starts again
         cursor.advance(fill.venue_seq, fill.fill_id)
 
-    def run(self, connector: Connector) -> int:
+    def run(self, connector: ExecutionClient) -> int:
         """Start one reconciliation and return its run number; the outcome is reported when the
         venue has answered (asynchronously)."""
         self.runs += 1

@@ -8,20 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proto.venue_reports import MAX_FILL_PAGE
 from services.setting_fields import NameField
-
-
-class ConnectorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: NameField = "sim"
-    kind: Literal["venue_sim"] = "venue_sim"
-    venue: str = "venue_sim"  # whose endpoints to use (bus endpoint naming)
-    request_timeout_s: float = Field(default=1.0, gt=0)
-    # The venue is considered gone after this long without any message from it.
-    heartbeat_timeout_s: float = Field(default=1.0, gt=0)
-    reconnect_initial_s: float = Field(default=0.1, gt=0)
-    reconnect_max_s: float = Field(default=5.0, gt=0)
-    reconnect_jitter: float = Field(default=0.2, ge=0, le=1)
+from services.venues.settings import ConnectorSettings
 
 
 class RiskLimits(BaseModel):

@@ -33,7 +33,7 @@ from typing import Any
 import proto
 from bus.command_server import Deferred
 from services.backoff import Backoff
-from services.exchange_manager.connectors import Connector
+from services.venues.base import ExecutionClient
 from services.exchange_manager.order_book import OrderBook, OrderRecord
 from services.exchange_manager.reconciliation import Outcome, Reconciler
 from services.exchange_manager.settings import ExchangeManagerSettings
@@ -76,7 +76,7 @@ class _Burst:
 
 class VenueWatch:
     def __init__(self, runtime: ServiceRuntime, reconciler: Reconciler, book: OrderBook,
-                 connectors: dict[str, Connector], cfg: ExchangeManagerSettings,
+                 connectors: dict[str, ExecutionClient], cfg: ExchangeManagerSettings,
                  foreign_positions: Callable[[], dict[str, float]]) -> None:
         self._runtime = runtime
         self._reconciler = reconciler
@@ -97,7 +97,7 @@ class VenueWatch:
 
     # -- when to reconcile -----------------------------------------------------------------------
 
-    def request(self, connector: Connector) -> int:
+    def request(self, connector: ExecutionClient) -> int:
         """Reconcile with ``connector``'s venue as soon as allowed; return the run that will answer."""
         sched = self._schedules.setdefault(connector.name, _Schedule())
         if sched.running is not None:
@@ -128,7 +128,7 @@ class VenueWatch:
             missing = sorted(set(waiter.runs) - set(waiter.outcomes))
             waiter.reply.refuse(f"reconciliation with {', '.join(missing)} not done within {REPLY_WITHIN_S:g}s")
 
-    def _start(self, connector: Connector) -> int:
+    def _start(self, connector: ExecutionClient) -> int:
         sched = self._schedules.setdefault(connector.name, _Schedule())
         sched.queued = False
         sched.started = time.monotonic()

@@ -1,17 +1,12 @@
-"""Connectors to venues: one interface, one implementation per kind of venue.
-
-A connector owns the link to one venue: it connects, notices when the venue has gone quiet,
-reconnects with exponential backoff and jitter, sends orders and cancels, and hands every
-execution report and fill to the exchange manager. It keeps no order state of its own: the book
-of record is the exchange manager's.
-"""
+"""The venue simulator's execution client: its order-entry session (our ``proto`` commands on its
+command socket) and its execution reports (``orders`` and ``fills`` on its PUB)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -19,59 +14,18 @@ import proto
 from bus import CommandChannel, NotConnected, Subscriber
 from proto.commands import NewOrderArgs
 from services.backoff import Backoff
-from services.exchange_manager.settings import ConnectorSettings
 from services.runtime import ServiceRuntime
+from services.venues.base import ExecutionEvents
+from services.venues.settings import ConnectorSettings
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=msgspec.Struct)  # a venue report, or its instrument list
 
 
-class ConnectorEvents(Protocol):
-    def on_order_update(self, update: proto.OrderUpdate) -> None: ...
-
-    def on_fill(self, fill: proto.Fill) -> None: ...
-
-    def on_connected(self, connector: "Connector") -> None: ...
-
-    def on_in_doubt(self, connector: "Connector", client_order_id: str) -> None: ...
-
-
-class Connector(Protocol):
-    name: str
-    # The venue session its fills are numbered in (None before anything was heard from it), and the
-    # size of the latest answer to a query (reconciliation's figures).
-    venue_session: int | None
-    last_reply_bytes: int
-
-    def connect(self) -> None: ...
-
-    def disconnect(self, reason: str) -> None: ...
-
-    def is_connected_check(self) -> bool: ...
-
-    def get_stats(self) -> dict[str, Any]: ...
-
-    def submit(self, order: NewOrderArgs) -> None: ...
-
-    def cancel(self, client_order_id: str) -> None: ...
-
-    def cancel_all(self, symbol: str | None) -> None: ...
-
-    # The venue's reports (proto.venue_reports); on_result(None) when it did not answer.
-    def mass_status(self, on_result: Callable[[proto.MassStatus | None], None]) -> None: ...
-
-    def fills_since(self, after_seq: int, limit: int, on_result: Callable[[proto.FillPage | None], None]) -> None: ...
-
-    def order_status(self, client_order_ids: list[str],
-                     on_result: Callable[[proto.OrderStatusReports | None], None]) -> None: ...
-
-    def instruments(self, on_result: Callable[[proto.InstrumentList | None], None]) -> None: ...
-
-
-class VenueSimConnector:
+class VenueSimExecutionClient:
     """The venue simulator's order-entry (command socket) and execution-report (PUB) sessions."""
 
-    def __init__(self, cfg: ConnectorSettings, runtime: ServiceRuntime, events: ConnectorEvents) -> None:
+    def __init__(self, cfg: ConnectorSettings, runtime: ServiceRuntime, events: ExecutionEvents) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._runtime = runtime
@@ -269,6 +223,3 @@ def _messages(report: proto.venue_reports.Report) -> list[proto.Fill | proto.Ord
     if isinstance(report, proto.OrderStatusReports):
         return [r.order for r in report.reports if r.order is not None]
     return []
-
-
-CONNECTOR_KINDS = {"venue_sim": VenueSimConnector}

@@ -1,30 +1,14 @@
-"""Feed adapters: where market data comes from. Each turns its source into ``Quote``/``Trade``
-messages handed to the router; the router does not know which adapter it runs."""
+"""The venue simulator's data client: its market-data topics (``md.<symbol>`` on its PUB)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Protocol
 
 import proto
 from bus import Subscriber
 from services.runtime import ServiceRuntime
-
-OnUpdate = Callable[[proto.Quote | proto.Trade], None]
-
-
-class FeedAdapter(Protocol):
-    name: str
-    symbols: set[str]  # routed by name (none: every symbol the feed carries)
-
-    def subscribe(self, symbols: list[str]) -> None: ...
-
-    def unsubscribe(self, symbols: list[str]) -> None: ...
-
-    def stats(self) -> dict[str, object]: ...
+from services.venues.base import OnUpdate
 
 
-class VenueFeed:
+class VenueSimDataClient:
     """The venue's own market-data socket (``md.<symbol>`` topics on its PUB)."""
 
     def __init__(self, runtime: ServiceRuntime, venue: str, symbols: list[str], on_update: OnUpdate) -> None:
