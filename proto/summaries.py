@@ -162,6 +162,7 @@ class VenueSummary(Summary, tag="venue_sim", kw_only=True):
     rejected: int = 0
     duplicate_ids: int = 0
     replay_finished: bool = False
+    exchange_api: dict[str, Any] = {}  # its exchange API, when served: url, requests, refused by reason
 
 
 class HungOrchestrator(msgspec.Struct, kw_only=True):

@@ -105,10 +105,13 @@ class FaultArgs(Args):
 
     NAME: ClassVar[str] = "fault"
 
-    fault: Literal["drop_connection", "stop_feed", "resume_feed", "latency", "reject_all", "jump_price", "clear"]
+    fault: Literal["drop_connection", "stop_feed", "resume_feed", "latency", "reject_all", "jump_price", "clear",
+                   "rate_limit"]
     symbol: Symbol | None = None
     value: float = 0.0  # latency in ms, jump in percent
-    duration_s: float = 5.0  # drop_connection: how long the venue stays away (the CLI's default too)
+    # drop_connection: how long the venue stays away; rate_limit: how long its exchange API answers
+    # 429 (the CLI's default too)
+    duration_s: float = 5.0
 
 
 class FillsSinceArgs(Args):

@@ -160,7 +160,7 @@ def venue() -> None:
 @click.option("--value", type=float, default=_field(rq.FaultArgs, "value").default, show_default=True,
               help="latency: milliseconds; jump_price: percent.")
 @click.option("--duration", type=float, default=_field(rq.FaultArgs, "duration_s").default, show_default=True,
-              help="drop_connection: seconds away.")
+              help="drop_connection: seconds away; rate_limit: seconds the exchange API answers 429.")
 @JSON_OPTION
 def venue_fault(fault: str, symbol: str | None, value: float, duration: float, as_json: bool) -> None:
     """Inject a fault into the venue simulator.
@@ -169,6 +169,7 @@ def venue_fault(fault: str, symbol: str | None, value: float, duration: float, a
     Examples:
       tradectl venue fault jump_price --symbol BTC-USD --value 25
       tradectl venue fault drop_connection --duration 3
+      tradectl venue fault rate_limit --duration 2
       tradectl venue fault clear
     """
     result = Daemon("venue_sim").request(rq.FaultArgs(fault=fault, symbol=symbol, value=value, duration_s=duration))

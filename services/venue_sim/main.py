@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import proto
 from proto.commands import FaultArgs, NewOrderArgs
@@ -26,9 +26,13 @@ from services.runtime import ServiceRuntime, configure_logging, exit_bad_setting
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
 from services.venue_sim.instruments import venue_instruments
-from services.venue_sim.matching import Event, Matcher
+from services.venue_sim.matching import Event, Matcher, VenueOrder
 from services.venue_sim.prices import PriceSource, make_source
 from services.venue_sim.replay import ReplayFileError
+
+if TYPE_CHECKING:
+    from services.venue_sim.exchange_api.binance import BinanceSpot
+    from services.venue_sim.exchange_api.server import ExchangeApiServer
 
 log = logging.getLogger("venue_sim")
 
@@ -47,10 +51,29 @@ class Venue:
         # Tick-to-order: from publishing the quote that triggered an order to receiving the order.
         self.tick_to_order_ns: deque[int] = deque(maxlen=100_000)
         self.runtime.add_handlers(build_handlers(self))
+        self.exchange_api, self.exchange_api_server = self._exchange_api()
         # A replay follows its file's own timing, so it ticks finely; the synthetic source ticks
         # at its quote rate (at most 1 kHz: faster rates publish several quotes per tick).
         tick = 0.005 if self.settings.source == "replay" else min(0.2, max(0.001, 1.0 / self.settings.quotes_per_s))
         self.runtime.reactor.call_every(tick, self._tick)
+
+    def _exchange_api(self) -> tuple[BinanceSpot | None, ExchangeApiServer | None]:
+        """The Binance-spot face, when enabled (``[venue_sim.exchange_api]``)."""
+        cfg = self.settings.exchange_api
+        if not cfg.enabled:
+            return None, None
+        # imported here: aiohttp costs a venue that does not serve the API nothing at start
+        from services.venue_sim.exchange_api.binance import BinanceSpot
+        from services.venue_sim.exchange_api.server import ExchangeApiServer
+
+        api = BinanceSpot(self)
+        server = ExchangeApiServer(cfg, api, self.runtime.reactor,
+                                   latency_ms=lambda: self.settings.latency_ms + self.extra_latency_ms)
+        try:
+            server.start()
+        except OSError as exc:
+            exit_bad_settings(f"venue_sim: exchange_api cannot serve on {cfg.host}:{cfg.port}: {exc.strerror or exc}")
+        return api, server
 
     # -- market data -----------------------------------------------------------------------------
 
@@ -82,22 +105,33 @@ class Venue:
         # recorded time.
         if args.origin_ts_ns and self.settings.source == "synthetic":
             self.tick_to_order_ns.append(time.time_ns() - args.origin_ts_ns)
-        if self._later(lambda: self._publish(self.matcher.new_order(args))):
+        if self._later(lambda: self.place(args)):
             return None
-        events = self.matcher.new_order(args)
-        self._publish(events)
-        return self.matcher.orders[args.client_order_id].update(self.settings.venue)
+        return self.place(args).update(self.settings.venue)
 
     def cancel(self, client_order_id: str) -> bool | None:
-        if self._later(lambda: self._publish(self.matcher.cancel(client_order_id))):
+        if self._later(lambda: self.withdraw(client_order_id)):
             return None
+        return self.withdraw(client_order_id)
+
+    def cancel_all(self, symbol: str | None) -> list[str] | None:
+        if self._later(lambda: self.withdraw_all(symbol)):
+            return None
+        return self.withdraw_all(symbol)
+
+    # Now, whatever latency is set (a face that applies its own: the exchange API's): matched, and
+    # its reports published.
+
+    def place(self, args: NewOrderArgs) -> VenueOrder:
+        self._publish(self.matcher.new_order(args))
+        return self.matcher.orders[args.client_order_id]
+
+    def withdraw(self, client_order_id: str) -> bool:
         events = self.matcher.cancel(client_order_id)
         self._publish(events)
         return bool(events)
 
-    def cancel_all(self, symbol: str | None) -> list[str] | None:
-        if self._later(lambda: self._publish(self.matcher.cancel_all(symbol))):
-            return None
+    def withdraw_all(self, symbol: str | None) -> list[str]:
         events = self.matcher.cancel_all(symbol)
         self._publish(events)
         return [e.client_order_id for e in events]
@@ -112,6 +146,8 @@ class Venue:
         return True
 
     def _publish(self, events: list[Event]) -> None:
+        if self.exchange_api is not None and events:
+            self.exchange_api.on_events(events)
         for event in events:
             topic = proto.topics.FILLS if isinstance(event, proto.Fill) else proto.topics.ORDERS
             self.runtime.publisher.publish(topic, event)
@@ -124,6 +160,12 @@ class Venue:
         if args.fault == "drop_connection":
             # After this reply has gone out (it needs a moment to leave the socket).
             self.runtime.reactor.call_later(0.1, lambda: self.runtime.drop_connections(args.duration_s))
+            if self.exchange_api_server is not None:
+                self.exchange_api_server.drop(args.duration_s)
+        elif args.fault == "rate_limit":
+            if self.exchange_api_server is None:
+                raise proto.CommandError("rate_limit needs the exchange API (venue_sim.exchange_api.enabled)")
+            self.exchange_api_server.rate_limit(args.duration_s)
         elif args.fault == "stop_feed":
             self.feed_on = False
         elif args.fault == "resume_feed":
@@ -138,6 +180,8 @@ class Venue:
             self.source.jump(args.symbol, args.value)
         elif args.fault == "clear":
             self.extra_latency_ms, self.matcher.reject_all, self.feed_on = 0.0, False, True
+            if self.exchange_api_server is not None:
+                self.exchange_api_server.rate_limited_until = 0.0
         return {"fault": args.fault}
 
     def tick_to_order(self) -> dict[str, float]:
@@ -151,10 +195,15 @@ class Venue:
         m = self.matcher
         return VenueSummary(quotes_published=self.quotes_published, feed_on=self.feed_on,
                             open_orders=len(m.open_orders()), fills=len(m.fills), rejected=m.rejected,
-                            duplicate_ids=m.duplicate_ids, replay_finished=self.source.finished)
+                            duplicate_ids=m.duplicate_ids, replay_finished=self.source.finished,
+                            exchange_api=self.exchange_api_server.stats() if self.exchange_api_server else {})
 
     def run(self) -> None:
-        self.runtime.run()
+        try:
+            self.runtime.run()
+        finally:
+            if self.exchange_api_server is not None:
+                self.exchange_api_server.stop()
 
 
 def load_source_or_exit(settings: Settings) -> PriceSource:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from services.setting_fields import NameField, SymbolField
 
@@ -41,6 +41,31 @@ class InstrumentSettings(BaseModel):
         if self.max_qty is not None and self.max_qty < (self.min_qty or self.lot_size):
             raise ValueError(f"max_qty={self.max_qty:g} is below the minimum quantity")
         return self
+
+
+class ExchangeApiSettings(BaseModel):
+    """The simulator's second face: the subset of Binance's spot REST API that ccxt's ``binance``
+    class calls (``services/venue_sim/exchange_api/``), over the same matching engine. Off unless
+    enabled; served on ``host:port`` (loopback by default: it is a test venue)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8790, ge=1, le=65535)
+    # The test account's key pair: signed requests carry the key and an HMAC-SHA256 of their query
+    # under the secret, as Binance's do. Set the secret from the environment
+    # (TRADING_VENUE_SIM__EXCHANGE_API__API_SECRET) for anything but a local test venue.
+    api_key: str = Field(default="sim-test-key", min_length=8, max_length=128)
+    api_secret: SecretStr = SecretStr("sim-test-secret")
+    # A signed request stamped further than this from the venue's clock is refused (-1021).
+    recv_window_ms: int = Field(default=10_000, ge=1, le=60_000)
+    # Requests per second beyond which the venue answers 429 (-1003), as Binance's weight limit does.
+    max_requests_per_s: float = Field(default=100.0, gt=0)
+    # The account's balances at start, per asset; a buy needs the quote, a sell the base (spot):
+    # an order beyond them is refused "insufficient balance" (-2010).
+    balances: dict[str, float] = Field(default_factory=lambda: {
+        "USD": 1_000_000.0, "BTC": 10.0, "ETH": 100.0, "SOL": 1_000.0})
 
 
 class VenueSimSettings(BaseModel):
@@ -81,6 +106,8 @@ class VenueSimSettings(BaseModel):
     # A limit price further than this from the touch's mid is rejected, as venues' percent-price
     # filters do (wider than the gate's own collar, exchange_manager.risk.price_collar_pct).
     price_band_pct: float = Field(default=20.0, gt=0)
+
+    exchange_api: ExchangeApiSettings = Field(default_factory=ExchangeApiSettings)
 
     @model_validator(mode="after")
     def _replay_has_files(self) -> "VenueSimSettings":
