@@ -34,6 +34,7 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.safety.settings import SafetySettings
 from services.session_clock import ClockMode
 from services.venue_sim.settings import VenueSimSettings
+from services.venues.settings import CcxtConnectorSettings
 
 ENV_PREFIX = "TRADING_"
 ENV_NESTED_DELIMITER = "__"
@@ -108,12 +109,20 @@ class Settings(BaseSettings):
             return self.session.clock
         return "data" if self.venue_sim.source == "replay" else "wall"
 
+    def ccxt_connector(self, name: str) -> CcxtConnectorSettings:
+        """The exchange manager's ccxt connector ``name`` (the data router's ccxt feed reads its venue)."""
+        for connector in self.exchange_manager.connectors:
+            if connector.name == name and isinstance(connector, CcxtConnectorSettings):
+                return connector
+        raise ValueError(f"data_router.feed_connector={name!r} names no ccxt connector of exchange_manager.connectors")
+
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         """Limits that each look fine alone but cannot work together: refused at start, each named,
         rather than found out in the session (a dead-man that trips between two heartbeats, a
         strategy whose every order the gate refuses)."""
-        problems = [*self._timing_problems(), *self._limit_problems(), *self._symbol_problems()]
+        problems = [*self._timing_problems(), *self._limit_problems(), *self._symbol_problems(),
+                    *self._venue_problems()]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -181,6 +190,18 @@ class Settings(BaseSettings):
             if qty is not None and qty > risk.max_position:
                 out.append(f"engine.strategies[{strategy.name}].qty={qty:g} is above exchange_manager.risk.max_position="
                            f"{risk.max_position:g}: no order of it could ever open a position")
+        return out
+
+    def _venue_problems(self) -> list[str]:
+        out = []
+        names = [c.name for c in self.exchange_manager.connectors]
+        if len(set(names)) != len(names):
+            out.append(f"exchange_manager.connectors: names must differ ({', '.join(names)})")
+        if self.data_router.feed == "ccxt":
+            try:
+                self.ccxt_connector(self.data_router.feed_connector)
+            except ValueError as exc:
+                out.append(str(exc))
         return out
 
     def _symbol_problems(self) -> list[str]:

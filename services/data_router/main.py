@@ -35,7 +35,7 @@ class DataRouter:
         self._clock_told_ns = 0
         if self.clock.replaying:
             self.runtime.reactor.call_every(cfg.clock_interval_s, self._tell_clock)
-        self.feed: DataClient = data_client(cfg, self.runtime, self.on_update)
+        self.feed: DataClient = data_client(settings, self.runtime, self.on_update)
         self.runtime.add_handlers(build_handlers(self))
 
     def on_update(self, update: MarketData) -> None:

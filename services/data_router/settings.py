@@ -6,13 +6,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.setting_fields import NameField
+
 
 class DataRouterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Which adapter brings market data in. "venue": the venue's own market-data socket.
-    feed: Literal["venue"] = "venue"
+    # Which adapter brings market data in (services/venues/): "venue", the venue simulator's own
+    # market-data socket (of ``feed_venue``); "ccxt", the venue of the exchange manager's ccxt
+    # connector named ``feed_connector``, polled through ccxt.
+    feed: Literal["venue", "ccxt"] = "venue"
     feed_venue: str = "venue_sim"
+    feed_connector: NameField = "sim"
     # Symbols routed at start; empty means every symbol the feed carries.
     symbols: list[str] = Field(default_factory=list)
     # Symbols routed by name at most (at start and by `subscribe`): each is a subscription the

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proto.venue_reports import MAX_FILL_PAGE
 from services.setting_fields import NameField
-from services.venues.settings import ConnectorSettings
+from services.venues.settings import ConnectorSettings, VenueSimConnectorSettings
 
 
 class RiskLimits(BaseModel):
@@ -29,7 +29,7 @@ class RiskLimits(BaseModel):
 class ExchangeManagerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    connectors: list[ConnectorSettings] = Field(default_factory=lambda: [ConnectorSettings()])
+    connectors: list[ConnectorSettings] = Field(default_factory=lambda: [VenueSimConnectorSettings()])
     default_connector: NameField = "sim"
     risk: RiskLimits = RiskLimits()
     # The book of record on disk (in paths.state_dir). Written through to the operating system

@@ -72,7 +72,8 @@ class Venue:
         try:
             server.start()
         except OSError as exc:
-            exit_bad_settings(f"venue_sim: exchange_api cannot serve on {cfg.host}:{cfg.port}: {exc.strerror or exc}")
+            exit_bad_settings("venue_sim", [f"venue_sim.exchange_api: cannot serve on {cfg.host}:{cfg.port}: "
+                                            f"{exc.strerror or exc}"])
         return api, server
 
     # -- market data -----------------------------------------------------------------------------

@@ -2,24 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from services.setting_fields import NameField
 
 
-class ConnectorSettings(BaseModel):
-    """The venue simulator's native connector (``services/venues/venue_sim/execution.py``)."""
+class LinkSettings(BaseModel):
+    """What every connector's link has: its name, its time limits and its reconnection backoff."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: NameField = "sim"
-    kind: Literal["venue_sim"] = "venue_sim"
-    venue: str = "venue_sim"  # whose endpoints to use (bus endpoint naming)
     request_timeout_s: float = Field(default=1.0, gt=0)
-    # The venue is considered gone after this long without any message from it.
+    # The venue is considered gone after this long without any message (or answer) from it.
     heartbeat_timeout_s: float = Field(default=1.0, gt=0)
     reconnect_initial_s: float = Field(default=0.1, gt=0)
     reconnect_max_s: float = Field(default=5.0, gt=0)
     reconnect_jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class VenueSimConnectorSettings(LinkSettings):
+    """The venue simulator's native connector (``services/venues/venue_sim/execution.py``)."""
+
+    kind: Literal["venue_sim"] = "venue_sim"
+    venue: str = "venue_sim"  # whose endpoints to use (bus endpoint naming)
+
+
+class CcxtConnectorSettings(LinkSettings):
+    """A venue reached through ccxt (``services/venues/ccxt/``): any exchange ccxt knows that offers
+    the unified calls the adapter uses.
+
+    The API key and secret are never in the settings file: they come from the environment variables
+    ``api_key_env`` and ``secret_env`` name, or from ``credentials_file`` (JSON ``{"apiKey": ...,
+    "secret": ...}``, mode 0600 or refused).
+    """
+
+    kind: Literal["ccxt"]
+    exchange: str = Field(min_length=1, max_length=64)  # ccxt's id: "binance", "kraken", ...
+    # Replacements for entries of the exchange's ``urls['api']`` (a test venue, a sandbox).
+    urls: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # ccxt options of the exchange class
+    api_key_env: str | None = None
+    secret_env: str | None = None
+    credentials_file: Path | None = None
+    # Our symbol → the exchange's unified symbol; by default "BTC-USD" is "BTC/USD".
+    symbols: dict[str, str] = Field(default_factory=dict)
+    # Spot: holdings per asset that are not the session's positions (a position is what the
+    # account holds of a base asset beyond this).
+    inventory: dict[str, float] = Field(default_factory=dict)
+    # Polling, where the exchange offers no stream (or the adapter does not use it): orders and
+    # trades this often; a venue is counted gone after heartbeat_timeout_s without an answer.
+    poll_interval_s: float = Field(default=0.25, gt=0)
+    heartbeat_timeout_s: float = Field(default=3.0, gt=0)
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    # How far back trades are read when the adapter starts (its fill numbering starts there): a
+    # reconciliation's window, bounded whatever the account's history.
+    fills_lookback_s: float = Field(default=3600.0, gt=0)
+
+
+def _kind(value: Any) -> str:
+    """A connector's kind; one written without it is the simulator's (the settings before kinds)."""
+    found = value.get("kind", "venue_sim") if isinstance(value, dict) else getattr(value, "kind", "venue_sim")
+    return found if isinstance(found, str) else ""
+
+
+ConnectorSettings = Annotated[
+    Annotated[VenueSimConnectorSettings, Tag("venue_sim")] | Annotated[CcxtConnectorSettings, Tag("ccxt")],
+    Discriminator(_kind),
+]

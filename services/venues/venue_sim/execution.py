@@ -16,7 +16,7 @@ from proto.commands import NewOrderArgs
 from services.backoff import Backoff
 from services.runtime import ServiceRuntime
 from services.venues.base import ExecutionEvents
-from services.venues.settings import ConnectorSettings
+from services.venues.settings import VenueSimConnectorSettings
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=msgspec.Struct)  # a venue report, or its instrument list
@@ -25,7 +25,7 @@ R = TypeVar("R", bound=msgspec.Struct)  # a venue report, or its instrument list
 class VenueSimExecutionClient:
     """The venue simulator's order-entry (command socket) and execution-report (PUB) sessions."""
 
-    def __init__(self, cfg: ConnectorSettings, runtime: ServiceRuntime, events: ExecutionEvents) -> None:
+    def __init__(self, cfg: VenueSimConnectorSettings, runtime: ServiceRuntime, events: ExecutionEvents) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._runtime = runtime

@@ -1,0 +1,434 @@
+"""The exchange manager's connector to a venue through ccxt (``kind = "ccxt"``).
+
+Orders go out with ccxt's unified ``create_order``, the book's client order id as the venue's own
+(``clientOrderId``), so a resent order is refused by the venue, not doubled, and an order stays
+nameable across a restart. Execution reports come from polling (``fetch_open_orders``,
+``fetch_order``, ``fetch_my_trades`` since the last trade seen), the fallback the unified API offers
+every venue; the answers of ``create_order`` and ``cancel_order`` are reported at once.
+
+Fills are numbered by this adapter in the order it learns them (``Fill.venue_seq``), in a session
+of its own (its start): what reconciliation asks (``fills_since``) is answered from them, over
+``fills_lookback_s`` at most, so its size never follows the account's history. A mass status is
+one consistent snapshot: trades, open orders and balances, read again until no trade arrived
+between (a REST venue has no atomic snapshot). Positions are spot holdings: the base asset held
+beyond ``inventory``.
+
+Everything here runs on the exchange manager's loop; ccxt's calls run on the session's thread and
+come back through ``CcxtSession.run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ccxt.base.decimal_to_precision import TICK_SIZE
+
+import proto
+from bus import NotConnected
+from proto.commands import NewOrderArgs
+from proto.instruments import InstrumentList
+from services.backoff import Backoff
+from services.runtime import ServiceRuntime
+from services.venues.base import ExecutionEvents
+from services.venues.ccxt import credentials, translate
+from services.venues.ccxt.session import CcxtSession
+from services.venues.settings import CcxtConnectorSettings
+
+log = logging.getLogger(__name__)
+
+MAX_FILLS_KEPT = 100_000  # numbered fills kept for fills_since (older ones: a new session's numbering)
+SNAPSHOT_TRIES = 3
+
+
+class CcxtExecutionClient:
+    def __init__(self, cfg: CcxtConnectorSettings, runtime: ServiceRuntime, events: ExecutionEvents) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._events = events
+        self._reactor = runtime.reactor
+        self._credentials = credentials.load(cfg)  # CredentialsError: the exchange manager refuses to start
+        self._session: CcxtSession | None = None
+        self.session_id = time.time_ns()  # this adapter's fill numbering starts here
+        self.venue_session: int | None = None
+        self.last_reply_bytes = 0
+        self._unified: dict[str, str] = {}  # our symbol -> the venue's unified symbol
+        self._ours: dict[str, str] = {}
+        self._markets: dict[str, dict[str, Any]] = {}  # by our symbol
+        self._tick_size_mode = True
+        self._connected = False
+        self._connecting = False
+        self._heard: float | None = None
+        self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s, jitter=cfg.reconnect_jitter)
+        self._orders: dict[str, tuple[str, str]] = {}  # client order id -> (venue order id, our symbol)
+        self._cid_by_order: dict[str, str] = {}
+        self._reported: dict[str, tuple[str, float]] = {}  # client order id -> (status, filled) last reported
+        self._fills: deque[proto.Fill] = deque(maxlen=MAX_FILLS_KEPT)
+        self._seq = 0
+        self._seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
+        self._since_ms: dict[str, int] = {}
+        self._polling = False
+        self.reconnects = 0
+        self.errors = 0
+        self.failed_polls = 0
+        runtime.reactor.call_every(cfg.poll_interval_s, self._poll)
+
+    # -- the link --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._connecting or self._connected:
+            return
+        if self._session is None:
+            self._session = CcxtSession(self._cfg, self._credentials, self._reactor)
+        self._connecting = True
+        log.info("connector %s: connecting to %s through ccxt", self.name, self._cfg.exchange)
+        self._call(self._session.exchange.load_markets(True), self._on_markets)
+
+    def _on_markets(self, markets: dict[str, Any] | None, error: BaseException | None) -> None:
+        self._connecting = False
+        if error is not None or markets is None:
+            self._down(f"loading markets failed: {translate.reason(error) if error else 'no answer'}")
+            return
+        self._map_markets(markets)
+        self._connected, self._heard = True, time.monotonic()
+        self.venue_session = self.session_id
+        self._backoff.reset()
+        lookback_ms = int((time.time() - self._cfg.fills_lookback_s) * 1000)
+        for symbol in self._unified:
+            self._since_ms.setdefault(symbol, lookback_ms)
+        log.info("connector %s: connected to %s (%d market(s) traded: %s)", self.name, self._cfg.exchange,
+                 len(self._unified), ", ".join(sorted(self._unified)))
+        self._events.on_connected(self)
+
+    def _map_markets(self, markets: dict[str, Any]) -> None:
+        exchange = self._session.exchange if self._session else None
+        self._tick_size_mode = exchange is None or exchange.precisionMode == TICK_SIZE
+        wanted = dict(self._cfg.symbols) or {
+            f"{m['base']}-{m['quote']}": unified for unified, m in markets.items()
+            if m.get("spot") and m.get("active", True) is not False and m.get("base") and m.get("quote")}
+        self._unified = {ours: unified for ours, unified in wanted.items() if unified in markets}
+        self._ours = {unified: ours for ours, unified in self._unified.items()}
+        self._markets = {ours: markets[unified] for ours, unified in self._unified.items()}
+
+    def disconnect(self, reason: str) -> None:
+        if self._connected:
+            log.warning("connector %s: disconnected: %s", self.name, reason)
+        self._connected = False
+
+    def _down(self, why: str) -> None:
+        """The venue did not answer: count it, and connect again after the backoff."""
+        self.errors += 1
+        self.disconnect(why)
+        delay = self._backoff.next()
+        self.reconnects += 1
+        log.info("connector %s: %s; reconnect attempt %d in %.2fs", self.name, why, self._backoff.attempts, delay)
+        self._reactor.call_later(delay, self.connect)
+
+    def is_connected_check(self) -> bool:
+        return self._connected and self._heard is not None and time.monotonic() - self._heard < self._cfg.heartbeat_timeout_s
+
+    def _call(self, coro: Awaitable[Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
+        assert self._session is not None
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._heard = time.monotonic()
+            elif not translate.is_network(error):
+                self._heard = time.monotonic()  # an answer, if a refusal
+            on_done(result, error)
+
+        self._session.run(coro, done)
+
+    # -- polling: the execution reports --------------------------------------------------------
+
+    def _poll(self) -> None:
+        if not self._connected or self._polling or self._session is None:
+            return
+        if not self.is_connected_check():
+            self._down(f"no answer from {self._cfg.exchange} for {time.monotonic() - (self._heard or 0):.1f}s")
+            return
+        self._polling = True
+        self._call(self._reports(), self._on_reports)
+
+    async def _reports(self) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]]]:
+        """The trades since the last one seen, and the orders whose state may have moved: every open
+        one, and each one reported open that is no longer (its end: filled or cancelled)."""
+        trades = await self._trades()
+        orders: list[dict[str, Any]] = []
+        open_cids: set[str] = set()
+        for ours, unified in list(self._unified.items()):
+            for order in await self._session.exchange.fetch_open_orders(unified):  # type: ignore[union-attr]
+                orders.append(order)
+                open_cids.add(order.get("clientOrderId") or "")
+        for cid, (status, _filled) in list(self._reported.items()):
+            if status in ("acknowledged", "partially_filled") and cid not in open_cids and cid in self._orders:
+                venue_id, ours = self._orders[cid]
+                orders.append(await self._session.exchange.fetch_order(venue_id, self._unified[ours]))  # type: ignore[union-attr]
+        return trades, orders
+
+    async def _trades(self) -> list[tuple[dict[str, Any], str]]:
+        """The account's trades since the last seen per symbol, each with its client order id
+        (asked of the venue for an order this adapter did not place or has forgotten)."""
+        exchange = self._session.exchange  # type: ignore[union-attr]
+        out = []
+        for ours, unified in list(self._unified.items()):
+            for trade in await exchange.fetch_my_trades(unified, since=self._since_ms.get(ours)):
+                order_id = str(trade.get("order") or "")
+                cid = self._cid_by_order.get(order_id)
+                if cid is None and order_id:
+                    cid = (await exchange.fetch_order(order_id, unified)).get("clientOrderId") or f"venue-{order_id}"
+                    self._cid_by_order[order_id] = cid
+                out.append((trade, cid or f"venue-{trade['id']}"))
+        return out
+
+    def _on_reports(self, result: Any, error: BaseException | None) -> None:
+        self._polling = False
+        if error is not None:
+            self.failed_polls += 1
+            self.errors += 1
+            log.debug("connector %s: poll failed: %s", self.name, translate.reason(error))
+            return
+        trades, orders = result
+        self._take_trades(trades)
+        for order in orders:
+            self._take_order(order)
+
+    def _take_trades(self, trades: list[tuple[dict[str, Any], str]]) -> int:
+        """Number and report the trades not seen yet, oldest first; how many were new."""
+        new = 0
+        for trade, cid in sorted(trades, key=lambda t: (t[0].get("timestamp") or 0, str(t[0].get("id")))):
+            trade_id = str(trade["id"])
+            ours = self._ours.get(trade.get("symbol") or "")
+            if trade_id in self._seen or ours is None:
+                continue
+            self._remember(trade_id)
+            self._seq += 1
+            fill = translate.fill(trade, ours, cid, self._markets[ours].get("quote") or "", self._seq, self.name)
+            self._fills.append(fill)
+            self._since_ms[ours] = max(self._since_ms.get(ours, 0), int(trade.get("timestamp") or 0))
+            self._events.on_fill(fill)
+            new += 1
+        return new
+
+    def _remember(self, trade_id: str) -> None:
+        self._seen.add(trade_id)
+        self._seen_order.append(trade_id)
+        if len(self._seen_order) > MAX_FILLS_KEPT:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _take_order(self, order: dict[str, Any]) -> proto.OrderUpdate | None:
+        ours = self._ours.get(order.get("symbol") or "")
+        update = translate.order_update(order, ours, self.name) if ours else None
+        if update is None:
+            return None
+        self._orders.setdefault(update.client_order_id, (update.venue_order_id, ours or ""))
+        if update.venue_order_id:
+            self._cid_by_order[update.venue_order_id] = update.client_order_id
+        key = (update.status.value, update.filled_qty)
+        if self._reported.get(update.client_order_id) != key:
+            self._reported[update.client_order_id] = key
+            if not update.status.is_open:
+                self._reported.pop(update.client_order_id)  # ended: nothing more to watch
+            self._events.on_order_update(update)
+        return update
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def submit(self, order: NewOrderArgs) -> None:
+        """Send a new order; raises ``NotConnected`` if it could not leave."""
+        unified = self._unified.get(order.symbol)
+        if not self._connected or self._session is None:
+            self.errors += 1
+            raise NotConnected(f"connector {self.name} is not connected")
+        cid = order.client_order_id
+        if unified is None:
+            self._reject(order, f"rejected: {self._cfg.exchange} does not trade {order.symbol} (or it is not mapped)")
+            return
+        params: dict[str, Any] = {"clientOrderId": cid}
+        if order.reduce_only and not self._markets[order.symbol].get("spot"):
+            params["reduceOnly"] = True  # spot has no such flag: a sell there only sells what is held
+        self._reported[cid] = ("new", 0.0)
+
+        def on_done(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self._take_order({**result, "clientOrderId": result.get("clientOrderId") or cid,
+                                  "symbol": result.get("symbol") or unified})
+            elif translate.is_network(error):
+                self._events.on_in_doubt(self, cid)  # it may have reached the venue: reconcile
+            else:
+                self.errors += 1
+                self._reported.pop(cid, None)
+                self._reject(order, translate.reason(error))
+
+        self._call(self._session.exchange.create_order(unified, order.order_type, order.side.value, order.qty,
+                                                       order.limit_price, params), on_done)
+
+    def _reject(self, order: NewOrderArgs, reason: str) -> None:
+        self._events.on_order_update(proto.OrderUpdate(
+            client_order_id=order.client_order_id, symbol=order.symbol, side=order.side, qty=order.qty,
+            order_type=order.order_type, limit_price=order.limit_price, status=proto.OrderStatus.REJECTED,
+            filled_qty=0.0, avg_fill_price=0.0, reason=f"venue: {reason}", connector=self.name, ts_ns=time.time_ns()))
+
+    def cancel(self, client_order_id: str) -> None:
+        known = self._orders.get(client_order_id)
+        if not self._connected or self._session is None:
+            raise NotConnected(f"connector {self.name} is not connected")
+        if known is None:
+            self._events.on_in_doubt(self, client_order_id)  # not seen at the venue yet: reconcile
+            return
+        venue_id, ours = known
+        self._call(self._session.exchange.cancel_order(venue_id, self._unified[ours]), self._on_cancelled)
+
+    def _on_cancelled(self, result: Any, error: BaseException | None) -> None:
+        if error is None and isinstance(result, dict):
+            self._take_order(result)
+        elif error is not None:
+            self.errors += 1
+            log.info("connector %s: cancel refused: %s", self.name, translate.reason(error))
+
+    def cancel_all(self, symbol: str | None) -> None:
+        if not self._connected or self._session is None:
+            raise NotConnected(f"connector {self.name} is not connected")
+        self._call(self._cancel_all([symbol] if symbol else list(self._unified)), self._on_cancelled_all)
+
+    async def _cancel_all(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """Every open order of ``symbols``, cancelled: with one call per symbol where the venue has
+        it, else one per order."""
+        exchange = self._session.exchange  # type: ignore[union-attr]
+        done: list[dict[str, Any]] = []
+        for ours in symbols:
+            unified = self._unified.get(ours)
+            if unified is None:
+                continue
+            open_orders = await exchange.fetch_open_orders(unified)
+            if not open_orders:
+                continue
+            if exchange.has.get("cancelAllOrders"):
+                await exchange.cancel_all_orders(unified)
+                done += [{**o, "status": "canceled"} for o in open_orders]
+            else:
+                for order in open_orders:
+                    done.append(await exchange.cancel_order(order["id"], unified))
+        return done
+
+    def _on_cancelled_all(self, result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            self.errors += 1
+            log.warning("connector %s: cancel all failed: %s", self.name, translate.reason(error))
+            return
+        for order in result:
+            self._take_order(order)
+
+    # -- reconciliation's reports ----------------------------------------------------------------
+
+    def mass_status(self, on_result: Callable[[proto.MassStatus | None], None]) -> None:
+        if not self._connected or self._session is None:
+            on_result(None)
+            return
+        self._snapshot(on_result, SNAPSHOT_TRIES)
+
+    def _snapshot(self, on_result: Callable[[proto.MassStatus | None], None], tries: int) -> None:
+        async def read() -> tuple[Any, ...]:
+            exchange = self._session.exchange  # type: ignore[union-attr]
+            before = await self._trades()
+            orders = [o for unified in list(self._unified.values()) for o in await exchange.fetch_open_orders(unified)]
+            balance = await exchange.fetch_balance()
+            return before, orders, balance, await self._trades()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                log.info("connector %s: mass status failed: %s", self.name, translate.reason(error))
+                on_result(None)
+                return
+            before, orders, balance, after = result
+            self._take_trades(before)
+            if self._take_trades(after) and tries > 1:  # a trade between the reads: read again
+                self._snapshot(on_result, tries - 1)
+                return
+            updates = [u for u in (self._take_order(o) for o in orders) if u is not None]
+            on_result(proto.MassStatus(session=self.session_id, fill_seq=self._seq, open_orders=updates,
+                                       open_orders_total=len(updates), positions=self._positions(balance)))
+
+        self._call(read(), done)
+
+    def _positions(self, balance: dict[str, Any]) -> list[proto.PositionReport]:
+        """Spot: what the account holds of each traded base asset beyond ``inventory``."""
+        totals = balance.get("total") or {}
+        out = []
+        for ours, market in self._markets.items():
+            base = market.get("base") or ""
+            qty = float(totals.get(base) or 0.0) - self._cfg.inventory.get(base, 0.0)
+            if abs(qty) > 1e-12:
+                out.append(proto.PositionReport(symbol=ours, qty=qty))
+        return out
+
+    def fills_since(self, after_seq: int, limit: int, on_result: Callable[[proto.FillPage | None], None]) -> None:
+        first = self._seq - len(self._fills) + 1  # the number of the oldest fill kept
+        start = max(0, after_seq + 1 - first)
+        page = [self._fills[i] for i in range(start, min(len(self._fills), start + limit))]
+        on_result(proto.FillPage(session=self.session_id, fills=page, last_seq=self._seq,
+                                 more=start + len(page) < len(self._fills)))
+
+    def order_status(self, client_order_ids: list[str],
+                     on_result: Callable[[proto.OrderStatusReports | None], None]) -> None:
+        if not self._connected or self._session is None:
+            on_result(None)
+            return
+
+        async def read() -> list[tuple[str, dict[str, Any] | None]]:
+            exchange = self._session.exchange  # type: ignore[union-attr]
+            out: list[tuple[str, dict[str, Any] | None]] = []
+            for cid in client_order_ids:
+                known = self._orders.get(cid)
+                try:
+                    if known is not None:
+                        out.append((cid, await exchange.fetch_order(known[0], self._unified[known[1]])))
+                        continue
+                    found = None
+                    for unified in list(self._unified.values()):  # by the client order id, where the venue allows
+                        try:
+                            found = await exchange.fetch_order("", unified, {"clientOrderId": cid})
+                            break
+                        except translate.ccxt.OrderNotFound:
+                            continue
+                    out.append((cid, found))
+                except translate.ccxt.OrderNotFound:
+                    out.append((cid, None))
+            return out
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                on_result(None)
+                return
+            reports = []
+            for cid, order in result:
+                update = self._take_order(order) if order is not None else None
+                reports.append(proto.OrderStatusReport(client_order_id=cid, known=update is not None, order=update))
+            on_result(proto.OrderStatusReports(session=self.session_id, reports=reports))
+
+        self._call(read(), done)
+
+    def instruments(self, on_result: Callable[[InstrumentList | None], None]) -> None:
+        if not self._markets:
+            on_result(None)
+            return
+        on_result(InstrumentList(venue=self._cfg.exchange, instruments=[
+            translate.instrument(market, ours, self._tick_size_mode) for ours, market in self._markets.items()]))
+
+    def get_stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.is_connected_check(),
+            "latency_ms": round(self._session.latency_ms if self._session else 0.0, 3),
+            "messages_received": self._session.requests if self._session else 0,  # HTTP answers
+            "messages_dropped": self.failed_polls,
+            "error_count": self.errors,
+            "reconnects": self.reconnects,
+        }
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()

@@ -1,0 +1,92 @@
+"""ccxt's async exchange on its own thread and asyncio loop, beside the process's zmq loop.
+
+Each call is a coroutine run on that loop; its outcome is handed back to the process's reactor
+(``on_done(result, error)``), so the adapter's callers, and the exchange manager's book, only ever
+run on the reactor's thread. ccxt's own rate limiter is on: a burst waits in ccxt rather than
+earning the venue's ban.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import ccxt.async_support as ccxt_async
+
+from bus.reactor import Reactor
+from services.venues.ccxt.credentials import Credentials
+from services.venues.settings import CcxtConnectorSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def make_exchange(cfg: CcxtConnectorSettings, credentials: Credentials) -> Any:
+    """ccxt's class for ``cfg.exchange``, unmodified but for the URLs ``cfg.urls`` replaces."""
+    kind = getattr(ccxt_async, cfg.exchange, None)
+    if kind is None:
+        raise ValueError(f"ccxt has no exchange {cfg.exchange!r}")
+    exchange = kind({**credentials.as_ccxt(), "enableRateLimit": True,
+                     "timeout": int(cfg.request_timeout_s * 1000), "options": dict(cfg.options)})
+    if cfg.urls:
+        exchange.urls["api"] = {**exchange.urls.get("api", {}), **cfg.urls}
+    return exchange
+
+
+class CcxtSession:
+    def __init__(self, cfg: CcxtConnectorSettings, credentials: Credentials, reactor: Reactor) -> None:
+        self._reactor = reactor
+        self.exchange = make_exchange(cfg, credentials)
+        self.requests = 0
+        self.latency_ms = 0.0  # the venue's round trip, smoothed: one HTTP request, not ccxt's rate-limit wait
+        self._time_requests()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"ccxt-{cfg.name}", daemon=True)
+        self._thread.start()
+
+    def _time_requests(self) -> None:
+        """Time each HTTP request the exchange makes (its ``fetch``, after ccxt's throttle), on this
+        instance: the venue's latency, which a call's own time (throttle waits included) is not."""
+        request = self.exchange.fetch
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await request(*args, **kwargs)
+            finally:
+                sample = (time.perf_counter() - t0) * 1000
+                self.requests += 1
+                self.latency_ms = sample if self.requests == 1 else 0.8 * self.latency_ms + 0.2 * sample
+
+        self.exchange.fetch = timed
+
+    def run(self, coro: Awaitable[T], on_done: Callable[[T | None, BaseException | None], None]) -> None:
+        """Run ``coro`` on the ccxt loop; ``on_done(result, None)`` or ``on_done(None, error)`` on the reactor."""
+        async def call() -> T:
+            return await coro
+
+        future = asyncio.run_coroutine_threadsafe(call(), self._loop)
+
+        def done(f: concurrent.futures.Future[T]) -> None:
+            try:
+                result, error = f.result(), None
+            except BaseException as exc:  # handed to the caller, who maps it to a reason
+                result, error = None, exc
+            self._reactor.call_soon_threadsafe(lambda: on_done(result, error))
+
+        future.add_done_callback(done)
+
+    def close(self) -> None:
+        if not self._loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.exchange.close(), self._loop).result(timeout=5)
+        except Exception as exc:  # closing: nothing to do about it but say so
+            log.warning("ccxt %s: close failed: %s", self.exchange.id, exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

@@ -1,0 +1,100 @@
+"""The whole daemon on deploy/ccxt-sim.toml: the exchange manager's connector and the data router's
+feed reach the venue through ccxt's Binance class, and the venue simulator serves Binance's spot
+REST API for them (on a free port here). Nothing else differs from ``make run``'s session.
+
+Shown: LIVE and the demo strategies trading through ccxt; the book of record agreeing with the
+venue (positions = balances beyond the inventory); a failsafe that flattens through ccxt and
+verifies flat with ccxt's fetch calls; missing credentials refused at start in one line.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration.daemon import Daemon, wait_until
+from integration.e2e import ask, em_positions, em_stats
+
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ccxt-sim.toml"
+CREDENTIALS = {"SIM_API_KEY": "sim-test-key", "SIM_API_SECRET": "sim-test-secret"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ccxt_sim_config(port: int) -> dict[str, Any]:
+    """deploy/ccxt-sim.toml, its venue on ``port``."""
+    config = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
+    config["venue_sim"]["exchange_api"]["port"] = port
+    url = f"http://127.0.0.1:{port}/api/v3"
+    config["exchange_manager"]["connectors"][0]["urls"] = {"public": url, "private": url}
+    return config
+
+
+@pytest.fixture(scope="module")
+def ccxt_daemon() -> Iterator[Daemon]:
+    d = Daemon(config=ccxt_sim_config(_free_port()), environment=CREDENTIALS)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+    assert not d.leftover_processes(), "processes left behind"
+
+
+def _venue_positions(d: Daemon) -> dict[str, float]:
+    """The simulator's own account, asked on its native face: what the ccxt connector's positions must equal."""
+    return {s: p["qty"] for s, p in ask(d, "venue_sim", "positions")["positions"].items() if abs(p["qty"]) > 1e-9}
+
+
+def test_live_and_trading_through_ccxt(ccxt_daemon: Daemon) -> None:
+    d = ccxt_daemon
+    d.wait_state("live", timeout=40)
+    stats = em_stats(d)
+    connector = stats["connectors"]["binance-sim"]
+    assert connector["connected"] and connector["messages_received"] > 0, connector
+    instruments = ask(d, "exchange_manager", "instruments")["connectors"]["binance-sim"]
+    assert {i["symbol"] for i in instruments["instruments"]} >= {"BTC-USD", "ETH-USD"}
+    # quotes come through ccxt's feed, and the demo strategies' orders go out through ccxt
+    wait_until(lambda: ask(d, "data_router", "status")["stats"]["routed"] > 5, 20)
+    wait_until(lambda: em_stats(d)["fills"] > 0, 60, message=lambda: d.diagnostics())
+    venue = ask(d, "venue_sim", "status")["stats"]
+    assert venue["exchange_api"]["requests"] > 0 and venue["fills"] > 0, venue
+    # the book of record and the venue agree, after every fill has been polled
+    wait_until(lambda: {s: p["qty"] for s, p in em_positions(d).items() if abs(p["qty"]) > 1e-9}
+               == _venue_positions(d), 15, interval=0.2,
+               message=lambda: f"{em_positions(d)} vs {_venue_positions(d)}")
+
+
+def test_a_failsafe_flattens_through_ccxt(ccxt_daemon: Daemon) -> None:
+    d = ccxt_daemon
+    d.wait_state("live", timeout=30)
+    wait_until(lambda: _venue_positions(d), 60, message=lambda: d.diagnostics())  # something to flatten
+    res = d.tradectl("failsafe", "--reason", "ccxt test")
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: d.status()["failsafe_pending"] is None, 40, message=lambda: d.diagnostics())
+    assert _venue_positions(d) == {} and ask(d, "venue_sim", "open_orders")["orders"] == []
+    assert all(abs(p["qty"]) < 1e-9 for p in em_positions(d).values()), em_positions(d)
+
+
+def test_missing_credentials_stop_the_exchange_manager_with_one_line(tmp_path: Path) -> None:
+    d = Daemon(config=ccxt_sim_config(_free_port()), startretries=0)
+    try:
+        d.start(wait=False)
+        info = wait_until(lambda: (i := d.process_info("exchange_manager"))["statename"] in ("FATAL", "EXITED") and i,
+                          40)
+        log = d.program_log("exchange_manager").read_text(errors="replace")
+        sup_log = d.supervisord_log.read_text()
+    finally:
+        d.close()
+    assert info["statename"] == "FATAL" and "exited: exchange_manager (exit status 78; not expected)" in sup_log, sup_log
+    assert ("exchange_manager: invalid settings: exchange_manager.connectors[binance-sim]: connector binance-sim: "
+            "set both api_key_env and secret_env") in log, log
+    assert "Traceback" not in log
