@@ -146,10 +146,12 @@ class CcxtExecutionClient:
     # -- polling: the execution reports --------------------------------------------------------
 
     def _poll(self) -> None:
-        if not self._connected or self._polling or self._session is None:
+        if not self._connected or self._session is None:
             return
-        if not self.is_connected_check():
+        if not self.is_connected_check():  # a poll may still hang in flight: the link is judged anyway
             self._down(f"no answer from {self._cfg.exchange} for {time.monotonic() - (self._heard or 0):.1f}s")
+            return
+        if self._polling:
             return
         self._polling = True
         self._call(self._reports(), self._on_reports)
@@ -191,6 +193,8 @@ class CcxtExecutionClient:
             self.failed_polls += 1
             self.errors += 1
             log.debug("connector %s: poll failed: %s", self.name, translate.reason(error))
+            if self._connected and not self.is_connected_check():
+                self._down(f"no answer from {self._cfg.exchange}: {translate.reason(error)}")
             return
         trades, orders = result
         self._take_trades(trades)
