@@ -1,7 +1,8 @@
 """``python -m bench [NAME ...] [--quick] [--minutes M]``: run the benchmarks and print a report.
 
 Names: ``bus`` (bus_latency), ``pubsend`` (pub_send), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
-``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), and the long one, ``soak`` (10 minutes;
+``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), ``venues`` (ccxt against
+native), and the long one, ``soak`` (10 minutes;
 ``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
 fewer, shorter rounds (a smoke test; its figures are not the ones to quote; ``soak --quick`` runs
 1 minute). Run from the repository root (``make bench``).
@@ -32,6 +33,7 @@ from bench import (
     soak,
     throughput,
     tick_to_order,
+    venues,
 )
 
 BENCHMARKS = {
@@ -45,6 +47,7 @@ BENCHMARKS = {
     "failsafe": (failsafe.run, {"trials": 3, "detections": 1}),
     "sniffer": (sniffer.run, {"rounds": 1, "n": 100_000}),
     "soak": (soak.run, {"minutes": 1.0, "interval_s": 10.0}),
+    "venues": (venues.run, {"rounds": 1, "seconds": 5.0, "warmup_s": 2.0}),
 }
 ALIASES = {"bus_latency": "bus", "pub_send": "pubsend", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
 # Registered, but run only when named: they take long (soak: 10 minutes).

@@ -78,33 +78,13 @@ def test_live_and_trading_through_ccxt(ccxt_daemon: Daemon) -> None:
                message=lambda: f"{em_positions(d)} vs {_venue_positions(d)}")
 
 
-def test_venue_refusals_are_the_systems_reasons(ccxt_daemon: Daemon) -> None:
-    """The venue refuses an order the gate passed (more than the account's cash: ccxt's
-    InsufficientFunds), and one sent while it answers 429 (ccxt's DDoSProtection): each is a
-    rejected order in the book with the system's reason."""
-    d = ccxt_daemon
-    d.wait_trading()
-    wait_routed(d, "BTC-USD")
-    reply = submit(d, "BTC-USD", "buy", 4.0, strategy="itest")  # ~160,000 USD: the gate's limits allow it
-    assert reply.ok, reply.error
-    cid = reply.result["client_order_id"]
-    order = wait_until(lambda: _order(d, cid) if _order(d, cid)["status"] == "rejected" else None, 10)
-    assert order["reason"].startswith("venue: insufficient funds: binance "), order
-    assert ask(d, "venue_sim", "fault", fault="rate_limit", duration_s=2.0) == {"fault": "rate_limit"}
-    reply = submit(d, "BTC-USD", "buy", 0.001, strategy="itest")
-    assert reply.ok, reply.error
-    limited = wait_until(lambda: (o := _order(d, reply.result["client_order_id"]))["status"] == "rejected" and o, 10)
-    assert limited["reason"].startswith("venue: rate limited: "), limited
-    assert em_stats(d)["connectors"]["binance-sim"]["error_count"] >= 2
-
-
 def test_an_outage_is_reconnected_with_backoff_and_nothing_is_doubled(ccxt_daemon: Daemon) -> None:
     d = ccxt_daemon
     d.wait_trading()
     before = em_stats(d)["connectors"]["binance-sim"]
-    # (shorter than supervision.hung_restart_after_s: its heartbeats stop too, and the venue would be
-    # killed as hung)
-    assert ask(d, "venue_sim", "fault", fault="drop_connection", duration_s=3.0) == {"fault": "drop_connection"}
+    # longer than the connector's heartbeat_timeout_s (3 s), shorter than supervision.hung_restart_after_s
+    # (5 s: the venue's heartbeats stop too, and it would be killed as hung)
+    assert ask(d, "venue_sim", "fault", fault="drop_connection", duration_s=4.0) == {"fault": "drop_connection"}
     wait_until(lambda: not em_stats(d)["connectors"]["binance-sim"]["connected"], 10)
     wait_until(lambda: em_stats(d)["connectors"]["binance-sim"]["connected"], 20, message=lambda: d.diagnostics())
     after = em_stats(d)["connectors"]["binance-sim"]
@@ -129,9 +109,29 @@ def test_a_killed_exchange_manager_reconciles_through_ccxt(ccxt_daemon: Daemon) 
     d.wait_state("live", timeout=20)
 
 
-def test_a_failsafe_flattens_through_ccxt(ccxt_daemon: Daemon) -> None:
+def test_venue_refusals_are_the_systems_reasons(ccxt_daemon: Daemon) -> None:
+    """The venue refuses an order the gate passed (more than the account's cash: ccxt's
+    InsufficientFunds), and one sent while it answers 429 (ccxt's DDoSProtection): each is a
+    rejected order in the book with the system's reason. (The strategies' orders refused meanwhile
+    may degrade the session: a reject ratio, as it should.)"""
     d = ccxt_daemon
-    d.wait_state("live", timeout=30)
+    d.wait_trading()
+    wait_routed(d, "BTC-USD")
+    reply = submit(d, "BTC-USD", "buy", 4.0, strategy="itest")  # ~160,000 USD: the gate's limits allow it
+    assert reply.ok, reply.error
+    cid = reply.result["client_order_id"]
+    order = wait_until(lambda: _order(d, cid) if _order(d, cid)["status"] == "rejected" else None, 10)
+    assert order["reason"].startswith("venue: insufficient funds: binance "), order
+    assert ask(d, "venue_sim", "fault", fault="rate_limit", duration_s=2.0) == {"fault": "rate_limit"}
+    reply = submit(d, "BTC-USD", "buy", 0.001, strategy="itest")
+    assert reply.ok, reply.error
+    limited = wait_until(lambda: (o := _order(d, reply.result["client_order_id"]))["status"] == "rejected" and o, 10)
+    assert limited["reason"].startswith("venue: rate limited: "), limited
+    assert em_stats(d)["connectors"]["binance-sim"]["error_count"] >= 2
+
+
+def test_a_failsafe_flattens_through_ccxt(ccxt_daemon: Daemon) -> None:
+    d = ccxt_daemon  # LIVE, or DEGRADED by the rejections just before (a reject ratio): either fails safe
     wait_until(lambda: _venue_positions(d), 60, message=lambda: d.diagnostics())  # something to flatten
     res = d.tradectl("failsafe", "--reason", "ccxt test")
     assert res.returncode == 0, res.stderr

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 MAX_FILLS_KEPT = 100_000  # numbered fills kept for fills_since (older ones: a new session's numbering)
 SNAPSHOT_TRIES = 3
+# Polling within the venue's request weights: every interval, only the symbols where a report may be
+# due (an order open, or sent within ACTIVE_S); every SWEEP_S, every symbol.
+ACTIVE_S = 10.0
+SWEEP_S = 5.0
 
 
 class CcxtExecutionClient:
@@ -71,6 +75,9 @@ class CcxtExecutionClient:
         self._seen: set[str] = set()
         self._seen_order: deque[str] = deque()
         self._since_ms: dict[str, int] = {}
+        self._active_until: dict[str, float] = {}  # our symbol -> until when it is polled every interval
+        self._sweep_at = 0.0
+        self._trades_due: set[str] = set()  # our symbols whose trades the next poll reads
         self._polling = False
         self.reconnects = 0
         self.errors = 0
@@ -86,7 +93,17 @@ class CcxtExecutionClient:
             self._session = CcxtSession(self._cfg, self._credentials, self._reactor)
         self._connecting = True
         log.info("connector %s: connecting to %s through ccxt", self.name, self._cfg.exchange)
-        self._call(self._session.exchange.load_markets(True), self._on_markets)
+        if self._markets:  # a reconnection: one light call shows the venue is back (markets stay loaded)
+            self._call(self._session.exchange.fetch_time(), self._on_back)
+        else:
+            self._call(self._session.exchange.load_markets(True), self._on_markets)
+
+    def _on_back(self, _time: Any, error: BaseException | None) -> None:
+        self._connecting = False
+        if error is not None:
+            self._down(f"still no answer: {translate.reason(error)}")
+            return
+        self._up()
 
     def _on_markets(self, markets: dict[str, Any] | None, error: BaseException | None) -> None:
         self._connecting = False
@@ -94,14 +111,19 @@ class CcxtExecutionClient:
             self._down(f"loading markets failed: {translate.reason(error) if error else 'no answer'}")
             return
         self._map_markets(markets)
-        self._connected, self._heard = True, time.monotonic()
-        self.venue_session = self.session_id
-        self._backoff.reset()
         lookback_ms = int((time.time() - self._cfg.fills_lookback_s) * 1000)
         for symbol in self._unified:
             self._since_ms.setdefault(symbol, lookback_ms)
-        log.info("connector %s: connected to %s (%d market(s) traded: %s)", self.name, self._cfg.exchange,
+        log.info("connector %s: %s has %d market(s) to trade: %s", self.name, self._cfg.exchange,
                  len(self._unified), ", ".join(sorted(self._unified)))
+        self._up()
+
+    def _up(self) -> None:
+        self._connected, self._heard = True, time.monotonic()
+        self.venue_session = self.session_id
+        self._backoff.reset()
+        self._sweep_at = 0.0  # a full sweep first: what happened while away
+        log.info("connector %s: connected to %s", self.name, self._cfg.exchange)
         self._events.on_connected(self)
 
     def _map_markets(self, markets: dict[str, Any]) -> None:
@@ -129,7 +151,10 @@ class CcxtExecutionClient:
         self._reactor.call_later(delay, self.connect)
 
     def is_connected_check(self) -> bool:
-        return self._connected and self._heard is not None and time.monotonic() - self._heard < self._cfg.heartbeat_timeout_s
+        """Connected, and an HTTP answer (a refusal counts) within ``heartbeat_timeout_s``: judged per
+        request, so a long rate-limited reconciliation does not make a live venue look gone."""
+        heard = max(self._heard or 0.0, (self._session.last_answer if self._session else None) or 0.0)
+        return self._connected and heard > 0 and time.monotonic() - heard < self._cfg.heartbeat_timeout_s
 
     def _call(self, coro: Awaitable[Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
         assert self._session is not None
@@ -149,35 +174,65 @@ class CcxtExecutionClient:
         if not self._connected or self._session is None:
             return
         if not self.is_connected_check():  # a poll may still hang in flight: the link is judged anyway
-            self._down(f"no answer from {self._cfg.exchange} for {time.monotonic() - (self._heard or 0):.1f}s")
+            self._down(f"no answer from {self._cfg.exchange} for {self._cfg.heartbeat_timeout_s:g}s")
             return
         if self._polling:
             return
+        now = time.monotonic()
+        if now >= self._sweep_at:  # every symbol now and then: what happened there without us
+            self._sweep_at = now + SWEEP_S
+            symbols = list(self._unified)
+            self._trades_due.update(symbols)
+        else:
+            symbols = self._active_symbols(now)
+        if not symbols:
+            if now - (self._session.last_answer or 0.0) > self._cfg.heartbeat_timeout_s / 3:
+                self._polling = True  # nothing to watch: one light call keeps the link judged
+                self._call(self._session.exchange.fetch_time(), lambda _r, e: self._on_reports(([], []), e))
+            return
         self._polling = True
-        self._call(self._reports(), self._on_reports)
+        due, self._trades_due = self._trades_due & set(symbols), self._trades_due - set(symbols)
+        self._call(self._reports(symbols, due), self._on_reports)
 
-    async def _reports(self) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]]]:
-        """The trades since the last one seen, and the orders whose state may have moved: every open
-        one, and each one reported open that is no longer (its end: filled or cancelled)."""
-        trades = await self._trades()
+    def _active_symbols(self, now: float) -> list[str]:
+        """The symbols where an execution report may be due: an order of ours open there, or sent
+        within ``ACTIVE_S`` (a market order's trades come after it closed)."""
+        active = {self._orders[cid][1] for cid in self._reported if cid in self._orders}
+        active |= {symbol for symbol, until in self._active_until.items() if until > now}
+        return [symbol for symbol in self._unified if symbol in active]
+
+    async def _reports(self, symbols: list[str], due: set[str]
+                       ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]]]:
+        """The orders whose state may have moved (every open one, and each one reported open that no
+        longer is: its end), then the trades since the last seen, in the symbols where one may have
+        come: a fill changed or an order ended there, or ``due`` says so (a sweep, an order that
+        filled on arrival). Trades are the venue's costliest read (Binance: four times an order
+        list): they are not read where nothing filled."""
+        exchange = self._session.exchange  # type: ignore[union-attr]
         orders: list[dict[str, Any]] = []
         open_cids: set[str] = set()
-        for ours, unified in list(self._unified.items()):
-            for order in await self._session.exchange.fetch_open_orders(unified):  # type: ignore[union-attr]
+        moved = set(due)
+        for ours in symbols:
+            for order in await exchange.fetch_open_orders(self._unified[ours]):
                 orders.append(order)
-                open_cids.add(order.get("clientOrderId") or "")
+                cid = order.get("clientOrderId") or ""
+                open_cids.add(cid)
+                if float(order.get("filled") or 0.0) != self._reported.get(cid, ("", 0.0))[1]:
+                    moved.add(ours)
         for cid, (status, _filled) in list(self._reported.items()):
-            if status in ("acknowledged", "partially_filled") and cid not in open_cids and cid in self._orders:
-                venue_id, ours = self._orders[cid]
-                orders.append(await self._session.exchange.fetch_order(venue_id, self._unified[ours]))  # type: ignore[union-attr]
-        return trades, orders
+            known = self._orders.get(cid)
+            if (status in ("acknowledged", "partially_filled") and cid not in open_cids and known is not None
+                    and known[1] in symbols):
+                orders.append(await exchange.fetch_order(known[0], self._unified[known[1]]))
+                moved.add(known[1])
+        return await self._trades([s for s in symbols if s in moved]), orders
 
-    async def _trades(self) -> list[tuple[dict[str, Any], str]]:
-        """The account's trades since the last seen per symbol, each with its client order id
-        (asked of the venue for an order this adapter did not place or has forgotten)."""
+    async def _trades(self, symbols: list[str] | None = None) -> list[tuple[dict[str, Any], str]]:
+        """The account's trades since the last seen in ``symbols`` (default every one), each with its
+        client order id (asked of the venue for an order this adapter did not place or has forgotten)."""
         exchange = self._session.exchange  # type: ignore[union-attr]
         out = []
-        for ours, unified in list(self._unified.items()):
+        for ours, unified in [(s, self._unified[s]) for s in (symbols or list(self._unified)) if s in self._unified]:
             for trade in await exchange.fetch_my_trades(unified, since=self._since_ms.get(ours)):
                 order_id = str(trade.get("order") or "")
                 cid = self._cid_by_order.get(order_id)
@@ -252,6 +307,7 @@ class CcxtExecutionClient:
         if unified is None:
             self._reject(order, f"rejected: {self._cfg.exchange} does not trade {order.symbol} (or it is not mapped)")
             return
+        self._active_until[order.symbol] = time.monotonic() + ACTIVE_S
         params: dict[str, Any] = {"clientOrderId": cid}
         if order.reduce_only and not self._markets[order.symbol].get("spot"):
             params["reduceOnly"] = True  # spot has no such flag: a sell there only sells what is held
@@ -259,8 +315,10 @@ class CcxtExecutionClient:
 
         def on_done(result: Any, error: BaseException | None) -> None:
             if error is None:
-                self._take_order({**result, "clientOrderId": result.get("clientOrderId") or cid,
-                                  "symbol": result.get("symbol") or unified})
+                update = self._take_order({**result, "clientOrderId": result.get("clientOrderId") or cid,
+                                           "symbol": result.get("symbol") or unified})
+                if update is not None and update.filled_qty > 0:
+                    self._trades_due.add(order.symbol)  # filled on arrival: its trades are there now
             elif translate.is_network(error):
                 self._events.on_in_doubt(self, cid)  # it may have reached the venue: reconcile
             else:
@@ -336,6 +394,9 @@ class CcxtExecutionClient:
         self._snapshot(on_result, SNAPSHOT_TRIES)
 
     def _snapshot(self, on_result: Callable[[proto.MassStatus | None], None], tries: int) -> None:
+        assert self._session is not None
+        self._session.largest_response_bytes = 0
+
         async def read() -> tuple[Any, ...]:
             exchange = self._session.exchange  # type: ignore[union-attr]
             before = await self._trades()
@@ -349,6 +410,7 @@ class CcxtExecutionClient:
                 on_result(None)
                 return
             before, orders, balance, after = result
+            self.last_reply_bytes = self._session.largest_response_bytes if self._session else 0
             self._take_trades(before)
             if self._take_trades(after) and tries > 1:  # a trade between the reads: read again
                 self._snapshot(on_result, tries - 1)

@@ -44,6 +44,8 @@ class CcxtSession:
         self.exchange = make_exchange(cfg, credentials)
         self.requests = 0
         self.latency_ms = 0.0  # the venue's round trip, smoothed: one HTTP request, not ccxt's rate-limit wait
+        self.largest_response_bytes = 0  # since the caller last reset it (reconciliation's answer sizes)
+        self.last_answer: float | None = None  # time.monotonic() of the venue's latest HTTP answer
         self._time_requests()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"ccxt-{cfg.name}", daemon=True)
@@ -57,9 +59,16 @@ class CcxtSession:
         async def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                return await request(*args, **kwargs)
+                response = await request(*args, **kwargs)
+                self.last_answer = time.monotonic()
+                return response
+            except ccxt_async.ExchangeError:  # an answer, if a refusal: the venue is there
+                self.last_answer = time.monotonic()
+                raise
             finally:
                 sample = (time.perf_counter() - t0) * 1000
+                self.largest_response_bytes = max(self.largest_response_bytes,
+                                                  len(self.exchange.last_http_response or ""))
                 self.requests += 1
                 self.latency_ms = sample if self.requests == 1 else 0.8 * self.latency_ms + 0.2 * sample
 
