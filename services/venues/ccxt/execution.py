@@ -41,7 +41,7 @@ from services.venues.settings import CcxtConnectorSettings
 log = logging.getLogger(__name__)
 
 MAX_FILLS_KEPT = 100_000  # numbered fills kept for fills_since (older ones: a new session's numbering)
-SNAPSHOT_TRIES = 3
+SNAPSHOT_TRIES = 5
 # Polling within the venue's request weights: every interval, only the symbols where a report may be
 # due (an order open, or sent within ACTIVE_S); every SWEEP_S, every symbol.
 ACTIVE_S = 10.0
@@ -399,8 +399,8 @@ class CcxtExecutionClient:
 
         async def read() -> tuple[Any, ...]:
             exchange = self._session.exchange  # type: ignore[union-attr]
-            before = await self._trades()
             orders = [o for unified in list(self._unified.values()) for o in await exchange.fetch_open_orders(unified)]
+            before = await self._trades()  # the balances' window: as short as the venue allows
             balance = await exchange.fetch_balance()
             return before, orders, balance, await self._trades()
 
@@ -412,8 +412,13 @@ class CcxtExecutionClient:
             before, orders, balance, after = result
             self.last_reply_bytes = self._session.largest_response_bytes if self._session else 0
             self._take_trades(before)
-            if self._take_trades(after) and tries > 1:  # a trade between the reads: read again
-                self._snapshot(on_result, tries - 1)
+            if self._take_trades(after):  # a trade between the reads: the balances may or may not hold it
+                if tries > 1:
+                    self._snapshot(on_result, tries - 1)
+                else:  # never an inconsistent answer: a wrong "mismatch" would be corrected into the book
+                    log.info("connector %s: trades kept coming during %d mass status reads: no answer this time",
+                             self.name, SNAPSHOT_TRIES)
+                    on_result(None)
                 return
             updates = [u for u in (self._take_order(o) for o in orders) if u is not None]
             on_result(proto.MassStatus(session=self.session_id, fill_seq=self._seq, open_orders=updates,
