@@ -88,7 +88,10 @@ def test_a_reader_may_query_and_subscribe_but_not_command(module_daemon: Daemon)
             reply = client.call(name, args)
             assert not reply.ok and reply.error.startswith("not authorised: auditor (reader) may not call"), reply
         em = _client(d, "exchange_manager", identity="auditor", security=reader)
-        reply = em.call("submit_order", {"symbol": "BTC-USD", "side": "buy", "qty": 0.01, "strategy": "x"})
+        # a key made a moment ago: the exchange manager's handshake knows it once its key store has
+        # re-read the directory (within bus.keys.RELOAD_S); the client's handshake is retried meanwhile
+        reply = em.call("submit_order", {"symbol": "BTC-USD", "side": "buy", "qty": 0.01, "strategy": "x"},
+                        timeout_s=5.0)
         assert not reply.ok and "not authorised" in reply.error, reply
         em.close()
     finally:
