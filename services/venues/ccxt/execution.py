@@ -79,6 +79,7 @@ class CcxtExecutionClient:
         self._sweep_at = 0.0
         self._trades_due: set[str] = set()  # our symbols whose trades the next poll reads
         self._polling = False
+        self._snapshotting = False  # a mass status is being read: no poll meanwhile (see _snapshot)
         self.reconnects = 0
         self.errors = 0
         self.failed_polls = 0
@@ -176,7 +177,7 @@ class CcxtExecutionClient:
         if not self.is_connected_check():  # a poll may still hang in flight: the link is judged anyway
             self._down(f"no answer from {self._cfg.exchange} for {self._cfg.heartbeat_timeout_s:g}s")
             return
-        if self._polling:
+        if self._polling or self._snapshotting:
             return
         now = time.monotonic()
         if now >= self._sweep_at:  # every symbol now and then: what happened there without us
@@ -394,7 +395,14 @@ class CcxtExecutionClient:
         self._snapshot(on_result, SNAPSHOT_TRIES)
 
     def _snapshot(self, on_result: Callable[[proto.MassStatus | None], None], tries: int) -> None:
+        """Open orders, trades, balances, trades again: consistent when the second read brings no
+        trade the first did not. Polling waits meanwhile: a trade it numbered during the reads could
+        be one the balances do not hold yet, and ``fill_seq`` would claim it."""
         assert self._session is not None
+        self._snapshotting = True  # pending or reading: no new poll starts
+        if self._polling:  # the poll under way numbers its trades first, then the reads begin
+            self._reactor.call_later(0.02, lambda: self._snapshot(on_result, tries))
+            return
         self._session.largest_response_bytes = 0
 
         async def read() -> tuple[Any, ...]:
@@ -405,6 +413,7 @@ class CcxtExecutionClient:
             return before, orders, balance, await self._trades()
 
         def done(result: Any, error: BaseException | None) -> None:
+            self._snapshotting = False
             if error is not None:
                 log.info("connector %s: mass status failed: %s", self.name, translate.reason(error))
                 on_result(None)
