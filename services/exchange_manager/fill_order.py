@@ -91,6 +91,12 @@ class FillOrder:
             held.asked_after = cursor.applied
             self._ask_after(connector, cursor.applied)
 
+    def answered(self, connector: str) -> None:
+        """A page asked for has been applied: a hole longer than a page is asked on from there."""
+        held = self._held.get(connector)
+        if held is not None and held.fills:
+            self._ask(connector, held, self._cursor(connector))
+
     def _release(self, connector: str, cursor: FillCursor) -> None:
         """Apply the held fills that are next in order now."""
         held = self._held.get(connector)

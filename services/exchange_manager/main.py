@@ -252,6 +252,7 @@ class ExchangeManager:
             if page is not None and page.session == session:
                 for fill in page.fills:
                     self.on_fill(fill)
+                self.fill_order.answered(name)
 
         connector.fills_since(after_seq, self.cfg.reconcile_page_size, on_page)
 

@@ -82,6 +82,19 @@ def test_a_hole_that_stays_open_does_not_hide_the_fills_above_it() -> None:
     assert rig.positions["ETH-USD"].qty == pytest.approx(rig.matcher.positions["ETH-USD"].qty)
 
 
+def test_a_hole_longer_than_a_page_is_asked_page_after_page() -> None:
+    rig = Rig(page_size=2)
+    for n in range(7):
+        rig.our_order(Side.BUY if n % 3 else Side.SELL, 0.5, symbol="ETH-USD")
+    fills = rig.matcher.fills
+    rig.apply_fill(fills[0])
+    rig.connector.asked.clear()
+    rig.apply_fill(fills[6])  # 2-6 lost: three pages of two
+    assert [args["after_seq"] for name, args in rig.connector.asked if name == "fills_since"] == [1, 3, 5]
+    assert rig.fill_order.held("sim") == 0 and rig.book.fills == 7 and rig.fill_order.applied_out_of_order == 0
+    _same_as_venue(rig)
+
+
 def test_a_new_venue_session_numbers_from_one_and_unnumbered_fills_are_not_held() -> None:
     rig = Rig()
     first, second, third = _round_trip(rig)

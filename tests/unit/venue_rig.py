@@ -91,6 +91,7 @@ class Rig:
         self.reconciler = Reconciler(self.book, self.positions, grace_s, self.apply_fill, self.on_outcome,
                                      page_size=page_size, cursors=cursors,
                                      save_cursor=lambda name, c: self.saved.__setitem__(name, (c.session, c.applied)))
+        self.page_size = page_size
         self.timers: list[tuple[float, Callable[[], None]]] = []  # the reactor's call_later, run by hand
         self.fill_order = FillOrder(self.reconciler.cursor, self._apply, self._ask_fills_after,
                                     lambda delay, fn: self.timers.append((delay, fn)))
@@ -109,8 +110,9 @@ class Rig:
         def on_page(page: proto.FillPage | None) -> None:
             for fill in page.fills if page is not None else []:
                 self.apply_fill(fill)
+            self.fill_order.answered("sim")
 
-        self.connector.fills_since(after_seq, 500, on_page)
+        self.connector.fills_since(after_seq, self.page_size, on_page)
 
     def _apply(self, fill: proto.Fill) -> None:
         record = self.book.apply_fill(fill)
