@@ -62,7 +62,8 @@ class FillOrder:
         cursor = self._cursor(fill.connector)
         if fill.venue_seq and session is not None and cursor.session != session:
             cursor.reset(session)  # the venue restarted: its numbering starts again
-            self._held.pop(fill.connector, None)  # numbers of the session before mean nothing now
+            if fill.connector in self._held:  # numbers of the session before mean nothing now
+                self._held[fill.connector].fills.clear()
         if not fill.venue_seq or session is None or fill.venue_seq <= cursor.applied + 1:
             # Unnumbered, the next in order, or one the book already has: nothing to wait for.
             self._apply(fill)
@@ -117,11 +118,13 @@ class FillOrder:
             self._flush(connector, f"the fills before number {min(held.fills)} did not come within {self._hold_s:g}s")
 
     def _flush(self, connector: str, why: str) -> None:
-        held = self._held.pop(connector)
+        # The same _Held stays: its generation keeps counting, so a timer of this hold finds it stale.
+        held = self._held[connector]
+        fills, held.fills = held.fills, {}
         cursor = self._cursor(connector)
         log.warning("connector %s: applying %d fill(s) (numbers %d-%d) after the hole at %d, out of the venue's "
                     "order: %s; the average price and realised PnL may differ from the venue's",
-                    connector, len(held.fills), min(held.fills), max(held.fills), cursor.applied + 1, why)
-        for _seq, fill in sorted(held.fills.items()):
+                    connector, len(fills), min(fills), max(fills), cursor.applied + 1, why)
+        for _seq, fill in sorted(fills.items()):
             self.applied_out_of_order += 1
             self._apply(fill)

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import ccxt
 from ccxt.base.decimal_to_precision import TICK_SIZE
 
 import proto
@@ -473,10 +474,10 @@ class CcxtExecutionClient:
                         try:
                             found = await exchange.fetch_order("", unified, {"clientOrderId": cid})
                             break
-                        except translate.ccxt.OrderNotFound:
+                        except ccxt.OrderNotFound:
                             continue
                     out.append((cid, found))
-                except translate.ccxt.OrderNotFound:
+                except ccxt.OrderNotFound:
                     out.append((cid, None))
             return out
 
