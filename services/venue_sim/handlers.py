@@ -1,4 +1,5 @@
-"""The venue simulator's order entry and fault injection commands."""
+"""The venue simulator's order entry and fault injection commands: the native face, which trades
+the venue's ``NATIVE`` account (its queries show that account alone)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from proto.commands import (
 )
 from proto.commands.results import VenueCancel, VenueOrder
 from proto.venue_reports import MAX_OPEN_ORDERS
+from services.venue_sim.matching import NATIVE
 
 if TYPE_CHECKING:
     from services.venue_sim.main import Venue
@@ -50,14 +52,14 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
     def open_orders(_: NoArgs) -> dict[str, Any]:
         """``open_orders`` → ``ok(orders=[OrderUpdate], fill_seq)``: what the venue holds open
         (tests and benchmarks read it; reconciliation asks ``mass_status``)."""
-        return {"orders": [proto.to_builtins(o.update(venue.matcher.venue)) for o in venue.matcher.open_orders()],
-                "fill_seq": len(venue.matcher.fills)}
+        m = venue.matcher
+        return {"orders": [proto.to_builtins(o.update(m.venue)) for o in m.open_orders()], "fill_seq": len(m.native.fills)}
 
     def positions(_: NoArgs) -> dict[str, Any]:
         """``positions`` → ``ok(positions={symbol: {qty, avg_price, realized_pnl, fees, volume}}, fill_seq)``:
         the positions include exactly the fills up to ``fill_seq``."""
-        return {"positions": {s: p.to_dict() for s, p in venue.matcher.positions.items()},
-                "fill_seq": len(venue.matcher.fills)}
+        account = venue.matcher.native
+        return {"positions": {s: p.to_dict() for s, p in account.positions.items()}, "fill_seq": len(account.fills)}
 
     def mass_status(_: NoArgs) -> dict[str, Any]:
         """``mass_status`` → ``ok(MassStatus)``: open orders (at most ``MAX_OPEN_ORDERS``, with their
@@ -66,10 +68,10 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         m = venue.matcher
         open_orders = m.open_orders()
         return proto.result_of(proto.MassStatus(
-            session=m.session, fill_seq=len(m.fills),
+            session=m.session, fill_seq=len(m.native.fills),
             open_orders=[o.update(m.venue) for o in open_orders[:MAX_OPEN_ORDERS]],
             open_orders_total=len(open_orders),
-            positions=[proto.PositionReport(symbol=s, **p.to_dict()) for s, p in m.positions.items()]))
+            positions=[proto.PositionReport(symbol=s, **p.to_dict()) for s, p in m.native.positions.items()]))
 
     def fills_since(args: FillsSinceArgs) -> dict[str, Any]:
         """``fills_since`` → ``ok(FillPage)``: at most ``limit`` fills numbered after ``after_seq``,
@@ -77,10 +79,10 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
 
         Wire: ``Command(name="fills_since", args={after_seq=0, limit=500})``.
         """
-        m = venue.matcher
-        page = m.fills[args.after_seq:args.after_seq + args.limit]  # fill n is m.fills[n - 1]
-        return proto.result_of(proto.FillPage(session=m.session, fills=page, last_seq=len(m.fills),
-                                              more=args.after_seq + len(page) < len(m.fills)))
+        m, fills = venue.matcher, venue.matcher.native.fills
+        page = fills[args.after_seq:args.after_seq + args.limit]  # fill n is fills[n - 1]
+        return proto.result_of(proto.FillPage(session=m.session, fills=page, last_seq=len(fills),
+                                              more=args.after_seq + len(page) < len(fills)))
 
     def order_status(args: OrderStatusArgs) -> dict[str, Any]:
         """``order_status`` → ``ok(OrderStatusReports)``: each given client order id's order as the
@@ -91,7 +93,7 @@ def build_handlers(venue: "Venue") -> dict[str, Handler]:
         m = venue.matcher
         reports = []
         for cid in args.client_order_ids:
-            order = m.orders.get(cid)
+            order = m.owned(cid, NATIVE)
             reports.append(proto.OrderStatusReport(client_order_id=cid, known=order is not None,
                                                    order=order.update(m.venue) if order is not None else None))
         return proto.result_of(proto.OrderStatusReports(session=m.session, reports=reports))

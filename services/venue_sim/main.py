@@ -26,7 +26,7 @@ from services.runtime import ServiceRuntime, configure_logging, exit_bad_setting
 from services.settings import Settings
 from services.venue_sim.handlers import build_handlers
 from services.venue_sim.instruments import venue_instruments
-from services.venue_sim.matching import Event, Matcher, VenueOrder
+from services.venue_sim.matching import NATIVE, Event, Matcher
 from services.venue_sim.prices import PriceSource, make_source
 from services.venue_sim.replay import ReplayFileError
 
@@ -108,7 +108,7 @@ class Venue:
             self.tick_to_order_ns.append(time.time_ns() - args.origin_ts_ns)
         if self._later(lambda: self.place(args)):
             return None
-        return self.place(args).update(self.settings.venue)
+        return self.place(args)
 
     def cancel(self, client_order_id: str) -> bool | None:
         if self._later(lambda: self.withdraw(client_order_id)):
@@ -123,18 +123,20 @@ class Venue:
     # Now, whatever latency is set (a face that applies its own: the exchange API's): matched, and
     # its reports published.
 
-    def place(self, args: NewOrderArgs) -> VenueOrder:
-        self._publish(self.matcher.new_order(args))
-        return self.matcher.orders[args.client_order_id]
+    def place(self, args: NewOrderArgs, account: str = NATIVE) -> proto.OrderUpdate:
+        """The order's state after matching (its last report)."""
+        events = self.matcher.new_order(args, account)
+        self._publish(events, account)
+        return next(e for e in reversed(events) if isinstance(e, proto.OrderUpdate))
 
-    def withdraw(self, client_order_id: str) -> bool:
-        events = self.matcher.cancel(client_order_id)
-        self._publish(events)
+    def withdraw(self, client_order_id: str, account: str = NATIVE) -> bool:
+        events = self.matcher.cancel(client_order_id, account)
+        self._publish(events, account)
         return bool(events)
 
-    def withdraw_all(self, symbol: str | None) -> list[str]:
-        events = self.matcher.cancel_all(symbol)
-        self._publish(events)
+    def withdraw_all(self, symbol: str | None, account: str = NATIVE) -> list[str]:
+        events = self.matcher.cancel_all(symbol, account)
+        self._publish(events, account)
         return [e.client_order_id for e in events]
 
     def _later(self, action: Callable[[], None]) -> bool:
@@ -146,12 +148,22 @@ class Venue:
         self.runtime.reactor.call_later(latency_ms / 1000, action)
         return True
 
-    def _publish(self, events: list[Event]) -> None:
-        if self.exchange_api is not None and events:
-            self.exchange_api.on_events(events)
+    def _publish(self, events: list[Event], account: str | None = None) -> None:
+        """Each account's reports to its own face: the native account's on the PUB, the exchange
+        API's to it (``account``: whose they all are; None: each event's order says)."""
+        api: list[Event] = []
         for event in events:
+            if (account or self._account_of(event)) != NATIVE:
+                api.append(event)
+                continue
             topic = proto.topics.FILLS if isinstance(event, proto.Fill) else proto.topics.ORDERS
             self.runtime.publisher.publish(topic, event)
+        if self.exchange_api is not None and api:
+            self.exchange_api.on_events(api)
+
+    def _account_of(self, event: Event) -> str:
+        order = self.matcher.orders.get(event.client_order_id)
+        return order.account if order is not None else NATIVE
 
     # -- fault injection -------------------------------------------------------------------------
 
@@ -195,7 +207,8 @@ class Venue:
     def stats(self) -> VenueSummary:
         m = self.matcher
         return VenueSummary(quotes_published=self.quotes_published, feed_on=self.feed_on,
-                            open_orders=len(m.open_orders()), fills=len(m.fills), rejected=m.rejected,
+                            open_orders=len(m.open_orders(None)),
+                            fills=sum(len(a.fills) for a in m.accounts.values()), rejected=m.rejected,
                             duplicate_ids=m.duplicate_ids, replay_finished=self.source.finished,
                             exchange_api=self.exchange_api_server.stats() if self.exchange_api_server else {})
 

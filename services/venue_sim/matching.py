@@ -1,5 +1,11 @@
 """The simulated venue's matching: market orders at the touch with slippage, resting limit orders
-filled when crossed, cancels, rejects, fees, and one account's positions.
+filled when crossed, cancels, rejects, fees, and each account's positions and fills.
+
+A venue holds several accounts on one book: each face of the simulator trades its own (the native
+``proto`` command socket ``NATIVE``, the exchange API its key's), as sub-accounts of one exchange
+do. They trade against one market; each account sees only its own orders, fills and positions, and
+numbers its fills from 1 (``Fill.venue_seq``), so a connector of one account never sees a hole made
+by another's fill.
 
 Orders are checked against the instrument of their symbol as a real venue does (``instruments.py``):
 an unknown symbol, a quantity off the lot grid or below the minimum, a limit price off the tick grid
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import proto
 from proto import OrderStatus, Side
@@ -26,6 +32,7 @@ from services.venue_sim.instruments import venue_instruments
 from services.venue_sim.settings import VenueSimSettings
 
 Event = proto.OrderUpdate | proto.Fill
+NATIVE = "native"  # the account of the native command socket
 
 
 @dataclass
@@ -42,6 +49,7 @@ class VenueOrder:
     avg_fill_price: float = 0.0
     reason: str = ""
     reduce_only: bool = False
+    account: str = NATIVE
 
     def update(self, venue: str) -> proto.OrderUpdate:
         return proto.OrderUpdate(
@@ -50,6 +58,14 @@ class VenueOrder:
             filled_qty=self.filled_qty, avg_fill_price=self.avg_fill_price,
             venue_order_id=self.venue_order_id, reason=self.reason, connector=venue, ts_ns=time.time_ns(),
             reduce_only=self.reduce_only)
+
+
+@dataclass
+class Account:
+    """One account's positions and fills (fill n is ``fills[n - 1]``)."""
+
+    positions: dict[str, Position] = field(default_factory=dict)
+    fills: list[proto.Fill] = field(default_factory=list)
 
 
 class Matcher:
@@ -69,22 +85,31 @@ class Matcher:
         self.received: list[str] = []  # client order ids in arrival order (the orders_received audit)
         # Open orders by symbol: a quote is matched against these only, not every order ever seen.
         self._open: dict[str, dict[str, VenueOrder]] = {}
-        self.positions: dict[str, Position] = {}
-        self.fills: list[proto.Fill] = []
+        self.accounts: dict[str, Account] = {NATIVE: Account()}
+        self.native = self.accounts[NATIVE]
         self.duplicate_ids = 0
         self.rejected = 0
         self.reject_all = False
 
     # -- order entry -----------------------------------------------------------------------------
 
-    def new_order(self, args: NewOrderArgs) -> list[Event]:
+    def account(self, name: str) -> Account:
+        return self.accounts.setdefault(name, Account())
+
+    def new_order(self, args: NewOrderArgs, account: str = NATIVE) -> list[Event]:
         known = self.orders.get(args.client_order_id)
-        if known is not None:
+        if known is not None and known.account == account:
             # A resent order: report the one already known, never execute a second one.
             self.duplicate_ids += 1
             return [known.update(self.venue)]
         order = VenueOrder(args.client_order_id, f"{self._id_prefix}-{next(self._order_ids)}", args.symbol,
-                           args.side, args.qty, args.order_type, args.limit_price, reduce_only=args.reduce_only)
+                           args.side, args.qty, args.order_type, args.limit_price, reduce_only=args.reduce_only,
+                           account=account)
+        if known is not None:  # another account's id: refused, and that account's order stays as it was
+            self.duplicate_ids += 1
+            self.rejected += 1
+            order.status, order.reason = OrderStatus.REJECTED, "duplicate client order id"
+            return [order.update(self.venue)]
         self.orders[order.client_order_id] = order
         self.received.append(order.client_order_id)
         reason = self._refusal(order)
@@ -118,7 +143,7 @@ class Matcher:
         if order.order_type == "market" and order.limit_price is not None:
             return "market order with a limit price"
         if order.reduce_only and self._reducible(order) <= EPSILON:
-            position = self.positions.get(order.symbol, Position()).qty
+            position = self.account(order.account).positions.get(order.symbol, Position()).qty
             return f"reduce-only {order.side.value} would not reduce the position {position:g}"
         problem = self._spec_problem(spec, order)
         return f"{problem[0]}: {problem[1]}" if problem else ""
@@ -140,19 +165,19 @@ class Matcher:
             problem = notional_problem(spec, order.qty, price)
         return problem
 
-    def cancel(self, client_order_id: str) -> list[Event]:
-        order = self.orders.get(client_order_id)
+    def cancel(self, client_order_id: str, account: str = NATIVE) -> list[Event]:
+        order = self.owned(client_order_id, account)
         if order is None or not order.status.is_open:
             return []
         order.status = OrderStatus.CANCELLED
         self._open.get(order.symbol, {}).pop(client_order_id, None)
         return [order.update(self.venue)]
 
-    def cancel_all(self, symbol: str | None = None) -> list[Event]:
+    def cancel_all(self, symbol: str | None = None, account: str = NATIVE) -> list[Event]:
         events: list[Event] = []
-        for order in self.open_orders():
+        for order in self.open_orders(account):
             if symbol is None or order.symbol == symbol:
-                events += self.cancel(order.client_order_id)
+                events += self.cancel(order.client_order_id, account)
         return events
 
     # -- market data -----------------------------------------------------------------------------
@@ -185,17 +210,18 @@ class Matcher:
 
     def _reducible(self, order: VenueOrder) -> float:
         """How much of the position an order on this side would close."""
-        position = self.positions.get(order.symbol)
+        position = self.account(order.account).positions.get(order.symbol)
         qty = position.qty if position is not None else 0.0
         return abs(qty) if qty * order.side.sign < 0 else 0.0
 
     def _fill(self, order: VenueOrder, qty: float, price: float) -> list[Event]:
         fee = qty * price * self._s.fee_bps / 1e4
+        account = self.account(order.account)
         fill = proto.Fill(fill_id=f"{self._id_prefix}-F{next(self._fill_ids)}", client_order_id=order.client_order_id,
                           symbol=order.symbol, side=order.side, qty=qty, price=price, fee=fee,
-                          ts_ns=time.time_ns(), connector=self.venue, venue_seq=len(self.fills) + 1)
-        self.fills.append(fill)
-        self.positions.setdefault(order.symbol, Position()).apply_fill(order.side.sign, qty, price, fee)
+                          ts_ns=time.time_ns(), connector=self.venue, venue_seq=len(account.fills) + 1)
+        account.fills.append(fill)
+        account.positions.setdefault(order.symbol, Position()).apply_fill(order.side.sign, qty, price, fee)
         total = order.filled_qty + qty
         order.avg_fill_price = (order.avg_fill_price * order.filled_qty + price * qty) / total
         order.filled_qty = total
@@ -204,5 +230,12 @@ class Matcher:
             self._open.get(order.symbol, {}).pop(order.client_order_id, None)
         return [fill, order.update(self.venue)]
 
-    def open_orders(self) -> list[VenueOrder]:
-        return [o for by_symbol in self._open.values() for o in by_symbol.values()]
+    def open_orders(self, account: str | None = NATIVE) -> list[VenueOrder]:
+        """One account's open orders (``None``: every account's)."""
+        return [o for by_symbol in self._open.values() for o in by_symbol.values()
+                if account is None or o.account == account]
+
+    def owned(self, client_order_id: str, account: str) -> VenueOrder | None:
+        """``account``'s order of that id (another account's is not shown to it)."""
+        order = self.orders.get(client_order_id)
+        return order if order is not None and order.account == account else None

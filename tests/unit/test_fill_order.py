@@ -23,13 +23,13 @@ def _round_trip(rig: Rig) -> list[proto.Fill]:
                                   (Side.BUY, 1.0, (11.0, 11.1))):
         rig.matcher.on_quote("ETH-USD", bid, ask)
         rig.our_order(side, qty, symbol="ETH-USD")
-    fills = list(rig.matcher.fills)
+    fills = list(rig.matcher.native.fills)
     assert [f.venue_seq for f in fills] == [1, 2, 3]
     return fills
 
 
 def _same_as_venue(rig: Rig) -> None:
-    ours, venue = rig.positions["ETH-USD"], rig.matcher.positions["ETH-USD"]
+    ours, venue = rig.positions["ETH-USD"], rig.matcher.native.positions["ETH-USD"]
     for key in ("qty", "avg_price", "realized_pnl", "fees", "volume"):
         assert getattr(ours, key) == pytest.approx(getattr(venue, key), rel=1e-12, abs=1e-12), key
 
@@ -79,14 +79,14 @@ def test_a_hole_that_stays_open_does_not_hide_the_fills_above_it() -> None:
     rig.connector.answering = True  # the next reconciliation brings it
     outcome = rig.reconcile()
     assert outcome.ok and rig.book.fills == 3
-    assert rig.positions["ETH-USD"].qty == pytest.approx(rig.matcher.positions["ETH-USD"].qty)
+    assert rig.positions["ETH-USD"].qty == pytest.approx(rig.matcher.native.positions["ETH-USD"].qty)
 
 
 def test_a_hole_longer_than_a_page_is_asked_page_after_page() -> None:
     rig = Rig(page_size=2)
     for n in range(7):
         rig.our_order(Side.BUY if n % 3 else Side.SELL, 0.5, symbol="ETH-USD")
-    fills = rig.matcher.fills
+    fills = rig.matcher.native.fills
     rig.apply_fill(fills[0])
     rig.connector.asked.clear()
     rig.apply_fill(fills[6])  # 2-6 lost: three pages of two
@@ -120,7 +120,7 @@ def test_the_fills_held_are_bounded() -> None:
     rig.connector.answering = False
     for _ in range(6):
         rig.our_order(Side.BUY, 0.1, symbol="ETH-USD")
-    fills = rig.matcher.fills
+    fills = rig.matcher.native.fills
     for fill in fills[1:4]:  # the first never comes
         rig.apply_fill(fill)
     assert rig.fill_order.held("sim") == 0 and rig.book.fills == 3 and rig.fill_order.applied_out_of_order == 3

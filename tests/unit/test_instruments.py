@@ -99,7 +99,7 @@ def test_the_venue_rejects_what_its_instrument_does_not_allow(symbol: str, qty: 
     m = venue()
     (update,) = place(m, symbol, Side.BUY, qty, limit)
     assert update.status is OrderStatus.REJECTED and update.reason.startswith(reason), update.reason
-    assert m.rejected == 1 and m.fills == [] and m.open_orders() == []
+    assert m.rejected == 1 and m.native.fills == [] and m.open_orders() == []
 
 
 def test_the_venue_lists_its_instruments_and_knows_a_symbol_before_its_market() -> None:
@@ -114,13 +114,13 @@ def test_the_venue_lists_its_instruments_and_knows_a_symbol_before_its_market() 
 
 def test_a_reduce_only_order_is_held_to_the_grid_not_to_the_minimums() -> None:
     m = venue()
-    assert m.positions == {} and place(m, "SOL-USD", Side.BUY, 0.007)[-1].status is OrderStatus.FILLED  # 1.05
+    assert m.native.positions == {} and place(m, "SOL-USD", Side.BUY, 0.007)[-1].status is OrderStatus.FILLED  # 1.05
     # a plain sell of 0.003 (notional 0.45) is below the minimum notional; a reduce-only one is not held to it
     assert place(m, "SOL-USD", Side.SELL, 0.003)[-1].reason.startswith("min_notional")
     assert place(m, "SOL-USD", Side.SELL, 0.003, reduce_only=True)[-1].status is OrderStatus.FILLED
     assert place(m, "SOL-USD", Side.SELL, 0.0035, reduce_only=True)[-1].reason.startswith("lot_size")
     assert place(m, "SOL-USD", Side.SELL, 0.004, reduce_only=True)[-1].status is OrderStatus.FILLED
-    assert abs(m.positions["SOL-USD"].qty) < 1e-12
+    assert abs(m.native.positions["SOL-USD"].qty) < 1e-12
 
 
 # -- the gate -----------------------------------------------------------------------------------------

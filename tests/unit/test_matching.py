@@ -58,7 +58,7 @@ def test_fees_are_fee_bps_of_notional() -> None:
     m = matcher()
     (f,) = fills(new(m, Side.BUY, 3.0))
     assert f.fee == pytest.approx(3.0 * f.price * FEE_BPS / 1e4)
-    assert m.positions["BTC-USD"].fees == pytest.approx(f.fee)
+    assert m.native.positions["BTC-USD"].fees == pytest.approx(f.fee)
 
 
 def test_limit_orders_rest_then_fill_at_their_price_when_crossed() -> None:
@@ -121,9 +121,28 @@ def test_rejects() -> None:
     m.reject_all = True
     (u,) = new(m, Side.BUY, 1.0)
     assert u.status is OrderStatus.REJECTED and u.reason == "venue is rejecting every order (fault injected)"
-    assert m.rejected == 3 and m.fills == [] and m.positions == {}
+    assert m.rejected == 3 and m.native.fills == [] and m.native.positions == {}
     m.reject_all = False
     assert fills(new(m, Side.BUY, 1.0))
+
+
+def test_each_account_sees_only_its_own_orders_fills_and_positions() -> None:
+    """Two faces of one venue (the native socket, the exchange API) trade two accounts: a connector
+    of one must never see the other's orders, nor a hole in its fill numbers made by the other's."""
+    m = matcher()
+    new(m, Side.BUY, 1.0, cid="n1")
+    api = m.new_order(NewOrderArgs(client_order_id="a1", symbol="BTC-USD", side=Side.BUY, qty=2.0,
+                                   order_type="market"), account="api")
+    m.new_order(NewOrderArgs(client_order_id="a2", symbol="BTC-USD", side=Side.SELL, qty=1.0, order_type="limit",
+                             limit_price=105.0), account="api")
+    new(m, Side.BUY, 3.0, cid="n2")
+    assert [f.venue_seq for f in m.native.fills] == [1, 2] and [f.venue_seq for f in fills(api)] == [1]
+    assert m.native.positions["BTC-USD"].qty == 4.0 and m.account("api").positions["BTC-USD"].qty == 2.0
+    assert m.open_orders() == [] and [o.client_order_id for o in m.open_orders("api")] == ["a2"]
+    assert m.cancel("a2") == [] and m.cancel_all() == [] and m.owned("a2", "native") is None
+    (refused,) = new(m, Side.BUY, 1.0, cid="a2")  # the other account's id: refused, its order untouched
+    assert refused.status is OrderStatus.REJECTED and m.orders["a2"].status is OrderStatus.ACKNOWLEDGED
+    assert [e.client_order_id for e in m.cancel_all(account="api")] == ["a2"]
 
 
 def test_a_resent_client_order_id_executes_nothing() -> None:
@@ -133,8 +152,8 @@ def test_a_resent_client_order_id_executes_nothing() -> None:
     assert fills(again) == []
     (u,) = again
     assert u.status is OrderStatus.FILLED and u.venue_order_id == first[0].venue_order_id
-    assert m.duplicate_ids == 1 and len(m.fills) == 1
-    assert m.positions["BTC-USD"].qty == 1.0
+    assert m.duplicate_ids == 1 and len(m.native.fills) == 1
+    assert m.native.positions["BTC-USD"].qty == 1.0
     new(m, Side.SELL, 5.0, limit=120.0, cid="dup2")
     (u,) = new(m, Side.SELL, 7.0, limit=115.0, cid="dup2")  # even with other terms: the known order
     assert u.qty == 5.0 and u.limit_price == 120.0 and u.status is OrderStatus.ACKNOWLEDGED
@@ -169,11 +188,11 @@ def test_positions_match_the_fills(ops: list[tuple[Side, float, float | None, fl
         m.on_quote("BTC-USD", next_bid, next_bid * 1.001)
     replay = Position()
     per_order: dict[str, float] = {}
-    for f in m.fills:
+    for f in m.native.fills:
         replay.apply_fill(f.side.sign, f.qty, f.price, f.fee)
         per_order[f.client_order_id] = per_order.get(f.client_order_id, 0.0) + f.qty
         assert f.fee == pytest.approx(f.qty * f.price * FEE_BPS / 1e4)
-    account = m.positions.get("BTC-USD", Position())
+    account = m.native.positions.get("BTC-USD", Position())
     assert account.to_dict() == pytest.approx(replay.to_dict())
     for cid, order in m.orders.items():
         assert order.filled_qty == pytest.approx(per_order.get(cid, 0.0))
@@ -193,13 +212,13 @@ def test_a_reduce_only_order_fills_at_most_the_position_and_the_rest_is_cancelle
     new(m, Side.BUY, 3.0)
     new(m, Side.SELL, 1.0, limit=105.0)  # resting
     m.on_quote("BTC-USD", 105.0, 106.0)  # ... and filled: the position is now 2
-    assert m.positions["BTC-USD"].qty == pytest.approx(2.0)
+    assert m.native.positions["BTC-USD"].qty == pytest.approx(2.0)
     events = reduce_only(m, Side.SELL, 3.0)  # the flatten, sized for 3
     assert [f.qty for f in fills(events)] == [pytest.approx(2.0)]
     done = last_update(events)
     assert done.status is OrderStatus.CANCELLED and done.filled_qty == pytest.approx(2.0) and done.reduce_only
     assert done.reason == "reduce-only: the position is closed, the rest cancelled"
-    assert m.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []
+    assert m.native.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []
 
 
 def test_a_reduce_only_order_that_would_not_reduce_is_rejected() -> None:
@@ -209,7 +228,7 @@ def test_a_reduce_only_order_that_would_not_reduce_is_rejected() -> None:
     new(m, Side.BUY, 1.0)
     (same_side,) = reduce_only(m, Side.BUY, 1.0)
     assert same_side.status is OrderStatus.REJECTED
-    assert m.positions["BTC-USD"].qty == pytest.approx(1.0)
+    assert m.native.positions["BTC-USD"].qty == pytest.approx(1.0)
 
 
 def test_a_resting_reduce_only_limit_stops_at_flat() -> None:
@@ -220,4 +239,4 @@ def test_a_resting_reduce_only_limit_stops_at_flat() -> None:
     events = m.on_quote("BTC-USD", 110.0, 111.0)
     assert [f.qty for f in fills(events)] == [pytest.approx(0.5)]
     assert last_update(events).status is OrderStatus.CANCELLED
-    assert m.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []
+    assert m.native.positions["BTC-USD"].qty == pytest.approx(0.0) and m.open_orders() == []

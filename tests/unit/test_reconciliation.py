@@ -57,7 +57,7 @@ def test_reconcile_resolves_adopts_and_takes_venue_positions() -> None:
     assert resting not in outcome.resolved
     # the missed fill was applied: positions agree with the venue, so no mismatch
     assert rig.positions["BTC-USD"].qty == pytest.approx(2.0)
-    assert rig.positions["BTC-USD"].fees == pytest.approx(rig.matcher.positions["BTC-USD"].fees)
+    assert rig.positions["BTC-USD"].fees == pytest.approx(rig.matcher.native.positions["BTC-USD"].fees)
     assert outcome.position_mismatches == {}
     assert outcome.venue_positions == {"BTC-USD": pytest.approx(2.0)}
     assert outcome.venue_open_orders == 2  # resting + stranger
@@ -84,7 +84,7 @@ def test_position_mismatch_is_reported_and_the_venue_taken_as_truth() -> None:
     outcome = rig.reconcile()
 
     assert outcome.position_mismatches == {"ETH-USD": (pytest.approx(2.0), pytest.approx(1.0))}
-    venue = rig.matcher.positions["ETH-USD"]
+    venue = rig.matcher.native.positions["ETH-USD"]
     ours = rig.positions["ETH-USD"]
     assert (ours.qty, ours.avg_price, ours.realized_pnl, ours.fees, ours.volume) == pytest.approx(
         (venue.qty, venue.avg_price, venue.realized_pnl, venue.fees, venue.volume))
@@ -149,7 +149,7 @@ def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
         answers: list[Any] = []
         query(name, args, report_type, answers.append)  # the snapshot, at fill 1
         racing.append(rig.our_order(Side.BUY, 1.0, symbol="ETH-USD"))  # then an order of ours fills: fill 2
-        late.extend(f for f in rig.matcher.fills if f.client_order_id == racing[0])
+        late.extend(f for f in rig.matcher.native.fills if f.client_order_id == racing[0])
         on_result(answers[0])
 
     rig.connector.query = racing_query  # type: ignore[method-assign]
@@ -166,7 +166,7 @@ def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
     assert late and late[0].venue_seq == 2
     for fill in late:  # its message arrives now
         rig.apply_fill(fill)
-    assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.positions["ETH-USD"].qty
+    assert rig.positions["ETH-USD"].qty == pytest.approx(1.0) == rig.matcher.native.positions["ETH-USD"].qty
     assert rig.reconciler.cursor("sim").applied == 2
     again = rig.reconcile()
     assert again.ok and again.position_mismatches == {} and again.fill_pages == 0
@@ -179,7 +179,7 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     stale, nothing but its fills is taken, and the next reconciliation agrees."""
     rig = Rig()
     rig.our_order(Side.BUY, 1.0)
-    for fill in rig.matcher.fills:
+    for fill in rig.matcher.native.fills:
         rig.apply_fill(fill)
     assert rig.positions["BTC-USD"].qty == pytest.approx(1.0)
     held: list[tuple[Callable[[Any], None], Any]] = []
@@ -193,7 +193,7 @@ def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:
     rig.reconciler.run(rig.connector)
     rig.connector.query = query  # type: ignore[method-assign]
     closing = rig.our_order(Side.SELL, 1.0)  # the flatten fills at the venue after it answered
-    for fill in [f for f in rig.matcher.fills if f.client_order_id == closing]:
+    for fill in [f for f in rig.matcher.native.fills if f.client_order_id == closing]:
         rig.apply_fill(fill)  # and its message arrives first
     assert rig.positions["BTC-USD"].qty == pytest.approx(0.0)
     for on_result, result in held:
@@ -316,7 +316,7 @@ def test_fills_the_stream_brings_while_the_page_is_asked_are_not_missing() -> No
 
     def racing_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
         if name == "fills_since":
-            for fill in rig.matcher.fills:  # their messages overtake the page
+            for fill in rig.matcher.native.fills:  # their messages overtake the page
                 rig.apply_fill(fill)
         query(name, args, report_type, on_result)
 
@@ -332,7 +332,7 @@ def test_a_venue_that_leaves_out_fills_is_not_reconciled() -> None:
     rather than compare positions the book cannot have."""
     rig = Rig()
     _missed_fills(rig, 3)
-    del rig.matcher.fills[:]  # the venue forgets its fills but keeps the positions they made
+    del rig.matcher.native.fills[:]  # the venue forgets its fills but keeps the positions they made
     query = rig.connector.query
 
     def lying_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
@@ -358,7 +358,7 @@ def test_answers_do_not_grow_with_the_sessions_history() -> None:
         for i in range(n):
             rig.our_order(Side.BUY if i % 2 == 0 else Side.SELL, 0.1, symbol="ETH-USD")
         rig.reconciler.cursor("sim").reset(rig.matcher.session)
-        for fill in rig.matcher.fills:
+        for fill in rig.matcher.native.fills:
             rig.apply_fill(fill)
         rig.connector.asked.clear()
         outcome = rig.reconcile()

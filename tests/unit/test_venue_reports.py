@@ -44,7 +44,7 @@ def _market(matcher: Matcher, n: int) -> None:
 def test_fills_are_numbered_and_paged() -> None:
     matcher, handlers = _venue()
     _market(matcher, 7)
-    assert [f.venue_seq for f in matcher.fills] == list(range(1, 8))
+    assert [f.venue_seq for f in matcher.native.fills] == list(range(1, 8))
     page = _ask(handlers, "fills_since", proto.FillPage, after_seq=0, limit=3)
     assert [f.venue_seq for f in page.fills] == [1, 2, 3] and page.more and page.last_seq == 7
     assert page.session == matcher.session

@@ -8,11 +8,14 @@ reads them (``fetch_markets``/``parse_market``, ``create_order_request``/``parse
 with the HTTP status Binance gives, so ccxt raises the same exception it would against Binance.
 
 Every method runs on the venue's own loop (the server hands it over): the matcher is the one the
-native ``proto`` command socket also drives, so both faces see one book and one account.
+native ``proto`` command socket also drives, so both faces trade on one book, each with its own
+account (``ACCOUNT`` here, the key's): this face's orders, trades and balances are its account's
+alone, as a sub-account's are on a real exchange.
 
 Spot accounting: the account holds balances per asset (``exchange_api.balances`` at start), moved
-by every fill of the venue (whichever face placed the order): a buy needs its cost in the quote
-asset, a sell its quantity in the base asset, both free of what open orders lock.
+by its fills: a buy needs its cost in the quote asset, a sell its quantity in the base asset, both
+free of what its open orders lock. ``updateTime`` is the time of its last balance change (its last
+fill), as Binance reports it: the point its balances stand at.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ INSUFFICIENT = "Account has insufficient balance for requested action."  # ccxt:
 
 STATUS = {OrderStatus.NEW: "NEW", OrderStatus.ACKNOWLEDGED: "NEW", OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
           OrderStatus.FILLED: "FILLED", OrderStatus.CANCELLED: "CANCELED", OrderStatus.REJECTED: "REJECTED"}
+ACCOUNT = "exchange_api"  # the matcher's account this face trades (its one API key's)
 MAX_TRADES = 1000  # myTrades answers at most this many (Binance's own maximum)
 # The matcher's instrument checks (services/instruments.py) as the Binance filter that refuses them.
 FILTERS = {"bad_quantity": "LOT_SIZE", "min_qty": "LOT_SIZE", "lot_size": "LOT_SIZE", "max_qty": "LOT_SIZE",
@@ -90,8 +94,10 @@ class BinanceSpot:
         self._next_order_id = itertools.count(self._id_base + 1)
         self._times: dict[str, _Times] = {}
         self._fills_by_order: dict[str, list[proto.Fill]] = {}
+        self._account = venue.matcher.account(ACCOUNT)
+        self.update_ms = _ms()  # the last balance change
 
-    # -- what every fill does to the account (the venue calls this for all its events) -----------
+    # -- what its fills do to the account (the venue hands this face its account's events) --------
 
     def on_events(self, events: list[Event]) -> None:
         now = _ms()
@@ -108,6 +114,7 @@ class BinanceSpot:
             self.balances[spec.base] = self.balances.get(spec.base, 0.0) + sign * event.qty
             self.balances[spec.quote] = (self.balances.get(spec.quote, 0.0) - sign * event.qty * event.price
                                          - event.fee)
+            self.update_ms = max(self.update_ms, event.ts_ns // 1_000_000)
             fills = self._fills_by_order.setdefault(event.client_order_id, [])
             if len(fills) < 1000:  # an order's own fills, for its FULL answer (bounded)
                 fills.append(event)
@@ -177,8 +184,9 @@ class BinanceSpot:
         self._by_order_id[oid] = cid
         now = _ms()
         self._times[cid] = _Times(now, now)
-        order = self._venue.place(NewOrderArgs(client_order_id=cid, symbol=symbol, side=side, qty=qty,
-                                               order_type=kind.lower(), limit_price=price))
+        self._venue.place(NewOrderArgs(client_order_id=cid, symbol=symbol, side=side, qty=qty,
+                                       order_type=kind.lower(), limit_price=price), ACCOUNT)
+        order = self._venue.matcher.orders[cid]
         if order.status is OrderStatus.REJECTED:
             check = order.reason.partition(":")[0]
             if check in FILTERS:  # an instrument's rule: Binance's filter failure, in its words
@@ -196,15 +204,15 @@ class BinanceSpot:
         order = self._find(params, symbol, CANCEL_REJECTED, "Unknown order sent.")
         if not order.status.is_open:
             raise ApiError(CANCEL_REJECTED, "Unknown order sent.")
-        self._venue.withdraw(order.client_order_id)
+        self._venue.withdraw(order.client_order_id, ACCOUNT)
         return self._order(order)
 
     def cancel_open_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._symbol(params)
-        open_orders = [o for o in self._venue.matcher.open_orders() if o.symbol == symbol]
+        open_orders = [o for o in self._venue.matcher.open_orders(ACCOUNT) if o.symbol == symbol]
         if not open_orders:
             raise ApiError(CANCEL_REJECTED, "Unknown order sent.")
-        self._venue.withdraw_all(symbol)
+        self._venue.withdraw_all(symbol, ACCOUNT)
         return [self._order(o) for o in open_orders]
 
     def get_order(self, params: dict[str, str]) -> dict[str, Any]:
@@ -213,14 +221,14 @@ class BinanceSpot:
 
     def open_orders(self, params: dict[str, str]) -> list[dict[str, Any]]:
         symbol = self._symbol(params) if "symbol" in params else None
-        return [self._order(o) for o in self._venue.matcher.open_orders() if symbol is None or o.symbol == symbol]
+        return [self._order(o) for o in self._venue.matcher.open_orders(ACCOUNT) if symbol is None or o.symbol == symbol]
 
     def my_trades(self, params: dict[str, str]) -> list[dict[str, Any]]:
         """The account's trades in one symbol, oldest first: from ``fromId`` (a trade id), else from
         ``startTime`` (ms), at most ``limit`` (500, up to 1,000)."""
         symbol = self._symbol(params)
         limit = min(int(params.get("limit", 500) or 500), MAX_TRADES)
-        fills = self._venue.matcher.fills
+        fills = self._account.fills
         if "fromId" in params:
             start = max(0, _int(params, "fromId") - self._id_base - 1)  # trade id = base + venue_seq
             candidates = (f for f in itertools.islice(fills, start, None))
@@ -241,7 +249,7 @@ class BinanceSpot:
         return {"makerCommission": 0, "takerCommission": 0, "buyerCommission": 0, "sellerCommission": 0,
                 "commissionRates": {"maker": "0", "taker": "0", "buyer": "0", "seller": "0"},
                 "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
-                "requireSelfTradePrevention": False, "preventSor": False, "updateTime": _ms(),
+                "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.update_ms,
                 "accountType": "SPOT", "permissions": ["SPOT"],
                 "balances": [{"asset": a, "free": _num(max(0.0, v - locked.get(a, 0.0))),
                               "locked": _num(locked.get(a, 0.0))} for a, v in sorted(self.balances.items())]}
@@ -250,11 +258,8 @@ class BinanceSpot:
 
     def _order(self, order: VenueOrder) -> dict[str, Any]:
         cid = order.client_order_id
-        oid = self._order_ids.get(cid)
-        if oid is None:  # placed on the native face: numbered when first shown here
-            self._order_ids[cid] = oid = next(self._next_order_id)
-            self._by_order_id[oid] = cid
-        times = self._times.setdefault(cid, _Times(_ms(), _ms()))
+        oid = self._order_ids[cid]  # this face shows its own orders only: each numbered when placed
+        times = self._times[cid]
         return {"symbol": venue_symbol(order.symbol), "orderId": oid, "orderListId": -1, "clientOrderId": cid,
                 "price": _num(order.limit_price or 0.0), "origQty": _num(order.qty),
                 "executedQty": _num(order.filled_qty), "cummulativeQuoteQty": _num(order.filled_qty * order.avg_fill_price),
@@ -264,13 +269,13 @@ class BinanceSpot:
                 "origQuoteOrderQty": "0", "selfTradePreventionMode": "NONE"}
 
     def _trade(self, fill: proto.Fill) -> dict[str, Any]:
-        order = self._venue.matcher.orders.get(fill.client_order_id)
-        oid = self._order_ids.get(fill.client_order_id, 0) if order is None else self._order(order)["orderId"]
+        order = self._venue.matcher.orders[fill.client_order_id]
+        oid = self._order_ids[fill.client_order_id]
         return {"symbol": venue_symbol(fill.symbol), "id": self._id_base + fill.venue_seq, "orderId": oid,
                 "orderListId": -1, "price": _num(fill.price), "qty": _num(fill.qty),
                 "quoteQty": _num(fill.qty * fill.price), "commission": _num(fill.fee),
                 "commissionAsset": self._quote(fill.symbol), "time": fill.ts_ns // 1_000_000,
-                "isBuyer": fill.side is Side.BUY, "isMaker": order is not None and order.order_type == "limit",
+                "isBuyer": fill.side is Side.BUY, "isMaker": order.order_type == "limit",
                 "isBestMatch": True}
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -297,14 +302,14 @@ class BinanceSpot:
         cid = params.get("origClientOrderId")
         if not cid and "orderId" in params:
             cid = self._by_order_id.get(_int(params, "orderId"))
-        order = self._venue.matcher.orders.get(cid or "")
+        order = self._venue.matcher.owned(cid or "", ACCOUNT)
         if order is None or order.symbol != symbol or order.status is OrderStatus.REJECTED:
             raise ApiError(code, msg)
         return order
 
     def _locked(self) -> dict[str, float]:
         locked: dict[str, float] = {}
-        for order in self._venue.matcher.open_orders():
+        for order in self._venue.matcher.open_orders(ACCOUNT):
             spec = self._venue.matcher.instruments[order.symbol]
             left = order.qty - order.filled_qty
             if order.side is Side.BUY:
