@@ -396,9 +396,13 @@ class CcxtExecutionClient:
         self._snapshot(on_result, SNAPSHOT_TRIES)
 
     def _snapshot(self, on_result: Callable[[proto.MassStatus | None], None], tries: int) -> None:
-        """Open orders, trades, balances, trades again: consistent when the second read brings no
-        trade the first did not. Polling waits meanwhile: a trade it numbered during the reads could
-        be one the balances do not hold yet, and ``fill_seq`` would claim it."""
+        """Open orders, trades, balances, trades again. The balances hold every trade of the first
+        read; of the trades the second read brings, those before the balances' own time (Binance's
+        account ``updateTime``: its last change) are in them and those after are not, so ``fill_seq``
+        is the number of the last trade before it. A venue that gives its balances no time, a trade
+        at that very millisecond, or a time that contradicts the first read (a trade seen before the
+        balances, yet after their time): read again, as when the second read brings nothing new.
+        Polling waits meanwhile: a trade it numbered during the reads would break that order."""
         assert self._session is not None
         self._snapshotting = True  # pending or reading: no new poll starts
         if self._polling:  # the poll under way numbers its trades first, then the reads begin
@@ -422,7 +426,12 @@ class CcxtExecutionClient:
             before, orders, balance, after = result
             self.last_reply_bytes = self._session.largest_response_bytes if self._session else 0
             self._take_trades(before)
-            if self._take_trades(after):  # a trade between the reads: the balances may or may not hold it
+            new = [t for t in after if str(t[0]["id"]) not in self._seen]
+            split = _split(before, new, balance.get("timestamp"))
+            if split is not None:
+                self._take_trades(split[0])
+            fill_seq = self._seq
+            if self._take_trades(new) and split is None:  # the balances may or may not hold them
                 if tries > 1:
                     self._snapshot(on_result, tries - 1)
                 else:  # never an inconsistent answer: a wrong "mismatch" would be corrected into the book
@@ -431,7 +440,7 @@ class CcxtExecutionClient:
                     on_result(None)
                 return
             updates = [u for u in (self._take_order(o) for o in orders) if u is not None]
-            on_result(proto.MassStatus(session=self.session_id, fill_seq=self._seq, open_orders=updates,
+            on_result(proto.MassStatus(session=self.session_id, fill_seq=fill_seq, open_orders=updates,
                                        open_orders_total=len(updates), positions=self._positions(balance)))
 
         self._call(read(), done)
@@ -513,3 +522,15 @@ class CcxtExecutionClient:
     def close(self) -> None:
         if self._session is not None:
             self._session.close()
+
+
+Trades = list[tuple[dict[str, Any], str]]
+
+
+def _split(before: Trades, new: Trades, stamp: int | None) -> tuple[Trades, Trades] | None:
+    """The new trades of a snapshot's second read: (those the balances hold, those they do not),
+    by the balances' time ``stamp`` (ms); None when that cannot be told."""
+    times = [int(t[0].get("timestamp") or 0) for t in new]
+    if stamp is None or any(int(t[0].get("timestamp") or 0) > stamp for t in before) or stamp in times:
+        return None
+    return [t for t, ms in zip(new, times) if ms < stamp], [t for t, ms in zip(new, times) if ms > stamp]
