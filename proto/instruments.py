@@ -49,12 +49,16 @@ class InstrumentList(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class InstrumentBook(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The exchange manager's answer to ``instruments``: each connector's list as last loaded,
-    the connector an order with ``connector=""`` goes to, and the connectors whose list is not
-    (re)loaded yet since their latest connection."""
+    the connector an order with ``connector=""`` goes to (its symbol's route, else the default),
+    and the connectors whose list is not (re)loaded yet since their latest connection."""
 
     default_connector: Name
     connectors: dict[Name, InstrumentList]
     pending: list[Name] = []
+    routes: dict[Symbol, Name] = {}
+
+    def connector_for(self, symbol: str) -> str:
+        return self.routes.get(symbol, self.default_connector)
 
 
 def decimals(step: float) -> int:

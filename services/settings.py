@@ -210,12 +210,12 @@ class Settings(BaseSettings):
         venue's log: its market data still feeds the router and the safety detectors)."""
         where, listed = self.venue_sim.traded_symbols()
         out = []
-        default = next((c for c in self.exchange_manager.connectors
-                        if c.name == self.exchange_manager.default_connector), None)
-        if default is not None and default.kind == "venue_sim":  # where the strategies' orders go
-            for strategy in self.engine.strategies:
-                symbol = getattr(strategy, "symbol", None)
-                if symbol is not None and symbol not in listed:
+        kinds = {c.name: c.kind for c in self.exchange_manager.connectors}
+        for strategy in self.engine.strategies:
+            symbol = getattr(strategy, "symbol", None)
+            # where the strategy's orders go: the simulator's list is known here (a ccxt venue's is not)
+            if symbol is not None and kinds.get(self.exchange_manager.connector_for(symbol)) == "venue_sim":
+                if symbol not in listed:
                     out.append(f"engine.strategies[{strategy.name}].symbol={symbol!r} is not traded by the venue "
                                f"simulator ({where}: {', '.join(listed)}): the strategy would never get a quote")
         if self.data_router.feed_venue == "venue_sim":

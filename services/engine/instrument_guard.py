@@ -86,7 +86,7 @@ class InstrumentGuard:
         """The order on its instrument's grid, or ``(None, reason)`` if it must not leave."""
         if self._book is None:
             return self._refuse("not_loaded", "instrument specifications not loaded yet")
-        connector = order.connector or self._book.default_connector
+        connector = order.connector or self._book.connector_for(order.symbol)
         spec = self._specs.get(connector, {}).get(order.symbol)
         if spec is None:
             return self._refuse("unknown_symbol", f"unknown symbol {order.symbol} at {connector}")

@@ -25,9 +25,11 @@ RETRY_S, RETRY_MAX_S = 0.5, 5.0
 
 
 class InstrumentRegistry:
-    def __init__(self, reactor: Reactor, connectors: Iterable[str], default_connector: str) -> None:
+    def __init__(self, reactor: Reactor, connectors: Iterable[str], default_connector: str,
+                 routes: dict[str, str] | None = None) -> None:
         self._reactor = reactor
         self._default = default_connector
+        self._routes = dict(routes or {})
         self._lists: dict[str, InstrumentList] = {}
         self._specs: dict[str, dict[str, Instrument]] = {}
         self._pending: set[str] = set(connectors)
@@ -65,8 +67,9 @@ class InstrumentRegistry:
         log.info("instruments from %s (%s): %s", name, answer.venue, ", ".join(sorted(self._specs[name])) or "none")
 
     def lookup(self, connector: str, symbol: str) -> tuple[Instrument | None, bool]:
-        """The instrument (None if not listed) and whether the venue's current list is loaded."""
-        connector = connector or self._default
+        """The instrument (None if not listed) and whether the venue's current list is loaded
+        (``connector=""``: the symbol's route)."""
+        connector = connector or self._routes.get(symbol, self._default)
         specs = self._specs.get(connector, {})
         return specs.get(symbol), connector in self._specs and connector not in self._pending
 
@@ -76,7 +79,7 @@ class InstrumentRegistry:
 
     def book(self) -> InstrumentBook:
         return InstrumentBook(default_connector=self._default, connectors=dict(self._lists),
-                              pending=sorted(self._pending))
+                              pending=sorted(self._pending), routes=dict(self._routes))
 
     def stats(self) -> dict[str, Any]:
         return {"loaded": {name: len(specs) for name, specs in self._specs.items()},

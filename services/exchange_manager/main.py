@@ -58,7 +58,7 @@ class ExchangeManager:
         self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
         degraded_mode = settings.orchestrator.health.degraded_mode
         self.instruments = InstrumentRegistry(self.runtime.reactor, [c.name for c in cfg.connectors],
-                                              cfg.default_connector)
+                                              cfg.default_connector, cfg.routes)
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
             else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol))
@@ -84,7 +84,8 @@ class ExchangeManager:
         self.reconciler = Reconciler(self.book, self.positions, in_flight_grace_s=cfg.in_flight_grace_s,
                                      apply_fill=self.on_fill, report=self._on_reconciled,
                                      page_size=cfg.reconcile_page_size, cursors=self.journal.load_cursors(),
-                                     save_cursor=self._save_cursor)
+                                     save_cursor=self._save_cursor,
+                                     owner=cfg.connector_for)
         self.connectors: dict[str, ExecutionClient] = {
             c.name: execution_client(c, self.runtime, self) for c in cfg.connectors}
         self.fill_order = FillOrder(self.reconciler.cursor, self._apply_fill, self._ask_fills_after,
@@ -100,11 +101,13 @@ class ExchangeManager:
     # -- orders ----------------------------------------------------------------------------------
 
     def submit(self, args: OrderArgs) -> OrderRecord:
-        """Check ``args`` at the gate and send it; raises ``Refused`` with the reason otherwise."""
-        name = args.connector or self.cfg.default_connector
-        connector = self.connectors.get(name)
-        if connector is None:
-            raise Refused(f"unknown connector {name!r}")
+        """Check ``args`` at the gate and send it to its symbol's venue; raises ``Refused`` with the
+        reason otherwise."""
+        name = self.cfg.connector_for(args.symbol)
+        if args.connector and args.connector != name:  # its position is kept, and reconciled, at one venue
+            self._refuse(args, "connector", f"{args.symbol} trades through connector {name!r}, "
+                                            f"not {args.connector!r} (exchange_manager.routes)")
+        connector = self.connectors[name]
         position = self.positions.get(args.symbol, Position()).qty
         same_side = self._working(args.symbol, args.side)
         refusal = self.gate.check(args, position, same_side, self.marks.get(args.symbol), self.gross_exposure())

@@ -11,7 +11,9 @@ Then:
   * an order in doubt is resolved from the venue's report: filled, cancelled or rejected; one the
     venue never received is rejected as lost in transit (unless it was sent so recently that it may
     still be on its way: ``in_flight``);
-  * a position that differs is reported and the venue is taken as truth;
+  * a position that differs is reported and the venue is taken as truth, for the symbols routed
+    to that venue (``owner``); a position the venue holds in a symbol routed elsewhere is risk no
+    one manages (the failsafe would not flatten it there): the run fails, naming it;
   * an order status answer about an id that was not asked (or whose order is another id) is
     refused, counted (``unasked_answers``) and logged, and the run fails: it would resolve the
     wrong order.
@@ -89,8 +91,11 @@ class Reconciler:
     def __init__(self, book: OrderBook, positions: dict[str, Position], in_flight_grace_s: float,
                  apply_fill: Callable[[proto.Fill], None], report: Callable[[Outcome], None],
                  page_size: int = 500, cursors: dict[str, FillCursor] | None = None,
-                 save_cursor: Callable[[str, FillCursor], None] | None = None) -> None:
+                 save_cursor: Callable[[str, FillCursor], None] | None = None,
+                 owner: Callable[[str], str] | None = None) -> None:
+        """``owner``: the connector a symbol trades through (None: every connector trades every symbol)."""
         self._book = book
+        self._owner = owner
         self._positions = positions
         self._grace_ns = int(in_flight_grace_s * 1e9)
         self._apply_fill = apply_fill
@@ -274,19 +279,29 @@ class Reconciler:
                     filled_qty=record.filled_qty, avg_fill_price=record.avg_fill_price, reason=reason,
                     connector=name, ts_ns=now))
             outcome.resolved[cid] = record.status.value
-        self._compare_positions(status, outcome)
+        unrouted = self._compare_positions(status, outcome)
+        if unrouted:
+            self._fail(state, f"{name} holds positions in symbols routed to other connectors: {unrouted}; "
+                              f"nothing here manages them (flatten them at that venue)")
+            return
         outcome.ok = True
         self._done(state)
 
-    def _compare_positions(self, status: proto.MassStatus, outcome: Outcome) -> None:
+    def _compare_positions(self, status: proto.MassStatus, outcome: Outcome) -> dict[str, float]:
         """The venue's positions include exactly the fills up to ``status.fill_seq``, and so does the
-        book now (none newer applied, none older missing): any difference is real."""
+        book now (none newer applied, none older missing): any difference is real. Returns the
+        positions the venue holds in symbols routed to other connectors."""
         venue_positions = {p.symbol: p for p in status.positions}
         outcome.venue_positions = {symbol: p.qty for symbol, p in venue_positions.items()}
         outcome.venue_open_orders = status.open_orders_total
+        unrouted: dict[str, float] = {}
         for symbol in set(venue_positions) | set(self._positions):
             theirs = venue_positions.get(symbol)
             venue_qty = theirs.qty if theirs is not None else 0.0
+            if self._owner is not None and self._owner(symbol) != outcome.connector:
+                if abs(venue_qty) > EPSILON:
+                    unrouted[symbol] = venue_qty
+                continue
             ours = self._positions.setdefault(symbol, Position())
             if abs(ours.qty - venue_qty) > EPSILON:
                 outcome.position_mismatches[symbol] = (ours.qty, venue_qty)
@@ -295,6 +310,7 @@ class Reconciler:
                 truth = Position(**theirs.fields()) if theirs is not None else Position()
                 for key, value in truth.to_dict().items():
                     setattr(ours, key, value)
+        return unrouted
 
     def _measure(self, state: _Run) -> None:
         state.outcome.largest_reply_bytes = max(state.outcome.largest_reply_bytes, state.connector.last_reply_bytes)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proto.venue_reports import MAX_FILL_PAGE
-from services.setting_fields import NameField
+from services.setting_fields import NameField, SymbolField
 from services.venues.settings import ConnectorSettings, VenueSimConnectorSettings
 
 
@@ -31,6 +29,9 @@ class ExchangeManagerSettings(BaseModel):
 
     connectors: list[ConnectorSettings] = Field(default_factory=lambda: [VenueSimConnectorSettings()])
     default_connector: NameField = "sim"
+    # Each instrument trades at one venue: symbol -> connector (the others go to default_connector).
+    # Its position is that venue's, reconciled there; an order naming another connector is refused.
+    routes: dict[SymbolField, NameField] = Field(default_factory=dict)
     risk: RiskLimits = RiskLimits()
     # The book of record on disk (in paths.state_dir). Written through to the operating system
     # before an order leaves (survives kill -9); fsync_per_order also survives a power cut.
@@ -60,4 +61,11 @@ class ExchangeManagerSettings(BaseModel):
             raise ValueError(f"connector names must be unique: {names}")
         if self.default_connector not in names:
             raise ValueError(f"default_connector {self.default_connector!r} is not among the connectors {names}")
+        unknown = {s: c for s, c in self.routes.items() if c not in names}
+        if unknown:
+            raise ValueError(f"routes name connectors that are not among the connectors {names}: {unknown}")
         return self
+
+    def connector_for(self, symbol: str) -> str:
+        """The connector ``symbol`` trades through."""
+        return self.routes.get(symbol, self.default_connector)

@@ -422,3 +422,22 @@ def test_each_connector_is_reconciled_on_its_own() -> None:
     rig.connector.answering = False
     assert not rig.reconcile().ok
     assert not rig.reconciler.reconciled(["sim", "other"]) and rig.reconciler.reconciled(["other"])
+
+
+def test_positions_are_reconciled_at_the_venue_their_symbol_is_routed_to() -> None:
+    """BTC-USD trades at "sim", ETH-USD at "other": each venue's answer speaks for its own symbols
+    only (sim holding no ETH does not flatten the book's ETH), and a position a venue holds in a
+    symbol routed elsewhere fails the run, named: nothing in the session would manage it."""
+    rig = Rig(owner=lambda symbol: "sim" if symbol == "BTC-USD" else "other")
+    rig.our_order(Side.BUY, 1.0)
+    rig.positions["ETH-USD"] = Position(qty=2.0, avg_price=10.0)  # held at "other"
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.position_mismatches == {}  # its fill came by the fill pages
+    assert rig.positions["ETH-USD"].qty == 2.0 and rig.positions["BTC-USD"].qty == 1.0
+    rig.matcher.new_order(NewOrderArgs(client_order_id="stray-1", symbol="ETH-USD", side=Side.SELL, qty=0.5,
+                                       order_type="market"))
+    outcome = rig.reconcile()
+    assert not outcome.ok and "sim holds positions in symbols routed to other connectors: {'ETH-USD': -0.5}" in outcome.error
+    # its fill counts in the book's net ETH (exposure), but no correction comes from sim's answer
+    assert rig.positions["ETH-USD"].qty == 1.5 and outcome.venue_positions["ETH-USD"] == -0.5
+    assert not rig.reconciler.reconciled(["sim"])

@@ -78,7 +78,8 @@ class MatcherConnector:
 
 class Rig:
     def __init__(self, grace_s: float = 2.0, page_size: int = 500, cursors: dict[str, FillCursor] | None = None,
-                 matcher: Matcher | None = None, book_prefix: str = "em") -> None:
+                 matcher: Matcher | None = None, book_prefix: str = "em",
+                 owner: Callable[[str], str] | None = None) -> None:
         self.matcher = matcher or Matcher(VenueSimSettings(fee_bps=1.0, slippage_bps=0.0), epoch=time.time_ns())
         self.matcher.on_quote("BTC-USD", 100.0, 101.0)
         self.matcher.on_quote("ETH-USD", 10.0, 10.1)
@@ -90,7 +91,8 @@ class Rig:
         self.saved: dict[str, tuple[int, int]] = {}  # what the journal would hold: connector -> (session, applied)
         self.reconciler = Reconciler(self.book, self.positions, grace_s, self.apply_fill, self.on_outcome,
                                      page_size=page_size, cursors=cursors,
-                                     save_cursor=lambda name, c: self.saved.__setitem__(name, (c.session, c.applied)))
+                                     save_cursor=lambda name, c: self.saved.__setitem__(name, (c.session, c.applied)),
+                                     owner=owner)
         self.page_size = page_size
         self.timers: list[tuple[float, Callable[[], None]]] = []  # the reactor's call_later, run by hand
         self.fill_order = FillOrder(self.reconciler.cursor, self._apply, self._ask_fills_after,
