@@ -1,10 +1,11 @@
 """Health assessment: connectors, the engine and every process, judged against thresholds.
 
 Each assessment returns the health events to publish and log, and the problems that call for
-DEGRADED (a process missing, every connector down, an engine error storm) or FAILSAFE (the daily
-loss limit; every connector down for longer than ``connector_down_escalate_after_s``: no venue to
-trade with or to flatten at, which people must hear of). The orchestrator decides the transition;
-this module only judges.
+DEGRADED (a process missing, every connector down or unhealthy, one of several connectors down, an
+engine error storm) or FAILSAFE (the daily loss limit; every connector down, or one of several, for
+longer than ``connector_down_escalate_after_s``: no venue to trade with or to flatten at, or
+positions at a venue nothing can reach, which people must hear of). The orchestrator decides the
+transition; this module only judges.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Any
 
 import proto
 from proto.summaries import ConnectorStats, EngineSummary, ExchangeSummary
@@ -47,6 +47,7 @@ class HealthMonitor:
         self._connector_errors: dict[str, int] = {}
         self._engine_errors: int | None = None
         self._all_down_since: float | None = None  # time.monotonic()
+        self._down_since: dict[str, float] = {}  # per connector, while disconnected
 
     def assess(self, components: ComponentTracker) -> Assessment:
         out = Assessment()
@@ -85,16 +86,35 @@ class HealthMonitor:
                 connector=name, connected=st.connected, latency_ms=st.latency_ms,
                 messages_received=st.messages_received, messages_dropped=st.messages_dropped, error_count=errors,
                 healthy=healthy, reason="; ".join(reasons)))
+        now = self._clock()
+        after = cfg.connector_down_escalate_after_s
+        self._each_down(connectors, now, after, out)
         if not connectors or out.healthy_connectors:
             self._all_down_since = None
             return
         out.problems.append("every connector is down or unhealthy")
-        now = self._clock()
         if self._all_down_since is None:
             self._all_down_since = now
-        after = cfg.connector_down_escalate_after_s
         if after is not None and now - self._all_down_since >= after and out.critical is None:
             out.critical = f"every connector down or unhealthy for {now - self._all_down_since:.0f}s"
+
+    def _each_down(self, connectors: dict[str, ConnectorStats], now: float, after: float | None,
+                   out: Assessment) -> None:
+        """One of several connectors down while another is up: its symbols can be neither traded nor
+        flattened while the others trade on (DEGRADED); down for ``after``, it escalates as they all
+        would. (Every one down is the rule after this one.)"""
+        for name in [n for n in self._down_since if n not in connectors or connectors[n].connected]:
+            del self._down_since[name]
+        others_up = any(st.connected for st in connectors.values())
+        for name, st in connectors.items():
+            if st.connected:
+                continue
+            since = self._down_since.setdefault(name, now)
+            if not others_up:
+                continue
+            out.problems.append(f"connector {name} is down: its symbols can be neither traded nor flattened")
+            if after is not None and now - since >= after and out.critical is None:
+                out.critical = f"connector {name} down for {now - since:.0f}s"
 
     def _engine(self, st: EngineSummary, out: Assessment) -> None:
         cfg = self._cfg

@@ -104,16 +104,21 @@ def test_a_process_goes_missing_when_its_heartbeats_stop() -> None:
     assert "process engine missing (no heartbeat)" not in monitor.assess(t).problems
 
 
-def test_every_connector_down_is_a_problem_one_up_is_not() -> None:
+def test_every_connector_down_is_a_problem_and_so_is_one_of_several() -> None:
     monitor = HealthMonitor(HealthSettings())
     down = tracker(exchange_manager=exchange_stats({"a": connector(False), "b": connector(False)}))
     out = monitor.assess(down)
     assert out.problems == ["every connector is down or unhealthy"]
     assert [(c.connector, c.healthy, c.reason) for c in of_type(out, proto.ConnectorHealthEvent)] == [
         ("a", False, "disconnected"), ("b", False, "disconnected")]
+    # one of two down: its symbols can be neither traded nor flattened (DEGRADED), the other trades on
     one_up = tracker(exchange_manager=exchange_stats({"a": connector(False), "b": connector(True)}))
     out = HealthMonitor(HealthSettings()).assess(one_up)
-    assert out.problems == [] and out.healthy_connectors == 1
+    assert out.problems == ["connector a is down: its symbols can be neither traded nor flattened"]
+    assert out.healthy_connectors == 1 and out.critical is None
+    # one up but unhealthy (slow, erring) is not a problem while another is healthy
+    slow = tracker(exchange_manager=exchange_stats({"a": connector(latency_ms=1e6), "b": connector(True)}))
+    assert HealthMonitor(HealthSettings()).assess(slow).problems == []
 
 
 def test_connector_latency_over_the_threshold_is_unhealthy() -> None:
@@ -205,3 +210,25 @@ def test_every_connector_down_too_long_calls_for_failsafe() -> None:
     assert assess(up).critical is None and assess(up).healthy
     now[0] += 40.0
     assert assess(down).critical is None  # the clock started again
+
+
+def test_one_of_several_connectors_down_too_long_calls_for_failsafe() -> None:
+    """Its positions sit at a venue nothing can reach: past connector_down_escalate_after_s it
+    escalates as every connector down would; back up, its clock starts again."""
+    now = [1000.0]
+    monitor = HealthMonitor(HealthSettings(connector_down_escalate_after_s=30.0), clock=lambda: now[0])
+    up = ConnectorStats(connected=True, latency_ms=1.0, error_count=0)
+    down = ConnectorStats(connected=False, latency_ms=0.0, error_count=0)
+
+    def assess(connectors: dict) -> Assessment:
+        out = Assessment()
+        monitor._connectors(connectors, out)
+        return out
+
+    assert assess({"sim": up, "ccxt": down}).critical is None
+    now[0] += 31.0
+    out = assess({"sim": up, "ccxt": down})
+    assert out.critical == "connector ccxt down for 31s" and out.healthy_connectors == 1
+    assert assess({"sim": up, "ccxt": up}).healthy
+    now[0] += 40.0
+    assert assess({"sim": up, "ccxt": down}).critical is None  # the clock started again
