@@ -45,6 +45,10 @@ class CcxtConnectorSettings(LinkSettings):
     # Replacements for entries of the exchange's ``urls['api']`` (a test venue, a sandbox).
     urls: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # ccxt options of the exchange class
+    # ccxt's pause per unit of request weight (its ``rateLimit``, ms); None: the exchange class's own
+    # (Binance: 50 ms). The limiter is always on: an account with higher limits, or a test venue,
+    # may lower it.
+    rate_limit_ms: float | None = Field(default=None, gt=0, le=60_000)
     api_key_env: str | None = None
     secret_env: str | None = None
     credentials_file: Path | None = None

@@ -32,7 +32,8 @@ def make_exchange(cfg: CcxtConnectorSettings, credentials: Credentials) -> Any:
     if kind is None:
         raise ValueError(f"ccxt has no exchange {cfg.exchange!r}")
     exchange = kind({**credentials.as_ccxt(), "enableRateLimit": True,
-                     "timeout": int(cfg.request_timeout_s * 1000), "options": dict(cfg.options)})
+                     "timeout": int(cfg.request_timeout_s * 1000), "options": dict(cfg.options),
+                     **({"rateLimit": cfg.rate_limit_ms} if cfg.rate_limit_ms is not None else {})})
     if cfg.urls:
         exchange.urls["api"] = {**exchange.urls.get("api", {}), **cfg.urls}
     return exchange
