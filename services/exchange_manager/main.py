@@ -298,6 +298,12 @@ class ExchangeManager:
         log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
         self.venue_watch.request(connector)
 
+    def known_order(self, connector: str, venue_order_id: str) -> str | None:
+        return self.book.by_venue_id(connector, venue_order_id)
+
+    def fills_resume_ns(self, connector: str) -> dict[str, int]:
+        return self.book.last_filled_ns(connector)
+
     def _on_reconciled(self, outcome: Outcome) -> None:
         for cid in outcome.adopted + list(outcome.resolved):
             if cid in self.book.orders:

@@ -48,6 +48,13 @@ class ExecutionEvents(Protocol):
 
     def on_in_doubt(self, connector: "ExecutionClient", client_order_id: str) -> None: ...
 
+    # What the book of record knows, for a venue whose reports name its own order ids only (a REST
+    # venue's trades): the client order id of one of its orders (None: not one the book holds), and
+    # per symbol when the book last applied one of its fills (where to read trades from again).
+    def known_order(self, connector: str, venue_order_id: str) -> str | None: ...
+
+    def fills_resume_ns(self, connector: str) -> dict[str, int]: ...
+
 
 class ExecutionClient(Protocol):
     name: str
