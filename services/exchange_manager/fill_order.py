@@ -9,7 +9,8 @@ after the last number applied are asked for at once (one page, as a reconciliati
 held fills are applied in order as soon as the hole is filled, by that page or by the stream.
 
 A hole is never allowed to hide fills for long: after ``hold_s`` (a venue that does not answer, or
-leaves the fill out) the held fills are applied anyway, in their own order, and that is logged.
+leaves the fill out) the held fills are applied anyway, in their own order, and that is logged; a
+hole still open then is asked for again by the next fill held above it.
 Quantities are right either way; only the average price and realised PnL may then differ from the
 venue's. While a fill is held its order stays open in the book, so the gate still counts its
 quantity against the position limit (a held fill hides no risk).
@@ -119,8 +120,10 @@ class FillOrder:
 
     def _flush(self, connector: str, why: str) -> None:
         # The same _Held stays: its generation keeps counting, so a timer of this hold finds it stale.
+        # The hole may still be open (the question went unanswered): the next fill above it asks again.
         held = self._held[connector]
         fills, held.fills = held.fills, {}
+        held.asked_after = -1
         cursor = self._cursor(connector)
         log.warning("connector %s: applying %d fill(s) (numbers %d-%d) after the hole at %d, out of the venue's "
                     "order: %s; the average price and realised PnL may differ from the venue's",

@@ -251,20 +251,55 @@ def _samples(d: Daemon, n: int = 7) -> dict[str, float]:
             "bytes": max(x["largest_reply_bytes"] for x in samples), "pages": max(x["fill_pages"] for x in samples)}
 
 
-def _first_run_after_start(d: Daemon, pid: int) -> dict[str, float]:
+def _first_run_after_start(d: Daemon, pid: int) -> dict[str, Any]:
     """The new process's first reconciliation, as it logged it (later periodic runs replace it in
-    ``reconciliation``): its time, fill pages, fills fetched and largest answer."""
+    ``reconciliation``): its time, fill pages, largest answer, and whether it was stale.
+
+    Its cost is what is measured here; that the book agrees with the venue after the restart is
+    ``reconciled`` and the positions compared at the end. When the flood's first orders after the
+    restart are filled while it asks, the book applies fills numbered after its snapshot before it
+    compares, and the run ends stale, by design (its fills taken, its positions not, asked again;
+    a stale run that changes nothing is logged only at debug level, so only run 1 is sure to be in the
+    log). That is the one failure allowed here: any other (no answer, fills missing) fails the test.
+    """
     def logged() -> re.Match[str] | None:
         text = d.program_log("exchange_manager").read_text(errors="replace")
         started = text.rfind(f"exchange_manager started (pid {pid})")
         return RUN_1.search(text, started) if started >= 0 else None
 
     m = wait_until(logged, 30, interval=0.05)
-    return {"ms": float(m["ms"]), "pages": int(m["pages"]), "bytes": int(m["bytes"])}
+    stale = m["ok"] == "False"
+    assert not stale or m["error"].startswith("stale answer"), f"the first reconciliation after the restart failed: {m[0]}"
+    return {"ms": float(m["ms"]), "pages": int(m["pages"]), "bytes": int(m["bytes"]), "stale": stale}
 
 
-RUN_1 = re.compile(r"reconciliation 1 with sim: ok=True .* in (?P<ms>[\d.]+) ms "
-                   r"\((?P<pages>\d+) fill page\(s\), largest answer (?P<bytes>\d+) bytes\)")
+def _fill_number(d: Daemon) -> int:
+    """The venue fill number up to which the exchange manager has applied every fill."""
+    return em_stats(d)["reconciliation"]["fill_cursors"]["sim"]["applied"]
+
+
+def _positions_at_one_fill_number(d: Daemon) -> tuple[dict[str, float], dict[str, float], int]:
+    """The book's and the venue's non-zero positions as of the same venue fill: ``(ours, theirs, n)``.
+
+    The demo strategies go on trading (and the flood's last orders may still be reaching the venue),
+    so a read of the book and one of the venue a few milliseconds later can straddle a fill: they
+    would differ with nothing wrong. A pair counts only when the book stood at fill ``n`` before and
+    after its read and the venue's positions include exactly the fills up to ``n`` (its ``fill_seq``).
+    """
+    def aligned() -> tuple[dict[str, float], dict[str, float], int] | None:
+        before = _fill_number(d)
+        ours = {s: p["qty"] for s, p in em_positions(d).items() if abs(p["qty"]) > 1e-9}
+        after = _fill_number(d)
+        venue = ask(d, "venue_sim", "positions")
+        theirs = {s: p["qty"] for s, p in venue["positions"].items() if abs(p["qty"]) > 1e-9}
+        return (ours, theirs, after) if before == after == venue["fill_seq"] else None
+
+    return wait_until(aligned, 30, interval=0.05, ignore=(CommandTimeout,),
+                      message=lambda: f"book at fill {_fill_number(d)}, venue at {ask(d, 'venue_sim', 'positions')['fill_seq']}")
+
+
+RUN_1 = re.compile(r"reconciliation 1 with sim: ok=(?P<ok>True|False) .* in (?P<ms>[\d.]+) ms "
+                   r"\((?P<pages>\d+) fill page\(s\), largest answer (?P<bytes>\d+) bytes\) ?(?P<error>[^\n]*)")
 
 
 @pytest.mark.slow
@@ -302,9 +337,9 @@ def test_a_session_of_50000_fills_then_kill9_of_the_exchange_manager(make_daemon
     ensure_live(d, timeout=60)
     total = ask(d, "venue_sim", "status")["stats"]["fills"]
     _wait_fills(d, total, 30)  # the book has every fill the venue made
-    ours = {s: p["qty"] for s, p in em_positions(d).items() if abs(p["qty"]) > 1e-9}
-    theirs = venue_positions(d)
-    assert ours.keys() == theirs.keys() and all(ours[s] == pytest.approx(q, abs=1e-9) for s, q in theirs.items())
+    ours, theirs, at = _positions_at_one_fill_number(d)
+    assert ours.keys() == theirs.keys() and all(ours[s] == pytest.approx(q, abs=1e-9) for s, q in theirs.items()), (
+        f"at venue fill {at}: book {ours}, venue {theirs}")
     assert em_stats(d)["venue_unknown"] == {"orders": 0, "positions": {}}
     after = _samples(d)
 
@@ -313,7 +348,8 @@ def test_a_session_of_50000_fills_then_kill9_of_the_exchange_manager(make_daemon
                              f"(its own work on the exchange manager's loop: at most {f['loop_ms']:.2f} ms), largest "
                              f"answer {f['bytes']:,.0f} bytes, {f['pages']:.0f} fill page(s); flood {f['rate']:.0f} fills/s")
     FIGURES.notes.append(f"kill -9 of the exchange manager at {total:,} fills: answering again {back_s:.2f} s after "
-                         f"the kill, reconciled {reconciled_s:.2f} s after it; that run {first['ms']:.1f} ms, "
+                         f"the kill, reconciled {reconciled_s:.2f} s after it; that run {first['ms']:.1f} ms"
+                         f"{' (stale: fills after its snapshot came meanwhile; the next run agreed)' if first['stale'] else ''}, "
                          f"{first['pages']} fill page(s), largest answer {first['bytes']:,} bytes; afterwards p50 "
                          f"{after['ms_p50']:.1f} ms, largest answer {after['bytes']:,.0f} bytes")
     # flat: the answers do not grow with the session's history (open orders and positions only)

@@ -82,6 +82,30 @@ def test_a_hole_that_stays_open_does_not_hide_the_fills_above_it() -> None:
     assert rig.positions["ETH-USD"].qty == pytest.approx(rig.matcher.native.positions["ETH-USD"].qty)
 
 
+def test_a_hole_still_open_after_the_hold_is_asked_again_by_the_next_fill_above_it() -> None:
+    """The question for the hole went unanswered (a timeout, the link down) and the hold expired: the
+    next fill above the same hole asks again at once, rather than waiting out a second hold (and a
+    third...) with nothing asked, which left the book behind the venue until a reconciliation."""
+    rig = Rig()
+    rig.connector.answering = False
+    first, _lost, third = _round_trip(rig)
+    rig.matcher.on_quote("ETH-USD", 12.0, 12.1)
+    rig.our_order(Side.SELL, 1.0, symbol="ETH-USD")
+    fourth = rig.matcher.native.fills[3]
+    rig.apply_fill(first)
+    rig.apply_fill(third)  # the second was lost; asked, never answered
+    [(_delay, expire)] = rig.timers
+    expire()
+    assert rig.book.fills == 2 and rig.fill_order.applied_out_of_order == 1
+    rig.connector.answering = True
+    rig.connector.asked.clear()
+    rig.apply_fill(fourth)  # above the same hole
+    assert [(name, args["after_seq"]) for name, args in rig.connector.asked] == [("fills_since", 1)]
+    assert rig.fill_order.held("sim") == 0 and rig.book.fills == 4
+    assert rig.reconciler.cursor("sim").applied == 4
+    assert rig.positions["ETH-USD"].qty == pytest.approx(rig.matcher.native.positions["ETH-USD"].qty)
+
+
 def test_a_hole_longer_than_a_page_is_asked_page_after_page() -> None:
     rig = Rig(page_size=2)
     for n in range(7):
