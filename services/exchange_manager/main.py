@@ -61,7 +61,10 @@ class ExchangeManager:
                                               cfg.default_connector, cfg.routes)
         self.gate = RiskGate(cfg.risk, self.session.trading_allowed, lambda: (
             "normal" if self.session.state != proto.OrchestratorState.DEGRADED or degraded_mode == "continue"
-            else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol))
+            else degraded_mode), instruments=lambda order: self.instruments.lookup(order.connector, order.symbol),
+            unreconciled=self._unreconciled)
+        # Connectors (re)connected whose venue has not been reconciled since: opening orders wait.
+        self._reconciling: set[str] = {c.name for c in cfg.connectors}
         self.tick_to_order = LatencyHistogram()  # quote published at the venue → order sent to it
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
@@ -291,6 +294,7 @@ class ExchangeManager:
         self.writes.write(("cursor", name), lambda: self.journal.save_cursor(name, session, applied))
 
     def on_connected(self, connector: ExecutionClient) -> None:
+        self._reconciling.add(connector.name)
         self.instruments.load(connector)
         self.venue_watch.request(connector)
 
@@ -304,7 +308,16 @@ class ExchangeManager:
     def fills_resume_ns(self, connector: str) -> dict[str, int]:
         return self.book.last_filled_ns(connector)
 
+    def _unreconciled(self, order: OrderArgs) -> str | None:
+        name = self.cfg.connector_for(order.symbol)
+        if name not in self._reconciling:
+            return None
+        return (f"connector {name} has (re)connected and its venue is not reconciled since: the positions may "
+                f"lack fills made meanwhile; only reducing orders pass until it is")
+
     def _on_reconciled(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._reconciling.discard(outcome.connector)
         for cid in outcome.adopted + list(outcome.resolved):
             if cid in self.book.orders:
                 self._record(self.book.orders[cid])

@@ -189,7 +189,6 @@ class Reconciler:
             record = self._book.orders.get(fill.client_order_id)
             was_open = record is not None and record.status.is_open
             self._apply_fill(fill)  # once per fill id: only missed fills change anything
-            cursor.advance(fill.venue_seq, fill.fill_id)
             state.outcome.fills_fetched += 1
             if was_open and record is not None and not record.status.is_open:
                 state.outcome.resolved[record.client_order_id] = record.status.value  # closed by a missed fill

@@ -9,7 +9,9 @@ Checks, in order (the first that fails is the refusal's reason):
      orders that reduce a position pass (so a failsafe can still flatten);
   2. the gate's mode: ``halt`` refuses everything but reducing orders, ``reduce_only`` (the default
      in DEGRADED) refuses orders that open or increase a position; an order flagged ``reduce_only``
-     must reduce;
+     must reduce; and the book must be reconciled with the order's venue since its latest
+     connection (``unreconciled``): before, its positions may lack fills made meanwhile (a
+     restart, a link back), and the limits below would be checked against them;
   3. max order quantity and notional; 4. max position per symbol (counting open orders on the same
      side); 5. max gross exposure; 6. order rate per second.
 
@@ -42,8 +44,11 @@ InstrumentLookup = Callable[[OrderArgs], tuple[Instrument | None, bool]]
 
 class RiskGate:
     def __init__(self, limits: RiskLimits, trading_allowed: Callable[[], bool],
-                 session_mode: Callable[[], Mode], instruments: InstrumentLookup | None = None) -> None:
+                 session_mode: Callable[[], Mode], instruments: InstrumentLookup | None = None,
+                 unreconciled: Callable[[OrderArgs], str | None] | None = None) -> None:
+        """``unreconciled``: why the book is not reconciled with the order's venue yet (None: it is)."""
         self._limits = limits
+        self._unreconciled = unreconciled
         # None only in tests of the other checks: the exchange manager always gives its instruments.
         self._instruments = instruments
         self._trading_allowed = trading_allowed
@@ -86,6 +91,8 @@ class RiskGate:
         if (self.mode == "reduce_only" or order.reduce_only) and not reduces:
             return self._refuse("reduce_only", f"reduce-only: {order.side.value} {order.qty:g} {order.symbol} "
                                                f"would not reduce the position {position:g}")
+        if not reduces and self._unreconciled is not None and (why := self._unreconciled(order)) is not None:
+            return self._refuse("not_reconciled", why)
         now = time.monotonic()
         while self._recent and now - self._recent[0] >= 1.0:
             self._recent.popleft()

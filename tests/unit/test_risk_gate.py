@@ -217,3 +217,18 @@ def test_a_reducing_order_is_never_refused_by_the_gates_limits() -> None:
     assert gate.check(order(Side.SELL, 25.0, order_type="limit", limit_price=1e6), 25.0, 0.0, None, 0.0) is None
     assert gate.check(order(qty=0.5), 0.0, 0.0, 100.0, 0.0)[0] == "max_orders_per_s"
     assert gate.refusals == {"max_orders_per_s": 2}
+
+
+def test_until_the_venue_is_reconciled_after_a_connection_only_reducing_orders_pass() -> None:
+    """A restarted exchange manager (or a link back) holds positions that may lack the fills made
+    meanwhile: the limits would be checked against them, so opening orders wait for the
+    reconciliation; a flatten does not."""
+    pending = {"BTC-USD"}
+    gate = RiskGate(LIMITS, lambda: True, lambda: "normal",
+                    unreconciled=lambda o: "not reconciled since it connected" if o.symbol in pending else None)
+    assert gate.check(order(Side.BUY, 1.0), 0.0, 0.0, 100.0, 0.0) == ("not_reconciled", "not reconciled since it connected")
+    assert gate.check(order(Side.SELL, 1.0), 2.0, 0.0, 100.0, 200.0) is None  # reducing
+    assert gate.check(order(Side.BUY, 1.0, symbol="ETH-USD"), 0.0, 0.0, 100.0, 0.0) is None  # another venue's
+    pending.clear()
+    assert gate.check(order(Side.BUY, 1.0), 0.0, 0.0, 100.0, 0.0) is None
+    assert gate.refusals == {"not_reconciled": 1}
