@@ -144,6 +144,8 @@ class OrderBook:
                 self._open[record.client_order_id] = record
             else:
                 self._closed.append(record.client_order_id)
+                if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
+                    self._awaiting_fills[record.client_order_id] = record  # its fills were still on their way
         # The session's counters go on from what the journal holds (it keeps the latest orders).
         self.submitted += len(records)
         self.rejected += sum(1 for r in records if r.status == OrderStatus.REJECTED)

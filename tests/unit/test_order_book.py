@@ -250,3 +250,15 @@ def test_orders_are_found_by_the_venues_order_id_and_forgotten_with_them() -> No
                                  connector="ccxt"))
     assert first.client_order_id not in book.orders and book.by_venue_id("ccxt", "901") is None
     assert book.by_venue_id("ccxt", "911") is not None and book.last_filled_ns("ccxt") == {}
+
+
+def test_a_restored_order_reported_filled_still_awaits_its_fills() -> None:
+    """Journalled as filled before its fills arrived, then a restart: a flatten must still count it."""
+    book = OrderBook("p")
+    record = enter(book, args(qty=2.0))
+    book.apply_update(update(record.client_order_id, OrderStatus.FILLED, qty=2.0))
+    restarted = OrderBook("q")
+    restarted.restore([record], [])
+    assert [o.client_order_id for o in restarted.awaiting_fills("BTC-USD")] == [record.client_order_id]
+    restarted.apply_fill(fill(record.client_order_id, "f1", 2.0))
+    assert restarted.awaiting_fills() == []
