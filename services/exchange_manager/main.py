@@ -302,8 +302,8 @@ class ExchangeManager:
         log.warning("no answer from %s for order %s: reconciling", connector.name, client_order_id)
         self.venue_watch.request(connector)
 
-    def known_order(self, connector: str, venue_order_id: str) -> str | None:
-        return self.book.by_venue_id(connector, venue_order_id)
+    def known_orders(self, connector: str) -> dict[str, str]:
+        return self.book.venue_order_ids(connector)
 
     def fills_resume_ns(self, connector: str) -> dict[str, int]:
         return self.book.last_filled_ns(connector)

@@ -124,9 +124,6 @@ class OrderBook:
         self._fill_ids: set[str] = set()
         self._fill_order: deque[str] = deque()
         self._keep_fill_ids = keep_closed * 10
-        # (connector, the venue's order id) -> client order id, for the orders the book holds: a
-        # venue whose trades name its own order ids (a REST venue) is read without asking it.
-        self._by_venue_id: dict[tuple[str, str], str] = {}
         self.submitted = 0
         self.rejected = 0
         self.fills = 0
@@ -139,7 +136,6 @@ class OrderBook:
         """Load what the journal kept (oldest first), after a restart."""
         for record in records:
             self.orders[record.client_order_id] = record
-            self._name(record)
             if record.status.is_open:
                 self._open[record.client_order_id] = record
             else:
@@ -187,7 +183,6 @@ class OrderBook:
             changed = bool(update.venue_order_id) and update.venue_order_id != record.venue_order_id
         if update.venue_order_id:
             record.venue_order_id = update.venue_order_id
-            self._name(record)
         if self._move(record, update.status, update.reason):
             changed = True
             if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
@@ -238,20 +233,15 @@ class OrderBook:
             self._open.pop(record.client_order_id, None)
             self._closed.append(record.client_order_id)
             if len(self._closed) > self._keep_closed:  # bounded memory: forget the oldest closed orders
-                forgotten = self.orders.pop(self._closed.popleft(), None)
-                if forgotten is not None:
-                    self._awaiting_fills.pop(forgotten.client_order_id, None)
-                    self._by_venue_id.pop((forgotten.connector, forgotten.venue_order_id), None)
+                forgotten = self._closed.popleft()
+                self.orders.pop(forgotten, None)
+                self._awaiting_fills.pop(forgotten, None)
         return True
 
-    def _name(self, record: OrderRecord) -> None:
-        if record.venue_order_id:
-            self._by_venue_id[(record.connector, record.venue_order_id)] = record.client_order_id
-
-    def by_venue_id(self, connector: str, venue_order_id: str) -> str | None:
-        """The client order id of the order ``connector``'s venue calls ``venue_order_id``, if the
-        book holds it."""
-        return self._by_venue_id.get((connector, venue_order_id))
+    def venue_order_ids(self, connector: str) -> dict[str, str]:
+        """The venue's order id -> client order id of ``connector``'s orders the book holds."""
+        return {r.venue_order_id: cid for cid, r in self.orders.items()
+                if r.connector == connector and r.venue_order_id}
 
     def last_filled_ns(self, connector: str) -> dict[str, int]:
         """Per symbol, when the book last applied a fill of ``connector`` (its own clock), over the

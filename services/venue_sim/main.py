@@ -88,6 +88,8 @@ class Venue:
         for t in self.source.due(time.monotonic()):
             if t.kind == "quote":
                 events = self.matcher.on_quote(t.symbol, t.bid, t.ask)
+                if self.exchange_api is not None:  # its book's update ids, and its market streams
+                    self.exchange_api.on_quote(t.symbol, t.bid, t.ask, t.size, published=self.feed_on)
                 if self.feed_on:
                     publish(proto.topics.market_data(t.symbol), proto.Quote(
                         symbol=t.symbol, bid=t.bid, ask=t.ask, bid_size=t.size, ask_size=t.size,

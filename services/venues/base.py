@@ -49,9 +49,10 @@ class ExecutionEvents(Protocol):
     def on_in_doubt(self, connector: "ExecutionClient", client_order_id: str) -> None: ...
 
     # What the book of record knows, for a venue whose reports name its own order ids only (a REST
-    # venue's trades): the client order id of one of its orders (None: not one the book holds), and
-    # per symbol when the book last applied one of its fills (where to read trades from again).
-    def known_order(self, connector: str, venue_order_id: str) -> str | None: ...
+    # venue's trades), read when a connector starts: the client order ids of its orders the book
+    # holds, by the venue's order id, and per symbol when the book last applied one of its fills
+    # (where to read trades from again).
+    def known_orders(self, connector: str) -> dict[str, str]: ...
 
     def fills_resume_ns(self, connector: str) -> dict[str, int]: ...
 

@@ -42,8 +42,9 @@ class CcxtConnectorSettings(LinkSettings):
 
     kind: Literal["ccxt"]
     exchange: str = Field(min_length=1, max_length=64)  # ccxt's id: "binance", "kraken", ...
-    # Replacements for entries of the exchange's ``urls['api']`` (a test venue, a sandbox).
-    urls: dict[str, str] = Field(default_factory=dict)
+    # Replacements for entries of the exchange's ``urls['api']`` (a test venue, a sandbox), nested
+    # ones entry by entry: ``ws = { spot = "...", ws-api = { spot = "..." } }`` for Binance's streams.
+    urls: dict[str, str | dict[str, str | dict[str, str]]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # ccxt options of the exchange class
     # ccxt's pause per unit of request weight (its ``rateLimit``, ms); None: the exchange class's own
     # (Binance: 50 ms). The limiter is always on: an account with higher limits, or a test venue,
@@ -65,6 +66,26 @@ class CcxtConnectorSettings(LinkSettings):
     # How far back trades are read when the adapter starts (its fill numbering starts there): a
     # reconciliation's window, bounded whatever the account's history.
     fills_lookback_s: float = Field(default=3600.0, gt=0)
+    # ccxt's websocket streams (ccxt.pro's ``watch_*``), where the exchange has them: quotes
+    # (watch_bids_asks, else watch_order_book), the account's orders and trades (watch_orders,
+    # watch_my_trades). Polling stays: as the fallback while a stream is down or missing, and, slowed
+    # to stream_poll_interval_s while the streams are up, as the safety net that catches what a
+    # stream lost. false: polling only.
+    streams: bool = True
+    stream_poll_interval_s: float = Field(default=2.0, gt=0)
+    # A market-data stream silent this long is reconnected (its quotes are polled meanwhile, from
+    # heartbeat_timeout_s of silence on); the account's streams are judged by ping and pong instead
+    # (they are quiet while nothing trades).
+    stream_quiet_s: float = Field(default=15.0, gt=0)
+
+    def streams_off_why(self) -> str | None:
+        """Why the streams are not used despite ``streams`` (None: they are, or it is false). REST
+        pointed elsewhere (a test venue) with the streams left at the exchange itself would mix the
+        real exchange's quotes and account events into that session: polling only, then."""
+        moved = {"public", "private"} & set(self.urls)
+        if self.streams and moved and "ws" not in self.urls:
+            return f"urls replaces {'/'.join(sorted(moved))} but not ws: polling only (set urls.ws for streams)"
+        return None
 
 
 def _kind(value: Any) -> str:

@@ -1,10 +1,14 @@
 """The whole daemon on deploy/ccxt-sim.toml: the exchange manager's connector and the data router's
-feed reach the venue through ccxt's Binance class, and the venue simulator serves Binance's spot
-REST API for them (on a free port here). Nothing else differs from ``make run``'s session.
+feed reach the venue through ccxt.pro's Binance class, and the venue simulator serves Binance's spot
+REST API and WebSocket streams for them (on a free port here). Nothing else differs from ``make
+run``'s session.
 
-Shown: LIVE and the demo strategies trading through ccxt; the book of record agreeing with the
-venue (positions = balances beyond the inventory); a failsafe that flattens through ccxt and
-verifies flat with ccxt's fetch calls; missing credentials refused at start in one line.
+Shown: LIVE and the demo strategies trading through ccxt, quotes on the bookTicker stream and the
+account's orders and fills on the user data stream (the exchange manager receives more messages than
+the venue answers REST requests); the book of record agreeing with the venue (positions = balances
+beyond the inventory); an outage cutting REST and streams, both back after it; a failsafe that
+flattens through ccxt and verifies flat with ccxt's fetch calls; missing credentials refused at
+start in one line.
 """
 
 from __future__ import annotations
@@ -40,9 +44,15 @@ def ccxt_sim_config(port: int) -> dict[str, Any]:
     config["venue_sim"]["exchange_api"]["balances"] = {"USD": 150_000.0, "BTC": 10.0, "ETH": 100.0, "SOL": 1000.0}
     # outages on purpose: each degrades the session, none of them is a reason to fail safe
     config.setdefault("orchestrator", {}).update(health={"auto_recover_after_s": 2.0}, failsafe_degradation_count=100)
-    url = f"http://127.0.0.1:{port}/api/v3"
-    config["exchange_manager"]["connectors"][0]["urls"] = {"public": url, "private": url}
+    config["exchange_manager"]["connectors"][0]["urls"] = venue_urls(port)
     return config
+
+
+def venue_urls(port: int) -> dict[str, Any]:
+    """ccxt's Binance URLs on the simulator's port: REST, the market streams, the WebSocket API."""
+    url = f"http://127.0.0.1:{port}/api/v3"
+    return {"public": url, "private": url,
+            "ws": {"spot": f"ws://127.0.0.1:{port}/ws", "ws-api": {"spot": f"ws://127.0.0.1:{port}/ws-api/v3"}}}
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +109,45 @@ def test_live_and_trading_through_ccxt(ccxt_daemon: Daemon) -> None:
                message=lambda: f"{em_positions(d)} vs {_venue_positions(d)}")
 
 
+def test_quotes_orders_and_fills_come_on_the_streams(ccxt_daemon: Daemon) -> None:
+    d = ccxt_daemon
+    d.wait_trading()
+    # the data router's feed on each symbol's bookTicker, the connector on the account's user data stream
+    wait_until(lambda: _streams_up(d), 20, message=lambda: str(_venue(d)["exchange_api"]["streams"]))
+    # Orders through ccxt: the exchange manager receives more messages than the venue answers REST
+    # requests meanwhile (to anyone): the difference is the stream's.
+    before, requests = em_stats(d)["connectors"]["binance-sim"], _venue(d)["exchange_api"]["requests"]
+    for side in ("buy", "sell"):
+        reply = submit(d, "BTC-USD", side, 0.001, strategy="itest")
+        assert reply.ok, reply.error
+        cid = reply.result["client_order_id"]
+        wait_until(lambda: _order(d, cid)["status"] == "filled", 10, message=lambda: str(_order(d, cid)))
+    wait_until(lambda: em_stats(d)["connectors"]["binance-sim"]["messages_received"] - before["messages_received"]
+               > _venue(d)["exchange_api"]["requests"] - requests, 10,
+               message=lambda: f"{em_stats(d)['connectors']} {_venue(d)['exchange_api']['requests'] - requests}")
+    streams = _venue(d)["exchange_api"]["streams"]
+    assert streams["sent"] > 0 and streams["slow_cut"] == 0 and streams["bad_requests"] == 0, streams
+    wait_until(lambda: _em_qty(d) == _venue_positions(d), 15, interval=0.5,
+               message=lambda: f"{em_positions(d)} vs {_venue_positions(d)}")
+
+
+def _venue(d: Daemon) -> dict[str, Any]:
+    return ask(d, "venue_sim", "status")["stats"]
+
+
+def _streams_up(d: Daemon) -> bool:
+    """The venue serves the session's streams: a bookTicker subscriber per symbol, and the user data
+    stream subscribed (with the account's key and signature)."""
+    streams = _venue(d)["exchange_api"]["streams"]
+    tickers = {f"{s}@bookTicker" for s in ("btcusd", "ethusd", "solusd")}
+    return streams["user_data_subscriptions"] == 1 and tickers <= set(streams["streams"])
+
+
 def test_an_outage_is_reconnected_with_backoff_and_nothing_is_doubled(ccxt_daemon: Daemon) -> None:
     d = ccxt_daemon
     d.wait_trading()
     before = em_stats(d)["connectors"]["binance-sim"]
+    accepted = _venue(d)["exchange_api"]["streams"]["accepted"]
     # longer than the connector's heartbeat_timeout_s (3 s), shorter than supervision.hung_restart_after_s
     # (5 s: the venue's heartbeats stop too, and it would be killed as hung)
     assert ask(d, "venue_sim", "fault", fault="drop_connection", duration_s=4.0) == {"fault": "drop_connection"}
@@ -111,6 +156,9 @@ def test_an_outage_is_reconnected_with_backoff_and_nothing_is_doubled(ccxt_daemo
     after = em_stats(d)["connectors"]["binance-sim"]
     assert after["reconnects"] > before["reconnects"] and after["error_count"] > before["error_count"], after
     d.wait_state("live", timeout=20)
+    # the streams were cut too, and the feed and the connector subscribed again, on new connections
+    wait_until(lambda: _streams_up(d) and _venue(d)["exchange_api"]["streams"]["accepted"] >= accepted + 2, 30,
+               message=lambda: str(_venue(d)["exchange_api"]["streams"]))
     # the book of record holds each fill once: it agrees with the venue
     wait_until(lambda: em_stats(d)["reconciled"], 20)
     wait_until(lambda: _em_qty(d) == _venue_positions(d), 15, interval=0.5,

@@ -1,11 +1,11 @@
-"""services.venues.ccxt.execution._split: which trades of a mass status's second read the balances
-hold, by the balances' own time (Binance's account ``updateTime``)."""
+"""services.venues.ccxt.fills.split: which trades of a mass status's second read the balances hold,
+by the balances' own time (Binance's account ``updateTime``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.venues.ccxt.execution import _split
+from services.venues.ccxt.fills import split as _split
 
 
 def trade(trade_id: int, ms: int) -> tuple[dict[str, Any], str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,7 @@ def venue_symbol(symbol: str) -> str:
     return symbol.replace("-", "")
 
 
-def _num(value: float) -> str:
+def num(value: float) -> str:
     """A decimal as Binance writes it: a string, no exponent."""
     return f"{value:.8f}".rstrip("0").rstrip(".") if value else "0"
 
@@ -96,6 +97,24 @@ class BinanceSpot:
         self._fills_by_order: dict[str, list[proto.Fill]] = {}
         self._account = venue.matcher.account(ACCOUNT)
         self.update_ms = _ms()  # the last balance change
+        # Each symbol's order book as the streams and the REST book show it: (update id, bid, ask,
+        # size), the id counting the symbol's quotes (Binance's lastUpdateId, bookTicker's u).
+        self._book: dict[str, tuple[int, float, float, float]] = {}
+        # Set by the server when it serves the WebSocket faces: a new touch (Binance's symbol, update
+        # id, bid, ask, size, the touch before), and the account's events.
+        self.on_touch: Callable[[str, int, float, float, float, tuple[float, float] | None], None] | None = None
+        self.on_account: Callable[[list[Event]], None] | None = None
+
+    # -- the venue's quotes (every one, published or not: the touch moved) -----------------------
+
+    def on_quote(self, symbol: str, bid: float, ask: float, size: float, published: bool) -> None:
+        """A new touch of ``symbol``; ``published``: the venue's feed is on (the ``stop_feed`` fault
+        silences the streams, not the touch, as a venue whose feed stalls still matches)."""
+        before = self._book.get(symbol)
+        update_id = (before[0] if before else 0) + 1
+        self._book[symbol] = (update_id, bid, ask, size)
+        if published and self.on_touch is not None:
+            self.on_touch(venue_symbol(symbol), update_id, bid, ask, size, (before[1], before[2]) if before else None)
 
     # -- what its fills do to the account (the venue hands this face its account's events) --------
 
@@ -118,6 +137,8 @@ class BinanceSpot:
             fills = self._fills_by_order.setdefault(event.client_order_id, [])
             if len(fills) < 1000:  # an order's own fills, for its FULL answer (bounded)
                 fills.append(event)
+        if self.on_account is not None:  # after the balances moved: the events carry them
+            self.on_account(events)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -125,12 +146,12 @@ class BinanceSpot:
         symbols = []
         for ours, spec in self._venue.matcher.instruments.items():
             filters: list[dict[str, Any]] = [
-                {"filterType": "PRICE_FILTER", "minPrice": _num(spec.min_price or spec.tick_size),
-                 "maxPrice": _num(spec.max_price or 1_000_000.0), "tickSize": _num(spec.tick_size)},
-                {"filterType": "LOT_SIZE", "minQty": _num(spec.min_qty or spec.lot_size),
-                 "maxQty": _num(spec.max_qty or self._venue.settings.max_order_qty), "stepSize": _num(spec.lot_size)},
-                {"filterType": "NOTIONAL", "minNotional": _num(spec.min_notional), "applyMinToMarket": True,
-                 "maxNotional": _num(spec.max_notional or 9_000_000.0), "applyMaxToMarket": False,
+                {"filterType": "PRICE_FILTER", "minPrice": num(spec.min_price or spec.tick_size),
+                 "maxPrice": num(spec.max_price or 1_000_000.0), "tickSize": num(spec.tick_size)},
+                {"filterType": "LOT_SIZE", "minQty": num(spec.min_qty or spec.lot_size),
+                 "maxQty": num(spec.max_qty or self._venue.settings.max_order_qty), "stepSize": num(spec.lot_size)},
+                {"filterType": "NOTIONAL", "minNotional": num(spec.min_notional), "applyMinToMarket": True,
+                 "maxNotional": num(spec.max_notional or 9_000_000.0), "applyMaxToMarket": False,
                  "avgPriceMins": 5},
             ]
             symbols.append({
@@ -152,16 +173,20 @@ class BinanceSpot:
         return [self._ticker(s) for s in self._venue.matcher.touch]
 
     def depth(self, params: dict[str, str]) -> dict[str, Any]:
-        """The touch as a one-level book: the simulator quotes a top of book, not depth."""
-        symbol = self._symbol(params)
-        bid, ask = self._touch(symbol)
-        size = _num(1.0)
-        return {"lastUpdateId": self._venue.quotes_published, "bids": [[_num(bid), size]], "asks": [[_num(ask), size]]}
+        """The touch as a one-level book (the simulator quotes a top of book, not depth), at its
+        update id: the depth stream's diffs follow from it."""
+        update_id, bid, ask, size = self._level(self._symbol(params))
+        return {"lastUpdateId": update_id, "bids": [[num(bid), num(size)]], "asks": [[num(ask), num(size)]]}
 
     def _ticker(self, symbol: str) -> dict[str, Any]:
-        bid, ask = self._touch(symbol)
-        return {"symbol": venue_symbol(symbol), "bidPrice": _num(bid), "bidQty": "1", "askPrice": _num(ask),
-                "askQty": "1"}
+        _id, bid, ask, size = self._level(symbol)
+        return {"symbol": venue_symbol(symbol), "bidPrice": num(bid), "bidQty": num(size), "askPrice": num(ask),
+                "askQty": num(size)}
+
+    def _level(self, symbol: str) -> tuple[int, float, float, float]:
+        """(update id, bid, ask, size) of ``symbol``'s touch (the matcher's, size 1, before any quote
+        came through ``on_quote``)."""
+        return self._book.get(symbol) or (0, *self._touch(symbol), 1.0)
 
     # -- private (signed) ------------------------------------------------------------------------
 
@@ -178,6 +203,7 @@ class BinanceSpot:
         cid = params.get("newClientOrderId") or f"sim-{next(self._next_order_id)}"
         if cid in self._venue.matcher.orders:
             # Binance refuses a client order id still known; the book never reuses one on purpose.
+            self._venue.matcher.duplicate_ids += 1  # the venue's audit (status), as the native face counts it
             raise ApiError(NEW_ORDER_REJECTED, "Duplicate order sent.")
         self._check_balance(symbol, side, qty, price)
         self._order_ids[cid] = oid = next(self._next_order_id)
@@ -194,8 +220,8 @@ class BinanceSpot:
             raise ApiError(NEW_ORDER_REJECTED, order.reason)
         answer = self._order(order)
         answer["transactTime"] = now
-        answer["fills"] = [{"price": _num(f.price), "qty": _num(f.qty), "commission": _num(f.fee),
-                            "commissionAsset": self._quote(symbol), "tradeId": self._id_base + f.venue_seq}
+        answer["fills"] = [{"price": num(f.price), "qty": num(f.qty), "commission": num(f.fee),
+                            "commissionAsset": self._quote(symbol), "tradeId": self.trade_id(f)}
                            for f in self._fills_by_order.get(cid, [])]
         return answer
 
@@ -251,8 +277,8 @@ class BinanceSpot:
                 "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
                 "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.update_ms,
                 "accountType": "SPOT", "permissions": ["SPOT"],
-                "balances": [{"asset": a, "free": _num(max(0.0, v - locked.get(a, 0.0))),
-                              "locked": _num(locked.get(a, 0.0))} for a, v in sorted(self.balances.items())]}
+                "balances": [{"asset": a, "free": num(max(0.0, v - locked.get(a, 0.0))),
+                              "locked": num(locked.get(a, 0.0))} for a, v in sorted(self.balances.items())]}
 
     # -- shapes ----------------------------------------------------------------------------------
 
@@ -261,8 +287,8 @@ class BinanceSpot:
         oid = self._order_ids[cid]  # this face shows its own orders only: each numbered when placed
         times = self._times[cid]
         return {"symbol": venue_symbol(order.symbol), "orderId": oid, "orderListId": -1, "clientOrderId": cid,
-                "price": _num(order.limit_price or 0.0), "origQty": _num(order.qty),
-                "executedQty": _num(order.filled_qty), "cummulativeQuoteQty": _num(order.filled_qty * order.avg_fill_price),
+                "price": num(order.limit_price or 0.0), "origQty": num(order.qty),
+                "executedQty": num(order.filled_qty), "cummulativeQuoteQty": num(order.filled_qty * order.avg_fill_price),
                 "status": STATUS[order.status], "timeInForce": "GTC", "type": order.order_type.upper(),
                 "side": order.side.value.upper(), "stopPrice": "0", "icebergQty": "0", "time": times.created_ms,
                 "updateTime": times.updated_ms, "workingTime": times.created_ms, "isWorking": order.status.is_open,
@@ -271,12 +297,38 @@ class BinanceSpot:
     def _trade(self, fill: proto.Fill) -> dict[str, Any]:
         order = self._venue.matcher.orders[fill.client_order_id]
         oid = self._order_ids[fill.client_order_id]
-        return {"symbol": venue_symbol(fill.symbol), "id": self._id_base + fill.venue_seq, "orderId": oid,
-                "orderListId": -1, "price": _num(fill.price), "qty": _num(fill.qty),
-                "quoteQty": _num(fill.qty * fill.price), "commission": _num(fill.fee),
+        return {"symbol": venue_symbol(fill.symbol), "id": self.trade_id(fill), "orderId": oid,
+                "orderListId": -1, "price": num(fill.price), "qty": num(fill.qty),
+                "quoteQty": num(fill.qty * fill.price), "commission": num(fill.fee),
                 "commissionAsset": self._quote(fill.symbol), "time": fill.ts_ns // 1_000_000,
                 "isBuyer": fill.side is Side.BUY, "isMaker": order.order_type == "limit",
                 "isBestMatch": True}
+
+    # -- what the user data stream reports (user_data.py) ----------------------------------------
+
+    def symbols(self) -> list[str]:
+        return list(self._venue.matcher.instruments)
+
+    def order_id(self, client_order_id: str) -> int | None:
+        """The ``orderId`` of one of this face's orders (None: not one of them)."""
+        return self._order_ids.get(client_order_id)
+
+    def created_ms(self, client_order_id: str) -> int:
+        times = self._times.get(client_order_id)
+        return times.created_ms if times is not None else _ms()
+
+    def trade_id(self, fill: proto.Fill) -> int:
+        return self._id_base + fill.venue_seq  # the account's fills are numbered from 1
+
+    def assets_of(self, symbol: str) -> tuple[str, str]:
+        spec = self._venue.matcher.instruments[symbol]
+        return spec.base, spec.quote
+
+    def asset_balances(self, assets: list[str]) -> list[tuple[str, str, str]]:
+        """(asset, free, locked) of each of ``assets``, as ``account`` shows them."""
+        locked = self._locked()
+        return [(a, num(max(0.0, self.balances.get(a, 0.0) - locked.get(a, 0.0))), num(locked.get(a, 0.0)))
+                for a in assets]
 
     # -- helpers ---------------------------------------------------------------------------------
 

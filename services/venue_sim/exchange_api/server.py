@@ -1,19 +1,21 @@
 """The HTTP server of the simulator's exchange API: Binance's spot REST paths, its API-key header
-and HMAC-SHA256 request signatures, its request-rate limit, and its error answers.
+and HMAC-SHA256 request signatures, its request-rate limit, and its error answers; and, on the same
+port, its WebSocket faces (``streams.py``): the market streams at ``/ws`` and ``/stream``, the
+WebSocket API (its user data stream) at ``/ws-api/v3``, as Binance serves them on its own hosts.
 
 It runs on its own thread and asyncio loop (aiohttp), beside the venue's zmq loop. A request is
 checked here (key, signature, timestamp, rate) and then handed to the venue's loop, where
-``BinanceSpot`` reads and moves the one matcher; the answer comes back through a future. The
-venue's latency fault delays each order-entry call before it is handed over, as a slow venue
-would; ``drop`` closes the listening socket for a while (connections refused), as an outage would.
+``BinanceSpot`` reads and moves the one matcher; the answer comes back through a future. Quotes and
+the account's events go the other way, from the venue's loop to the streams, through the hub's
+bounded queue. The venue's latency fault delays each order-entry call before it is handed over, as
+a slow venue would; ``drop`` closes the listening socket for a while (connections refused) and cuts
+every open connection, WebSocket ones included, as an outage would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -25,7 +27,11 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from bus.reactor import Reactor
-from services.venue_sim.exchange_api.binance import ApiError, BinanceSpot
+from services.venue_sim.exchange_api import user_data
+from services.venue_sim.exchange_api.auth import Signatures
+from services.venue_sim.exchange_api.binance import ApiError, BinanceSpot, venue_symbol
+from services.venue_sim.exchange_api.streams import StreamHub
+from services.venue_sim.matching import Event
 from services.venue_sim.settings import ExchangeApiSettings
 
 log = logging.getLogger("venue_sim.exchange_api")
@@ -46,15 +52,7 @@ ROUTES: dict[tuple[str, str], tuple[str, bool, bool]] = {
     ("GET", "myTrades"): ("my_trades", True, False),
     ("GET", "account"): ("account", True, False),
 }
-BAD_KEY = ApiError(-2015, "Invalid API-key, IP, or permissions for action.", http=401)
-BAD_SIGNATURE = ApiError(-1022, "Signature for this request is not valid.")
-STALE = ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
 MAX_BODY_BYTES = 16_384
-
-
-def sign(query: str, secret: str) -> str:
-    """The signature Binance expects of ``query`` (what a client appends as ``&signature=``)."""
-    return hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
 
 
 class ExchangeApiServer:
@@ -64,7 +62,11 @@ class ExchangeApiServer:
         self._api = api
         self._reactor = reactor
         self._latency_ms = latency_ms
-        self._secret = cfg.api_secret.get_secret_value()
+        self._signatures = Signatures(cfg.api_key, cfg.api_secret.get_secret_value(), cfg.recv_window_ms,
+                                      self._count)
+        self.streams = StreamHub([venue_symbol(s) for s in api.symbols()], self._signatures, self._check_rate)
+        api.on_touch = self.streams.quote
+        api.on_account = self._on_account
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -86,7 +88,8 @@ class ExchangeApiServer:
         self._thread = threading.Thread(target=self._run, args=(ready,), name="exchange-api", daemon=True)
         self._thread.start()
         ready.result(timeout=30)
-        log.info("exchange API (Binance spot subset) serving on %s", self.url)
+        log.info("exchange API (Binance spot subset) serving on %s, streams on ws://%s:%d/ws and /ws-api/v3",
+                 self.url, self._cfg.host, self._cfg.port)
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         loop = self._loop = asyncio.new_event_loop()
@@ -101,6 +104,10 @@ class ExchangeApiServer:
     async def _open(self) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_route("*", PREFIX + "{path:.+}", self._handle)
+        for path in ("/ws", "/ws/{name}", "/stream"):
+            app.router.add_get(path, self.streams.market)
+        app.router.add_get("/ws-api/v3", self.streams.ws_api)
+        self.streams.attach(asyncio.get_running_loop())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await self._listen()
@@ -120,6 +127,7 @@ class ExchangeApiServer:
             self._thread.join(timeout=5)
 
     async def _close(self) -> None:
+        await self.streams.close()  # connections cut first: the runner's clean-up would wait for each WebSocket
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -136,6 +144,7 @@ class ExchangeApiServer:
         if self._runner is not None and self._runner.server is not None:
             for connection in self._runner.server.connections:  # kept-alive ones too: an outage cuts them
                 connection.force_close()
+        await self.streams.drop_all()
         log.warning("exchange API dropped for %.1fs (fault injection)", duration_s)
         await asyncio.sleep(duration_s)
         await self._listen()
@@ -177,26 +186,15 @@ class ExchangeApiServer:
                                   f"requests per SECOND.", http=429)
 
     def _verified(self, request: web.Request, raw: str) -> dict[str, str]:
-        key = request.headers.get("X-MBX-APIKEY", "")
-        if not hmac.compare_digest(key.encode(), self._cfg.api_key.encode()):
-            self._count("bad_key")
-            raise BAD_KEY
         payload, _, signature = raw.rpartition("&signature=")
-        if not payload or not hmac.compare_digest(signature.encode(), sign(payload, self._secret).encode()):
-            self._count("bad_signature")
-            raise BAD_SIGNATURE
         params = dict(parse_qsl(payload, keep_blank_values=True))
-        try:
-            stamp = int(params.get("timestamp", ""))
-            window = int(params.get("recvWindow", self._cfg.recv_window_ms))
-        except ValueError:
-            self._count("stale")
-            raise STALE from None
-        now = time.time_ns() // 1_000_000
-        if stamp > now + 1000 or now - stamp > min(window, 60_000):
-            self._count("stale")
-            raise STALE
+        self._signatures.check(request.headers.get("X-MBX-APIKEY", ""), payload, signature, params)
         return params
+
+    def _on_account(self, events: list[Event]) -> None:
+        """The account's events (on the venue's loop) to its user data subscribers, if any."""
+        if self.streams.has_users:
+            self.streams.user_events(user_data.user_events(self._api, events, time.time_ns() // 1_000_000))
 
     def _on_venue_loop(self, name: str, params: dict[str, str]) -> concurrent.futures.Future[Any]:
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -228,7 +226,8 @@ class ExchangeApiServer:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def stats(self) -> dict[str, Any]:
-        return {"url": self.url, "requests": self.requests, "refused": dict(self.refused)}
+        return {"url": self.url, "requests": self.requests, "refused": dict(self.refused),
+                "streams": self.streams.stats()}
 
 
 def _answer(body: Any, status: int) -> web.Response:

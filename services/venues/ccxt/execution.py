@@ -2,16 +2,21 @@
 
 Orders go out with ccxt's unified ``create_order``, the book's client order id as the venue's own
 (``clientOrderId``), so a resent order is refused by the venue, not doubled, and an order stays
-nameable across a restart. Execution reports come from polling (``fetch_open_orders``,
-``fetch_order``, ``fetch_my_trades`` since the last trade seen), the fallback the unified API offers
-every venue; the answers of ``create_order`` and ``cancel_order`` are reported at once.
+nameable across a restart. Execution reports come from the account's streams where the exchange
+has them (``watch_orders``, ``watch_my_trades``: ``account_streams.py``) and from polling
+(``fetch_open_orders``, ``fetch_order``, ``fetch_my_trades`` since the last trade read), the
+fallback the unified API offers every venue, every ``poll_interval_s``; while the streams are up,
+polling slows to ``stream_poll_interval_s`` but never stops: it catches what a stream lost. The
+answers of ``create_order`` and ``cancel_order`` are reported at once. Whichever path brings a
+report first, it is reported once, and an order's state only ever moves forward (a late message
+never takes back a fill or reopens an ended order).
 
-Fills are numbered by this adapter in the order it learns them (``Fill.venue_seq``), in a session
-of its own (its start): what reconciliation asks (``fills_since``) is answered from them, over
-``fills_lookback_s`` at most, so its size never follows the account's history. A mass status is
-one consistent snapshot: trades, open orders and balances, read again until no trade arrived
-between (a REST venue has no atomic snapshot). Positions are spot holdings: the base asset held
-beyond ``inventory``.
+Fills are numbered by this adapter in the order it learns them (``Fill.venue_seq``, ``fills.py``),
+in a session of its own (its start): what reconciliation asks (``fills_since``) is answered from
+them, over ``fills_lookback_s`` at most, so its size never follows the account's history. A mass
+status is one consistent snapshot: trades, open orders and balances, read again until no trade
+arrived between (a REST venue has no atomic snapshot). Positions are spot holdings: the base asset
+held beyond ``inventory``.
 
 Everything here runs on the exchange manager's loop; ccxt's calls run on the session's thread and
 come back through ``CcxtSession.run``.
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,17 +40,22 @@ from services.backoff import Backoff
 from services.runtime import ServiceRuntime
 from services.venues.base import ExecutionEvents
 from services.venues.ccxt import credentials, translate
+from services.venues.ccxt.account_streams import AccountStreams, Named
+from services.venues.ccxt.fills import FillNumbering, Trades
 from services.venues.ccxt.session import CcxtSession
 from services.venues.settings import CcxtConnectorSettings
 
 log = logging.getLogger(__name__)
 
-MAX_FILLS_KEPT = 100_000  # numbered fills kept for fills_since (older ones: a new session's numbering)
+MAX_ENDED_KEPT = 100_000  # ended orders remembered (a late report of one is not taken)
 SNAPSHOT_TRIES = 5
 # Polling within the venue's request weights: every interval, only the symbols where a report may be
 # due (an order open, or sent within ACTIVE_S); every SWEEP_S, every symbol.
 ACTIVE_S = 10.0
 SWEEP_S = 5.0
+# A restarted connector reads each symbol's trades again from this long before the book last applied
+# one of its fills (the book's clock against the venue's, and a poll's lag behind its trades).
+RESUME_MARGIN_S = 60.0
 
 
 class CcxtExecutionClient:
@@ -71,11 +80,10 @@ class CcxtExecutionClient:
         self._orders: dict[str, tuple[str, str]] = {}  # client order id -> (venue order id, our symbol)
         self._cid_by_order: dict[str, str] = {}
         self._reported: dict[str, tuple[str, float]] = {}  # client order id -> (status, filled) last reported
-        self._fills: deque[proto.Fill] = deque(maxlen=MAX_FILLS_KEPT)
-        self._seq = 0
-        self._seen: set[str] = set()
-        self._seen_order: deque[str] = deque()
-        self._since_ms: dict[str, int] = {}
+        self._ended: dict[str, None] = {}  # client order ids reported ended, oldest first
+        self._fills = FillNumbering(cfg.name, self._resolve, events.on_fill)
+        self._streams: AccountStreams | None = None
+        self._slow_until = 0.0  # while the streams are up: no full poll before this (time.monotonic())
         self._active_until: dict[str, float] = {}  # our symbol -> until when it is polled every interval
         self._sweep_at = 0.0
         self._trades_due: set[str] = set()  # our symbols whose trades the next poll reads
@@ -113,12 +121,26 @@ class CcxtExecutionClient:
             self._down(f"loading markets failed: {translate.reason(error) if error else 'no answer'}")
             return
         self._map_markets(markets)
-        lookback_ms = int((time.time() - self._cfg.fills_lookback_s) * 1000)
-        for symbol in self._unified:
-            self._since_ms.setdefault(symbol, lookback_ms)
+        self._resume()
         log.info("connector %s: %s has %d market(s) to trade: %s", self.name, self._cfg.exchange,
                  len(self._unified), ", ".join(sorted(self._unified)))
+        self._start_streams()
         self._up()
+
+    def _resume(self) -> None:
+        """Where each symbol's trades are read from when this connector starts: from where the book
+        of record was (a restart: what it has applied is not read again), within
+        ``fills_lookback_s``; and the book's orders by the venue's order id, so their trades are
+        named without asking the venue order by order."""
+        if self._fills.since_ms:
+            return  # a reconnection: each symbol's read goes on from its cursor
+        lookback_ms = int((time.time() - self._cfg.fills_lookback_s) * 1000)
+        resume = self._events.fills_resume_ns(self.name)
+        for symbol in self._unified:
+            applied_ms = (resume[symbol] // 1_000_000 - int(RESUME_MARGIN_S * 1000)) if symbol in resume else 0
+            self._fills.since_ms[symbol] = max(lookback_ms, applied_ms)
+        for venue_id, cid in self._events.known_orders(self.name).items():
+            self._cid_by_order.setdefault(venue_id, cid)
 
     def _up(self) -> None:
         self._connected, self._heard = True, time.monotonic()
@@ -181,6 +203,10 @@ class CcxtExecutionClient:
         if self._polling or self._snapshotting:
             return
         now = time.monotonic()
+        if self._streams is not None and self._streams.live and now < self._slow_until:
+            self._keep_judged(now)  # the streams report: the safety net's next full poll is later
+            return
+        self._slow_until = now + self._cfg.stream_poll_interval_s
         if now >= self._sweep_at:  # every symbol now and then: what happened there without us
             self._sweep_at = now + SWEEP_S
             symbols = list(self._unified)
@@ -188,13 +214,18 @@ class CcxtExecutionClient:
         else:
             symbols = self._active_symbols(now)
         if not symbols:
-            if now - (self._session.last_answer or 0.0) > self._cfg.heartbeat_timeout_s / 3:
-                self._polling = True  # nothing to watch: one light call keeps the link judged
-                self._call(self._session.exchange.fetch_time(), lambda _r, e: self._on_reports(([], []), e))
+            self._keep_judged(now)
             return
         self._polling = True
         due, self._trades_due = self._trades_due & set(symbols), self._trades_due - set(symbols)
         self._call(self._reports(symbols, due), self._on_reports)
+
+    def _keep_judged(self, now: float) -> None:
+        """Nothing to read: one light call now and then keeps the link judged (by REST answers)."""
+        assert self._session is not None
+        if now - (self._session.last_answer or 0.0) > self._cfg.heartbeat_timeout_s / 3:
+            self._polling = True
+            self._call(self._session.exchange.fetch_time(), lambda _r, e: self._on_reports(([], []), e))
 
     def _active_symbols(self, now: float) -> list[str]:
         """The symbols where an execution report may be due: an order of ours open there, or sent
@@ -235,7 +266,7 @@ class CcxtExecutionClient:
         exchange = self._session.exchange  # type: ignore[union-attr]
         out = []
         for ours, unified in [(s, self._unified[s]) for s in (symbols or list(self._unified)) if s in self._unified]:
-            for trade in await exchange.fetch_my_trades(unified, since=self._since_ms.get(ours)):
+            for trade in await exchange.fetch_my_trades(unified, since=self._fills.since_ms.get(ours)):
                 order_id = str(trade.get("order") or "")
                 cid = self._cid_by_order.get(order_id)
                 if cid is None and order_id:
@@ -254,48 +285,74 @@ class CcxtExecutionClient:
                 self._down(f"no answer from {self._cfg.exchange}: {translate.reason(error)}")
             return
         trades, orders = result
-        self._take_trades(trades)
+        new = self._fills.take(trades)
+        if self._streams is not None:  # the safety net: what did the trade stream lose?
+            self._streams.polled(f.fill_id for f in new)
+            self._streams.check_missed()
         for order in orders:
             self._take_order(order)
 
-    def _take_trades(self, trades: list[tuple[dict[str, Any], str]]) -> int:
-        """Number and report the trades not seen yet, oldest first; how many were new."""
-        new = 0
-        for trade, cid in sorted(trades, key=lambda t: (t[0].get("timestamp") or 0, str(t[0].get("id")))):
-            trade_id = str(trade["id"])
-            ours = self._ours.get(trade.get("symbol") or "")
-            if trade_id in self._seen or ours is None:
-                continue
-            self._remember(trade_id)
-            self._seq += 1
-            fill = translate.fill(trade, ours, cid, self._markets[ours].get("quote") or "", self._seq, self.name)
-            self._fills.append(fill)
-            self._since_ms[ours] = max(self._since_ms.get(ours, 0), int(trade.get("timestamp") or 0))
-            self._events.on_fill(fill)
-            new += 1
-        return new
-
-    def _remember(self, trade_id: str) -> None:
-        self._seen.add(trade_id)
-        self._seen_order.append(trade_id)
-        if len(self._seen_order) > MAX_FILLS_KEPT:
-            self._seen.discard(self._seen_order.popleft())
+    def _resolve(self, unified: str) -> tuple[str, str] | None:
+        """A unified symbol's (our symbol, quote asset); None when this connector does not trade it."""
+        ours = self._ours.get(unified)
+        return (ours, self._markets[ours].get("quote") or "") if ours is not None else None
 
     def _take_order(self, order: dict[str, Any]) -> proto.OrderUpdate | None:
+        """One of the venue's orders (from an answer, a poll or a stream), reported if it moved on:
+        an order's reports only go forward (a fill is never taken back, an ended order never reopens),
+        whatever order the paths' messages arrive in."""
         ours = self._ours.get(order.get("symbol") or "")
         update = translate.order_update(order, ours, self.name) if ours else None
         if update is None:
             return None
-        self._orders.setdefault(update.client_order_id, (update.venue_order_id, ours or ""))
+        cid = update.client_order_id
+        self._orders.setdefault(cid, (update.venue_order_id, ours or ""))
         if update.venue_order_id:
-            self._cid_by_order[update.venue_order_id] = update.client_order_id
+            self._cid_by_order[update.venue_order_id] = cid
         key = (update.status.value, update.filled_qty)
-        if self._reported.get(update.client_order_id) != key:
-            self._reported[update.client_order_id] = key
-            if not update.status.is_open:
-                self._reported.pop(update.client_order_id)  # ended: nothing more to watch
-            self._events.on_order_update(update)
+        before = self._reported.get(cid)
+        if cid in self._ended or (before is not None and update.filled_qty < before[1]) or before == key:
+            return update
+        self._reported[cid] = key
+        if not update.status.is_open:
+            self._reported.pop(cid)  # ended: nothing more to watch
+            self._ended[cid] = None
+            if len(self._ended) > MAX_ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
+        self._events.on_order_update(update)
         return update
+
+    # -- the account's streams -------------------------------------------------------------------
+
+    def _start_streams(self) -> None:
+        if self._streams is not None or self._session is None or not self._cfg.streams:
+            return
+        if self._cfg.streams_off_why() is not None:
+            log.warning("connector %s: %s", self.name, self._cfg.streams_off_why())
+            return
+        self._streams = AccountStreams(self._cfg, self._session, self._reactor, self._cid_by_order.get,
+                                       self._on_streamed_orders, self._on_streamed_trades)
+        self._streams.start()
+
+    def _on_streamed_orders(self, orders: list[dict[str, Any]]) -> None:
+        for order in orders:
+            before = self._reported.get(order.get("clientOrderId") or "")
+            update = self._take_order(order)
+            if (update is not None and update.filled_qty > (before[1] if before else 0.0)
+                    and not (self._streams and self._streams.trades_live)):
+                self._trades_due.add(update.symbol)  # filled, and no trade stream brings its trades
+
+    def _on_streamed_trades(self, trades: list[Named]) -> None:
+        if self._streams is not None:
+            self._streams.streamed(str(t["id"]) for t, _ in trades)
+        named: Trades = [(t, cid) for t, cid in trades if cid is not None]
+        for trade, _ in (t for t in trades if t[1] is None):  # an order not known here: polling asks the venue
+            if (ours := self._ours.get(trade.get("symbol") or "")) is not None:
+                self._trades_due.add(ours)
+        if self._snapshotting:
+            self._fills.hold(named)  # after the mass status has numbered its own (see _snapshot)
+        else:
+            self._fills.take(named, cursor=False)
 
     # -- orders ----------------------------------------------------------------------------------
 
@@ -328,8 +385,20 @@ class CcxtExecutionClient:
                 self._reported.pop(cid, None)
                 self._reject(order, translate.reason(error))
 
-        self._call(self._session.exchange.create_order(unified, order.order_type, order.side.value, order.qty,
+        self._call(self._session.exchange.create_order(unified, order.order_type, order.side.value,
+                                                       self._on_lot_grid(order.symbol, order.qty),
                                                        order.limit_price, params), on_done)
+
+    def _on_lot_grid(self, symbol: str, qty: float) -> float:
+        """``qty`` on its market's lot grid when it is there but for float noise: ccxt truncates an
+        amount to the grid, and a flatten of 0.009999999999999998 (the book's sum of 0.01, 0.001 and
+        -0.001) would leave one lot behind, below the venue's minimum, never to be flattened."""
+        step = (self._markets[symbol].get("precision") or {}).get("amount")
+        if step is None:
+            return qty
+        step = float(step) if self._tick_size_mode else 10.0 ** -int(step)
+        lots = round(qty / step)
+        return round(lots * step, 12) if lots and abs(qty / step - lots) < 1e-6 else qty
 
     def _reject(self, order: NewOrderArgs, reason: str) -> None:
         self._events.on_order_update(proto.OrderUpdate(
@@ -402,7 +471,8 @@ class CcxtExecutionClient:
         is the number of the last trade before it. A venue that gives its balances no time, a trade
         at that very millisecond, or a time that contradicts the first read (a trade seen before the
         balances, yet after their time): read again, as when the second read brings nothing new.
-        Polling waits meanwhile: a trade it numbered during the reads would break that order."""
+        Polling waits meanwhile, and the trade stream's trades are held: a trade numbered during the
+        reads would break that order; they are numbered once the answer is made."""
         assert self._session is not None
         self._snapshotting = True  # pending or reading: no new poll starts
         if self._polling:  # the poll under way numbers its trades first, then the reads begin
@@ -417,51 +487,36 @@ class CcxtExecutionClient:
             balance = await exchange.fetch_balance()
             return before, orders, balance, await self._trades()
 
-        def done(result: Any, error: BaseException | None) -> None:
+        def answer(status: proto.MassStatus | None) -> None:
             self._snapshotting = False
+            self._fills.release()
+            on_result(status)
+
+        def done(result: Any, error: BaseException | None) -> None:
             if error is not None:
                 log.info("connector %s: mass status failed: %s", self.name, translate.reason(error))
-                on_result(None)
+                answer(None)
                 return
             before, orders, balance, after = result
             self.last_reply_bytes = self._session.largest_response_bytes if self._session else 0
-            self._take_trades(before)
-            new = [t for t in after if str(t[0]["id"]) not in self._seen]
-            split = _split(before, new, balance.get("timestamp"))
-            if split is not None:
-                self._take_trades(split[0])
-            fill_seq = self._seq
-            if self._take_trades(new) and split is None:  # the balances may or may not hold them
+            fill_seq = self._fills.number_snapshot(before, after, balance.get("timestamp"))
+            if fill_seq is None:  # trades came that the balances may or may not hold
                 if tries > 1:
-                    self._snapshot(on_result, tries - 1)
+                    self._snapshot(on_result, tries - 1)  # still reading: streamed trades stay held
                 else:  # never an inconsistent answer: a wrong "mismatch" would be corrected into the book
                     log.info("connector %s: trades kept coming during %d mass status reads: no answer this time",
                              self.name, SNAPSHOT_TRIES)
-                    on_result(None)
+                    answer(None)
                 return
             updates = [u for u in (self._take_order(o) for o in orders) if u is not None]
-            on_result(proto.MassStatus(session=self.session_id, fill_seq=fill_seq, open_orders=updates,
-                                       open_orders_total=len(updates), positions=self._positions(balance)))
+            answer(proto.MassStatus(session=self.session_id, fill_seq=fill_seq, open_orders=updates,
+                                    open_orders_total=len(updates),
+                                    positions=translate.positions(balance, self._markets, self._cfg.inventory)))
 
         self._call(read(), done)
 
-    def _positions(self, balance: dict[str, Any]) -> list[proto.PositionReport]:
-        """Spot: what the account holds of each traded base asset beyond ``inventory``."""
-        totals = balance.get("total") or {}
-        out = []
-        for ours, market in self._markets.items():
-            base = market.get("base") or ""
-            qty = float(totals.get(base) or 0.0) - self._cfg.inventory.get(base, 0.0)
-            if abs(qty) > 1e-12:
-                out.append(proto.PositionReport(symbol=ours, qty=qty))
-        return out
-
     def fills_since(self, after_seq: int, limit: int, on_result: Callable[[proto.FillPage | None], None]) -> None:
-        first = self._seq - len(self._fills) + 1  # the number of the oldest fill kept
-        start = max(0, after_seq + 1 - first)
-        page = [self._fills[i] for i in range(start, min(len(self._fills), start + limit))]
-        on_result(proto.FillPage(session=self.session_id, fills=page, last_seq=self._seq,
-                                 more=start + len(page) < len(self._fills)))
+        on_result(self._fills.page(self.session_id, after_seq, limit))
 
     def order_status(self, client_order_ids: list[str],
                      on_result: Callable[[proto.OrderStatusReports | None], None]) -> None:
@@ -510,27 +565,20 @@ class CcxtExecutionClient:
             translate.instrument(market, ours, self._tick_size_mode) for ours, market in self._markets.items()]))
 
     def get_stats(self) -> dict[str, Any]:
+        """The link's figures: HTTP answers and the streams' messages received; failed polls, and
+        what the streams dropped or lost, dropped; errors and reconnections of both."""
+        streams = self._streams.stats() if self._streams is not None else {}
         return {
             "connected": self.is_connected_check(),
             "latency_ms": round(self._session.latency_ms if self._session else 0.0, 3),
-            "messages_received": self._session.requests if self._session else 0,  # HTTP answers
-            "messages_dropped": self.failed_polls,
-            "error_count": self.errors,
-            "reconnects": self.reconnects,
+            "messages_received": (self._session.requests if self._session else 0) + streams.get("messages", 0),
+            "messages_dropped": self.failed_polls + streams.get("dropped", 0) + self._fills.dropped,
+            "error_count": self.errors + streams.get("errors", 0),
+            "reconnects": self.reconnects + streams.get("reconnects", 0),
         }
 
     def close(self) -> None:
+        if self._streams is not None:
+            self._streams.stop()
         if self._session is not None:
             self._session.close()
-
-
-Trades = list[tuple[dict[str, Any], str]]
-
-
-def _split(before: Trades, new: Trades, stamp: int | None) -> tuple[Trades, Trades] | None:
-    """The new trades of a snapshot's second read: (those the balances hold, those they do not),
-    by the balances' time ``stamp`` (ms); None when that cannot be told."""
-    times = [int(t[0].get("timestamp") or 0) for t in new]
-    if stamp is None or any(int(t[0].get("timestamp") or 0) > stamp for t in before) or stamp in times:
-        return None
-    return [t for t, ms in zip(new, times) if ms < stamp], [t for t, ms in zip(new, times) if ms > stamp]

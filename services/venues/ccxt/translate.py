@@ -37,10 +37,20 @@ REASONS: tuple[tuple[type[BaseException], str], ...] = (
 
 def reason(error: BaseException) -> str:
     """Our reason for ``error``, with ccxt's message (the exchange's own words) after it."""
+    error = _ccxt_cause(error)
     for kind, text in REASONS:
         if isinstance(error, kind):
             return f"{text}: {str(error)[:300]}"
     return f"error: {type(error).__name__}: {str(error)[:300]}"
+
+
+def _ccxt_cause(error: BaseException) -> BaseException:
+    """ccxt's own error behind ``error``: ccxt.pro 4.5.90's Binance raises a KeyError while handling a
+    refused user data subscription (it deletes the subscription twice), the refusal as its context."""
+    found: BaseException | None = error
+    while found is not None and not isinstance(found, ccxt.BaseError):
+        found = found.__context__
+    return found or error
 
 
 def is_network(error: BaseException) -> bool:
@@ -82,6 +92,20 @@ def fill(trade: dict[str, Any], symbol: str, client_order_id: str, quote: str, s
                       side=Side(trade["side"]), qty=float(trade["amount"]), price=price, fee=cost,
                       ts_ns=int(trade.get("timestamp") or time.time() * 1000) * 1_000_000,
                       connector=connector, venue_seq=seq)
+
+
+def positions(balance: dict[str, Any], markets: dict[str, dict[str, Any]],
+              inventory: dict[str, float]) -> list[proto.PositionReport]:
+    """Spot positions from a balance (ccxt's balance structure): what the account holds of each
+    traded base asset (``markets``: by our symbol) beyond ``inventory``."""
+    totals = balance.get("total") or {}
+    out = []
+    for ours, market in markets.items():
+        base = market.get("base") or ""
+        qty = float(totals.get(base) or 0.0) - inventory.get(base, 0.0)
+        if abs(qty) > 1e-12:
+            out.append(proto.PositionReport(symbol=ours, qty=qty))
+    return out
 
 
 def instrument(market: dict[str, Any], symbol: str, tick_size_mode: bool) -> Instrument:
