@@ -44,6 +44,7 @@ class Reactor:
         self._turned_at: float | None = None
         self._stall_floor_s = float("inf")
         self.longest_stall_s = 0.0
+        self.turn_callbacks = 0  # callbacks run in the turn now ending (what a stall hook may report)
 
     def add_reader(self, sock: zmq.Socket, callback: Callable[[], object]) -> None:
         self._readers[sock] = callback
@@ -112,7 +113,9 @@ class Reactor:
                 self._drain_wake()
                 continue
             self._guard(self._readers[sock])
-        while self._calls:
+        # The calls queued when the turn began, not those queued meanwhile: another thread that
+        # keeps handing calls over must not keep the loop from its sockets and timers (heartbeats).
+        for _ in range(len(self._calls)):
             self._guard(self._calls.popleft())
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now and not self._stopping:
@@ -133,13 +136,14 @@ class Reactor:
         self._turned_at = now
         stalled = max(busy, overdue)
         self.longest_stall_s = max(self.longest_stall_s, stalled)
-        if stalled < self._stall_floor_s:
-            return
-        for threshold_s, callback in self._stall_hooks:
-            if stalled >= threshold_s:
-                self._guard(lambda: callback(stalled))
+        if stalled >= self._stall_floor_s:
+            for threshold_s, callback in self._stall_hooks:
+                if stalled >= threshold_s:
+                    self._guard(lambda: callback(stalled))
+        self.turn_callbacks = 0
 
     def _guard(self, callback: Callable[[], object]) -> None:
+        self.turn_callbacks += 1
         try:
             callback()
         except Exception:  # one failing callback must not end the process's loop

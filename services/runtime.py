@@ -191,7 +191,8 @@ class ServiceRuntime:
             storm_filter.storm.flush(final=final)
 
     def _log_stall(self, stalled_s: float) -> None:
-        self.log.warning("loop stalled %.1fs (process stopped, starved or blocked): peers counted it missing", stalled_s)
+        self.log.warning("loop stalled %.1fs (process stopped, starved or blocked; %d callback(s) in that turn): "
+                         "peers counted it missing", stalled_s, self.reactor.turn_callbacks)
 
     def _on_orphaned(self, reason: str) -> None:
         """supervisord is gone: say so once, where it will be read, and on the bus."""

@@ -66,6 +66,10 @@ class CcxtConnectorSettings(LinkSettings):
     # How far back trades are read when the adapter starts (its fill numbering starts there): a
     # reconciliation's window, bounded whatever the account's history.
     fills_lookback_s: float = Field(default=3600.0, gt=0)
+    # The most trades the venue answers in one read (``fetch_my_trades``' limit; Binance: 1,000): a
+    # full page means more follow, read at once (a mass status must see every trade up to its
+    # balances). Set it to the venue's own maximum: a venue that answers fewer would look complete.
+    trades_page: int = Field(default=1000, ge=1, le=10_000)
     # ccxt's websocket streams (ccxt.pro's ``watch_*``), where the exchange has them: quotes
     # (watch_bids_asks, else watch_order_book), the account's orders and trades (watch_orders,
     # watch_my_trades). Polling stays: as the fallback while a stream is down or missing, and, slowed

@@ -265,3 +265,29 @@ def test_on_stall_reports_a_stopped_process_before_anything_else_runs() -> None:
         proc.wait()
     assert after[0].startswith("stalled"), after  # before the first tick after the SIGCONT
     assert 0.7 <= float(after[0].split()[1]) < 2.0, after[0]
+
+
+def test_calls_handed_over_without_pause_do_not_starve_timers() -> None:
+    """A thread that keeps handing calls over (a venue adapter's answers under a flood) gets the
+    loop's turns, but not all of them: timers (heartbeats) and sockets run between its batches."""
+    reactor = Reactor()
+    ticks: list[float] = []
+    busy = threading.Event()
+
+    def handed_over() -> None:
+        time.sleep(0.001)  # the work each call does
+        if busy.is_set():
+            reactor.call_soon_threadsafe(handed_over)  # queued again before this turn ends
+
+    reactor.call_every(0.01, lambda: ticks.append(time.monotonic()))
+    try:
+        with reactor_thread(reactor):
+            busy.set()
+            for _ in range(20):
+                reactor.call_soon_threadsafe(handed_over)
+            time.sleep(0.05)
+            n = len(ticks)
+            wait_until(lambda: len(ticks) >= n + 5, timeout=2.0)  # the timer still turns
+            busy.clear()
+    finally:
+        reactor.close()

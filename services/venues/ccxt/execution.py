@@ -261,18 +261,30 @@ class CcxtExecutionClient:
         return await self._trades([s for s in symbols if s in moved]), orders
 
     async def _trades(self, symbols: list[str] | None = None) -> list[tuple[dict[str, Any], str]]:
-        """The account's trades since the last seen in ``symbols`` (default every one), each with its
-        client order id (asked of the venue for an order this adapter did not place or has forgotten)."""
+        """Every trade of the account since the last seen in ``symbols`` (default every one), page
+        after page while pages come full, each with its client order id (asked of the venue for an
+        order neither this adapter nor the book knows)."""
         exchange = self._session.exchange  # type: ignore[union-attr]
+        limit = self._cfg.trades_page
         out = []
         for ours, unified in [(s, self._unified[s]) for s in (symbols or list(self._unified)) if s in self._unified]:
-            for trade in await exchange.fetch_my_trades(unified, since=self._fills.since_ms.get(ours)):
-                order_id = str(trade.get("order") or "")
-                cid = self._cid_by_order.get(order_id)
-                if cid is None and order_id:
-                    cid = (await exchange.fetch_order(order_id, unified)).get("clientOrderId") or f"venue-{order_id}"
-                    self._cid_by_order[order_id] = cid
-                out.append((trade, cid or f"venue-{trade['id']}"))
+            since = self._fills.since_ms.get(ours)
+            while True:
+                page = await exchange.fetch_my_trades(unified, since=since, limit=limit)
+                for trade in page:
+                    order_id = str(trade.get("order") or "")
+                    cid = self._cid_by_order.get(order_id)
+                    if cid is None and order_id:
+                        cid = (await exchange.fetch_order(order_id, unified)).get("clientOrderId") or f"venue-{order_id}"
+                        self._cid_by_order[order_id] = cid
+                    out.append((trade, cid or f"venue-{trade['id']}"))
+                if len(page) < limit:
+                    break
+                last = max(int(t.get("timestamp") or 0) for t in page)
+                if since is not None and last <= since:  # a page of one millisecond: "since" cannot move on
+                    raise ccxt.ExchangeError(f"more than {limit} trades of {unified} in one millisecond: "
+                                             f"its trades cannot be read completely by time")
+                since = last
         return out
 
     def _on_reports(self, result: Any, error: BaseException | None) -> None:
@@ -440,12 +452,15 @@ class CcxtExecutionClient:
             open_orders = await exchange.fetch_open_orders(unified)
             if not open_orders:
                 continue
-            if exchange.has.get("cancelAllOrders"):
-                await exchange.cancel_all_orders(unified)
-                done += [{**o, "status": "canceled"} for o in open_orders]
-            else:
-                for order in open_orders:
-                    done.append(await exchange.cancel_order(order["id"], unified))
+            try:
+                if exchange.has.get("cancelAllOrders"):
+                    await exchange.cancel_all_orders(unified)
+                    done += [{**o, "status": "canceled"} for o in open_orders]
+                else:
+                    for order in open_orders:
+                        done.append(await exchange.cancel_order(order["id"], unified))
+            except ccxt.OrderNotFound:  # ended since they were read (Binance: -2011): the next symbols still
+                continue  # get their cancels; polling reports how these ended
         return done
 
     def _on_cancelled_all(self, result: Any, error: BaseException | None) -> None:
