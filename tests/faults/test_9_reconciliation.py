@@ -251,7 +251,7 @@ def _samples(d: Daemon, n: int = 7) -> dict[str, float]:
             "bytes": max(x["largest_reply_bytes"] for x in samples), "pages": max(x["fill_pages"] for x in samples)}
 
 
-def _first_run_after_start(d: Daemon, pid: int) -> dict[str, Any]:
+def _first_run_after_start(d: Daemon, pid: int, connector: str = "sim") -> dict[str, Any]:
     """The new process's first reconciliation, as it logged it (later periodic runs replace it in
     ``reconciliation``): its time, fill pages, largest answer, and whether it was stale.
 
@@ -265,7 +265,7 @@ def _first_run_after_start(d: Daemon, pid: int) -> dict[str, Any]:
     def logged() -> re.Match[str] | None:
         text = d.program_log("exchange_manager").read_text(errors="replace")
         started = text.rfind(f"exchange_manager started (pid {pid})")
-        return RUN_1.search(text, started) if started >= 0 else None
+        return _run_1(connector).search(text, started) if started >= 0 else None
 
     m = wait_until(logged, 30, interval=0.05)
     stale = m["ok"] == "False"
@@ -298,8 +298,9 @@ def _positions_at_one_fill_number(d: Daemon) -> tuple[dict[str, float], dict[str
                       message=lambda: f"book at fill {_fill_number(d)}, venue at {ask(d, 'venue_sim', 'positions')['fill_seq']}")
 
 
-RUN_1 = re.compile(r"reconciliation 1 with sim: ok=(?P<ok>True|False) .* in (?P<ms>[\d.]+) ms "
-                   r"\((?P<pages>\d+) fill page\(s\), largest answer (?P<bytes>\d+) bytes\) ?(?P<error>[^\n]*)")
+def _run_1(connector: str) -> re.Pattern[str]:
+    return re.compile(rf"reconciliation 1 with {connector}: ok=(?P<ok>True|False) .* in (?P<ms>[\d.]+) ms "
+                      r"\((?P<pages>\d+) fill page\(s\), largest answer (?P<bytes>\d+) bytes\) ?(?P<error>[^\n]*)")
 
 
 @pytest.mark.slow

@@ -499,8 +499,9 @@ class CcxtExecutionClient:
             exchange = self._session.exchange  # type: ignore[union-attr]
             orders = [o for unified in list(self._unified.values()) for o in await exchange.fetch_open_orders(unified)]
             before = await self._trades()  # the balances' window: as short as the venue allows
+            server_ms = await exchange.fetch_time()  # the venue's clock just before the balances
             balance = await exchange.fetch_balance()
-            return before, orders, balance, await self._trades()
+            return before, orders, (balance, server_ms), await self._trades()
 
         def answer(status: proto.MassStatus | None) -> None:
             self._snapshotting = False
@@ -512,9 +513,9 @@ class CcxtExecutionClient:
                 log.info("connector %s: mass status failed: %s", self.name, translate.reason(error))
                 answer(None)
                 return
-            before, orders, balance, after = result
+            before, orders, (balance, server_ms), after = result
             self.last_reply_bytes = self._session.largest_response_bytes if self._session else 0
-            fill_seq = self._fills.number_snapshot(before, after, balance.get("timestamp"))
+            fill_seq = self._fills.number_snapshot(before, after, balance.get("timestamp"), server_ms)
             if fill_seq is None:  # trades came that the balances may or may not hold
                 if tries > 1:
                     self._snapshot(on_result, tries - 1)  # still reading: streamed trades stay held

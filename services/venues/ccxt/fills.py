@@ -72,15 +72,16 @@ class FillNumbering:
             new.append(fill)
         return new
 
-    def number_snapshot(self, before: Trades, after: Trades, stamp: int | None) -> int | None:
+    def number_snapshot(self, before: Trades, after: Trades, stamp: int | None,
+                        server_ms: int | None = None) -> int | None:
         """A mass status's trades (``before`` the balances were read, ``after``), numbered so that
         those the balances hold come first: the number of the last of them (its ``fill_seq``), or
         None when that cannot be told and the second read brought new trades (read again). The
         balances hold every trade of the first read; of the new trades of the second, those before
-        the balances' own time ``stamp`` (ms) and not those after."""
+        the balances' own time ``stamp`` (ms) and not those after (``split``)."""
         self.take(before)
         new = [t for t in after if str(t[0]["id"]) not in self._seen]
-        held = split(before, new, stamp)
+        held = split(before, new, stamp, server_ms)
         if held is not None:
             self.take(held[0])
         fill_seq = self.seq
@@ -112,11 +113,19 @@ class FillNumbering:
         return proto.FillPage(session=session, fills=page, last_seq=self.seq, more=start + len(page) < len(self.fills))
 
 
-def split(before: Trades, new: Trades, stamp: int | None) -> tuple[Trades, Trades] | None:
+def split(before: Trades, new: Trades, stamp: int | None, server_ms: int | None = None
+          ) -> tuple[Trades, Trades] | None:
     """The new trades of a snapshot's second read: (those the balances hold, those they do not),
-    by the balances' time ``stamp`` (ms); None when that cannot be told: no time, a trade at that
-    very millisecond, or a first-read trade after it (the time contradicts the reads)."""
+    by the balances' time ``stamp`` (ms, their last change). A trade after the balances were read
+    is no earlier than the read, itself no earlier than ``server_ms`` (the venue's clock read just
+    before): so when ``stamp`` is earlier than that, a trade of ``stamp``'s very millisecond is one
+    the balances hold (the last one they took, as a rule). None when it cannot be told: no time, a
+    trade of that millisecond with the read possibly in it too, or a first-read trade after
+    ``stamp`` (the time contradicts the reads). One clock is assumed for trades, balances and
+    ``server_ms`` (the venue's)."""
     times = [int(t[0].get("timestamp") or 0) for t in new]
-    if stamp is None or any(int(t[0].get("timestamp") or 0) > stamp for t in before) or stamp in times:
+    if stamp is None or any(int(t[0].get("timestamp") or 0) > stamp for t in before):
         return None
-    return [t for t, ms in zip(new, times) if ms < stamp], [t for t, ms in zip(new, times) if ms > stamp]
+    if stamp in times and (server_ms is None or stamp >= server_ms):
+        return None
+    return [t for t, ms in zip(new, times) if ms <= stamp], [t for t, ms in zip(new, times) if ms > stamp]
