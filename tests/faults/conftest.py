@@ -2,6 +2,12 @@
 supervisord, shared by every test of the package (``fault_harness``, package scope), brought back to
 the state each cell needs rather than started again; ``make_daemon`` for a test that needs its own.
 
+``fault_harness`` is parametrised by the adapter the exchange manager reaches the venue through
+(``venue_views.ADAPTERS``): ``native`` (the default configuration) for every test, and also ``ccxt``
+(``deploy/ccxt-sim.toml``, the venue read through its Binance face) for the tests of a module that
+lists it in its ``ADAPTERS``. Tests are grouped by adapter, so one daemon runs at a time. The ccxt
+variants are ``slow`` (``make test-faults``), but for the ids a module lists in ``CCXT_FAST``.
+
 Every item is marked ``integration``; a failed test gets the tail of every program's log in its
 report; at the end of the session the suite's figures are printed (``harness.FIGURES``, by
 ``tests/conftest.py``).
@@ -9,6 +15,7 @@ report; at the end of the session the suite's figures are printed (``harness.FIG
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +25,27 @@ import pytest
 from integration.e2e import open_daemon, suite_fixtures
 
 from .harness import FAULT_CONFIG, FaultHarness
+from .venue_views import CCXT_CREDENTIALS, ccxt_config, make_view
 
 HERE = Path(__file__).parent
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "fault_harness" in metafunc.fixturenames:
+        adapters = getattr(metafunc.module, "ADAPTERS", ("native",))
+        metafunc.parametrize("fault_harness", adapters, indirect=True, scope="package")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     daemons = {"fault_harness", "make_daemon", "module_daemon"}
     for item in items:
         if HERE in Path(item.path).parents and daemons & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        callspec = getattr(item, "callspec", None)
+        if (callspec is not None and callspec.params.get("fault_harness", "native") != "native"
+                and item.name not in getattr(item.module, "CCXT_FAST", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -41,17 +60,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="package")
-def fault_harness() -> Iterator[FaultHarness]:
-    d = open_daemon(FAULT_CONFIG)
+def fault_harness(request: pytest.FixtureRequest) -> Iterator[FaultHarness]:
+    adapter = getattr(request, "param", "native")
+    if adapter == "native":
+        config, options = FAULT_CONFIG, {}
+    else:
+        config, options = ccxt_config(FAULT_CONFIG, _free_port()), {"environment": CCXT_CREDENTIALS}
+    d = open_daemon(config, **options)
     harness = None
     try:
-        harness = FaultHarness(d)
+        harness = FaultHarness(d, make_view(adapter, d, config))
         yield harness
     finally:
         if harness is not None:
             harness.close()
         d.close()
     assert not d.leftover_processes(), "processes left behind"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 module_daemon, make_daemon = suite_fixtures(FAULT_CONFIG)

@@ -34,6 +34,14 @@ and nothing trades in FAILSAFE: only the sequence's own flatten orders are accep
 
 The fast subset (``test_1_live_kills.py``) holds the LIVE × kill -9 column and the exchange
 manager's restart in LIVE; every other cell here is slow.
+
+Every cell runs with each adapter of ``ADAPTERS`` (``conftest.py``): ``native`` and ``ccxt``, the
+exchange manager reaching the venue through ccxt's Binance class (``deploy/ccxt-sim.toml``), the
+venue read through its Binance face from outside (``venue_views.py``). The table holds for both. A
+restarted simulator forgets the Binance account as it forgets the native one: its balances start
+again from ``venue_sim.exchange_api.balances``, so its positions (balances beyond the connector's
+``inventory``) are back to zero, and the exchange manager takes that as the truth. The ccxt cells
+are slow.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import MATRIX_PROGRAMS, STATES, Cell, FaultHarness, expected
+from .venue_views import ADAPTERS  # noqa: F401  (conftest.py parametrises fault_harness by it)
 
 FAST = {("live", "kill9"), ("live", "restart", "exchange_manager"), ("live", "restart", "venue_sim")}
 

@@ -13,6 +13,8 @@
   order id is reused, and positions agree with the venue after reconciliation. The venue simulator
   is one of supervisord's programs, so it starts afresh (flat, no orders): the exchange manager's
   reconciliation must take that as the truth.
+
+Both run with the native adapter and with ccxt's (``ADAPTERS``, ``venue_views.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from integration.daemon import wait_until
 
 from .harness import FIGURES, OPEN_STATUSES, Cell, FaultHarness, _ask
+from .venue_views import ADAPTERS  # noqa: F401  (conftest.py parametrises fault_harness by it)
 
 PAIRS = [("exchange_manager", "engine"), ("engine", "data_router"), ("orchestrator", "exchange_manager")]
 

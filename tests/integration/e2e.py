@@ -379,10 +379,12 @@ def wait_gate_open(d: Daemon, timeout: float = 10.0) -> None:
                message=lambda: d.diagnostics())
 
 
-def place_resting_orders(d: Daemon) -> list[str]:
+def place_resting_orders(d: Daemon, open_at_venue: Any = None) -> list[str]:
     """Two SOL-USD limit orders (about 150) away from the touch, one each side (inside the gate's
     10 % price collar), placed through the exchange manager; they rest at the venue until cancelled.
-    Returns their client order ids."""
+    Returns their client order ids. ``open_at_venue()``: the venue's open orders as the caller reads
+    them (default: the native face's ``open_orders``)."""
+    reader = open_at_venue or (lambda: venue_open_orders(d))
     ids = []
     wait_gate_open(d)
     for symbol, side, price in (("SOL-USD", "buy", 140.0), ("SOL-USD", "sell", 160.0)):
@@ -390,7 +392,8 @@ def place_resting_orders(d: Daemon) -> list[str]:
         reply = submit(d, symbol, side, 1.0, order_type="limit", limit_price=price, strategy="itest")
         assert reply.ok, reply.error
         ids.append(reply.result["client_order_id"])
-    wait_until(lambda: set(ids) <= {o["client_order_id"] for o in venue_open_orders(d)}, 5)
+    wait_until(lambda: set(ids) <= {o["client_order_id"] for o in reader()}, 5,
+               ignore=(CommandTimeout,) if open_at_venue else ())
     return ids
 
 

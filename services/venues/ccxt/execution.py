@@ -89,6 +89,7 @@ class CcxtExecutionClient:
         self._trades_due: set[str] = set()  # our symbols whose trades the next poll reads
         self._polling = False
         self._snapshotting = False  # a mass status is being read: no poll meanwhile (see _snapshot)
+        self._status_reads = 0  # order status reads out (a reconciliation's last questions: see _settle)
         self.reconnects = 0
         self.errors = 0
         self.failed_polls = 0
@@ -504,9 +505,8 @@ class CcxtExecutionClient:
             return before, orders, (balance, server_ms), await self._trades()
 
         def answer(status: proto.MassStatus | None) -> None:
-            self._snapshotting = False
-            self._fills.release()
             on_result(status)
+            self._settle()
 
         def done(result: Any, error: BaseException | None) -> None:
             if error is not None:
@@ -562,16 +562,29 @@ class CcxtExecutionClient:
             return out
 
         def done(result: Any, error: BaseException | None) -> None:
+            self._status_reads -= 1
             if error is not None:
                 on_result(None)
+                self._settle()
                 return
             reports = []
             for cid, order in result:
                 update = self._take_order(order) if order is not None else None
                 reports.append(proto.OrderStatusReport(client_order_id=cid, known=update is not None, order=update))
             on_result(proto.OrderStatusReports(session=self.session_id, reports=reports))
+            self._settle()
 
+        self._status_reads += 1
+        self._snapshotting = True  # see _settle
         self._call(read(), done)
+
+    def _settle(self) -> None:
+        """A reconciliation has its verdict (its mass status answered, and the orders in doubt it
+        asked about then): polling resumes and the trades held meanwhile are numbered. Before that,
+        a fill numbered after the mass status's fill_seq would make the run stale."""
+        if self._status_reads == 0:
+            self._snapshotting = False
+            self._fills.release()
 
     def instruments(self, on_result: Callable[[InstrumentList | None], None]) -> None:
         if not self._markets:

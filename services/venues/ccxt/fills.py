@@ -82,10 +82,13 @@ class FillNumbering:
         self.take(before)
         new = [t for t in after if str(t[0]["id"]) not in self._seen]
         held = split(before, new, stamp, server_ms)
-        if held is not None:
-            self.take(held[0])
-        fill_seq = self.seq
-        return None if self.take(new) and held is None else fill_seq
+        if held is None:
+            return None if self.take(new) else self.seq
+        self.take(held[0])
+        # Those after the balances are numbered after fill_seq: numbered now, the book would apply
+        # fills newer than the answer before its run compares it (a stale run). Held (``release``).
+        self.hold(held[1])
+        return self.seq
 
     def _remember(self, trade_id: str) -> None:
         self._seen.add(trade_id)
