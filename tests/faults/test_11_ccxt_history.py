@@ -18,9 +18,6 @@ ccxt's rate limiter stays on, at 1 ms per unit of weight (``rate_limit_ms``) ins
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -32,7 +29,7 @@ from integration.e2e import ask, em_positions, em_stats, ensure_live, wait_route
 from integration.test_ccxt_venue import CREDENTIALS, _free_port, _venue_positions, ccxt_sim_config
 
 from .harness import FIGURES
-from .test_9_reconciliation import FLOOD_CONFIG, SYMBOL, _first_run_after_start, _flood, _wait_fills
+from .test_9_reconciliation import FLOOD_CONFIG, SYMBOL, _flood, _kill9_mid_flood, _wait_fills
 
 CONNECTOR = "binance-sim"
 RATE = 100.0  # orders a second
@@ -96,22 +93,7 @@ def _run(d: Daemon) -> None:
         _wait_fills(d, target, 180)
         figures[target] = {**_samples(d), "rate": (target - have) / (time.monotonic() - t0)}
 
-    pid = d.pid_of("exchange_manager")
-    submitted = em_stats(d)["orders_submitted"]
-    flood = threading.Thread(target=_flood, args=(d, 2_000), kwargs={"strict": False, "rate": RATE}, daemon=True)
-    flood.start()
-    wait_until(lambda: em_stats(d)["orders_submitted"] >= submitted + 500, 60, interval=0.02,
-               ignore=(CommandTimeout,), message=lambda: str(em_stats(d)["orders_submitted"]))
-    t0 = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    new_pid = wait_until(lambda: (p := ask(d, "exchange_manager", "status")["pid"]) != pid and p, 30,
-                         interval=0.02, ignore=(CommandTimeout, AssertionError))
-    back_s = time.monotonic() - t0
-    wait_until(lambda: em_stats(d)["reconciled"], 60, interval=0.05, ignore=(CommandTimeout,),
-               message=lambda: d.diagnostics())
-    reconciled_s = time.monotonic() - t0
-    first = _first_run_after_start(d, new_pid, CONNECTOR)
-    flood.join(180)
+    back_s, reconciled_s, first = _kill9_mid_flood(d, CONNECTOR, RATE, timeout=60.0)
     ensure_live(d, timeout=60)
     wait_until(lambda: _book(d) == _venue_positions(d), 60, interval=0.5, ignore=(CommandTimeout,),
                message=lambda: f"book {_book(d)} vs venue {_venue_positions(d)}")

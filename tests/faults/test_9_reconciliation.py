@@ -273,6 +273,31 @@ def _first_run_after_start(d: Daemon, pid: int, connector: str = "sim") -> dict[
     return {"ms": float(m["ms"]), "pages": int(m["pages"]), "bytes": int(m["bytes"]), "stale": stale}
 
 
+def _kill9_mid_flood(d: Daemon, connector: str = "sim", rate: float = 400.0,
+                     timeout: float = 30.0) -> tuple[float, float, dict[str, Any]]:
+    """kill -9 of the exchange manager in the middle of 2,000 more orders (a quarter through its
+    gate): the fills of those it had sent are made at the venue while it is dead; back, it asks
+    only for what it lacks. Returns (answering again, reconciled: seconds after the kill, its
+    first run after the restart), once the flood has ended."""
+    pid = d.pid_of("exchange_manager")
+    submitted = em_stats(d)["orders_submitted"]
+    flood = threading.Thread(target=_flood, args=(d, 2_000), kwargs={"strict": False, "rate": rate}, daemon=True)
+    flood.start()
+    wait_until(lambda: em_stats(d)["orders_submitted"] >= submitted + 500, timeout, interval=0.02,
+               ignore=(CommandTimeout,), message=lambda: str(em_stats(d)["orders_submitted"]))
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    new_pid = wait_until(lambda: (p := ask(d, "exchange_manager", "status")["pid"]) != pid and p, 30,
+                         interval=0.02, ignore=(CommandTimeout, AssertionError))
+    back_s = time.monotonic() - t0
+    wait_until(lambda: em_stats(d)["reconciled"], timeout, interval=0.02, ignore=(CommandTimeout,),
+               message=lambda: d.diagnostics())
+    reconciled_s = time.monotonic() - t0
+    first = _first_run_after_start(d, new_pid, connector)
+    flood.join(4 * timeout)
+    return back_s, reconciled_s, first
+
+
 def _fill_number(d: Daemon) -> int:
     """The venue fill number up to which the exchange manager has applied every fill."""
     return em_stats(d)["reconciliation"]["fill_cursors"]["sim"]["applied"]
@@ -316,25 +341,7 @@ def test_a_session_of_50000_fills_then_kill9_of_the_exchange_manager(make_daemon
         _wait_fills(d, target, 120)
         figures[target] = {**_samples(d), "rate": (target - have) / (time.monotonic() - t0)}
 
-    # kill -9 of the exchange manager in the middle of more orders: the fills of those it had sent
-    # are made at the venue while it is dead; back, it asks only for the fills after its journalled number
-    pid = d.pid_of("exchange_manager")
-    submitted = em_stats(d)["orders_submitted"]
-    flood = threading.Thread(target=_flood, args=(d, 2_000), kwargs={"strict": False}, daemon=True)
-    flood.start()
-    # in the middle of it: a quarter of the orders through the gate
-    wait_until(lambda: em_stats(d)["orders_submitted"] >= submitted + 500, 30, interval=0.02,
-               ignore=(CommandTimeout,), message=lambda: str(em_stats(d)["orders_submitted"]))
-    t0 = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    new_pid = wait_until(lambda: (p := ask(d, "exchange_manager", "status")["pid"]) != pid and p, 30,
-                         interval=0.02, ignore=(CommandTimeout, AssertionError))
-    back_s = time.monotonic() - t0
-    wait_until(lambda: em_stats(d)["reconciled"], 30, interval=0.02, ignore=(CommandTimeout,),
-               message=lambda: d.diagnostics())
-    reconciled_s = time.monotonic() - t0
-    first = _first_run_after_start(d, new_pid)
-    flood.join(120)
+    back_s, reconciled_s, first = _kill9_mid_flood(d)
     ensure_live(d, timeout=60)
     total = ask(d, "venue_sim", "status")["stats"]["fills"]
     _wait_fills(d, total, 30)  # the book has every fill the venue made

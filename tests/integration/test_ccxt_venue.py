@@ -69,11 +69,16 @@ def ccxt_daemon() -> Iterator[Daemon]:
 _exchanges: dict[int, ccxt.binance] = {}
 
 
+def _ccxt_connector(d: Daemon) -> dict[str, Any]:
+    """The daemon's ccxt connector settings (the only one of kind ccxt)."""
+    return next(c for c in d.config["exchange_manager"]["connectors"] if c.get("kind") == "ccxt")
+
+
 def _exchange(d: Daemon) -> ccxt.binance:
     """ccxt's Binance class on the daemon's venue, with the test account's key, its markets loaded
     once: the venue as the outside world sees it (the native face trades another account)."""
     if id(d) not in _exchanges:
-        connector = d.config["exchange_manager"]["connectors"][0]
+        connector = _ccxt_connector(d)
         exchange = ccxt.binance({"apiKey": CREDENTIALS["SIM_API_KEY"], "secret": CREDENTIALS["SIM_API_SECRET"],
                                  "options": connector["options"]})
         exchange.urls["api"] = {**exchange.urls["api"], **connector["urls"]}
@@ -85,7 +90,7 @@ def _exchange(d: Daemon) -> ccxt.binance:
 def _venue_positions(d: Daemon) -> dict[str, float]:
     """The account's holdings beyond the inventory, read with ``fetch_balance`` (to 1e-9: balances
     are sums of fills): what the ccxt connector's positions must equal."""
-    inventory = d.config["exchange_manager"]["connectors"][0]["inventory"]
+    inventory = _ccxt_connector(d)["inventory"]
     totals = _exchange(d).fetch_balance()["total"]
     held = {f"{asset}-USD": round(totals.get(asset, 0.0) - qty, 9) for asset, qty in inventory.items()}
     return {s: qty for s, qty in held.items() if qty}

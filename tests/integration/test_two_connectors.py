@@ -17,8 +17,8 @@ from typing import Any
 import ccxt
 import pytest
 from integration.daemon import Daemon, wait_until
-from integration.e2e import ask, em_positions, em_stats, submit, wait_routed
-from integration.test_ccxt_venue import CREDENTIALS, _free_port
+from integration.e2e import ask, em_stats, submit, wait_routed
+from integration.test_ccxt_venue import CREDENTIALS, _em_qty as _book, _exchange, _free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "sim-and-ccxt.toml"
 CCXT = "binance-sim"
@@ -44,14 +44,6 @@ def daemon() -> Iterator[Daemon]:
     assert not d.leftover_processes(), "processes left behind"
 
 
-def _exchange(d: Daemon) -> ccxt.binance:
-    connector = next(c for c in d.config["exchange_manager"]["connectors"] if c["name"] == CCXT)
-    exchange = ccxt.binance({"apiKey": CREDENTIALS["SIM_API_KEY"], "secret": CREDENTIALS["SIM_API_SECRET"],
-                             "options": connector["options"]})
-    exchange.urls["api"] = {**exchange.urls["api"], **connector["urls"]}
-    return exchange
-
-
 def _venues(d: Daemon, exchange: ccxt.binance) -> dict[str, float]:
     """Each venue's own account, asked on its own face: BTC-USD at the native one, ETH-USD held beyond
     the inventory at the Binance one (ccxt's fetch_balance), to 1e-9."""
@@ -59,10 +51,6 @@ def _venues(d: Daemon, exchange: ccxt.binance) -> dict[str, float]:
     held = {"BTC-USD": native.get("BTC-USD", {}).get("qty", 0.0),
             "ETH-USD": exchange.fetch_balance()["total"].get("ETH", 0.0) - 100.0}
     return {s: round(q, 9) for s, q in held.items() if round(q, 9)}
-
-
-def _book(d: Daemon) -> dict[str, float]:
-    return {s: round(p["qty"], 9) for s, p in em_positions(d).items() if round(p["qty"], 9)}
 
 
 def test_each_symbol_trades_at_its_venue_and_the_book_agrees_with_both(daemon: Daemon) -> None:
@@ -75,7 +63,6 @@ def test_each_symbol_trades_at_its_venue_and_the_book_agrees_with_both(daemon: D
     routes = {(o["symbol"], o["connector"]) for o in ask(d, "exchange_manager", "orders")["orders"]}
     assert routes <= {("BTC-USD", "sim"), ("ETH-USD", CCXT)}, routes
     exchange = _exchange(d)
-    exchange.load_markets()
     wait_until(lambda: _book(d) == _venues(d, exchange), 20, interval=0.5,
                message=lambda: f"book {_book(d)} vs venues {_venues(d, exchange)}")
     assert ask(d, "exchange_manager", "instruments")["routes"] == {"ETH-USD": CCXT}
@@ -91,7 +78,6 @@ def test_an_order_naming_the_other_connector_is_refused(daemon: Daemon) -> None:
 def test_a_failsafe_flattens_both_venues(daemon: Daemon) -> None:
     d = daemon
     exchange = _exchange(d)
-    exchange.load_markets()
     wait_until(lambda: _venues(d, exchange), 60, message=lambda: d.diagnostics())  # something to flatten
     res = d.tradectl("failsafe", "--reason", "two venues test")
     assert res.returncode == 0, res.stderr
