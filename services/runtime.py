@@ -287,10 +287,15 @@ class ServiceRuntime:
         self.commands.add_handlers(handlers, replace=frozenset({"status"}))
 
     def subscribe(
-        self, services: list[str], prefixes: list[str], handler: Callable[[str, proto.Envelope], None]
+        self, services: list[str], prefixes: list[str], handler: Callable[[str, proto.Envelope], None], *,
+        read_every_s: float | None = None, after_read: Callable[[], object] | None = None,
     ) -> Subscriber:
         """Connect a SUB socket to the given services' PUB endpoints; any order of start-up works,
-        because ZeroMQ connects (and reconnects) in the background."""
+        because ZeroMQ connects (and reconnects) in the background. Messages are handed to
+        ``handler`` as they arrive, or with ``read_every_s`` in batches on a timer (and whenever
+        the caller drains the subscriber itself): for data needed as of the service's next action,
+        not at once, which then costs no wake-up per message. ``after_read`` is called once the
+        messages waiting at a wake-up have all been handed over (a conflating reader acts then)."""
         sock = make_socket(self.ctx, zmq.SUB, self.settings.bus)
         self._sockets.append(sock)
         bus = self.settings.bus
@@ -301,7 +306,12 @@ class ServiceRuntime:
             sub.subscribe(prefix)
         for service in services:
             sub.connect(self.endpoints.pub(service), service, self.security)
-        self.reactor.add_reader(sock, lambda: sub.drain(handler))
+        if after_read is not None:
+            self.reactor.add_reader(sock, lambda: (sub.drain(handler), after_read()))
+        elif read_every_s is None:
+            self.reactor.add_reader(sock, lambda: sub.drain(handler))
+        else:
+            self.reactor.call_every(read_every_s, lambda: sock.closed or sub.drain(handler))
         self._subscribers.append((f"{'+'.join(services)} [{' '.join(prefixes) or '*'}]", sub))
         return sub
 

@@ -54,8 +54,11 @@ class Engine:
         self._latency_ns: deque[int] = deque(maxlen=1024)
         self.decision_latency = LatencyHistogram()
         self.orders = self.runtime.channel("exchange_manager", timeout_s=cfg.order_timeout_s)
+        # The quotes read at one wake-up, latest of each symbol (``conflate_quotes``).
+        self._waiting: dict[str, proto.Quote] = {}
+        self.quotes_conflated = 0
         self.runtime.subscribe(["data_router"], [proto.topics.market_data(s) for s in self._by_symbol],
-                               self._on_market_data)
+                               self._on_market_data, after_read=self._decide_waiting)
         self.sync = StrategySync(self.runtime, self.orders, self.strategies, self._on_execution, self._tell)
         # The engine's own check of every order against its instrument (asked at every resync).
         self.instruments = InstrumentGuard(self.runtime.reactor, self.orders,
@@ -69,6 +72,19 @@ class Engine:
         quote = env.body
         if not isinstance(quote, proto.Quote):
             return
+        if not self.cfg.conflate_quotes:
+            self._decide(quote)
+            return
+        if self._waiting.pop(quote.symbol, None) is not None:
+            self.quotes_conflated += 1
+        self._waiting[quote.symbol] = quote  # last in line: the symbols are decided in arrival order
+
+    def _decide_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for quote in waiting.values():
+            self._decide(quote)
+
+    def _decide(self, quote: proto.Quote) -> None:
         now = time.monotonic()
         # no decision on a book the strategies may not know (start, loss, trading resuming)
         synced = self.sync.ready(self.session.openings)
@@ -192,6 +208,7 @@ class Engine:
             error_count=sum(self.strategy_errors.values()) + self.order_timeouts,
             orders_refused=self.orders_refused,
             suppressed=self.suppressed,
+            quotes_conflated=self.quotes_conflated,
             book_sync=self.sync.stats(),
             instruments=self.instruments.stats(),
             strategies={name: {"symbol": s.symbol, "position": s.position,

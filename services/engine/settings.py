@@ -32,6 +32,10 @@ class EngineSettings(BaseModel):
     order_timeout_s: float = Field(default=1.0, gt=0)
     # A strategy that raises this many times is switched off (the others go on).
     max_strategy_errors: int = Field(default=10, ge=1)
+    # When quotes arrive faster than the strategies take them, they see only the latest waiting
+    # quote of each symbol (what an older one would have decided is moot); counted in the status as
+    # ``quotes_conflated``. False: every quote, however late (a replay that must see each one).
+    conflate_quotes: bool = True
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EngineSettings":

@@ -48,7 +48,6 @@ class OrderJournal:
             CREATE TABLE IF NOT EXISTS fills (seq INTEGER PRIMARY KEY AUTOINCREMENT, fill_id TEXT UNIQUE NOT NULL);
             CREATE TABLE IF NOT EXISTS strategy_positions (
                 strategy TEXT NOT NULL, symbol TEXT NOT NULL, qty REAL NOT NULL, PRIMARY KEY (strategy, symbol));
-            CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS fill_cursors (
                 connector TEXT PRIMARY KEY, session INTEGER NOT NULL, applied INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS session_ledgers (
@@ -90,10 +89,6 @@ class OrderJournal:
             self._db.executemany(
                 "INSERT INTO strategy_positions VALUES (?, ?, ?) ON CONFLICT(strategy, symbol) DO UPDATE SET "
                 "qty = excluded.qty", [(strategy, symbol, qty) for (strategy, symbol), qty in (strategies or {}).items()])
-
-    def probe(self) -> None:
-        """A one-row write: whether the disk takes writes again after a failure."""
-        self._db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time_ns(),))
 
     def save_positions(self, positions: dict[str, Position]) -> None:
         self._db.executemany(

@@ -1,8 +1,9 @@
 """Writes to the book of record's journal, failing closed when the disk refuses them.
 
 A full, read-only or vanished state disk makes every SQLite write raise. Then:
-  * an order that would open or increase a position is refused (the caller checks ``write``'s
-    answer before the order enters the book or leaves: no phantom order, nothing unrecorded sent);
+  * an order that would open or increase a position is refused while writes are held
+    (``failing``); the one whose own write fails first has already left (the order goes out before
+    its write, docs/architecture.md): its caller cancels it at once;
   * everything on the way to safety still happens: a reducing order (flatten) is sent, a fill or an
     execution report is applied in memory; its write is held here and retried, in order, until the
     disk takes it. A reconciliation after a restart recovers whatever a crash meanwhile lost.
@@ -27,11 +28,9 @@ Write = Callable[[], None]
 
 
 class JournalWrites:
-    def __init__(self, probe: Write, on_failure: Callable[[str], None], on_recovery: Callable[[int], None]) -> None:
-        """``probe`` is a harmless write that tells whether the disk takes writes again when none is
-        held; ``on_failure(error)`` is called when writes start failing, ``on_recovery(n)`` when the
+    def __init__(self, on_failure: Callable[[str], None], on_recovery: Callable[[int], None]) -> None:
+        """``on_failure(error)`` is called when writes start failing, ``on_recovery(n)`` when the
         ``n`` held writes have all landed."""
-        self._probe = probe
         self._on_failure = on_failure
         self._on_recovery = on_recovery
         self._held: dict[tuple[str, str], Write] = {}
@@ -69,16 +68,8 @@ class JournalWrites:
         self._held.pop(key, None)
         self._held[key] = write
 
-    def discard(self, key: tuple[str, str]) -> None:
-        """Forget a held write that must not land after all (an order refused for it). The episode
-        goes on: the next write finds out whether the disk takes writes again."""
-        self._held.pop(key, None)
-
     def retry(self) -> bool:
-        """Write what is held, oldest first (or the probe, in a failure episode with nothing held);
-        True when the disk took them."""
-        if not self._held and self.error is not None:
-            self._held[("probe", "")] = self._probe
+        """Write what is held, oldest first; True when the disk took them."""
         count = len(self._held)
         while self._held:
             key, write = next(iter(self._held.items()))

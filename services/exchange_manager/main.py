@@ -69,7 +69,7 @@ class ExchangeManager:
         # Ids carry this process's start time, so a restart never reuses one.
         self.book = OrderBook(f"{self.runtime.epoch // 1_000_000:x}")
         self.journal = OrderJournal(settings.paths.state_dir / cfg.journal_file, cfg.fsync_per_order)
-        self.writes = JournalWrites(self.journal.probe, self._journal_failed, self._journal_recovered)
+        self.writes = JournalWrites(self._journal_failed, self._journal_recovered)
         self.journal_refusals = 0
         orders, self.positions, fill_ids = self.journal.load()
         self.strategy_positions = StrategyPositions(self.journal.load_strategy_positions())
@@ -95,7 +95,8 @@ class ExchangeManager:
                                     self.runtime.reactor.call_later)
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
                                       foreign_positions=lambda: self.strategy_positions.of(FOREIGN))
-        self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX], self._on_market_data)
+        self._market_data = self.runtime.subscribe(["data_router"], [proto.topics.MARKET_DATA_PREFIX],
+                                                   self._on_market_data, read_every_s=cfg.marks_read_every_s)
         self.runtime.add_handlers(build_handlers(self))
         self.runtime.reactor.call_every(1.0, lambda: self.writes.error is not None and self.writes.retry())
         for connector in self.connectors.values():
@@ -111,6 +112,7 @@ class ExchangeManager:
             self._refuse(args, "connector", f"{args.symbol} trades through connector {name!r}, "
                                             f"not {args.connector!r} (exchange_manager.routes)")
         connector = self.connectors[name]
+        self._market_data.drain(self._on_market_data)  # the marks as of now (``marks_read_every_s``)
         position = self.positions.get(args.symbol, Position()).qty
         same_side = self._working(args.symbol, args.side)
         refusal = self.gate.check(args, position, same_side, self.marks.get(args.symbol), self.gross_exposure())
@@ -118,29 +120,38 @@ class ExchangeManager:
             self._refuse(args, *refusal)
         record = self.book.make(args, name)
         self.ledger.order(args.symbol)
-        # On disk before it enters the book and leaves: a restart knows it was sent. A disk that
-        # refuses the write refuses an opening order; a reducing one (a flatten) goes anyway.
+        # A disk that refuses writes refuses an opening order; a reducing one (a flatten) goes anyway.
         reducing = self.gate.reduces(args, position, same_side)
-        key = ("order", record.client_order_id)
         if not reducing and self.writes.failing:
             self.ledger.order(args.symbol, -1)
             self._refuse(args, "journal_unavailable", self._journal_refusal())
-        if not self.writes.write(key, lambda: self.journal.save_order(record, self.ledger)) and not reducing:
-            self.writes.discard(key)
-            self.ledger.order(args.symbol, -1)
-            self._refuse(args, "journal_unavailable", self._journal_refusal())
+        # The order leaves first; what can wait (journal, publish) follows in this same callback.
+        # Durability (docs/architecture.md, "The order path"): this loop applies the venue's reports,
+        # so none can be applied before the journal holds the order; a crash between the send and
+        # the write leaves an order the book lacks, which the next reconciliation adopts and
+        # reports as an anomaly (fail closed), never a lost one.
         self.book.add(record)
-        self._publish_order(record)
-        if args.origin_ts_ns:
-            since_tick = time.time_ns() - args.origin_ts_ns
-            if 0 <= since_tick < TICK_TO_ORDER_MAX_NS:  # a replayed quote carries a historic time
-                self.tick_to_order.observe_ns(since_tick)
         try:
             connector.submit(record.order)
         except NotConnected as exc:
             self.book.reject(record, str(exc))
             self._record(record)
             raise Refused(str(exc)) from None
+        if args.origin_ts_ns:
+            since_tick = time.time_ns() - args.origin_ts_ns
+            if 0 <= since_tick < TICK_TO_ORDER_MAX_NS:  # a replayed quote carries a historic time
+                self.tick_to_order.observe_ns(since_tick)
+        if not self.writes.write(("order", record.client_order_id),
+                                 lambda: self.journal.save_order(record, self.ledger)) and not reducing:
+            # Its write is held (retried, and the failure takes the session to FAILSAFE), but an
+            # opening order needs its record: it is cancelled at once.
+            self.journal_refusals += 1
+            log.error("order %s sent as its record failed to be written: cancelling it", record.client_order_id)
+            try:
+                self.cancel(record.client_order_id)
+            except Refused as exc:  # the connector dropped meanwhile: the failsafe's cancel_all follows
+                log.error("cancel of %s: %s", record.client_order_id, exc)
+        self._publish_order(record)
         return record
 
     def _refuse(self, args: OrderArgs, kind: str, reason: str) -> None:

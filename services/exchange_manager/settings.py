@@ -53,6 +53,10 @@ class ExchangeManagerSettings(BaseModel):
     # Reconciliations asked for back to back (a failsafe verifying flat) start at most this often
     # per venue; a request meanwhile joins the next run instead of starting one of its own.
     reconcile_min_gap_s: float = Field(default=0.05, ge=0, le=10)
+    # Market data (the marks) is read when an order is checked, before the gate, and at least this
+    # often, not as each quote arrives: at 1,000 quotes/s the exchange manager would wake 1,000 times a
+    # second, on the cores the order path needs, for marks it reads a hundred times (issue 16).
+    marks_read_every_s: float = Field(default=0.05, gt=0, le=1)
 
     @model_validator(mode="after")
     def _default_exists(self) -> "ExchangeManagerSettings":

@@ -47,6 +47,8 @@ FUZZER = "fuzz"
 
 def _valid_value(t: msgspec.inspect.Type) -> Any:
     mi = msgspec.inspect
+    if isinstance(t, mi.Metadata):  # a pattern its struct checks itself (proto.fields.MarketSymbol)
+        return "FZ" if "pattern" in (t.extra_json_schema or {}) else _valid_value(t.type)
     if isinstance(t, mi.StrType):
         return "FZ" if t.pattern else "fz"  # "FZ" is a valid symbol, id and name (proto/fields.py)
     if isinstance(t, mi.BoolType):

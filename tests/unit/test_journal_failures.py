@@ -94,45 +94,39 @@ def test_a_transition_toward_risk_needs_its_write(tmp_path: Path, disk: Disk) ->
     assert journal.record(transition(1, S.STARTUP, S.READY), SessionCounters())
 
 
-def test_the_book_of_record_refuses_nothing_toward_safety_and_leaves_no_phantom(tmp_path: Path, disk: Disk) -> None:
+def test_the_book_of_record_refuses_nothing_toward_safety_and_loses_nothing(tmp_path: Path, disk: Disk) -> None:
+    """As the exchange manager uses it: an order goes out before its write (the opening one whose
+    write fails first is cancelled by its caller, and stays in the book); while writes are held the
+    caller refuses opening orders (``failing``), and reducing ones go, their writes held behind."""
     journal = OrderJournal(tmp_path / "em.sqlite", fsync_per_order=False)
     failures: list[str] = []
     recoveries: list[int] = []
-    writes = JournalWrites(journal.probe, failures.append, recoveries.append)
+    writes = JournalWrites(failures.append, recoveries.append)
     book = OrderBook("t")
     disk.full()
-    opening = book.make(OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=1.0), "sim")
-    key = ("order", opening.client_order_id)
-    assert writes.write(key, lambda: journal.save_order(opening)) is False
-    writes.discard(key)  # the caller refuses the opening order: it never enters the book
-    assert opening.client_order_id not in book.orders and failures and writes.held == 0
-    flatten = book.make(OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=1.0, reduce_only=True), "sim")
+    opening = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=1.0), "sim")
+    assert not writes.failing
+    assert writes.write(("order", opening.client_order_id), lambda: journal.save_order(opening)) is False
+    assert writes.failing and failures and writes.held == 1  # held: the sent order is not forgotten
+    flatten = enter(book, OrderArgs(symbol="BTC-USD", side=Side.SELL, qty=1.0, reduce_only=True), "sim")
     assert writes.write(("order", flatten.client_order_id), lambda: journal.save_order(flatten)) is False
-    book.add(flatten)  # a reducing order goes anyway; its write is held
-    assert writes.failing and writes.held == 1 and len(failures) == 1  # one alert per episode
+    assert writes.held == 2 and len(failures) == 1  # one alert per episode
     disk.free()
-    assert writes.retry() is True and recoveries == [1] and not writes.failing and writes.error is None
-    # an episode whose only failed write was refused (discarded) ends with a probe write
-    disk.full()
-    assert writes.write(key, lambda: journal.save_order(opening)) is False
-    writes.discard(key)
-    assert writes.error is not None and not writes.failing
-    disk.free()
-    assert writes.retry() is True and writes.error is None and recoveries == [1, 1]
+    assert writes.retry() is True and recoveries == [2] and not writes.failing and writes.error is None
     orders, _, _ = OrderJournal(tmp_path / "em.sqlite", fsync_per_order=False).load()
-    assert [o.client_order_id for o in orders] == [flatten.client_order_id]
+    assert [o.client_order_id for o in orders] == [opening.client_order_id, flatten.client_order_id]
 
 
 def test_a_held_write_replaced_goes_last(tmp_path: Path, disk: Disk) -> None:
     """Writes held by a full disk land in the order they were last made: a key written again goes
     behind the writes made since (its earlier place would put it before them)."""
     journal = OrderJournal(tmp_path / "em.sqlite", fsync_per_order=False)
-    writes = JournalWrites(journal.probe, lambda _e: None, lambda _n: None)
+    writes = JournalWrites(lambda _e: None, lambda _n: None)
     landed: list[str] = []
 
     def write(name: str) -> Callable[[], None]:
         def run() -> None:
-            journal.probe()  # a real write: refused while the disk is full
+            journal.save_cursor("sim", 1, 1)  # a real write: refused while the disk is full
             landed.append(name)
         return run
 
@@ -151,7 +145,7 @@ def test_a_held_cursor_never_claims_a_fill_the_journal_lacks(tmp_path: Path, dis
     that point leaves the journal as it is): the journalled cursor counts only fills the journal has."""
     path = tmp_path / "em.sqlite"
     journal = OrderJournal(path, fsync_per_order=False)
-    writes = JournalWrites(journal.probe, lambda _e: None, lambda _n: None)
+    writes = JournalWrites(lambda _e: None, lambda _n: None)
     book = OrderBook("t")
     record = enter(book, OrderArgs(symbol="BTC-USD", side=Side.BUY, qty=2.0), "sim")
     journal.save_order(record)

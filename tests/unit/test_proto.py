@@ -47,6 +47,8 @@ SAMPLES: dict[type[proto.Message], proto.Message] = {
 def _valid_value(t: msgspec.inspect.Type) -> Any:
     """A valid (non-default-looking) value for a msgspec field type, for types without a sample."""
     mi = msgspec.inspect
+    if isinstance(t, mi.Metadata):  # a pattern its struct checks itself (proto.fields.MarketSymbol)
+        return "ABC" if "pattern" in (t.extra_json_schema or {}) else _valid_value(t.type)
     if isinstance(t, mi.StrType):
         return "ABC" if t.pattern else "abc"  # "ABC" is a valid symbol, id and name (proto/fields.py)
     if isinstance(t, mi.BoolType):

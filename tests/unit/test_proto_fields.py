@@ -58,12 +58,31 @@ def _messages(symbol: str) -> list[proto.Message]:
     ]
 
 
+def _wire(message: proto.Message, **fields: Any) -> bytes:
+    """``message`` on the wire with ``fields`` changed, as a peer's own encoder could send it."""
+    body = {**msgspec.to_builtins(message), **fields}
+    return msgspec.msgpack.encode(proto.Envelope(proto.SCHEMA_VERSION, message.TYPE, "venue_sim", 1, 1, 1, body))
+
+
 @pytest.mark.parametrize("symbol", [s for s in HOSTILE_SYMBOLS if s])
 def test_every_message_with_a_symbol_refuses_a_hostile_one(symbol: str) -> None:
-    for message in _messages(symbol):
+    for message in _messages("BTC-USD"):
         with pytest.raises(proto.ProtocolError) as err:
-            proto.decode(proto.encode("venue_sim", 1, 1, 1, message))
+            proto.decode(_wire(message, symbol=symbol))
         assert err.value.kind == "invalid", message
+
+
+@pytest.mark.parametrize("venue", ["sim\x00", "a b", "x" * 65])
+def test_market_data_refuses_a_hostile_venue_name(venue: str) -> None:
+    """Quote and Trade check their names in ``__post_init__`` (proto.fields.check_market_names), also
+    when our own code builds one: a bad name never reaches the wire."""
+    for message in _messages("BTC-USD")[:2]:
+        with pytest.raises(proto.ProtocolError) as err:
+            proto.decode(_wire(message, venue=venue))
+        assert err.value.kind == "invalid"
+        if len(venue) <= 64:  # a constructor checks no length bound, only what __post_init__ does
+            with pytest.raises(ValueError):
+                msgspec.structs.replace(message, venue=venue)
 
 
 def test_the_whole_feed_and_no_symbol_where_a_message_allows_them() -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import proto
+from proto.fields import valid_symbol
 from proto.summaries import ExchangeSummary
 from services.safety.monitor import Published, SafetyMonitor
 from services.safety.settings import SafetySettings
@@ -60,6 +61,10 @@ def open_source(path: Path, symbol: str | None, spread_bps: float) -> Source:
     except (OSError, EOFError, zlib.error, csv.Error, RecordingError, ReplayFormatError, UnicodeDecodeError) as exc:
         raise OfflineInputError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     name = symbol or "REPLAY"
+    try:
+        valid_symbol(name)
+    except ValueError as exc:  # a Quote or Trade would refuse it (proto.fields.check_market_names)
+        raise OfflineInputError(str(exc)) from None
     updates: list[Update] = []
     for e in events:
         ts_ns = int(e.ts * 1e9)  # as services/venue_sim/prices.py does
