@@ -1,6 +1,7 @@
 """``python -m bench [NAME ...] [--quick] [--minutes M]``: run the benchmarks and print a report.
 
-Names: ``bus`` (bus_latency), ``pubsend`` (pub_send), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
+Names: ``regress`` (tick-to-order against ``bench/baseline.json``: exits 1 on a regression over 20 %;
+``--record`` writes this run's figure there), ``bus`` (bus_latency), ``pubsend`` (pub_send), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
 ``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), ``venues`` (ccxt against
 native), and the long one, ``soak`` (10 minutes;
 ``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
@@ -29,6 +30,7 @@ from bench import (
     failsafe,
     pub_send,
     reactor_idle,
+    regression,
     sniffer,
     soak,
     throughput,
@@ -37,6 +39,7 @@ from bench import (
 )
 
 BENCHMARKS = {
+    "regress": (regression.run, {"rounds": 1, "seconds": 5.0}),
     "bus": (bus_latency.run, {"rounds": 2, "samples": 500}),
     "pubsend": (pub_send.run, {"rounds": 6, "batch": 5_000}),
     "codec": (codec.run, {"rounds": 3, "batch": 5_000}),
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all but {', '.join(sorted(LONG))})")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke test)")
     parser.add_argument("--minutes", type=float, default=None, help="soak: how long (default 10; --quick: 1)")
+    parser.add_argument("--record", action="store_true", help="regress: record this run's figure as the reference")
     args = parser.parse_args(argv)
     names = [ALIASES.get(n, n) for n in args.names] or [n for n in BENCHMARKS if n not in LONG]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             kwargs = dict(quick if args.quick else {})
             if name == "soak" and args.minutes is not None:
                 kwargs["minutes"] = args.minutes
+            if name == "regress":
+                kwargs["record"] = args.record
             result = fn(**kwargs, out=lambda *a: print(*a, flush=True))
         except KeyboardInterrupt:
             print(f"{name}: interrupted", flush=True)
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(f"{name}: FAILED (see above)")
             continue
         print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+        if result.get("failed"):
+            failed.append(name)
         summary.extend(result.get("summary", []))
 
     print("\n== summary ==")

@@ -55,7 +55,14 @@ class Reactor:
             self._poller.unregister(sock)
 
     def call_every(self, interval_s: float, callback: Callable[[], object], *, first_in_s: float = 0.0) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + first_in_s, next(self._order), interval_s, callback))
+        """Call ``callback`` every ``interval_s``, first at ``first_in_s`` from now rounded up to the
+        interval's grid on CLOCK_MONOTONIC. The clock is the machine's, so every timer of one period
+        fires at the same instants in every process: a process's housekeeping takes one wake-up
+        instead of one per timer, and its peers' heartbeats arrive together (issue 16: idle CPU)."""
+        due = time.monotonic() + first_in_s
+        if interval_s > 0:
+            due = math.ceil(due / interval_s) * interval_s
+        heapq.heappush(self._timers, (due, next(self._order), interval_s, callback))
 
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._order), None, callback))
@@ -121,9 +128,11 @@ class Reactor:
         while self._timers and self._timers[0][0] <= now and not self._stopping:
             due, order, interval, callback = heapq.heappop(self._timers)
             if interval is not None:
-                # Schedule from the due time, not from now, so periodic timers do not drift, but
-                # never try to catch up a backlog of missed ticks after a stall.
-                next_due = max(due + interval, now)
+                # Schedule from the due time, not from now, so periodic timers stay on their grid,
+                # but never try to catch up a backlog of missed ticks after a stall.
+                next_due = due + interval
+                if next_due < now:  # missed ticks: the next point of the grid
+                    next_due = (next_due + math.ceil((now - next_due) / interval) * interval) if interval > 0 else now
                 heapq.heappush(self._timers, (next_due, order, interval, callback))
             self._guard(callback)
 

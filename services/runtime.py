@@ -329,7 +329,7 @@ class ServiceRuntime:
         self.reactor.add_reader(channel.sock, channel.drain)
         if not self._expiring:  # one timer serves every channel, started with the first
             self._expiring = True
-            self.reactor.call_every(0.2, self._expire_requests)
+            self.reactor.call_every(0.25, self._expire_requests)  # on the heartbeats' grid
         self._channels.append(channel)
         return channel
 

@@ -56,7 +56,7 @@ class ExchangeManagerSettings(BaseModel):
     # Market data (the marks) is read when an order is checked, before the gate, and at least this
     # often, not as each quote arrives: at 1,000 quotes/s the exchange manager would wake 1,000 times a
     # second, on the cores the order path needs, for marks it reads a hundred times (issue 16).
-    marks_read_every_s: float = Field(default=0.05, gt=0, le=1)
+    marks_read_every_s: float = Field(default=0.25, gt=0, le=1)
 
     @model_validator(mode="after")
     def _default_exists(self) -> "ExchangeManagerSettings":
