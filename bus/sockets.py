@@ -37,8 +37,7 @@ SUBSCRIPTION_HWM = 64
 
 # Plain ints for the options and flags read per message: ``zmq``'s enum members make every ``&`` and
 # every call convert them (Python's ``enum``), which cost more than libzmq's own work per message.
-EVENTS, POLLIN, RCVMORE, NOBLOCK, SNDMORE = (int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK),
-                                             int(zmq.SNDMORE))
+NOBLOCK, SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
 
 
 T = TypeVar("T")
@@ -116,12 +115,10 @@ def drain(sock: zmq.Socket, keep: int, on_message: Callable[[T], object], limit:
     one message means."""
     read = receive or recv_frames
     n = 0
+    # Read until the socket has nothing (zmq.Again, once per wake-up) rather than ask ZMQ_EVENTS
+    # before each message: the query costs more than the message itself (3 against ~4 us on this
+    # machine's pyzmq, bench/README.md, issue 16).
     while n < limit:
-        # The first read just tries (the poller has said the socket is readable; a failing
-        # receive, zmq.Again, costs twice a ZMQ_EVENTS but is paid once per wake-up at most); the
-        # next ones ask ZMQ_EVENTS first, so a wake-up that read one message pays one query.
-        if n and not sock.get(EVENTS) & POLLIN:
-            break
         try:
             message = read(sock, keep)
         except zmq.Again:
@@ -139,21 +136,23 @@ def recv_request(sock: zmq.Socket, keep: int) -> tuple[list[bytes], str | None]:
         user: str | None = first.get("User-Id")
     except zmq.ZMQError:  # no ZAP handler on this socket: nothing authenticated
         user = None
-    return recv_frames(sock, keep, first.bytes), user
+    return recv_frames(sock, keep, first), user
 
 
-def recv_frames(sock: zmq.Socket, keep: int, first: bytes | None = None) -> list[bytes]:
+def recv_frames(sock: zmq.Socket, keep: int, first: zmq.Frame | None = None) -> list[bytes]:
     """One whole message (``zmq.NOBLOCK``): its frames if it has at most ``keep``, else its first
     ``keep`` and an empty one more, so the caller refuses it by its count. A peer's message of a
     million parts is read and dropped part by part, never gathered as ``recv_multipart`` would.
-    ``first``: its first frame, already read."""
-    frames = [sock.recv(NOBLOCK) if first is None else first]
+    ``first``: its first frame, already read. Frames are read as ``zmq.Frame``s, whose ``more``
+    says what a ZMQ_RCVMORE query per frame would, at a fraction of its cost."""
+    frame = sock.recv(NOBLOCK, copy=False) if first is None else first
+    frames = [frame.bytes]
     extra = 0
-    while sock.get(RCVMORE):
+    while frame.more:
+        frame = sock.recv(NOBLOCK, copy=False)
         if len(frames) < keep:
-            frames.append(sock.recv(NOBLOCK))
+            frames.append(frame.bytes)
         else:
-            sock.recv(NOBLOCK, copy=False)
             extra += 1
     if extra:
         frames.append(b"")  # one too many: the caller refuses the message by its frame count
