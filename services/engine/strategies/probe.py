@@ -2,7 +2,7 @@
 
 Every ``every_n`` quotes it sends one minimal limit order priced ``offset_pct`` below the bid (so
 it practically never fills; within the gate's price collar, ``exchange_manager.risk.price_collar_pct``,
-else the gate refuses it) and cancels the previous probe. Each order carries the triggering
+else the gate refuses it), then cancels the previous probe. Each order carries the triggering
 quote's timestamp, so the venue measures tick-to-order on it. Off by default; used by the
 benchmark and by operators who want the figure from a running system.
 """
@@ -41,12 +41,13 @@ class Probe(Strategy):
         self._count += 1
         if self._count % self.cfg.every_n:
             return []
-        intents: list[Intent] = []
+        price = round(quote.bid * (1 - self.cfg.offset_pct / 100), 8)
+        # The order first: it is what is measured; the cancel of the previous probe (far from the
+        # market, tiny) can wait behind it.
+        intents: list[Intent] = [self.order(proto.Side.BUY, self.cfg.qty, "limit", price)]
         if self._resting is not None:
             intents.append(CancelArgs(client_order_id=self._resting))
             self._resting = None
-        price = round(quote.bid * (1 - self.cfg.offset_pct / 100), 8)
-        intents.append(self.order(proto.Side.BUY, self.cfg.qty, "limit", price))
         return intents
 
     def on_accepted(self, intent: OrderArgs, client_order_id: str) -> None:
