@@ -50,6 +50,7 @@ class SessionFollower:
         self.openings = 0  # times trading became allowed: each is a fresh start for what follows it
         self.session_id: str | None = None  # the orchestrator's session, once heard
         self._session_callbacks: list[Callable[[str], None]] = []
+        self._state_callbacks: list[Callable[[proto.OrchestratorState, proto.OrchestratorState | None], None]] = []
         self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
         runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
                           self._on_message)
@@ -83,6 +84,11 @@ class SessionFollower:
     def on_session(self, callback: Callable[[str], None]) -> None:
         """``callback(session_id)`` each time the orchestrator's session changes (the first included)."""
         self._session_callbacks.append(callback)
+
+    def on_state(self, callback: Callable[[proto.OrchestratorState, proto.OrchestratorState | None], None]) -> None:
+        """``callback(state, before)`` each time the session state learned changes; ``before`` is None
+        when nothing was known (the first word after a start, or after a stall made it forget)."""
+        self._state_callbacks.append(callback)
 
     def summary(self) -> dict[str, object]:
         age = self.orchestrator_age_s()
@@ -131,10 +137,17 @@ class SessionFollower:
         heard_at = now - age if age >= self._deadman_timeout_s else now
         if self._heard_at is None or heard_at > self._heard_at:
             self._heard_at = heard_at
-        if state != self.state:
+        before, changed = self.state, state != self.state
+        if changed:
             log.info("session state is now %s", state.value, extra=keep())
             self.state = state
         self._watch()
+        if changed:
+            for callback in list(self._state_callbacks):
+                try:
+                    callback(state, before)
+                except Exception:  # one failing reaction must not keep the others from going on
+                    log.exception("reaction to the session state %s failed", state.value)
 
     def _snapshot(self) -> None:
         if self.state is not None:

@@ -99,6 +99,7 @@ class ExchangeManager:
                                                    self._on_market_data, read_every_s=cfg.marks_read_every_s)
         self.runtime.add_handlers(build_handlers(self))
         self.runtime.reactor.call_every(1.0, lambda: self.writes.error is not None and self.writes.retry())
+        self.session.on_state(self._on_session_state)
         for connector in self.connectors.values():
             connector.connect()
 
@@ -182,14 +183,13 @@ class ExchangeManager:
         self.runtime.publisher.publish(proto.topics.GOVERNANCE, proto.GovernanceEvent(
             kind="journal_recovered", reason=f"book of record written again: {held} held write(s) on disk"))
 
-    def _working(self, symbol: str, side: proto.Side, strategy: str | None = None) -> float:
+    def _working(self, symbol: str, side: proto.Side) -> float:
         """Quantity still to reach the position on one side of a symbol: open orders not being
         cancelled, and orders the venue reported filled whose fills are still on their way (without
         them, a flatten between the report and the fill would flatten twice and reverse)."""
         working = [o for o in self.book.open_orders(symbol) if not o.cancel_requested]
         working += self.book.awaiting_fills(symbol)
-        return sum(o.order.qty - o.filled_qty for o in working
-                   if o.order.side == side and (strategy is None or o.order.strategy == strategy))
+        return sum(o.order.qty - o.filled_qty for o in working if o.order.side == side)
 
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)
@@ -202,34 +202,60 @@ class ExchangeManager:
         record.cancel_requested = True
 
     def cancel_all(self, symbol: str | None) -> int:
-        count = 0
-        for connector in self.connectors.values():
-            try:
-                connector.cancel_all(symbol)
-                count += 1
-            except NotConnected:
-                log.warning("cancel_all: connector %s not connected", connector.name)
-                continue
-            for record in self.book.open_orders(symbol):
-                if record.order.connector == connector.name and record.order.strategy != FLATTEN:
-                    record.cancel_requested = True
-        return count
+        return sum(self._cancel_all_at(connector, symbol) for connector in self.connectors.values())
+
+    def _cancel_all_at(self, connector: ExecutionClient, symbol: str | None) -> bool:
+        try:
+            connector.cancel_all(symbol)
+        except NotConnected:
+            log.warning("cancel_all: connector %s not connected", connector.name)
+            return False
+        for record in self.book.open_orders(symbol):
+            if record.order.connector == connector.name and record.order.strategy != FLATTEN:
+                record.cancel_requested = True
+        return True
+
+    def _on_session_state(self, state: proto.OrchestratorState, before: proto.OrchestratorState | None) -> None:
+        """FAILSAFE learned with nothing known before (this process has just started, or forgot after a
+        stall): the orchestrator's sequence may have lost its cancels with the process before this one
+        (killed in the middle), and its next round waits for a reply that process will never send.
+        Cancel at once everywhere connected (a connector still connecting: ``on_connected``)."""
+        if state == proto.OrchestratorState.FAILSAFE and before is None:
+            for connector in self.connectors.values():
+                if connector.is_connected_check():
+                    self._cancel_in_failsafe(connector, "the first word heard from the orchestrator")
+
+    def _cancel_in_failsafe(self, connector: ExecutionClient, why: str) -> None:
+        """A step toward safety the exchange manager takes by itself: in FAILSAFE no order of ours may
+        rest at a venue (the orchestrator's own cancels follow; a second cancel finds nothing)."""
+        log.warning("session in FAILSAFE (%s): cancelling every open order at %s", why, connector.name)
+        self._cancel_all_at(connector, None)
 
     def flatten(self, symbol: str | None, cancel_first: bool = True) -> list[str]:
         """Cancel open orders (unless the caller just did), then a reduce-only market order against
-        every position, less what earlier flatten orders still working will take off: flattening
-        twice (a retry, a slow venue) never reverses a position."""
+        every position, less what the orders still working on its side will take off (earlier
+        flatten orders, an order reported filled whose fills are on their way), as the gate counts
+        them: flattening twice (a retry, a slow venue) never reverses a position, and a flatten is
+        never sized so that the gate refuses it as not reducing. A symbol refused does not keep the
+        others from being flattened."""
         if cancel_first:
             self.cancel_all(symbol)
-        sent = []
+        sent, refused = [], []
         for sym, pos in list(self.positions.items()):
             if (symbol is None or sym == symbol) and abs(pos.qty) > 1e-9:
                 side = proto.Side.SELL if pos.qty > 0 else proto.Side.BUY
-                qty = abs(pos.qty) - self._working(sym, side, strategy=FLATTEN)
+                qty = abs(pos.qty) - self._working(sym, side)
                 if qty <= 1e-9:
                     continue
-                record = self.submit(OrderArgs(symbol=sym, side=side, qty=qty, reduce_only=True, strategy=FLATTEN))
+                try:
+                    record = self.submit(OrderArgs(symbol=sym, side=side, qty=qty, reduce_only=True,
+                                                   strategy=FLATTEN))
+                except Refused as exc:  # one symbol refused must not leave the others' positions open
+                    refused.append(f"{sym}: {exc}")
+                    continue
                 sent.append(record.client_order_id)
+        if refused:
+            raise Refused(f"flatten refused for {'; '.join(refused)} (sent: {', '.join(sent) or 'none'})")
         return sent
 
     def _connector(self, name: str) -> ExecutionClient:
@@ -307,6 +333,8 @@ class ExchangeManager:
     def on_connected(self, connector: ExecutionClient) -> None:
         self._reconciling.add(connector.name)
         self.instruments.load(connector)
+        if self.session.state == proto.OrchestratorState.FAILSAFE:
+            self._cancel_in_failsafe(connector, f"{connector.name} (re)connected")
         self.venue_watch.request(connector)
 
     def on_in_doubt(self, connector: ExecutionClient, client_order_id: str) -> None:

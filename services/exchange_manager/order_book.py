@@ -45,6 +45,11 @@ class OrderRecord(msgspec.Struct, kw_only=True):
     updated_ns: int = 0
     # A cancel was sent: the order no longer counts as exposure the gate must allow for.
     cancel_requested: bool = False
+    # Reported filled, but a reconciliation found its fills missing for good: every fill the venue's
+    # positions include was applied by then and these were not among them (the venue restarted and
+    # forgot them, or named them otherwise). No longer awaited (``settle_missing_fills``), restarts
+    # included: the venue's positions, taken as the truth, hold what it did fill.
+    fills_missing: bool = False
 
     # The order's own fields, read everywhere the book is: a record is its order plus its fate.
     # A loop over many orders (the gate's, flatten's) reads ``record.order`` instead: a property
@@ -140,7 +145,8 @@ class OrderBook:
                 self._open[record.client_order_id] = record
             else:
                 self._closed.append(record.client_order_id)
-                if record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12:
+                if (record.status == OrderStatus.FILLED and record.filled_qty < record.qty - 1e-12
+                        and not record.fills_missing):
                     self._awaiting_fills[record.client_order_id] = record  # its fills were still on their way
         # The session's counters go on from what the journal holds (it keeps the latest orders).
         self.submitted += len(records)
@@ -217,6 +223,14 @@ class OrderBook:
         if filled:
             self._awaiting_fills.pop(record.client_order_id, None)
         return record
+
+    def settle_missing_fills(self, record: OrderRecord) -> float:
+        """Stop awaiting the fills of ``record`` (reported filled): a reconciliation has shown they
+        will not come. Returns the quantity they lacked (0.0: it was not awaiting any)."""
+        if self._awaiting_fills.pop(record.client_order_id, None) is None:
+            return 0.0
+        record.fills_missing = True
+        return record.qty - record.filled_qty
 
     def _move(self, record: OrderRecord, status: OrderStatus, reason: str) -> bool:
         """Move ``record`` on to ``status``; False if that is no step forward (nothing changed)."""

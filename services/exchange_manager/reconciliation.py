@@ -11,6 +11,11 @@ Then:
   * an order in doubt is resolved from the venue's report: filled, cancelled or rejected; one the
     venue never received is rejected as lost in transit (unless it was sent so recently that it may
     still be on its way: ``in_flight``);
+  * an order the venue had reported filled before the run began whose fills have still not all
+    come is awaited no longer (``fills_missing``): its trades preceded the snapshot, and every fill
+    up to ``S`` is applied by the verdict, so what is missing never comes (a venue that restarted
+    forgets them). Awaited, it would count as working for good: every flatten on its side refused
+    as "not reducing";
   * a position that differs is reported and the venue is taken as truth, for the symbols routed
     to that venue (``owner``); a position the venue holds in a symbol routed elsewhere is risk no
     one manages (the failsafe would not flatten it there): the run fails, naming it;
@@ -55,6 +60,9 @@ class Outcome:
     run: int = 0
     adopted: list[str] = field(default_factory=list)
     resolved: dict[str, str] = field(default_factory=dict)  # client order id -> new status
+    # Orders reported filled whose fills never came (awaited no longer): client order id -> quantity
+    # the fills lacked. Listed in ``resolved`` too (status filled), so the book journals them.
+    fills_missing: dict[str, float] = field(default_factory=dict)
     position_mismatches: dict[str, tuple[float, float]] = field(default_factory=dict)  # ours, venue's
     error: str = ""
     finished_at: float = 0.0
@@ -85,6 +93,9 @@ class _Run:
     statuses: dict[str, proto.OrderStatusReport] = field(default_factory=dict)
     asked: int = 0  # order status questions still out
     asked_after: int = 0  # the fill number the page asked for begins after
+    # Orders of this connector already reported filled, and awaiting fills, when the run began: their
+    # trades are older than its snapshot (``_settle_missing_fills``).
+    awaiting: tuple[str, ...] = ()
 
 
 class Reconciler:
@@ -133,7 +144,9 @@ class Reconciler:
         """Start one reconciliation and return its run number; the outcome is reported when the
         venue has answered (asynchronously)."""
         self.runs += 1
-        state = _Run(connector, Outcome(connector.name, ok=False, run=self.runs), time.perf_counter())
+        state = _Run(connector, Outcome(connector.name, ok=False, run=self.runs), time.perf_counter(),
+                     awaiting=tuple(o.client_order_id for o in self._book.awaiting_fills()
+                                    if o.connector == connector.name))
         cursor = self.cursor(connector.name)
         if connector.venue_session is not None and cursor.session != connector.venue_session:
             cursor.reset(connector.venue_session)
@@ -283,8 +296,32 @@ class Reconciler:
             self._fail(state, f"{name} holds positions in symbols routed to other connectors: {unrouted}; "
                               f"nothing here manages them (flatten them at that venue)")
             return
+        self._settle_missing_fills(state)
         outcome.ok = True
         self._done(state)
+
+    def _settle_missing_fills(self, state: _Run) -> None:
+        """The orders reported filled before the run began whose fills are still missing now: the
+        venue made their trades before it reported them filled, so before its snapshot, and the book
+        has applied every fill up to that snapshot's ``fill_seq`` (the positions just compared hold
+        them): the ones missing are not coming (the venue restarted and forgot them, or named them
+        otherwise). Awaited further, they would count as working on their side for good (the gate
+        refuses every flatten there as not reducing). An order reported filled during the run is
+        left to the next one: its fills may be after the snapshot."""
+        assert state.status is not None
+        outcome = state.outcome
+        for cid in state.awaiting:
+            record = self._book.orders.get(cid)
+            missing = self._book.settle_missing_fills(record) if record is not None else 0.0
+            if missing <= 0.0:
+                continue  # its fills came meanwhile
+            assert record is not None
+            outcome.fills_missing[cid] = missing
+            outcome.resolved[cid] = record.status.value
+            log.warning("connector %s: order %s (%s %g %s) was reported filled, but %g of its fills never came "
+                        "(every fill up to the venue's number %d is applied): awaited no longer; the venue's "
+                        "positions stand", outcome.connector, cid, record.side.value, record.qty, record.symbol,
+                        missing, state.status.fill_seq)
 
     def _compare_positions(self, status: proto.MassStatus, outcome: Outcome) -> dict[str, float]:
         """The venue's positions include exactly the fills up to ``status.fill_seq``, and so does the

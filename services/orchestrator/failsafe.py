@@ -15,6 +15,7 @@ command and each wait is a ``yield``, so the orchestrator's loop runs them witho
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -31,16 +32,23 @@ VERIFY_AGAIN_S = (0.005, 0.25)
 # Least time given to one ``reconcile`` (its reply comes when the run has ended), even near the
 # verify's deadline: a run takes a few milliseconds when the venue answers.
 RECONCILE_MIN_WAIT_S = 0.2
+# A command waited on for long (``reconcile``: over REST a run takes seconds) is sent again this
+# often, under its id: a live peer answers it once (the retry waits for the same reply), and a peer
+# restarted meanwhile (the request was lost with the process killed) hears it within this long,
+# rather than the round waiting out the whole verify for a reply that will never come.
+RESEND_LONG_WAIT_S = 2.0
 
 
 def run_step(report: IncidentReport | None, name: str, peer: Peer, command: str,
              args: dict[str, Any] | None = None, *, wait_s: float | None = None
              ) -> Sequence[tuple[Step, dict[str, Any]]]:
-    """Run one command as a step (``report``'s, if given); ``wait_s``: one try of that long instead
-    of the peer's timeout and retries (a reply that comes when the work is done)."""
+    """Run one command as a step (``report``'s, if given); ``wait_s``: that long in all instead of
+    the peer's timeout and retries (a reply that comes when the work is done), in tries of at most
+    ``RESEND_LONG_WAIT_S`` (the same command again)."""
     t0 = time.perf_counter()
     if wait_s is not None:
-        peer = replace(peer, timeout_s=wait_s, retries=0)
+        tries = max(1, math.ceil(wait_s / RESEND_LONG_WAIT_S - 1e-9))
+        peer = replace(peer, timeout_s=wait_s / tries, retries=tries - 1)
     answer: Answer = yield from ask(peer, command, args)
     step = Step(name, answer.ok, (time.perf_counter() - t0) * 1000, answer.detail)
     if report is not None:

@@ -11,10 +11,8 @@ column of the table in ``test_3_matrix.py``. The restart loop ending FATAL is in
 ``test_2_restart_loop.py``.
 
 Each cell also runs with the ccxt adapter (``ADAPTERS``; ``venue_views.py``), as a slow test
-(``make test-faults``): the ids in ``CCXT_FAST`` would run in ``make test`` too (a ccxt daemon's
-start and one cell cost about 25 s). None is there yet: until the ccxt connector's reconciliation
-answers consistently while the strategies trade (docs/faults.md), preparing a cell through it is not
-reliable enough for every commit.
+(``make test-faults``), but for the ids in ``CCXT_FAST``, which run in ``make test`` too: the
+exchange manager killed in LIVE, through ccxt (a ccxt daemon's start and the cell: 23-28 s).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import pytest
 from .harness import MATRIX_PROGRAMS, Cell, FaultHarness, expected
 from .venue_views import ADAPTERS  # noqa: F401  (conftest.py parametrises fault_harness by it)
 
-CCXT_FAST: set[str] = set()  # e.g. "test_kill9_in_live_with_positions[ccxt-exchange_manager]"
+CCXT_FAST = {"test_kill9_in_live_with_positions[ccxt-exchange_manager]"}
 
 
 def _cell(program: str | tuple[str, ...], state: str, fault: str) -> Cell:

@@ -142,4 +142,4 @@ def test_the_record_comes_back_as_it_was_sent_and_an_older_flat_row_is_read(tmp_
     old = by_id["old-1"]
     assert (old.symbol, old.side, old.qty, old.strategy, old.connector, old.status, old.venue_order_id,
             old.created_ns) == ("ETH-USD", Side.BUY, 1.0, "mr", "sim", OrderStatus.ACKNOWLEDGED, "v-1", 5)
-    assert old.to_dict() == {**legacy, "side": "buy", "origin_ts_ns": 0}
+    assert old.to_dict() == {**legacy, "side": "buy", "origin_ts_ns": 0, "fills_missing": False}

@@ -16,6 +16,7 @@ from proto import OrderStatus, Side
 from proto.commands import NewOrderArgs
 from proto.venue_reports import MAX_OPEN_ORDERS
 from services.exchange_manager.fill_cursor import FillCursor
+from services.exchange_manager.order_book import OrderBook
 from services.positions import Position
 from services.venue_sim.matching import Matcher
 from services.venue_sim.settings import VenueSimSettings
@@ -170,6 +171,74 @@ def test_a_fill_between_the_venue_answers_is_counted_once() -> None:
     assert rig.reconciler.cursor("sim").applied == 2
     again = rig.reconcile()
     assert again.ok and again.position_mismatches == {} and again.fill_pages == 0
+
+
+def _reported_filled(rig: Rig, cid: str) -> None:
+    """The venue's FILLED report of ``cid`` reaches the book (its fill does not, yet)."""
+    record = rig.book.orders[cid]
+    rig.book.apply_update(proto.OrderUpdate(
+        client_order_id=cid, symbol=record.symbol, side=record.side, qty=record.qty, order_type=record.order_type,
+        limit_price=record.limit_price, status=OrderStatus.FILLED, filled_qty=record.qty, avg_fill_price=101.0,
+        connector="sim", ts_ns=time.time_ns()))
+
+
+def test_an_order_reported_filled_whose_fills_the_venue_forgot_is_awaited_no_longer() -> None:
+    """The venue reports an order filled, then restarts before the fill reaches the book: the new
+    venue session has forgotten the fill and the position it made. Awaited for ever, the order
+    counted as working on its side, and the gate refused every flatten there as "not reducing" (the
+    ccxt fault matrix: kill -9 of the exchange manager in FAILSAFE never verified flat, journal
+    restore included). The first reconciliation that began after the report settles it: its fills
+    are missing for good (every fill up to the snapshot is applied), the venue's positions stand,
+    and a restarted book does not await it again."""
+    rig = Rig()
+    held = rig.our_order(Side.BUY, 2.0, symbol="ETH-USD")
+    rig.reconcile()  # the book holds the position, applied from the venue's fill
+    cid = rig.our_order(Side.BUY, 1.0)  # filled at the venue (its fill 2)
+    _reported_filled(rig, cid)
+    assert [o.client_order_id for o in rig.book.awaiting_fills("BTC-USD")] == [cid]
+    rig.matcher = Matcher(VenueSimSettings(fee_bps=1.0, slippage_bps=0.0), epoch=time.time_ns() + 1)
+    rig.matcher.on_quote("BTC-USD", 100.0, 101.0)
+    rig.connector = MatcherConnector("sim", rig.matcher)  # the venue restarted: no fill, no position
+
+    outcome = rig.reconcile()
+
+    assert outcome.ok, outcome
+    assert outcome.fills_missing == {cid: 1.0} and outcome.resolved == {cid: "filled"}
+    assert rig.book.awaiting_fills() == [] and rig.book.orders[cid].fills_missing
+    assert rig.book.orders[cid].status is OrderStatus.FILLED and rig.book.orders[cid].filled_qty == 0.0
+    assert outcome.position_mismatches == {"ETH-USD": (pytest.approx(2.0), 0.0)}  # the venue's truth
+    assert rig.book.orders[held].fills_missing is False
+    restarted = OrderBook("em2")  # the journal's records, after a restart: not awaited again
+    restarted.restore(list(rig.book.orders.values()), [])
+    assert restarted.awaiting_fills() == []
+    again = rig.reconcile()
+    assert again.ok and again.fills_missing == {} and again.resolved == {}
+
+
+def test_an_order_reported_filled_is_awaited_while_its_fills_may_still_come() -> None:
+    """Not settled too soon: the fills a run's pages bring complete the order (nothing is missing),
+    and an order reported filled during the run waits for the next one (its trades may come after
+    the snapshot)."""
+    rig = Rig()
+    cid = rig.our_order(Side.BUY, 1.0)  # filled at the venue; the book has only the report
+    _reported_filled(rig, cid)
+    racing: list[str] = []
+    query = rig.connector.query
+
+    def racing_query(name: str, args: dict[str, Any], report_type: type, on_result: Callable[[Any], None]) -> None:
+        query(name, args, report_type, on_result)
+        if name == "mass_status":  # after the snapshot, an order is reported filled; its fill comes later
+            racing.append(rig.our_order(Side.BUY, 1.0, symbol="ETH-USD"))
+            _reported_filled(rig, racing[0])
+
+    rig.connector.query = racing_query  # type: ignore[method-assign]
+    outcome = rig.reconcile()
+    assert outcome.ok and outcome.fills_missing == {}, outcome
+    assert rig.book.orders[cid].filled_qty == 1.0 and rig.positions["BTC-USD"].qty == pytest.approx(1.0)
+    assert [o.client_order_id for o in rig.book.awaiting_fills()] == racing
+    for fill in [f for f in rig.matcher.native.fills if f.client_order_id == racing[0]]:
+        rig.apply_fill(fill)
+    assert rig.book.awaiting_fills() == [] and rig.positions["ETH-USD"].qty == pytest.approx(1.0)
 
 
 def test_an_answer_older_than_a_fill_already_applied_is_stale() -> None:

@@ -146,3 +146,45 @@ def test_wake_ends_a_pause_one_sequence_per_name_and_close_ends_what_runs(loop: 
 
     done = loop.call(lambda: loop.runner.start("report", on_the_way_out()))
     assert done.result(timeout=0) == Answer(True, "done", {"service": "ok"})
+
+
+def test_a_long_wait_reaches_a_peer_restarted_meanwhile(ctx: zmq.Context, ipc_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failsafe's verify waits long for ``reconcile`` (a run over REST takes seconds). Sent to
+    an exchange manager killed before it answered, the request is lost with it: one try as long as
+    the verify waited the whole verify out (10 s) while its successor was up and never asked. The
+    wait is tries of at most ``RESEND_LONG_WAIT_S``, the same command again: the restarted peer
+    hears it and answers long before the wait is over."""
+    from services.orchestrator import failsafe
+
+    monkeypatch.setattr(failsafe, "RESEND_LONG_WAIT_S", 0.2)
+    endpoint = f"ipc://{ipc_dir}/em.cmd"
+    killed = make_socket(ctx, zmq.ROUTER, BUS)  # takes the request and never answers
+    killed.bind(endpoint)
+    loop = Loop(ctx, {"em": endpoint})
+    server_sock = None
+    server_reactor = Reactor()
+    server_thread = threading.Thread(target=server_reactor.run, name="test-restarted", daemon=True)
+    try:
+        t0 = time.monotonic()
+        step = failsafe.run_step(None, "verify", Peer("em", timeout_s=0.5, retries=3), "reconcile", wait_s=5.0)
+        outcome = loop.call(lambda: loop.runner.start("verify", step))
+        wait_until(lambda: killed.poll(0))  # the first try reached the process that is then killed
+        killed.close(linger=0)
+        server_sock = make_socket(ctx, zmq.ROUTER, BUS)  # its successor, on the same endpoint
+        server_sock.bind(endpoint)
+        server = CommandServer(server_sock, "em", time.time_ns(),
+                               {"reconcile": lambda _args: {"runs": {"sim": 1}, "outcomes": {}}})
+        server_reactor.add_reader(server_sock, server.drain)
+        server_thread.start()
+        answered, result = outcome.result(timeout=5)
+        assert answered.ok and result == {"runs": {"sim": 1}, "outcomes": {}}
+        assert time.monotonic() - t0 < 2.5  # not the 5 s of one try
+    finally:
+        loop.close()
+        if server_thread.is_alive():
+            server_reactor.stop()
+            server_thread.join(5)
+        if server_sock is not None:
+            server_sock.close(linger=0)
+        server_reactor.close()

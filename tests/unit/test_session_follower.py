@@ -254,6 +254,18 @@ def test_snapshot_of_a_non_trading_state_does_not_allow(make_rig: Callable[..., 
     assert not rig.follower.trading_allowed()
 
 
+def test_state_changes_are_told_with_the_state_before(make_rig: Callable[..., Rig]) -> None:
+    """``on_state``: each change once, with what was known before (None: nothing, as at a start:
+    the exchange manager cancels its orders when the first word it hears is FAILSAFE)."""
+    rig = make_rig(deadman_timeout_s=1.0)
+    told: list[tuple[S, S | None]] = []
+    rig.follower.on_state(lambda state, before: told.append((state, before)))
+    rig.pump_until(lambda: rig.follower.state == S.FAILSAFE, state=S.FAILSAFE)
+    rig.pump_until(lambda: rig.follower.state == S.READY, state=S.READY)
+    rig.heartbeat(S.READY)
+    assert told == [(S.FAILSAFE, None), (S.READY, S.FAILSAFE)]
+
+
 
 def test_stale_message_from_an_older_orchestrator_epoch_does_not_reenable_trading(
         make_rig: Callable[..., Rig]) -> None:

@@ -24,6 +24,7 @@ come back through ``CcxtSession.run``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -443,25 +444,33 @@ class CcxtExecutionClient:
 
     async def _cancel_all(self, symbols: list[str]) -> list[dict[str, Any]]:
         """Every open order of ``symbols``, cancelled: with one call per symbol where the venue has
-        it, else one per order."""
+        it, else one per order. The symbols at once, not one after another: a cancel waits for the
+        venue's answer (and ccxt's rate limiter), and an exchange manager killed in the first moments
+        of a FAILSAFE must not leave the last symbols' orders resting because their turn had not come.
+        A symbol that fails does not stop the others; the first failure is raised once all are done."""
+        outcomes = await asyncio.gather(*(self._cancel_symbol(ours) for ours in symbols if ours in self._unified),
+                                        return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
+        return [order for done in outcomes if isinstance(done, list) for order in done]
+
+    async def _cancel_symbol(self, ours: str) -> list[dict[str, Any]]:
         exchange = self._session.exchange  # type: ignore[union-attr]
+        unified = self._unified[ours]
+        open_orders = await exchange.fetch_open_orders(unified)
+        if not open_orders:
+            return []
         done: list[dict[str, Any]] = []
-        for ours in symbols:
-            unified = self._unified.get(ours)
-            if unified is None:
-                continue
-            open_orders = await exchange.fetch_open_orders(unified)
-            if not open_orders:
-                continue
-            try:
-                if exchange.has.get("cancelAllOrders"):
-                    await exchange.cancel_all_orders(unified)
-                    done += [{**o, "status": "canceled"} for o in open_orders]
-                else:
-                    for order in open_orders:
-                        done.append(await exchange.cancel_order(order["id"], unified))
-            except ccxt.OrderNotFound:  # ended since they were read (Binance: -2011): the next symbols still
-                continue  # get their cancels; polling reports how these ended
+        try:
+            if exchange.has.get("cancelAllOrders"):
+                await exchange.cancel_all_orders(unified)
+                done += [{**o, "status": "canceled"} for o in open_orders]
+            else:
+                for order in open_orders:
+                    done.append(await exchange.cancel_order(order["id"], unified))
+        except ccxt.OrderNotFound:  # ended since they were read (Binance: -2011): polling reports how they
+            pass  # ended, and the other symbols' cancels go on
         return done
 
     def _on_cancelled_all(self, result: Any, error: BaseException | None) -> None:
