@@ -337,13 +337,15 @@ def run(rounds: int = 3, seconds: float = 15.0, warmup_s: float = 3.0, rates: tu
                     f"p99 {_fmt(m.get('p99_us'))} p99.9 {_fmt(m.get('p999_us'))} us; first {FIRST_S:g} s: p50 "
                     f"{_fmt(f.get('p50_us'))} p99 {_fmt(f.get('p99_us'))}{extra}")
         results[rate] = runs
-        med = {v: {k: median([m[k] for m in runs[v] if k in m]) for k in ("p50_us", "p99_us", "p999_us")}
-               for v in runs}
+        # A round with no probe order at the venue (a session that degraded) has no percentiles.
+        med = {v: {k: median([m[k] for m in runs[v] if m.get(k) is not None] or [math.nan])
+                   for k in ("p50_us", "p99_us", "p999_us")} for v in runs}
         for v in runs:
             for k in ("p50_us", "p99_us"):
-                med[v][f"first_{k}"] = median([m["first"][k] for m in runs[v] if k in m.get("first", {})])
-        spread = {v: (min([m["p50_us"] for m in runs[v] if "p50_us" in m] or [math.nan]),
-                      max([m["p50_us"] for m in runs[v] if "p50_us" in m] or [math.nan])) for v in runs}
+                med[v][f"first_{k}"] = median([m["first"][k] for m in runs[v]
+                                               if m.get("first", {}).get(k) is not None] or [math.nan])
+        spread = {v: (min([m["p50_us"] for m in runs[v] if m.get("p50_us") is not None] or [math.nan]),
+                      max([m["p50_us"] for m in runs[v] if m.get("p50_us") is not None] or [math.nan])) for v in runs}
         out("")
         out(f"at {rate:,} quotes/s (every_n = {every_n}), median over {rounds} round(s):")
         fs = "ours+fsync" in runs

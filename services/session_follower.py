@@ -9,7 +9,13 @@ snapshot, so no change falls between the two). Trading is allowed only while all
     words that queued up meanwhile, and old ones must not count as a live orchestrator;
   * the orchestrator has not told this service to disable trading (FAILSAFE, close) since;
   * supervisord, which started this process, is still there (``ParentWatch``): an orphan that
-    nothing would restart or stop never opens a position again (reducing orders still pass).
+    nothing would restart or stop never opens a position again (reducing orders still pass);
+  * with ``halt_on_critical`` (the engine, the exchange manager's gate): no critical safety event
+    has come from the safety process since. The orchestrator answers one with FAILSAFE, after two
+    journal commits and a hop; the trading processes stop on the event itself, a hop after it
+    (issue 16: the failsafe's "engine and gate disabled" within 5 ms). The halt lasts until the
+    follower learns a state in which the session does not trade (FAILSAFE), or, if the orchestrator
+    keeps the session trading (its call), for a dead-man timeout.
 A loop stall as long as the dead-man timeout makes the follower forget what it knew and ask again,
 as a restarted process does: each time trading is allowed again is a new opening (``openings``).
 
@@ -38,8 +44,10 @@ TRADING_STATES = frozenset({proto.OrchestratorState.LIVE, proto.OrchestratorStat
 
 
 class SessionFollower:
-    def __init__(self, runtime: ServiceRuntime, deadman_timeout_s: float) -> None:
+    def __init__(self, runtime: ServiceRuntime, deadman_timeout_s: float, *, halt_on_critical: bool = False) -> None:
         self._deadman_timeout_s = deadman_timeout_s
+        self._halted: tuple[str, float] | None = None  # why, and since when (monotonic)
+        self.halts = 0
         self.state: proto.OrchestratorState | None = None
         self._heard_at: float | None = None
         self._disabled_reason: str | None = None
@@ -54,6 +62,8 @@ class SessionFollower:
         self._orchestrator = runtime.client("orchestrator", timeout_s=0.2, retries=0)
         runtime.subscribe(["orchestrator"], [proto.topics.STATE, proto.topics.heartbeat("orchestrator")],
                           self._on_message)
+        if halt_on_critical:
+            runtime.subscribe(["safety"], [proto.topics.SAFETY], self._on_safety_event)
         self._reactor = runtime.reactor
         self._reactor.call_later(0.0, self._snapshot)
         runtime.reactor.call_every(0.25, self._watch)
@@ -66,6 +76,7 @@ class SessionFollower:
         return (
             self.state in TRADING_STATES
             and self._disabled_reason is None
+            and self._halted is None
             and self._orphaned is None
             and self.orchestrator_age_s() < self._deadman_timeout_s
         )
@@ -96,6 +107,8 @@ class SessionFollower:
             "session_state": None if self.state is None else self.state.value,
             "trading_allowed": self.trading_allowed(),
             "disabled_reason": self._disabled_reason,
+            "halted": None if self._halted is None else self._halted[0],
+            "halts": self.halts,
             "orphaned": self._orphaned,
             "orchestrator_age_s": None if age == float("inf") else round(age, 3),
             "deadman_trips": self.deadman_trips,
@@ -114,6 +127,17 @@ class SessionFollower:
             summary = body.stats
             self._learn_session(summary.session_id if isinstance(summary, OrchestratorSummary) else "")
             self._learn(body.state, env.ts_ns)
+
+    def _on_safety_event(self, _topic: str, env: proto.Envelope) -> None:
+        event = env.body
+        if not isinstance(event, proto.SafetyEvent) or event.severity is not proto.Severity.CRITICAL:
+            return
+        if not self.trading_allowed() or (time.time_ns() - env.ts_ns) / 1e9 >= self._deadman_timeout_s:
+            return  # nothing to stop, or old news read after a stall (the orchestrator has had it)
+        self.halts += 1
+        self._halted = (f"critical safety event ({event.event_type.value} {event.symbol}): {event.message}",
+                        time.monotonic())
+        self._watch()
 
     def _learn_session(self, session_id: str) -> None:
         if not session_id or session_id == self.session_id:
@@ -141,6 +165,8 @@ class SessionFollower:
         if changed:
             log.info("session state is now %s", state.value, extra=keep())
             self.state = state
+        if self._halted is not None and state not in TRADING_STATES:
+            self._halted = None  # the orchestrator has acted on it: its word rules again
         self._watch()
         if changed:
             for callback in list(self._state_callbacks):
@@ -185,6 +211,11 @@ class SessionFollower:
         self._watch()
 
     def _watch(self) -> None:
+        if self._halted is not None and time.monotonic() - self._halted[1] >= self._deadman_timeout_s:
+            log.warning("halted on %s, but the orchestrator kept the session %s for %.1fs: trading follows it again",
+                        self._halted[0], self.state.value if self.state else "?", self._deadman_timeout_s,
+                        extra=keep())
+            self._halted = None
         allowed = self.trading_allowed()
         if allowed == self._was_allowed:
             return
@@ -201,7 +232,8 @@ class SessionFollower:
             log.warning("dead-man switch: no word from the orchestrator for %.1fs; trading disabled",
                         self.orchestrator_age_s(), extra=keep())
         else:
-            log.info("trading disabled: %s", self._disabled_reason or f"session is {self.state.value if self.state else 'unknown'}",
+            why = self._disabled_reason or (self._halted and self._halted[0])
+            log.info("trading disabled: %s", why or f"session is {self.state.value if self.state else 'unknown'}",
                      extra=keep())
 
 

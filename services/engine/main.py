@@ -37,7 +37,7 @@ class Engine:
         self.runtime = ServiceRuntime("engine", settings, stats=self.stats,
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
-        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
+        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s, halt_on_critical=True)
         self._degraded_mode = settings.orchestrator.health.degraded_mode
         self.strategies: dict[str, Strategy] = {s.name: build(s) for s in cfg.strategies}
         self._by_symbol: dict[str, list[Strategy]] = {}

@@ -55,7 +55,7 @@ class ExchangeManager:
         self.runtime = ServiceRuntime("exchange_manager", settings, stats=self.stats,
                                       state=lambda: self.session.state,
                                       trading_enabled=lambda: self.session.trading_allowed())
-        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s)
+        self.session = SessionFollower(self.runtime, cfg.deadman_timeout_s, halt_on_critical=True)
         degraded_mode = settings.orchestrator.health.degraded_mode
         self.instruments = InstrumentRegistry(self.runtime.reactor, [c.name for c in cfg.connectors],
                                               cfg.default_connector, cfg.routes)

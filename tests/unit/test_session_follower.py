@@ -37,6 +37,18 @@ class Rig:
     ctx: zmq.Context
     deadman_timeout_s: float
     clients: list[CommandClient]
+    safety: Publisher | None = None
+
+    def safety_event(self, severity: proto.Severity, ts_ns: int | None = None) -> None:
+        assert self.safety is not None
+        event = proto.SafetyEvent(event_type=proto.SafetyEventType.DATA_ANOMALY, severity=severity, symbol="BTC-USD",
+                                  message="a 30 % jump")
+        if ts_ns is None:
+            self.safety.publish(proto.topics.SAFETY, event)
+        else:  # an event published long ago (as a stalled follower reads it)
+            seq = self.safety._seqs[proto.topics.SAFETY] = self.safety._seqs.get(proto.topics.SAFETY, 0) + 1
+            self.safety._sock.send_multipart([proto.topics.SAFETY.encode(),
+                                              proto.encode("safety", self.safety.epoch, seq, ts_ns, event)])
 
     def heartbeat(self, state: S | None) -> None:
         self.orchestrator.publish(proto.topics.heartbeat("orchestrator"),
@@ -73,7 +85,7 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cleanups: list[Callable[[], None]] = []
 
     def make(deadman_timeout_s: float = 0.4, snapshot_state: S | None = None,
-             parent_watch: ParentWatch | None = None) -> Rig:
+             parent_watch: ParentWatch | None = None, halt_on_critical: bool = False) -> Rig:
         base = tmp_path_factory.mktemp("sf")
         settings = Settings(paths={"run_dir": base / "run", "log_dir": base / "logs", "state_dir": base / "state"},
                             bus={"heartbeat_interval_s": 0.05})
@@ -91,8 +103,20 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
         cleanups.append(close_runtime)
         if parent_watch is not None:  # as supervisord's child (without the runtime's own reaction)
             runtime.supervisor = parent_watch
-        follower = SessionFollower(runtime, deadman_timeout_s)
+        follower = SessionFollower(runtime, deadman_timeout_s, halt_on_critical=halt_on_critical)
         runtime.add_handlers(trading_handlers(follower))
+        safety = None
+        if halt_on_critical:  # a stand-in safety process, with its key (and its own ZAP handler)
+            safety_ctx = zmq.Context()
+            cleanups.append(lambda: safety_ctx.term())
+            safety_curve = Curve(KeyStore(settings.paths.keys), "safety")
+            safety_curve.start(safety_ctx)
+            cleanups.append(safety_curve.stop)
+            safety_sock = make_socket(safety_ctx, zmq.PUB, settings.bus)
+            cleanups.append(lambda: safety_sock.close(linger=0))
+            safety_curve.serve(safety_sock)
+            safety_sock.bind(runtime.endpoints.pub("safety"))
+            safety = Publisher(safety_sock, "safety", time.time_ns())
 
         # a stand-in orchestrator, with the orchestrator's key (the follower pins it)
         stand_in = Curve(KeyStore(settings.paths.keys), "orchestrator")
@@ -121,7 +145,7 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
         thread.start()
         started = True
         wait_until(lambda: runtime.reactor.running)
-        rig = Rig(runtime, follower, orchestrator, pub_sock, ctx, deadman_timeout_s, [])
+        rig = Rig(runtime, follower, orchestrator, pub_sock, ctx, deadman_timeout_s, [], safety)
         cleanups.append(lambda: [c.close() for c in rig.clients])
         return rig
 
@@ -389,3 +413,44 @@ def test_a_summary_of_the_wrong_type_is_named_at_the_sender_and_sent_as_none(tmp
         assert status.summary_errors == 3 and "session_id" in status.summary_error, status
     finally:
         runtime.close()
+
+
+def _hears_safety(rig: Rig) -> bool:
+    """A warning from the stand-in safety process has reached the follower's subscription."""
+    rig.safety_event(proto.Severity.WARNING)
+    return any("safety" in sub.peers for _name, sub in rig.runtime._subscribers)
+
+
+def test_a_critical_safety_event_stops_trading_at_once_until_the_orchestrator_acts(
+        make_rig: Callable[..., Rig]) -> None:
+    """The orchestrator answers it with FAILSAFE (two journal commits later); the follower stops on
+    the event itself. A warning does not stop it; FAILSAFE clears the halt (the orchestrator rules)."""
+    rig = make_rig(halt_on_critical=True, deadman_timeout_s=1.0)
+    rig.pump_until(lambda: rig.follower.trading_allowed() and _hears_safety(rig))
+    assert rig.follower.trading_allowed() and rig.follower.summary()["halts"] == 0  # warnings do not halt
+    rig.safety_event(proto.Severity.CRITICAL)
+    rig.pump_until(lambda: not rig.follower.trading_allowed())
+    assert rig.follower.summary()["halted"].startswith("critical safety event (data_anomaly BTC-USD)")
+    assert never(lambda: rig.heartbeat(S.LIVE) or rig.follower.trading_allowed(), 0.3)  # LIVE does not lift it
+    rig.state_changed(S.LIVE, S.FAILSAFE)
+    wait_until(lambda: rig.follower.state == S.FAILSAFE and rig.follower.summary()["halted"] is None)
+    assert not rig.follower.trading_allowed()
+
+
+def test_a_halt_the_orchestrator_does_not_follow_lasts_a_dead_man_timeout(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(halt_on_critical=True, deadman_timeout_s=0.5)
+    rig.pump_until(lambda: rig.follower.trading_allowed() and _hears_safety(rig))
+    rig.safety_event(proto.Severity.CRITICAL)
+    rig.pump_until(lambda: not rig.follower.trading_allowed())
+    halted_at = time.monotonic()
+    rig.pump_until(rig.follower.trading_allowed)  # the orchestrator kept saying LIVE: its call
+    assert time.monotonic() - halted_at >= 0.5 - 0.05
+
+
+def test_an_old_critical_event_read_late_does_not_halt(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(halt_on_critical=True, deadman_timeout_s=0.5)
+    rig.pump_until(lambda: rig.follower.trading_allowed() and _hears_safety(rig))
+    old = time.time_ns() - 2_000_000_000
+    assert never(lambda: rig.safety_event(proto.Severity.CRITICAL, ts_ns=old) or rig.heartbeat(S.LIVE)
+                 or not rig.follower.trading_allowed(), 0.3)
+    assert rig.follower.summary()["halts"] == 0
