@@ -291,3 +291,34 @@ def test_calls_handed_over_without_pause_do_not_starve_timers() -> None:
             busy.clear()
     finally:
         reactor.close()
+
+
+def test_periodic_timers_fire_on_their_grid_of_the_machine_clock() -> None:
+    """Timers of one period fire at the same instants, whenever they were started, and a stall skips
+    the missed ticks without leaving the grid: a process's housekeeping is one wake-up, and every
+    process's heartbeats go out together (issue 16: idle CPU)."""
+    reactor = Reactor()
+    fired: dict[str, list[float]] = {"a": [], "b": []}
+    reactor.call_every(0.05, lambda: fired["a"].append(time.monotonic()))
+    time.sleep(0.013)
+    reactor.call_every(0.05, lambda: fired["b"].append(time.monotonic()))
+    stalled = []
+
+    def stall_once() -> None:
+        if not stalled:
+            stalled.append(True)
+            time.sleep(0.12)  # two ticks missed
+
+    reactor.call_later(0.06, stall_once)
+    with reactor_thread(reactor):
+        wait_until(lambda: len(fired["a"]) >= 5 and len(fired["b"]) >= 5, 5)
+    for name in ("a", "b"):
+        times = fired[name]
+        # the tick due during the stall runs late, once, as the stall ends (missed ticks are not
+        # caught up); every other one is on the 50 ms grid
+        late = next(i for i in range(1, len(times)) if times[i] - times[i - 1] > 0.06)
+        on_grid = [t % 0.05 for i, t in enumerate(times) if i != late]
+        assert all(p < 0.01 or p > 0.045 for p in on_grid), (name, on_grid)
+        # the two ticks missed in the stall are not run back to back: at most the late one and the
+        # next grid point can fall close together
+        assert sum(b - a < 0.02 for a, b in zip(times, times[1:])) <= 1, (name, times)
