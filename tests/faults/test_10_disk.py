@@ -38,6 +38,7 @@ from bus import CommandTimeout, keys
 from integration.daemon import Daemon, wait_until
 from proto.commands.base import IDENTITIES
 from integration.e2e import (
+    ask,
     em_open_orders,
     merged,
     open_daemon,
@@ -132,20 +133,30 @@ def _no_phantom(d: Daemon) -> None:
 
 
 def test_the_book_of_record_on_a_full_disk_refuses_opening_orders_and_still_flattens(disk_daemon, tmp_path) -> None:
-    """Only the exchange manager's journal is on the full disk (the orchestrator's is elsewhere):
-    its first failed write refuses the order with the reason, leaves no phantom, and its critical
-    STATE_DISK event takes the session to FAILSAFE, whose flatten goes out unjournalled (held)."""
+    """Only the exchange manager's journal is on the full disk (the orchestrator's is elsewhere).
+    An order leaves before its write (docs/architecture.md, "The order path"): the opening order
+    whose write fails first is cancelled at once and its record held; from then on opening orders
+    are refused with the reason before they leave, no phantom is left, and the critical STATE_DISK
+    event takes the session to FAILSAFE, whose flatten goes out unjournalled (held)."""
     d: Daemon = disk_daemon({"orchestrator": {"min_free_disk_mb": 0,
                                               "journal_file": str(tmp_path / "orchestrator.sqlite")}})
     wait_trading_with_positions(d)
     fill(d.state_dir)
     full_at = time.monotonic()
+    refusals = ("book of record cannot be written", "trading is not enabled")
+    first = d.call("exchange_manager", "submit_order", timeout_s=2.0, retries=2, symbol="SOL-USD", side="buy",
+                   qty=0.1, strategy="itest")
+    if first.ok:  # the first write to fail was its own (no strategy order found the full disk first)
+        cid = first.result["client_order_id"]
+        order = wait_until(lambda: next((o for o in ask(d, "exchange_manager", "orders")["orders"]
+                                         if o["client_order_id"] == cid and o["status"] in ("cancelled", "filled")),
+                                        None), 5, ignore=(CommandTimeout,))
+        assert order["cancel_requested"] or order["status"] == "filled", order  # a market order fills at once
+    else:  # refused by the journal, or by the gate once the FAILSAFE that followed had closed it
+        assert any(r in first.error for r in refusals), first
     reply = d.call("exchange_manager", "submit_order", timeout_s=2.0, retries=2, symbol="SOL-USD", side="buy",
                    qty=0.1, strategy="itest")
-    # refused by the journal, or (a strategy's order having found the full disk first) by the gate
-    # the FAILSAFE that followed has closed
-    assert not reply.ok and ("book of record cannot be written" in reply.error
-                             or "trading is not enabled" in reply.error), reply
+    assert not reply.ok and any(r in reply.error for r in refusals), reply
     d.wait_state("failsafe", timeout=15)
     FIGURES.reactions.append(("book of record's disk full", "FAILSAFE", time.monotonic() - full_at))
     wait_until(lambda: _status(d)["failsafe_pending"] is None, 30, ignore=(CommandTimeout,),
