@@ -59,9 +59,9 @@ class Reactor:
         interval's grid on CLOCK_MONOTONIC. The clock is the machine's, so every timer of one period
         fires at the same instants in every process: a process's housekeeping takes one wake-up
         instead of one per timer, and its peers' heartbeats arrive together (issue 16: idle CPU)."""
-        due = time.monotonic() + first_in_s
-        if interval_s > 0:
-            due = math.ceil(due / interval_s) * interval_s
+        if interval_s <= 0:
+            raise ValueError(f"a periodic timer needs an interval > 0, not {interval_s}")
+        due = math.ceil((time.monotonic() + first_in_s) / interval_s) * interval_s
         heapq.heappush(self._timers, (due, next(self._order), interval_s, callback))
 
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> None:
@@ -132,7 +132,7 @@ class Reactor:
                 # but never try to catch up a backlog of missed ticks after a stall.
                 next_due = due + interval
                 if next_due < now:  # missed ticks: the next point of the grid
-                    next_due = (next_due + math.ceil((now - next_due) / interval) * interval) if interval > 0 else now
+                    next_due += math.ceil((now - next_due) / interval) * interval
                 heapq.heappush(self._timers, (next_due, order, interval, callback))
             self._guard(callback)
 

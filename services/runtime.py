@@ -306,12 +306,15 @@ class ServiceRuntime:
             sub.subscribe(prefix)
         for service in services:
             sub.connect(self.endpoints.pub(service), service, self.security)
-        if after_read is not None:
-            self.reactor.add_reader(sock, lambda: (sub.drain(handler), after_read()))
-        elif read_every_s is None:
-            self.reactor.add_reader(sock, lambda: sub.drain(handler))
+        def read() -> None:
+            sub.drain(handler)
+            if after_read is not None:
+                after_read()
+
+        if read_every_s is None:
+            self.reactor.add_reader(sock, read)
         else:
-            self.reactor.call_every(read_every_s, lambda: sock.closed or sub.drain(handler))
+            self.reactor.call_every(read_every_s, lambda: sock.closed or read())
         self._subscribers.append((f"{'+'.join(services)} [{' '.join(prefixes) or '*'}]", sub))
         return sub
 

@@ -105,28 +105,23 @@ def make_rig(ctx: zmq.Context, tmp_path_factory: pytest.TempPathFactory) -> Iter
             runtime.supervisor = parent_watch
         follower = SessionFollower(runtime, deadman_timeout_s, halt_on_critical=halt_on_critical)
         runtime.add_handlers(trading_handlers(follower))
+        def stand_in_publisher(name: str, context: zmq.Context) -> tuple[Curve, zmq.Socket, Publisher]:
+            """A stand-in for ``name``'s PUB, with its key (the follower pins it)."""
+            curve = Curve(KeyStore(settings.paths.keys), name)
+            curve.start(context)
+            cleanups.append(curve.stop)
+            sock = make_socket(context, zmq.PUB, settings.bus)
+            cleanups.append(lambda: sock.close(linger=0))
+            curve.serve(sock)
+            sock.bind(runtime.endpoints.pub(name))
+            return curve, sock, Publisher(sock, name, time.time_ns())
+
         safety = None
-        if halt_on_critical:  # a stand-in safety process, with its key (and its own ZAP handler)
+        if halt_on_critical:  # a stand-in safety process, in a context of its own (one ZAP handler each)
             safety_ctx = zmq.Context()
             cleanups.append(lambda: safety_ctx.term())
-            safety_curve = Curve(KeyStore(settings.paths.keys), "safety")
-            safety_curve.start(safety_ctx)
-            cleanups.append(safety_curve.stop)
-            safety_sock = make_socket(safety_ctx, zmq.PUB, settings.bus)
-            cleanups.append(lambda: safety_sock.close(linger=0))
-            safety_curve.serve(safety_sock)
-            safety_sock.bind(runtime.endpoints.pub("safety"))
-            safety = Publisher(safety_sock, "safety", time.time_ns())
-
-        # a stand-in orchestrator, with the orchestrator's key (the follower pins it)
-        stand_in = Curve(KeyStore(settings.paths.keys), "orchestrator")
-        stand_in.start(ctx)
-        cleanups.append(stand_in.stop)
-        pub_sock = make_socket(ctx, zmq.PUB, settings.bus)
-        cleanups.append(lambda: pub_sock.close(linger=0))
-        stand_in.serve(pub_sock)
-        pub_sock.bind(runtime.endpoints.pub("orchestrator"))
-        orchestrator = Publisher(pub_sock, "orchestrator", time.time_ns())
+            safety = stand_in_publisher("safety", safety_ctx)[2]
+        stand_in, pub_sock, orchestrator = stand_in_publisher("orchestrator", ctx)
 
         if snapshot_state is not None:  # a stand-in orchestrator that answers "state"
             cmd_sock = make_socket(ctx, zmq.ROUTER, settings.bus)
