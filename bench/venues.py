@@ -26,7 +26,6 @@ exchange API is dropped for 4 s: from the drop to the connector connected again.
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -38,16 +37,11 @@ import proto
 from bench._live import LiveDaemon
 from bench._stats import median, ratio, table
 from bus import make_socket
+from deploy.temp_daemon import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DROP_S = 4.0  # longer than the connector's heartbeat_timeout_s (3 s), shorter than the hung watch (5 s)
 KINDS = ("native", "ccxt", "ccxt-polling")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _toml(kind: str, port: int, credentials: Path) -> str:
@@ -85,7 +79,7 @@ def measure(kind: str, seconds: float, warmup_s: float) -> dict[str, Any]:
         credentials = Path(tmp) / "ccxt-credentials.json"
         credentials.write_text(json.dumps({"apiKey": "sim-test-key", "secret": "sim-test-secret"}))
         credentials.chmod(0o600)
-        with LiveDaemon(_toml(kind, _free_port(), credentials), prefix=f"bench-venue-{kind}-") as d:
+        with LiveDaemon(_toml(kind, free_port(), credentials), prefix=f"bench-venue-{kind}-") as d:
             return _measure(d, kind, seconds, warmup_s)
 
 

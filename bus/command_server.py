@@ -147,6 +147,9 @@ class CommandServer:
         self.handler_errors = 0
         self.unroutable = 0
         self.rejected: dict[str, int] = {}
+        # The authenticated identity of the command being handled ("" between commands): a handler
+        # that records who asked (the orchestrator's governance log) reads it while it runs.
+        self.caller = ""
 
     @property
     def socket(self) -> zmq.Socket:
@@ -214,7 +217,11 @@ class CommandServer:
         if audit is not None:
             audit(proto.CommandAudit(id=cmd.id, name=cmd.name, caller=env.source, phase="request",
                                      sent_ns=env.ts_ns))
-        reply, ran = self._run(cmd)
+        self.caller = env.source  # authorised above: the envelope's source is the caller's key
+        try:
+            reply, ran = self._run(cmd)
+        finally:
+            self.caller = ""
         if isinstance(reply, Deferred):
             self._wait(cmd, env, route, reply)
             return

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,13 @@ def parse_programs(conf_text: str) -> dict[str, str]:
                 member_of[name.strip()] = section.split(":", 1)[1]
     names = [section.split(":", 1)[1] for section in parser.sections() if section.startswith("program:")]
     return {name: f"{member_of[name]}:{name}" if name in member_of else name for name in names}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS's choice; a daemon binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @functools.cache
@@ -208,7 +216,7 @@ class TempDaemon:
             # metrics on any free port: daemons side by side (and a developer's) never collide
             {"paths": {"run_dir": str(self.run_dir), "log_dir": str(self.log_dir),
                        "state_dir": str(self.state_dir)},
-             "orchestrator": {"metrics_port": 0}},
+             "orchestrator": {"metrics_port": 0}, "console": {"port": free_port()}},
             config or {},
         )
         # toml_text replaces the generated file (paths included!); toml_extra is appended raw.

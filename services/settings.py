@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from bus.settings import BusSettings
 from deploy.settings import SupervisionSettings
+from services.console.settings import ConsoleSettings
 from services.data_router.settings import DataRouterSettings
 from services.engine.settings import EngineSettings
 from services.exchange_manager.settings import ExchangeManagerSettings
@@ -102,6 +103,8 @@ class Settings(BaseSettings):
     # How every log (each program's own and the session logs) aggregates a storm of one kind of
     # record (services/log_storm.py).
     logs: LogStormSettings = LogStormSettings()
+    # The operators' web console (services/console/), its own process.
+    console: ConsoleSettings = ConsoleSettings()
 
     def clock_mode(self) -> ClockMode:
         """The session clock's mode once "auto" is resolved."""

@@ -25,39 +25,42 @@ from services.orchestrator.state_machine import IllegalTransition
 Reply = dict[str, Any]
 
 
-def build_handlers(control: SessionControl, snapshots: Snapshots) -> dict[str, Handler]:
+def build_handlers(control: SessionControl, snapshots: Snapshots,
+                   caller: Callable[[], str] = lambda: "") -> dict[str, Handler]:
+    """``caller()``: who sent the command being handled (its authenticated identity)."""
     session = control.session
 
-    def record(name: str, accepted: bool, detail: str) -> None:
-        """Every operator command, accepted or refused, goes to the governance log."""
-        session.logs.governance(f"Operator command {name}: {'accepted' if accepted else 'REFUSED'}: {detail}",
-                                logging.INFO if accepted else logging.WARNING, event="operator_command",
-                                data={"command": name, "accepted": accepted, "detail": detail})
+    def record(name: str, accepted: bool, detail: str, by: str) -> None:
+        """Every operator command, accepted or refused, goes to the governance log with who sent it."""
+        session.logs.governance(f"Operator command {name} by {by or '?'}: {'accepted' if accepted else 'REFUSED'}: "
+                                f"{detail}", logging.INFO if accepted else logging.WARNING, event="operator_command",
+                                data={"command": name, "accepted": accepted, "detail": detail, "caller": by})
 
-    def refused(name: str, exc: Exception) -> proto.CommandError:
-        record(name, False, str(exc))
+    def refused(name: str, exc: Exception, by: str) -> proto.CommandError:
+        record(name, False, str(exc), by)
         return proto.CommandError(str(exc))
 
-    def accepted(name: str, reason: str, result: Reply | None) -> Reply:
-        record(name, True, f"{reason}; session is {session.state.value}")
+    def accepted(name: str, reason: str, result: Reply | None, by: str) -> Reply:
+        record(name, True, f"{reason}; session is {session.state.value}", by)
         return {"state": session.state.value, **(result or {})}
 
     def refusing(name: str, reason: str, action: Callable[[], Reply | Future[Reply] | None]) -> Reply | Future[Reply]:
         """Run a control action (now, or as a sequence: its future); record it, accepted or
         refused, in the governance log."""
+        by = caller()  # read now: a sequence's answer comes after the command server has moved on
         try:
             done = action()
         except (Refused, IllegalTransition) as exc:
-            raise refused(name, exc) from None
+            raise refused(name, exc, by) from None
         if not isinstance(done, Future):
-            return accepted(name, reason, done)
+            return accepted(name, reason, done, by)
         reply: Future[Reply] = Future()
 
         def answer(done: Future[Reply]) -> None:
             try:
-                reply.set_result(accepted(name, reason, done.result()))
+                reply.set_result(accepted(name, reason, done.result(), by))
             except (Refused, IllegalTransition) as exc:
-                reply.set_exception(refused(name, exc))
+                reply.set_exception(refused(name, exc, by))
             except Exception as exc:  # a bug: the command server answers it as an internal error
                 reply.set_exception(exc)
 

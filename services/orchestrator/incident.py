@@ -23,6 +23,8 @@ class Step:
     ok: bool
     duration_ms: float
     detail: str
+    # Wall time the step ended (the console draws the sequence on a time axis from it).
+    finished_at: float = field(default_factory=time.time)
 
 
 # A sequence that keeps retrying (the venue will not confirm flat) adds steps every round; the

@@ -124,7 +124,7 @@ class Orchestrator:
         reactor.on_stall(missing_after_s, supervision.loop_stalled)
 
         # -- the control API, the loop's timers, the way out ---------------------------------------
-        runtime.add_handlers(build_handlers(control, self.snapshots))
+        runtime.add_handlers(build_handlers(control, self.snapshots, lambda: runtime.commands.caller))
         session.save_counters()
         reactor.call_every(1.0, storage.retry_journal)
         reactor.call_every(1.0, self.logs.flush)  # a storm's summary once it is over

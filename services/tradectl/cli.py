@@ -15,6 +15,7 @@ import click
 from services.settings import CONFIG_FILE_ENV
 from services.tradectl import session_commands, trading_commands
 from services.tradectl.call import call
+from services.tradectl.console_users import console_group
 from services.tradectl.keys import keys_group
 from services.tradectl.logs import logs
 from services.tradectl.safety.commands import safety
@@ -61,6 +62,7 @@ cli.add_command(sniffer_bus)  # tradectl bus ... (services/tradectl/sniffer/)
 cli.add_command(logs)  # tradectl logs ... (services/tradectl/logs.py)
 cli.add_command(safety)  # tradectl safety ... (services/tradectl/safety/)
 cli.add_command(keys_group)  # tradectl keys ... (services/tradectl/keys.py)
+cli.add_command(console_group)  # tradectl console ... (services/tradectl/console_users.py)
 
 
 def main() -> None:

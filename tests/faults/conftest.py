@@ -15,7 +15,6 @@ report; at the end of the session the suite's figures are printed (``harness.FIG
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from integration.e2e import open_daemon, suite_fixtures
 
 from .harness import FAULT_CONFIG, FaultHarness
 from .venue_views import CCXT_CREDENTIALS, ccxt_config, make_view
+from deploy.temp_daemon import free_port
 
 HERE = Path(__file__).parent
 
@@ -65,7 +65,7 @@ def fault_harness(request: pytest.FixtureRequest) -> Iterator[FaultHarness]:
     if adapter == "native":
         config, options = FAULT_CONFIG, {}
     else:
-        config, options = ccxt_config(FAULT_CONFIG, _free_port()), {"environment": CCXT_CREDENTIALS}
+        config, options = ccxt_config(FAULT_CONFIG, free_port()), {"environment": CCXT_CREDENTIALS}
     d = open_daemon(config, **options)
     harness = None
     try:
@@ -76,12 +76,6 @@ def fault_harness(request: pytest.FixtureRequest) -> Iterator[FaultHarness]:
             harness.close()
         d.close()
     assert not d.leftover_processes(), "processes left behind"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 module_daemon, make_daemon = suite_fixtures(FAULT_CONFIG)

@@ -13,7 +13,6 @@ start in one line.
 
 from __future__ import annotations
 
-import socket
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,15 +23,10 @@ import pytest
 from integration.daemon import Daemon, wait_until
 from bus import CommandTimeout
 from integration.e2e import ask, em_positions, em_stats, submit, wait_routed
+from deploy.temp_daemon import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ccxt-sim.toml"
 CREDENTIALS = {"SIM_API_KEY": "sim-test-key", "SIM_API_SECRET": "sim-test-secret"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ccxt_sim_config(port: int) -> dict[str, Any]:
@@ -57,7 +51,7 @@ def venue_urls(port: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ccxt_daemon() -> Iterator[Daemon]:
-    d = Daemon(config=ccxt_sim_config(_free_port()), environment=CREDENTIALS)
+    d = Daemon(config=ccxt_sim_config(free_port()), environment=CREDENTIALS)
     try:
         d.start()
         yield d
@@ -226,7 +220,7 @@ def _em_qty(d: Daemon) -> dict[str, float]:
 
 
 def test_missing_credentials_stop_the_exchange_manager_with_one_line(tmp_path: Path) -> None:
-    d = Daemon(config=ccxt_sim_config(_free_port()), startretries=0)
+    d = Daemon(config=ccxt_sim_config(free_port()), startretries=0)
     try:
         d.start(wait=False)
         info = wait_until(lambda: (i := d.process_info("exchange_manager"))["statename"] in ("FATAL", "EXITED") and i,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ import ccxt.pro
 import pytest
 from integration.daemon import Daemon, wait_until
 from integration.e2e import ask
+from deploy.temp_daemon import free_port
 
 KEY, SECRET = "itest-api-key", "itest-api-secret"
 OPTIONS = {"fetchMarkets": ["spot"], "fetchCurrencies": False, "fetchMargins": False,
@@ -31,15 +31,9 @@ OPTIONS = {"fetchMarkets": ["spot"], "fetchCurrencies": False, "fetchMargins": F
 T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def venue() -> Iterator[tuple[Daemon, str]]:
-    port = _free_port()
+    port = free_port()
     d = Daemon(config={"venue_sim": {"exchange_api": {"enabled": True, "port": port, "api_key": KEY},
                                      "quotes_per_s": 20.0, "jump_probability_per_s": 0.0}},
                environment={"TRADING_VENUE_SIM__EXCHANGE_API__API_SECRET": SECRET}, only=["venue_sim"])

@@ -169,7 +169,7 @@ def test_tradectl_logs_follows_the_running_session(module_daemon: Daemon) -> Non
         assert ready, "tradectl logs -f printed nothing within 15 s"
         line = json.loads(follower.stdout.readline())
         assert line["log"] == "governance_events"
-        assert "Operator command recover: REFUSED" in line["line"]
+        assert "Operator command recover by tradectl: REFUSED" in line["line"]  # who sent it, by its key
     finally:
         follower.kill()
         follower.wait()
