@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults bench install clean
+.PHONY: run test test-faults bench install browser clean
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ run: $(STAMP)
 # Long cases are marked slow and run by test-faults. Cases that load both cores on purpose, that
 # supervisord's clock judges, or that bound a round trip or a rate by the clock are marked alone
 # and run last, by themselves.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow and not alone" -n 3 --dist loadfile
 	$(PY) -m pytest -q -m "alone and not slow"
 
@@ -42,6 +42,15 @@ test-faults: $(STAMP)
 # tick-to-order ours/raw is over 1.2x the figure recorded in bench/baseline.json.
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download). Installed
+# here when missing and this is root with apt-get; otherwise those tests skip and say why.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } && \
+	  echo "installed Debian's chromium for the console's browser tests"; } || \
+	  echo "no /usr/bin/chromium and it cannot be installed here: the console's browser tests will skip"
 
 clean:
 	rm -rf $(VENV) run .pytest_cache
