@@ -169,6 +169,22 @@ def ensure_keys(conf: Path) -> str | None:
     return None
 
 
+def console_hint(conf: Path) -> str | None:
+    """Where the web console will answer, when this host runs it: printed before supervisord takes
+    over the terminal (the console's own lines go to its program log)."""
+    try:
+        if "[program:console]" not in conf.read_text(encoding="utf-8"):
+            return None
+        settings = settings_of(conf)
+    except (OSError, SettingsError):
+        return None
+    cfg, state = settings.console, settings.paths.state_dir
+    first = state / "console" / "admin.password"
+    return (f"launch: web console at http://{cfg.host}:{cfg.port}/ "
+            + (f"(first login: user admin, password in {first} once it has started)"
+               if not (state / "console" / "users.json").exists() else "(its users: `tradectl console users`)"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     conf = config_path(args)
@@ -198,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         print(f"launch: {problem}", file=sys.stderr)
         return 2
+    hint = console_hint(conf)
+    if hint:
+        print(hint)
     supervisord = Path(sys.executable).parent / "supervisord"
     binary = str(supervisord) if supervisord.exists() else shutil.which("supervisord")
     if binary is None:

@@ -72,10 +72,10 @@ def _replay(view: SessionView, entry: dict[str, Any], ts: float) -> None:
         return
     if event == "state_transition":
         try:
-            body = proto.StateChanged(old=proto.OrchestratorState(data["old"]), new=proto.OrchestratorState(data["new"]),
-                                      reason=str(data.get("reason", "")), transition_no=0)
+            old, new = proto.OrchestratorState(data["old"]), proto.OrchestratorState(data["new"])
         except (KeyError, ValueError):
             return
+        body = proto.StateChanged(old=old, new=new, reason=str(data.get("reason", "")), transition_no=0)
         view.on_transition(body, ts, replay=True)
     elif event == "safety_event":
         view.add_event(ts, "safety", _SAFETY_SEVERITY.get(str(data.get("severity")), "warning"),

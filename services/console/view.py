@@ -251,11 +251,6 @@ def _processes(polled: Polled) -> list[dict[str, Any]]:
                     "heartbeat_age_s": comp.get("heartbeat_age_s"), "restarts": comp.get("restarts"),
                     "trading": comp.get("trading_enabled"), "fatal": comp.get("fatal"), "cpu_pct": cpu,
                     "rss_mb": rss})
-    status = polled.status or {}
-    if status:
-        cpu, rss = polled.resources.get(status.get("pid") or 0, (None, None))
-        out.insert(0, {"name": "orchestrator", "alive": True, "pid": status.get("pid"), "heartbeat_age_s": 0.0,
-                       "restarts": None, "trading": None, "fatal": False, "cpu_pct": cpu, "rss_mb": rss})
     return out
 
 

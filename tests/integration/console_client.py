@@ -72,9 +72,5 @@ class ConsoleUser:
                               timeout=40)
 
     def wait_state(self, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        return wait_until(lambda: (s := self.snapshot())["session"]["state"] == state and s or None, timeout, interval=0.1,
-                          message=f"the console never showed {state}")
-
-    def wait_event(self, predicate: Any, timeout: float = 15.0) -> dict[str, Any]:
-        return wait_until(lambda: next((e for e in self.snapshot()["events"] if predicate(e)), None), timeout, interval=0.1,
-                          message="the console never showed the event")
+        return wait_until(lambda: (s := self.snapshot())["session"]["state"] == state and s or None, timeout,
+                          interval=0.1, message=f"the console never showed {state}")

@@ -8,6 +8,7 @@ and the log tail. The browser drives the same server in test_console_browser.py.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -152,3 +153,24 @@ def test_hostile_text_stays_text_in_the_report(console: Daemon) -> None:
     assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
     assert user.control("reset").json()["ok"] is True
     assert user.control("open").json()["ok"] is True
+
+
+def test_a_hung_or_killed_console_changes_nothing_in_the_session(console: Daemon) -> None:
+    user = admin(console)
+    pid = console.pid_of("console")
+    os.kill(pid, signal.SIGSTOP)  # hung: its SUB stops reading; no publisher waits for it
+    try:
+        time.sleep(3)
+        assert console.state() == "live" and console.status()["failsafe_pending"] is None
+        assert all(c["alive"] for c in console.status()["components"].values())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    console.kill9("console")
+    console.wait_respawned("console", pid)
+    wait_console(console)
+    assert user.get("/api/snapshot").status_code == 401  # a restart logs everyone out
+    again = admin(console)
+    snap = wait_until(lambda: (s := again.snapshot())["session"]["state"] == "live" and s, 10)
+    # the day's transitions come back from the session event log, not from the console's memory
+    assert [t["new"] for t in snap["transitions"]][:2] == ["ready", "live"]
+    assert console.state() == "live"
