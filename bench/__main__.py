@@ -3,10 +3,10 @@
 Names: ``regress`` (tick-to-order against ``bench/baseline.json``: exits 1 on a regression over 20 %;
 ``--record`` writes this run's figure there), ``bus`` (bus_latency), ``pubsend`` (pub_send), ``codec``, ``reactor`` (reactor_idle), ``daemon`` (daemon_idle),
 ``tick`` (tick_to_order), ``throughput``, ``failsafe``, ``sniffer`` (tradectl bus), ``venues`` (ccxt against
-native), and the long one, ``soak`` (10 minutes;
-``--minutes M`` to change); none means all but the long ones, in that order. ``--quick`` runs
-fewer, shorter rounds (a smoke test; its figures are not the ones to quote; ``soak --quick`` runs
-1 minute). Run from the repository root (``make bench``).
+native), ``console`` (the web console: state change -> page, its cost, tick-to-order with a page open),
+and the long one, ``soak`` (10 minutes; ``--minutes M`` to change); none means all but the long ones,
+in that order. ``--quick`` runs fewer, shorter rounds (a smoke test; its figures are not the ones to
+quote; ``soak --quick`` runs 1 minute). Run from the repository root (``make bench``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import zmq
 from bench import (
     bus_latency,
     codec,
+    console,
     daemon_idle,
     failsafe,
     pub_send,
@@ -51,6 +52,7 @@ BENCHMARKS = {
     "sniffer": (sniffer.run, {"rounds": 1, "n": 100_000}),
     "soak": (soak.run, {"minutes": 1.0, "interval_s": 10.0}),
     "venues": (venues.run, {"rounds": 1, "seconds": 5.0, "warmup_s": 2.0}),
+    "console": (console.run, {"transitions": 12, "rounds": 1, "window_s": 4.0, "warmup_s": 2.0}),
 }
 ALIASES = {"bus_latency": "bus", "pub_send": "pubsend", "reactor_idle": "reactor", "daemon_idle": "daemon", "tick_to_order": "tick"}
 # Registered, but run only when named: they take long (soak: 10 minutes).

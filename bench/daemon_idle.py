@@ -33,7 +33,7 @@ import tomllib
 
 from bench._stats import table
 from deploy.supervisord_conf import PROGRAMS
-from deploy.temp_daemon import TempDaemon, clean_environ, tool
+from deploy.temp_daemon import TempDaemon, clean_environ, free_port, tool
 from services.settings import Settings
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -79,8 +79,11 @@ class Daemon(TempDaemon):
     ``services.settings.Settings`` before anything starts; ready when ``tradectl state`` says so."""
 
     def __init__(self, toml: str, prefix: str) -> None:
-        # metrics on a free port: a developer's daemon may hold the default
-        super().__init__(environment={"TRADING_ORCHESTRATOR__METRICS_PORT": "0"}, prefix=prefix)
+        # metrics and the console on free ports: a developer's daemon may hold the defaults
+        console_port = free_port()
+        super().__init__(environment={"TRADING_ORCHESTRATOR__METRICS_PORT": "0",
+                                      "TRADING_CONSOLE__PORT": str(console_port)}, prefix=prefix)
+        self.config["console"]["port"] = console_port
         try:
             text = self.paths_toml() + "\n" + toml
             self.settings = Settings(**tomllib.loads(text))  # fail here, clearly, on a bad benchmark TOML

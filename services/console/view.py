@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import proto
+from proto.session import OPEN_ORDER_STATUSES
 from services.console.settings import ConsoleSettings
 
 SEVERITIES = ("info", "warning", "critical")
@@ -206,7 +207,7 @@ class SessionView:
         orders = [{"id": o.get("client_order_id"), "symbol": o.get("symbol"), "side": o.get("side"),
                    "qty": o.get("qty"), "price": o.get("limit_price"), "status": o.get("status"),
                    "filled_qty": o.get("filled_qty"), "strategy": o.get("strategy")}
-                  for o in (polled.orders or [])]
+                  for o in (polled.orders or []) if o.get("status") in OPEN_ORDER_STATUSES]
         return {
             "now": time.time(),
             "session": state,

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ class Console:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
         self.controls_sent = 0
         self.controls_refused = 0
+        self._password_checks = ThreadPoolExecutor(1, thread_name_prefix="console-login")
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._headers], client_max_size=64 << 10)
@@ -189,7 +191,11 @@ class Console:
                         escape(user), address, wait_s)
             return self._render("login.html", status=429, headers={"Retry-After": str(int(wait_s) + 1)},
                                 error=f"Too many failed logins: try again in {int(wait_s) + 1} s.")
-        role = await asyncio.to_thread(self.users.check, user, password)
+        # One thread for every password check: scrypt takes 16 MB and ~50 ms a check; in the loop's
+        # default pool each worker thread would keep its own 16 MB, and a flood of guesses would
+        # take every core (one at a time, it takes one).
+        role = await asyncio.get_running_loop().run_in_executor(self._password_checks, self.users.check, user,
+                                                                password)
         if role is None:
             self.throttle.failure(*keys_)
             log.warning("failed login for %r from %s", escape(user), address)

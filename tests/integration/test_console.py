@@ -58,8 +58,14 @@ def test_without_a_login_nothing_but_the_login_page(console: Daemon) -> None:
 
 
 def test_the_snapshot_shows_the_session(console: Daemon) -> None:
-    snap = wait_until(lambda: (s := admin(console).snapshot())["processes"] and s["connectors"] and s, 10)
-    assert snap["session"]["state"] == "live" and snap["problems"] == [], snap["problems"]
+    user, seen = admin(console), [{}]
+
+    def settled() -> dict | None:
+        seen[0] = user.snapshot()
+        return seen[0] if seen[0]["processes"] and seen[0]["connectors"] and not seen[0]["problems"] else None
+
+    snap = wait_until(settled, 15, message=lambda: f"not settled: problems {seen[0].get('problems')}")
+    assert snap["session"]["state"] == "live"
     names = {p["name"] for p in snap["processes"]}
     assert {"orchestrator", "engine", "exchange_manager", "data_router", "safety"} <= names
     assert all(p["alive"] and p["pid"] for p in snap["processes"])

@@ -83,11 +83,8 @@ window.consoleStateLog = [];
   }
   const td = (text, cls) => el('td', text, cls);
   const num = (text, cls) => el('td', text, cls ? `num ${cls}` : 'num');
-  function flag(v, yes, no, noCls = 'bad') {  // green yes / red NO, a dash when unknown
-    if (v === true) return td(yes, 'good');
-    if (v === false) return td(no, noCls);
-    return td(DASH, 'muted');
-  }
+  // green yes / red NO, a dash when unknown
+  const flag = (v, yes, no, noCls = 'bad') => (v === true ? td(yes, 'good') : v === false ? td(no, noCls) : td(DASH, 'muted'));
   function tr(cells, cls) {
     const r = el('tr', null, cls);
     r.append(...cells);
@@ -106,9 +103,7 @@ window.consoleStateLog = [];
 
   // ---- HTTP ---------------------------------------------------------------------------------------
   function toLogin() {
-    if (leaving) return;
-    leaving = true;
-    window.location.assign('/login');
+    if (!leaving) { leaving = true; window.location.assign('/login'); }
   }
   async function api(path, init = {}) {
     const res = await fetch(path, {credentials: 'same-origin', ...init,
@@ -127,6 +122,7 @@ window.consoleStateLog = [];
   function setState(state, since, reason) {
     const s = String(state || 'unknown').toLowerCase();
     const badge = $('#state');
+    badge.title = 'session state';
     badge.dataset.state = s;
     badge.textContent = s.toUpperCase();
     document.body.dataset.state = s;
@@ -159,8 +155,8 @@ window.consoleStateLog = [];
   function renderBus(bus) {
     const out = $('#bus-status');
     if (!bus || bus.connected === null || bus.connected === undefined) { out.textContent = DASH; out.className = ''; return; }
-    const a = isNum(bus.last_message_age_s) ? `, last message ${age(bus.last_message_age_s)} ago` : '';
-    out.textContent = (bus.connected ? 'connected' : 'DISCONNECTED') + a;
+    const a = isNum(bus.last_message_age_s) ? `, heard ${age(bus.last_message_age_s)} ago` : '';
+    out.textContent = (bus.connected ? 'ok' : 'DISCONNECTED') + a;
     out.className = bus.connected ? '' : 'bad';
   }
 
@@ -179,6 +175,7 @@ window.consoleStateLog = [];
     }
     $('#session-id').textContent = ses.session_id || DASH;
     renderBus(snap.bus);
+    $('.session-meta').title = $('.session-meta').textContent.replace(/\s+/g, ' ').trim();
     renderProblems();
     fillTable('#processes', snap.processes, (p) => tr([
       td(p.name), flag(p.alive, 'yes', 'NO'), num(int(p.pid)), num(age(p.heartbeat_age_s)),
@@ -254,9 +251,14 @@ window.consoleStateLog = [];
   // ---- charts -----------------------------------------------------------------------------------------
   const AXIS = {stroke: '#c9d1d9', grid: {stroke: '#2d333b', width: 1}, ticks: {stroke: '#2d333b', width: 1},
     font: '12px system-ui, sans-serif'};
-  // Time axes in local 24-hour time (uPlot's default is am/pm with a date row).
-  const XAXIS_HM = {...AXIS, values: (u, vs) => vs.map((v) => time(v).slice(0, 5))};
-  const XAXIS_HMS = {...AXIS, values: (u, vs) => vs.map(time)};
+  // Time axes in local 24-hour time (uPlot's default is am/pm with a date row); seconds only when
+  // the ticks are less than a minute apart (a session just started).
+  const XAXIS = {...AXIS, space: 70, values: (u, vs, ax, space, incr) => vs.map((v) => (incr < 60 ? time(v) : time(v).slice(0, 5)))};
+  // A single point (the first minute of a session) gets a minute either side (uPlot would give it a day).
+  const timeRange = (u, min, max) => {
+    const t = u.data?.[0];
+    return t?.length === 1 && isNum(t[0]) ? [t[0] - 60, t[0] + 60] : [min, max];
+  };
   function seriesData(obj, keys) {  // [t, ...series] of equal length, non-numbers as gaps
     const t = Array.isArray(obj?.t) ? obj.t.filter(isNum) : [];
     return [t, ...keys.map((k) => {
@@ -288,28 +290,29 @@ window.consoleStateLog = [];
     u.setData(seriesData(obj, keys));
   }
   function setupCharts() {
+    if (typeof uPlot === 'undefined') return;
     const line = (label, stroke, extra = {}) => ({label, stroke, width: 2, value: (u, v) => (v === null ? DASH : String(v)), ...extra});
     makeChart('pnl', '#pnl-chart', 200, {
       cursor: {drag: {x: false, y: false}},
-      scales: {x: {time: true}, y: {auto: true}, exp: {auto: true}},
+      scales: {x: {time: true, range: timeRange}, y: {auto: true}, exp: {auto: true}},
       series: [{value: (u, v) => time(v)},
         line('realized', '#58a6ff', {value: (u, v) => pnl(v)}),
         line('unrealized', '#f2cc60', {value: (u, v) => pnl(v)}),
         line('exposure', '#d2a8ff', {scale: 'exp', width: 1.5, dash: [6, 4], value: (u, v) => fixed(v, 0)})],
-      axes: [XAXIS_HM, {...AXIS, scale: 'y', size: 56, values: (u, vs) => vs.map(compact)},
+      axes: [XAXIS, {...AXIS, scale: 'y', size: 56, values: (u, vs) => vs.map(compact)},
         {...AXIS, scale: 'exp', side: 1, size: 56, grid: {show: false}, values: (u, vs) => vs.map(compact)}],
     }, 3);
     // Counts per minute: stepped lines (a count holds for its whole minute).
     const step = uPlot.paths?.stepped?.({align: 1});
     makeChart('activity', '#activity-chart', 170, {
       cursor: {drag: {x: false, y: false}},
-      scales: {x: {time: true}, y: {range: (u, min, max) => [0, isNum(max) && max > 0 ? Math.ceil(max * 1.15) : 1]}},
+      scales: {x: {time: true, range: timeRange}, y: {range: (u, min, max) => [0, isNum(max) && max > 0 ? Math.ceil(max * 1.15) : 1]}},
       series: [{value: (u, v) => time(v)},
         line('decisions', '#8b949e', {paths: step, width: 1.5}),
         line('orders', '#58a6ff', {paths: step}),
         line('fills', '#3fb950', {paths: step}),
         line('rejects', '#ff6b6b', {paths: step, fill: 'rgba(255,107,107,0.18)'})],
-      axes: [XAXIS_HM, {...AXIS, size: 44, values: (u, vs) => vs.map((v) => (Number.isInteger(v) ? String(v) : ''))}],
+      axes: [XAXIS, {...AXIS, size: 44, values: (u, vs) => vs.map((v) => (Number.isInteger(v) ? String(v) : ''))}],
     }, 4);
   }
   function priceChart() {  // made on first use: an empty price chart would say nothing
@@ -321,7 +324,7 @@ window.consoleStateLog = [];
         {label: 'mid', stroke: '#e6edf3', width: 2, value: (u, v) => price(v)},
         {label: 'low', stroke: '#58a6ff', width: 1, value: (u, v) => price(v)},
         {label: 'high', stroke: '#f0883e', width: 1, value: (u, v) => price(v)}],
-      axes: [XAXIS_HMS, {...AXIS, size: 80, values: (u, vs) => vs.map(price)}],
+      axes: [XAXIS, {...AXIS, size: 80, values: (u, vs) => vs.map(price)}],
       hooks: {draw: [drawEventMarkers]},
     }, 3);
   }
@@ -334,16 +337,13 @@ window.consoleStateLog = [];
       const x = Math.round(u.valToPos(ts, 'x', true));
       if (x < left || x > left + width) return;
       ctx.save();
-      ctx.strokeStyle = color;
-      ctx.lineWidth = w * px;
+      Object.assign(ctx, {strokeStyle: color, fillStyle: color, lineWidth: w * px, font: `bold ${12 * px}px system-ui, sans-serif`});
       ctx.setLineDash(dash.map((d) => d * px));
       ctx.beginPath();
       ctx.moveTo(x, top);
       ctx.lineTo(x, top + height);
       ctx.stroke();
       if (label) {
-        ctx.fillStyle = color;
-        ctx.font = `bold ${12 * px}px system-ui, sans-serif`;
         const right = x + ctx.measureText(label).width + 6 * px > left + width;  // keep the label inside the plot
         ctx.textAlign = right ? 'right' : 'left';
         ctx.fillText(label, x + (right ? -5 : 5) * px, top + 14 * px);
@@ -454,12 +454,12 @@ window.consoleStateLog = [];
     if (key === S.reportsKey) return;
     S.reportsKey = key;
     $('#reports').replaceChildren(...list.map((r) => {
-      const b = el('button', null, 'report-link');
-      b.type = 'button';
+      const b = Object.assign(el('button', null, 'report-link'), {type: 'button', title: r.title || r.name || ''});
       b.dataset.name = r.name ?? '';
       if (r.name === S.selectedReport) b.classList.add('selected');
-      b.append(el('span', dateTime(r.ts), 'time'), el('span', r.kind, 'kind'), el('span', r.title || r.name, 'title'),
-        outcome(r.ok));
+      const when = el('span', null, 'when');
+      when.append(el('span', dateTime(r.ts), 'time'), el('span', r.kind, 'kind'));
+      b.append(when, outcome(r.ok), el('span', r.title || r.name, 'title'));
       const li = el('li');
       li.append(b);
       return li;
@@ -482,10 +482,8 @@ window.consoleStateLog = [];
       return;
     }
     if (req !== S.reportReq) return;
-    const title = el('h3', r.title || r.name);
-    title.id = 'report-title';
-    const out = el('p', 'outcome: ');
-    out.id = 'report-outcome';
+    const title = Object.assign(el('h3', r.title || r.name), {id: 'report-title'});
+    const out = Object.assign(el('p', 'outcome: '), {id: 'report-outcome'});
     out.dataset.ok = String(r.ok ?? null);
     out.append(outcome(r.ok ?? null));
     const facts = [r.kind, r.trigger && `trigger: ${r.trigger}`, isNum(r.started_at) && `started ${dateTime(r.started_at)}`,
@@ -498,10 +496,8 @@ window.consoleStateLog = [];
     view.append(body);
   }
   function stepsTable(steps) {
-    const t = el('table');
-    t.id = 'report-steps';
-    const head = tr(['step', 'outcome', 'duration ms', 'after start', 'detail'].map((h, i) => el('th', h, i === 2 || i === 3 ? 'num' : '')));
-    t.createTHead().append(head);
+    const t = Object.assign(el('table'), {id: 'report-steps'});
+    t.createTHead().append(tr(['step', 'outcome', 'duration ms', 'after start', 'detail'].map((h, i) => el('th', h, i === 2 || i === 3 ? 'num' : ''))));
     const body = t.createTBody();
     for (const s of Array.isArray(steps) ? steps : []) {
       body.append(tr([td(s.name), flag(s.ok, 'ok', 'FAILED'), num(fixed(s.duration_ms, 1)),
@@ -620,11 +616,11 @@ window.consoleStateLog = [];
         ok = true;
         text = `${name}: ok` + (body.state ? ` — session ${String(body.state).toUpperCase()}` : '');
       } else text = `${name} refused: ${body?.error || 'no answer from the daemon'}`;
-      $('#control-result').title = body?.result ? JSON.stringify(body.result) : '';
     } catch (err) {
       text = `${name}: request failed (${err.message})`;
     }
     setResult(ok, text);
+    $('#control-result').title = text;
   }
   function setResult(ok, text) {
     const out = $('#control-result');
@@ -650,7 +646,7 @@ window.consoleStateLog = [];
     es.addEventListener('state', (m) => {
       heard();
       const d = parse(m);
-      if (d) onStateMessage(d);
+      if (d && typeof d.state === 'string') onStateMessage(d);
     });
     es.addEventListener('event', (m) => {
       heard();
