@@ -107,7 +107,7 @@ class BusFeed(threading.Thread):
         super().__init__(name="console-bus", daemon=True)
         self._view = view
         self._history_until = history_until
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
         def subscriber(publishers: tuple[str, ...], topics: tuple[str, ...], hwm: int = 1_000) -> Subscriber:
             sock = ctx.socket(zmq.SUB)
@@ -126,7 +126,7 @@ class BusFeed(threading.Thread):
                          subscriber(("data_router",), (proto.topics.MARKET_DATA_PREFIX,), BATCH_HWM))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -134,7 +134,7 @@ class BusFeed(threading.Thread):
             poller.register(sub.socket, zmq.POLLIN)
         next_batch = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 wait_ms = max(0, int((next_batch - time.monotonic()) * 1000))
                 ready = dict(poller.poll(min(wait_ms, 200)))
                 for sub in self._now:
@@ -181,7 +181,7 @@ class SnapshotPoll(threading.Thread):
         super().__init__(name="console-poll", daemon=True)
         self._view = view
         self._interval_s = interval_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         timeout = min(2.0, max(0.5, interval_s))
 
         def client(service: str) -> CommandClient:
@@ -193,14 +193,14 @@ class SnapshotPoll(threading.Thread):
         self._procs: dict[int, psutil.Process] = {}
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 started = time.monotonic()
                 self._view.on_poll(self.poll())
-                self._stop.wait(max(0.05, self._interval_s - (time.monotonic() - started)))
+                self._stopping.wait(max(0.05, self._interval_s - (time.monotonic() - started)))
         finally:
             self._orchestrator.close()
             self._exchange.close()

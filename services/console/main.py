@@ -14,9 +14,11 @@ parent, is gone (nothing would stop it on the next ``make run``, and its port wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
+import signal
 import sys
 
 import zmq
@@ -76,13 +78,19 @@ async def serve(settings: Settings, users: Users, sec: Security) -> None:
     except OSError as exc:
         log.critical("cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
         sys.exit(1)
-    print(f"console: http://{cfg.host}:{cfg.port}/  (users: {', '.join(users.names())}; "
-          f"`tradectl console add-user NAME --role reader|operator` adds one)", flush=True)
+    log.info("console started (pid %d), serving http://%s:%d/ (users: %s; `tradectl console add-user NAME --role "
+             "reader|operator` adds one)", os.getpid(), cfg.host, cfg.port, ", ".join(users.names()))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # supervisorctl stop: close the pages, exit 0
+        loop.add_signal_handler(signum, stop.set)
     parent = ParentWatch(os.environ)
     try:
-        while not parent.check():
-            await asyncio.sleep(PARENT_CHECK_S)
-        log.critical("%s: the console stops", parent.lost)
+        while not stop.is_set():
+            if parent.check():
+                log.critical("%s: the console stops", parent.lost)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PARENT_CHECK_S)
     finally:
         feed.stop()
         poll.stop()
@@ -90,3 +98,4 @@ async def serve(settings: Settings, users: Users, sec: Security) -> None:
         feed.join(2.0)
         poll.join(3.0)
         ctx.term()
+        log.info("console stopped")

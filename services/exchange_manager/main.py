@@ -91,6 +91,7 @@ class ExchangeManager:
                                      owner=cfg.connector_for)
         self.connectors: dict[str, ExecutionClient] = {
             c.name: execution_client(c, self.runtime, self) for c in cfg.connectors}
+        self._warn_unmanaged()
         self.fill_order = FillOrder(self.reconciler.cursor, self._apply_fill, self._ask_fills_after,
                                     self.runtime.reactor.call_later)
         self.venue_watch = VenueWatch(self.runtime, self.reconciler, self.book, self.connectors, cfg,
@@ -186,10 +187,26 @@ class ExchangeManager:
     def _working(self, symbol: str, side: proto.Side) -> float:
         """Quantity still to reach the position on one side of a symbol: open orders not being
         cancelled, and orders the venue reported filled whose fills are still on their way (without
-        them, a flatten between the report and the fill would flatten twice and reverse)."""
+        them, a flatten between the report and the fill would flatten twice and reverse). Only
+        orders of a connector this process runs: one of a connector the settings no longer name can
+        reach no position here (its fills could not arrive), and counted it would make every flatten
+        of its side short, for good (``_warn_unmanaged``)."""
         working = [o for o in self.book.open_orders(symbol) if not o.cancel_requested]
         working += self.book.awaiting_fills(symbol)
-        return sum(o.order.qty - o.filled_qty for o in working if o.order.side == side)
+        connectors = self.connectors
+        return sum(o.order.qty - o.filled_qty for o in working if o.order.side == side
+                   and o.order.connector in connectors)
+
+    def _warn_unmanaged(self) -> None:
+        """Open orders in the book on connectors the settings no longer name (the state directory
+        was used with other venue settings): nothing here can cancel them, reconcile them or hear
+        their fills. Said once at start, each named, for an operator to check at that venue."""
+        for record in self.book.open_orders():
+            if record.order.connector not in self.connectors:
+                log.warning("order %s (%s %g %s) is open in the book on connector %r, which the settings no longer "
+                            "name: nothing here manages it; check that venue (it is not counted as working)",
+                            record.client_order_id, record.order.side.value, record.order.qty, record.order.symbol,
+                            record.order.connector)
 
     def cancel(self, client_order_id: str) -> None:
         record = self.book.orders.get(client_order_id)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
+from deploy.temp_daemon import free_port
 from integration.e2e import open_daemon, suite_fixtures
 
 from .harness import FAULT_CONFIG, FaultHarness
 from .venue_views import CCXT_CREDENTIALS, ccxt_config, make_view
-from deploy.temp_daemon import free_port
 
 HERE = Path(__file__).parent
 

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from bus import CommandTimeout
+from deploy.temp_daemon import free_port
 from integration.daemon import Daemon, wait_until
 from integration.e2e import ask, em_positions, em_stats, ensure_live, wait_routed
-from integration.test_ccxt_venue import CREDENTIALS, _free_port, _venue_positions, ccxt_sim_config
+from integration.test_ccxt_venue import CREDENTIALS, _venue_positions, ccxt_sim_config
 
 from .harness import FIGURES
 from .test_9_reconciliation import FLOOD_CONFIG, SYMBOL, _flood, _kill9_mid_flood, _wait_fills
@@ -37,7 +38,7 @@ TRADES_PAGE = 1000  # the connector's trades_page (Binance's maximum)
 
 
 def _config() -> dict[str, Any]:
-    config = ccxt_sim_config(_free_port())
+    config = ccxt_sim_config(free_port())
     for section, values in FLOOD_CONFIG.items():
         merged = {**config.get(section, {}), **values}
         if section == "exchange_manager":

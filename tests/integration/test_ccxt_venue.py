@@ -20,10 +20,10 @@ from typing import Any
 
 import ccxt
 import pytest
+from deploy.temp_daemon import free_port
 from integration.daemon import Daemon, wait_until
 from bus import CommandTimeout
 from integration.e2e import ask, em_positions, em_stats, submit, wait_routed
-from deploy.temp_daemon import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ccxt-sim.toml"
 CREDENTIALS = {"SIM_API_KEY": "sim-test-key", "SIM_API_SECRET": "sim-test-secret"}

@@ -41,7 +41,7 @@ def test_first_start_made_admin_with_a_private_password_file(console: Daemon) ->
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(f"{console.state_dir}/console/users.json").st_mode & 0o777 == 0o600
     assert "first start: user admin, password" in console.program_log("console").read_text()
-    assert f"console: {console_url(console)}/" in console.program_log("console").read_text()
+    assert f"serving {console_url(console)}/" in console.program_log("console").read_text()
 
 
 def test_without_a_login_nothing_but_the_login_page(console: Daemon) -> None:

@@ -21,9 +21,9 @@ import aiohttp
 import ccxt
 import ccxt.pro
 import pytest
+from deploy.temp_daemon import free_port
 from integration.daemon import Daemon, wait_until
 from integration.e2e import ask
-from deploy.temp_daemon import free_port
 
 KEY, SECRET = "itest-api-key", "itest-api-secret"
 OPTIONS = {"fetchMarkets": ["spot"], "fetchCurrencies": False, "fetchMargins": False,

@@ -16,9 +16,10 @@ from typing import Any
 
 import ccxt
 import pytest
+from deploy.temp_daemon import free_port
 from integration.daemon import Daemon, wait_until
 from integration.e2e import ask, em_stats, submit, wait_routed
-from integration.test_ccxt_venue import CREDENTIALS, _em_qty as _book, _exchange, _free_port
+from integration.test_ccxt_venue import CREDENTIALS, _em_qty as _book, _exchange
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "sim-and-ccxt.toml"
 CCXT = "binance-sim"
@@ -35,7 +36,7 @@ def two_venues_config(port: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    d = Daemon(config=two_venues_config(_free_port()), environment=CREDENTIALS)
+    d = Daemon(config=two_venues_config(free_port()), environment=CREDENTIALS)
     try:
         d.start()
         yield d
