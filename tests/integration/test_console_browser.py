@@ -84,8 +84,11 @@ def state_of(page: Any) -> str:
     return page.get_attribute("#state", "data-state") or ""
 
 
-def shot(page: Any, name: str) -> None:
+def shot(page: Any, name: str, show: str = "") -> None:
+    """The page as it is (scrolled to ``show`` first), for docs/console.md."""
     if SHOTS:
+        if show:
+            page.locator(show).evaluate("e => e.scrollIntoView({block: 'start'})")
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
@@ -115,7 +118,7 @@ def test_open_jump_failsafe_report_reset_open(console: Daemon, page: Any) -> Non
     row.first.click()
     sync_api.expect(page.locator("#price-caption")).to_contain_text("BTC-USD", timeout=5_000)
     page.wait_for_selector("#price-chart canvas")
-    shot(page, "events-price-jump")
+    shot(page, "events-price-jump", show="#events-section")
 
     # the incident report, rendered, with its steps
     wait_until(lambda: console.status()["failsafe_pending"] is None, 30)
@@ -125,7 +128,7 @@ def test_open_jump_failsafe_report_reset_open(console: Daemon, page: Any) -> Non
     sync_api.expect(page.locator("#report-view h1").first).to_contain_text("FAILSAFE incident", timeout=5_000)
     assert page.locator("#report-steps tr").count() >= 5
     assert "stop new orders: disable engine" in page.inner_text("#report-steps")
-    shot(page, "incident-report")
+    shot(page, "incident-report", show="#reports-section")
 
     assert press(page, "reset")["ok"] == "true"
     page.wait_for_selector("#state[data-state='ready']", timeout=10_000)
