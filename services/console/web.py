@@ -34,6 +34,8 @@ log = logging.getLogger("console")
 HERE = Path(__file__).parent
 COOKIE = "ltd_console"
 STREAM_QUEUE = 256  # pushes waiting for one page; a page this far behind is cut (it reconnects)
+MAX_STREAMS = 64  # open pages at once: each holds a queue and a snapshot a second
+MAX_LOGINS_WAITING = 8  # password checks queued (each ~50 ms of scrypt): a flood is answered "busy"
 SNAPSHOT_EVERY_S = 1.0
 HEADERS = {
     # The page loads only its own files; nothing may frame it (clickjacking a control).
@@ -54,7 +56,10 @@ class Hub:
         self._queues: set[asyncio.Queue[tuple[str, Any] | None]] = set()
         self.cut = 0
 
-    def open(self) -> asyncio.Queue[tuple[str, Any] | None]:
+    def open(self) -> asyncio.Queue[tuple[str, Any] | None] | None:
+        """A new page's queue, or None when MAX_STREAMS are open already."""
+        if len(self._queues) >= MAX_STREAMS:
+            return None
         queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
         self._queues.add(queue)
         return queue
@@ -91,6 +96,7 @@ class Console:
         self.controls_sent = 0
         self.controls_refused = 0
         self._password_checks = ThreadPoolExecutor(1, thread_name_prefix="console-login")
+        self._logins_waiting = 0
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._headers], client_max_size=64 << 10)
@@ -194,8 +200,16 @@ class Console:
         # One thread for every password check: scrypt takes 16 MB and ~50 ms a check; in the loop's
         # default pool each worker thread would keep its own 16 MB, and a flood of guesses would
         # take every core (one at a time, it takes one).
-        role = await asyncio.get_running_loop().run_in_executor(self._password_checks, self.users.check, user,
-                                                                password)
+        if self._logins_waiting >= MAX_LOGINS_WAITING:
+            self.throttle.refused += 1
+            return self._render("login.html", status=429, headers={"Retry-After": "1"},
+                                error="The console is busy with other logins: try again in a second.")
+        self._logins_waiting += 1
+        try:
+            role = await asyncio.get_running_loop().run_in_executor(self._password_checks, self.users.check, user,
+                                                                    password)
+        finally:
+            self._logins_waiting -= 1
         if role is None:
             self.throttle.failure(*keys_)
             log.warning("failed login for %r from %s", escape(user), address)
@@ -234,10 +248,13 @@ class Console:
     async def stream(self, request: web.Request, login: Login) -> web.StreamResponse:
         """Server-sent events: ``snapshot`` at once and every second, ``state`` and ``event`` the
         moment the console hears them. Ends when the login expires (the page then logs in again)."""
+        queue = self.hub.open()
+        if queue is None:
+            log.warning("live stream refused for %s: %d pages open already", login.user, MAX_STREAMS)
+            return web.json_response({"error": f"{MAX_STREAMS} pages are open already; close one"}, status=503)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        queue = self.hub.open()
         try:
             await _send(response, "snapshot", self._snapshot(login))
             next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
