@@ -178,10 +178,6 @@ class Sessions:
     def close(self, token: str) -> None:
         self._logins.pop(token, None)
 
-    def end_user(self, user: str) -> None:
-        for token in [t for t, login in self._logins.items() if login.user == user]:
-            del self._logins[token]
-
 
 def csrf_ok(login: Login, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(login.csrf.encode(), (sent or "").encode())

@@ -240,7 +240,13 @@ class Console:
         return self._render("console.html", user=login.user, role=login.role, csrf=login.csrf)
 
     def _snapshot(self, login: Login) -> dict[str, Any]:
-        return self.view.snapshot() | {"user": login.user, "role": login.role}
+        return self.view.snapshot() | {"user": login.user, "role": login.role, "console": self.counters()}
+
+    def counters(self) -> dict[str, int]:
+        """The console's own refusals and load, for the page and the tests."""
+        return {"pages_open": len(self.hub), "streams_cut": self.hub.cut, "logins_failed": self.throttle.failed,
+                "logins_refused": self.throttle.refused, "controls_sent": self.controls_sent,
+                "controls_refused": self.controls_refused, "symbols_refused": self.view.symbols_refused}
 
     async def snapshot(self, request: web.Request, login: Login) -> web.StreamResponse:
         return web.json_response(self._snapshot(login))
