@@ -145,31 +145,30 @@ class Console:
         return login
 
     def _page(self, handler: Callable[[web.Request, Login], Awaitable[web.StreamResponse]]) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            login = self._login_of(request)
-            if login is None:
-                raise web.HTTPSeeOther("/login")
-            return await handler(request, login)
-        return guarded
+        return self._guarded(handler, page=True)
 
     def _api(self, handler: Callable[[web.Request, Login], Awaitable[web.StreamResponse]]) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            login = self._login_of(request)
-            if login is None:
-                return web.json_response({"error": "login needed"}, status=401)
-            return await handler(request, login)
-        return guarded
+        return self._guarded(handler)
 
     def _post(self, handler: Callable[[web.Request, Login], Awaitable[web.StreamResponse]]) -> Handler:
+        return self._guarded(handler, post=True)
+
+    def _guarded(self, handler: Callable[[web.Request, Login], Awaitable[web.StreamResponse]], *,
+                 page: bool = False, post: bool = False) -> Handler:
+        """``handler`` behind a live login (a page without one goes to /login, an API call gets 401);
+        a POST also behind the login's CSRF token and this server's own Origin."""
         async def guarded(request: web.Request) -> web.StreamResponse:
             login = self._login_of(request)
             if login is None:
+                if page:
+                    raise web.HTTPSeeOther("/login")
                 return web.json_response({"error": "login needed"}, status=401)
-            origin = request.headers.get("Origin")
-            if origin is not None and origin != f"{request.scheme}://{request.host}":
-                return self._forbidden(request, login, f"request from another origin ({origin})")
-            if not csrf_ok(login, request.headers.get("X-CSRF-Token")):
-                return self._forbidden(request, login, "CSRF token missing or wrong: reload the page")
+            if post:
+                origin = request.headers.get("Origin")
+                if origin is not None and origin != f"{request.scheme}://{request.host}":
+                    return self._forbidden(request, login, f"request from another origin ({origin})")
+                if not csrf_ok(login, request.headers.get("X-CSRF-Token")):
+                    return self._forbidden(request, login, "CSRF token missing or wrong: reload the page")
             return await handler(request, login)
         return guarded
 
@@ -276,8 +275,8 @@ class Console:
                 if item is None:
                     break
                 await _send(response, *item)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the page went away; a cancellation (the server stopping) goes on up
         finally:
             self.hub.close(queue)
         return response
